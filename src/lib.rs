@@ -1,0 +1,3 @@
+//! entrance: the OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC provider.
+pub mod verifier;
+pub mod mock_idp;
