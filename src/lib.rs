@@ -1,3 +1,36 @@
-//! entrance: the OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC provider.
-pub mod verifier;
+//! entrance: the OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC
+//! provider.
+//!
+//! Crate map:
+//! - [`config`]: raw settings → validated [`config::Config`].
+//! - [`app`]: [`app::Application`] — bind, build, serve until shutdown.
+//! - [`http`]: router, handlers (`/login`, `/login/callback`, `/me`, `/healthz`), middleware.
+//! - [`error`]: the one HTTP error type, its statuses and explanations.
+//! - [`pages`]: HTML pages and the Content-Security-Policy.
+//! - [`session`]: pending logins, the signed-in identity, session stores.
+//! - [`identity`]: the stable user key and claims kept after sign-in.
+//! - [`provider`]: per-connection IdP metadata and keys, readiness, refetching.
+//! - [`http_client`]: the one outbound HTTP client (timeouts, size limit, no redirects).
+//! - [`token`]: the code exchange at the token endpoint.
+//! - [`jwks`], [`verifier`]: signing keys and ID-token validation (OIDC Core §3.1.3.7).
+//! - [`return_to`]: open-redirect-proof post-login destinations.
+//! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
+//! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
+//! - [`telemetry`]: log setup.
+
+pub mod app;
+pub mod config;
+pub mod entra;
+pub mod error;
+pub mod http;
+pub mod http_client;
+pub mod identity;
+pub mod jwks;
 pub mod mock_idp;
+pub mod pages;
+pub mod provider;
+pub mod return_to;
+pub mod session;
+pub mod telemetry;
+pub mod token;
+pub mod verifier;

@@ -1,0 +1,139 @@
+//! The running service: binds its listener, builds state and router, starts the background
+//! tasks, and serves until a shutdown future resolves.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tower_sessions::session_store::ExpiredDeletion;
+
+use crate::{
+    config::{Config, StoreKind},
+    http::{self, AppState},
+    http_client::HttpClient,
+    provider::{self, Connection},
+    session::AnyStore,
+};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// Microsoft's guidance: at most one on-demand key refresh per 5 minutes.
+const KEY_REFETCH_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// How often expired sessions are deleted from the store.
+const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    /// Background tasks (connection retries, store sweeping); aborted when the application
+    /// stops, so nothing outlives it (tests start many in one process).
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Binds `config.listen` (port 0 picks a free port) and starts fetching every
+    /// connection's metadata in the background: an unreachable IdP never stops startup.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let http = HttpClient::new(&config.http)?;
+        let connections: Vec<Arc<Connection>> = config
+            .connections
+            .iter()
+            .map(|c| Arc::new(Connection::new(c.clone(), KEY_REFETCH_COOLDOWN)))
+            .collect();
+
+        let mut tasks = Vec::new();
+        for conn in &connections {
+            tasks.push(tokio::spawn(provider::keep_ready(
+                conn.clone(),
+                http.clone(),
+            )));
+        }
+        let store = match config.session.store {
+            StoreKind::Memory => {
+                let (store, memory) = AnyStore::memory();
+                tasks.push(tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(EXPIRED_SESSION_SWEEP);
+                    loop {
+                        tick.tick().await;
+                        if let Err(e) = memory.delete_expired().await {
+                            tracing::warn!(error = %e, "deleting expired sessions failed");
+                        }
+                    }
+                }));
+                store
+            }
+        };
+
+        let state = AppState {
+            config: Arc::new(config),
+            connections: Arc::new(connections),
+            http,
+        };
+        let router = http::router(state.clone(), store);
+        Ok(Application {
+            listener,
+            router,
+            state,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            router,
+            tasks,
+            ..
+        } = self;
+        let _abort_on_exit = AbortOnDrop(tasks);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}

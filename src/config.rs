@@ -1,0 +1,782 @@
+//! Configuration: the raw settings read from TOML and `ENTRANCE_…` variables, and the validated
+//! [`Config`] built from them once at startup.
+//!
+//! Two stages, as in ripgrep's `lowargs`/`hiargs`: [`RawConfig`] is whatever serde could parse;
+//! [`Config::from_raw`] turns it into typed values (URLs, durations, secrets) or stops with an
+//! error that names the key and the fix. Only what the file itself gets wrong stops startup:
+//! anything that needs the network (an unreachable IdP, an issuer mismatch) is checked later by
+//! [`crate::provider`], which marks that one connection not ready instead.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+use crate::entra;
+
+/// The demo configuration, embedded so `entrance demo` works from any directory.
+pub const DEMO_TOML: &str = include_str!("../config/entrance.toml");
+
+/// Everything that can be wrong with a configuration file, each naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read the configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("`{key}`: {problem}\n  fix: {fix}")]
+    Invalid {
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw settings, exactly as written in the file.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    pub public_url: String,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub validation: RawValidation,
+    #[serde(default)]
+    pub demo: Option<RawDemo>,
+    #[serde(default)]
+    pub connections: Vec<RawConnection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub store: String,
+    pub cookie_name: String,
+    pub idle_timeout_secs: u64,
+    pub absolute_lifetime_secs: u64,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            store: "memory".into(),
+            cookie_name: "entrance".into(),
+            idle_timeout_secs: 8 * 3600,
+            absolute_lifetime_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub connect_timeout_secs: u64,
+    pub timeout_secs: u64,
+    pub max_response_bytes: usize,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 3,
+            timeout_secs: 10,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawValidation {
+    pub clock_skew_secs: u64,
+}
+
+impl Default for RawValidation {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: 300,
+        }
+    }
+}
+
+/// Settings only `entrance demo` reads: where it starts the bundled mock IdP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDemo {
+    pub mock_idp_listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub metadata_url: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub client_auth: Option<String>,
+    #[serde(default)]
+    pub response_mode: Option<String>,
+    #[serde(default)]
+    pub trusted_audiences: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated configuration.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The externally visible origin. The redirect URI is always derived from it, never from a
+    /// request's Host header or scheme: behind a TLS-terminating proxy those say `http://` and an
+    /// internal name, and Entra would answer AADSTS50011 (redirect URI mismatch).
+    pub public_url: Url,
+    pub session: SessionSettings,
+    pub http: HttpSettings,
+    pub clock_skew: Duration,
+    pub demo_mock_idp_listen: Option<SocketAddr>,
+    pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub store: StoreKind,
+    /// The cookie name as sent: `__Host-` is prefixed when the public URL is https, so the
+    /// browser refuses the cookie from any subdomain or over plain http.
+    pub cookie_name: String,
+    pub secure_cookie: bool,
+    pub idle_timeout: Duration,
+    pub absolute_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (RFC 6749 §2.3.1).
+    SecretPost,
+    /// HTTP Basic with both parts form-encoded first (RFC 6749 §2.3.1).
+    SecretBasic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    Query,
+    FormPost,
+}
+
+impl ResponseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseMode::Query => "query",
+            ResponseMode::FormPost => "form_post",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub id: String,
+    pub name: String,
+    pub metadata_url: Url,
+    /// The issuer the metadata must publish: the metadata URL without
+    /// `/.well-known/openid-configuration` (OpenID Connect Discovery §4.3).
+    pub expected_issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub scopes: Vec<String>,
+    /// `None`: pick from the metadata (client_secret_post when listed).
+    pub client_auth: Option<ClientAuth>,
+    pub response_mode: ResponseMode,
+    pub trusted_audiences: Vec<String>,
+}
+
+impl Config {
+    /// Reads a TOML file with `ENTRANCE_…` overrides (`ENTRANCE_SESSION__STORE=memory`).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Reads a TOML string (the embedded demo) with `ENTRANCE_…` overrides.
+    pub fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let raw: RawConfig = figment
+            .merge(Env::prefixed("ENTRANCE_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        Config::from_raw(raw, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates raw settings. `env` looks up environment variables (injected for tests).
+    pub fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address and port", raw.listen),
+                "write it like \"127.0.0.1:3000\" or \"0.0.0.0:8080\"",
+            )
+        })?;
+        let public_url = parse_public_url(&raw.public_url)?;
+        let secure_cookie = public_url.scheme() == "https";
+
+        let store = match raw.session.store.as_str() {
+            "memory" => StoreKind::Memory,
+            other => {
+                return Err(invalid(
+                    "session.store",
+                    format!("unknown store {other:?}"),
+                    "use \"memory\"",
+                ));
+            }
+        };
+        if raw.session.cookie_name.is_empty()
+            || !raw
+                .session
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "session.cookie_name",
+                format!("{:?} is not a usable cookie name", raw.session.cookie_name),
+                "use letters, digits, '_' and '-' only",
+            ));
+        }
+        let cookie_name = if secure_cookie {
+            format!("__Host-{}", raw.session.cookie_name)
+        } else {
+            raw.session.cookie_name.clone()
+        };
+        if raw.session.idle_timeout_secs == 0 || raw.session.absolute_lifetime_secs == 0 {
+            return Err(invalid(
+                "session.idle_timeout_secs / session.absolute_lifetime_secs",
+                "a session lifetime of 0 seconds signs nobody in",
+                "use a positive number of seconds, e.g. 28800 (8 hours)",
+            ));
+        }
+        let session = SessionSettings {
+            store,
+            cookie_name,
+            secure_cookie,
+            idle_timeout: Duration::from_secs(raw.session.idle_timeout_secs),
+            absolute_lifetime: Duration::from_secs(raw.session.absolute_lifetime_secs),
+        };
+
+        if raw.http.timeout_secs == 0 || raw.http.connect_timeout_secs == 0 {
+            return Err(invalid(
+                "http.timeout_secs / http.connect_timeout_secs",
+                "a timeout of 0 would fail every call to the IdP",
+                "use a few seconds, e.g. connect 3, total 10",
+            ));
+        }
+        let http = HttpSettings {
+            connect_timeout: Duration::from_secs(raw.http.connect_timeout_secs),
+            timeout: Duration::from_secs(raw.http.timeout_secs),
+            max_response_bytes: raw.http.max_response_bytes.max(16 * 1024),
+        };
+
+        let demo_mock_idp_listen = match raw.demo {
+            Some(demo) => Some(demo.mock_idp_listen.parse().map_err(|_| {
+                invalid(
+                    "demo.mock_idp_listen",
+                    format!("{:?} is not an address and port", demo.mock_idp_listen),
+                    "write it like \"127.0.0.1:9090\"",
+                )
+            })?),
+            None => None,
+        };
+
+        let mut connections = Vec::with_capacity(raw.connections.len());
+        for (i, rc) in raw.connections.into_iter().enumerate() {
+            let conn = validate_connection(i, rc, env)?;
+            if connections
+                .iter()
+                .any(|c: &ConnectionConfig| c.id == conn.id)
+            {
+                return Err(invalid(
+                    format!("connections[{i}].id"),
+                    format!("the id {:?} is used by an earlier connection", conn.id),
+                    "give every connection its own id; it appears in /login?connection=ID",
+                ));
+            }
+            connections.push(conn);
+        }
+        if connections.is_empty() {
+            return Err(invalid(
+                "connections",
+                "no connection is configured, so nobody can sign in",
+                "add a [[connections]] table with id, metadata_url, client_id and a secret",
+            ));
+        }
+
+        Ok(Config {
+            listen,
+            public_url,
+            session,
+            http,
+            clock_skew: Duration::from_secs(raw.validation.clock_skew_secs),
+            demo_mock_idp_listen,
+            connections,
+        })
+    }
+
+    /// The one redirect URI: `{public_url}/login/callback`. Register exactly this in Entra
+    /// (App registrations → Authentication → Web → Redirect URIs).
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/login/callback", self.public_origin())
+    }
+
+    /// The public URL without a trailing slash.
+    pub fn public_origin(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    pub fn connection(&self, id: &str) -> Option<&ConnectionConfig> {
+        self.connections.iter().find(|c| c.id == id)
+    }
+}
+
+fn parse_public_url(value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| {
+        invalid(
+            "public_url",
+            format!("{value:?} is not a URL ({e})"),
+            "use the address users type, e.g. \"https://sso.example.com\"",
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            "public_url",
+            format!("{value:?} is not an http(s) URL"),
+            "use the address users type, e.g. \"https://sso.example.com\"",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err(invalid(
+            "public_url",
+            format!("{value:?} has a path, query or fragment"),
+            "use just the origin, e.g. \"https://sso.example.com\"; entrance serves /login/callback under it",
+        ));
+    }
+    if url.scheme() == "http" && !is_loopback_host(&url) {
+        return Err(invalid(
+            "public_url",
+            format!("{value:?} is plain http on a non-loopback host"),
+            "use https (Entra accepts http redirect URIs only for localhost); terminate TLS in a proxy if needed",
+        ));
+    }
+    Ok(url)
+}
+
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn validate_connection(
+    i: usize,
+    rc: RawConnection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConnectionConfig, ConfigError> {
+    let key = |k: &str| format!("connections[{i}].{k}");
+    if rc.id.is_empty()
+        || rc.id.len() > 64
+        || !rc
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            key("id"),
+            format!("{:?} is not a usable id", rc.id),
+            "use 1 to 64 letters, digits, '-' or '_' (it appears in URLs), e.g. \"contoso\"",
+        ));
+    }
+
+    let metadata_url = Url::parse(&rc.metadata_url).map_err(|e| {
+        invalid(
+            key("metadata_url"),
+            format!("{:?} is not a URL ({e})", rc.metadata_url),
+            "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade",
+        )
+    })?;
+    match metadata_url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&metadata_url) => {}
+        _ => {
+            return Err(invalid(
+                key("metadata_url"),
+                format!("{:?} is not https", rc.metadata_url),
+                "use the https URL; plain http is only accepted on loopback (tests and the demo)",
+            ));
+        }
+    }
+    let Some(expected_issuer) = rc
+        .metadata_url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.strip_suffix("/.well-known/openid-configuration"))
+        .map(str::to_owned)
+    else {
+        return Err(invalid(
+            key("metadata_url"),
+            format!(
+                "{:?} does not end in /.well-known/openid-configuration",
+                rc.metadata_url
+            ),
+            "paste the \"OpenID Connect metadata document\" URL from the Endpoints blade, e.g. https://login.microsoftonline.com/<tenant-id>/v2.0/.well-known/openid-configuration",
+        ));
+    };
+
+    let is_entra = entra::is_entra_url(&metadata_url);
+    let client_id = rc.client_id.trim().to_owned();
+    if client_id.is_empty() {
+        return Err(invalid(
+            key("client_id"),
+            "is empty",
+            "paste the Application (client) ID from the app registration's Overview page",
+        ));
+    }
+    if is_entra && !entra::is_guid(&client_id) {
+        return Err(invalid(
+            key("client_id"),
+            format!("{client_id:?} is not a GUID, and Entra client IDs always are"),
+            "paste the Application (client) ID from the app registration's Overview page",
+        ));
+    }
+
+    let secret = read_secret(&rc, &key, env)?;
+    if secret != secret.trim() {
+        tracing::warn!(
+            connection = %rc.id,
+            "the client secret starts or ends with whitespace; it was trimmed"
+        );
+    }
+    let secret = secret.trim().to_owned();
+    if secret.is_empty() {
+        return Err(invalid(
+            key("client_secret_env"),
+            "the client secret is empty",
+            "set it to the secret's Value from Certificates & secrets",
+        ));
+    }
+    if entra::is_guid(&secret) {
+        if is_entra {
+            return Err(invalid(
+                key("client_secret"),
+                "the client secret is a GUID: that is the Secret ID, not the secret's Value",
+                "in Certificates & secrets, copy the Value column (shown only right after creation; create a new secret if it is hidden)",
+            ));
+        }
+        tracing::warn!(
+            connection = %rc.id,
+            "the client secret looks like a GUID; if this IdP shows a secret ID beside the secret, make sure the value was pasted"
+        );
+    }
+
+    let scopes = rc
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(invalid(
+            key("scopes"),
+            "does not contain \"openid\", so the IdP would not return an ID token",
+            "add \"openid\" (the default is [\"openid\", \"profile\", \"email\"])",
+        ));
+    }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| s.is_empty() || s.bytes().any(|b| b <= b' ' || b == b'"' || b == b'\\'))
+    {
+        return Err(invalid(
+            key("scopes"),
+            format!("{bad:?} is not a valid scope"),
+            "list each scope as its own string, without spaces",
+        ));
+    }
+
+    let client_auth = match rc.client_auth.as_deref() {
+        None => None,
+        Some("client_secret_post") => Some(ClientAuth::SecretPost),
+        Some("client_secret_basic") => Some(ClientAuth::SecretBasic),
+        Some(other) => {
+            return Err(invalid(
+                key("client_auth"),
+                format!("unknown method {other:?}"),
+                "use \"client_secret_post\" (recommended for Entra) or \"client_secret_basic\"",
+            ));
+        }
+    };
+    let response_mode = match rc.response_mode.as_deref() {
+        None | Some("query") => ResponseMode::Query,
+        Some("form_post") => ResponseMode::FormPost,
+        Some(other) => {
+            return Err(invalid(
+                key("response_mode"),
+                format!("unknown response mode {other:?}"),
+                "use \"query\" (default)",
+            ));
+        }
+    };
+    if response_mode == ResponseMode::FormPost {
+        return Err(invalid(
+            key("response_mode"),
+            "form_post is not supported yet",
+            "use \"query\"",
+        ));
+    }
+
+    Ok(ConnectionConfig {
+        name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
+        id: rc.id,
+        metadata_url,
+        expected_issuer,
+        client_id,
+        client_secret: SecretString::from(secret),
+        scopes,
+        client_auth,
+        response_mode,
+        trusted_audiences: rc.trusted_audiences,
+    })
+}
+
+/// The secret comes from exactly one of: an environment variable (recommended), a file (e.g. a
+/// mounted Kubernetes secret), or the config itself (allowed, warned: config files get shared).
+fn read_secret(
+    rc: &RawConnection,
+    key: &dyn Fn(&str) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let given = [
+        rc.client_secret.is_some(),
+        rc.client_secret_env.is_some(),
+        rc.client_secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given > 1 {
+        return Err(invalid(
+            key("client_secret_env"),
+            "more than one of client_secret, client_secret_env and client_secret_file is set",
+            "keep one; client_secret_env is recommended",
+        ));
+    }
+    if let Some(var) = &rc.client_secret_env {
+        return env(var).ok_or_else(|| {
+            invalid(
+                key("client_secret_env"),
+                format!("the environment variable {var} is not set"),
+                format!("export {var}=<the secret's Value from Certificates & secrets>"),
+            )
+        });
+    }
+    if let Some(path) = &rc.client_secret_file {
+        return std::fs::read_to_string(path).map_err(|e| {
+            invalid(
+                key("client_secret_file"),
+                format!("cannot read {path}: {e}"),
+                "point it at a readable file holding only the secret's Value",
+            )
+        });
+    }
+    if let Some(secret) = &rc.client_secret {
+        tracing::warn!(
+            connection = %rc.id,
+            "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
+        );
+        return Ok(secret.clone());
+    }
+    Err(invalid(
+        key("client_secret_env"),
+        "no client secret is configured",
+        "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(extra_conn: &str) -> String {
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+public_url = "https://sso.example.com"
+[[connections]]
+id = "contoso"
+metadata_url = "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration"
+client_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
+{extra_conn}
+"#
+        )
+    }
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        Config::from_raw(raw, &|name| {
+            (name == "SECRET").then(|| "bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR".to_owned())
+        })
+    }
+
+    fn err_key(toml: &str) -> String {
+        match parse(toml) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid-key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_config_validates_and_derives_the_redirect_uri_and_issuer() {
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
+        assert_eq!(cfg.redirect_uri(), "https://sso.example.com/login/callback");
+        assert_eq!(cfg.session.cookie_name, "__Host-entrance");
+        assert!(cfg.session.secure_cookie);
+        let c = &cfg.connections[0];
+        assert_eq!(
+            c.expected_issuer,
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0"
+        );
+        assert_eq!(c.scopes, ["openid", "profile", "email"]);
+    }
+
+    #[test]
+    fn a_secret_id_guid_is_refused_for_entra() {
+        let toml = raw(r#"client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f""#);
+        match parse(&toml) {
+            Err(ConfigError::Invalid { key, problem, .. }) => {
+                assert_eq!(key, "connections[0].client_secret");
+                assert!(problem.contains("Secret ID"), "{problem}");
+            }
+            other => panic!("expected Secret ID error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_guid_secret_is_only_a_warning_elsewhere() {
+        let toml = r#"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:3000"
+[[connections]]
+id = "other"
+metadata_url = "https://idp.example.org/.well-known/openid-configuration"
+client_id = "entrance"
+client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f"
+"#;
+        assert!(parse(toml).is_ok());
+    }
+
+    #[test]
+    fn missing_secret_names_the_key() {
+        assert_eq!(err_key(&raw("")), "connections[0].client_secret_env");
+        assert_eq!(
+            err_key(&raw(r#"client_secret_env = "UNSET_VAR""#)),
+            "connections[0].client_secret_env"
+        );
+    }
+
+    #[test]
+    fn non_https_metadata_off_loopback_is_refused() {
+        let toml = raw(r#"client_secret_env = "SECRET""#).replace(
+            "https://login.microsoftonline",
+            "http://login.microsoftonline",
+        );
+        assert_eq!(err_key(&toml), "connections[0].metadata_url");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        let toml =
+            raw(r#"client_secret_env = "SECRET""#).replace("https://sso.example.com", "not a url");
+        assert_eq!(err_key(&toml), "public_url");
+        let toml = raw(r#"client_secret_env = "SECRET""#)
+            .replace("https://sso.example.com", "http://sso.example.com");
+        assert_eq!(err_key(&toml), "public_url");
+        let toml = raw(r#"client_secret_env = "SECRET""#)
+            .replace("/.well-known/openid-configuration", "/");
+        assert_eq!(err_key(&toml), "connections[0].metadata_url");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let one = raw(r#"client_secret_env = "SECRET""#);
+        let second = one
+            .split("[[connections]]")
+            .nth(1)
+            .expect("has a connection")
+            .to_owned();
+        let toml = format!("{one}\n[[connections]]{second}");
+        assert_eq!(err_key(&toml), "connections[1].id");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let toml = raw(r#"client_secret_env = "SECRET"
+clientid = "typo""#);
+        let err = parse(&toml).expect_err("unknown key");
+        assert!(err.to_string().contains("clientid"), "{err}");
+    }
+
+    #[test]
+    fn the_embedded_demo_config_is_valid() {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(DEMO_TOML))
+            .extract()
+            .expect("demo parses");
+        Config::from_raw(raw, &|_| None).expect("demo validates");
+    }
+}

@@ -1,0 +1,124 @@
+//! What entrance knows about Microsoft Entra ID specifically: its hosts, the GUID shape of its
+//! identifiers, and the AADSTS error table that turns an error code into an admin's fix.
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use serde::Deserialize;
+use url::Url;
+
+/// Entra's sign-in hosts: the public cloud and the national clouds.
+const ENTRA_HOSTS: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+    "login.chinacloudapi.cn",
+    "login-us.microsoftonline.com",
+    "login.microsoftonline.de",
+];
+
+pub fn is_entra_url(url: &Url) -> bool {
+    url.host_str()
+        .is_some_and(|h| ENTRA_HOSTS.iter().any(|e| h.eq_ignore_ascii_case(e)))
+}
+
+/// `8-4-4-4-12` hexadecimal digits: the shape of client IDs, tenant IDs and Secret IDs.
+pub fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The tenant segment of an Entra URL (`https://login.microsoftonline.com/{tenant}/v2.0/...`).
+pub fn tenant_segment(url: &Url) -> Option<&str> {
+    url.path_segments()?.next().filter(|s| !s.is_empty())
+}
+
+/// Advice when the issuer in the metadata differs from the one implied by the metadata URL.
+pub fn issuer_mismatch_advice(metadata_url: &Url) -> &'static str {
+    if is_entra_url(metadata_url) {
+        match tenant_segment(metadata_url) {
+            Some("common" | "organizations" | "consumers") => {
+                "multi-tenant authorities (common, organizations) publish a templated issuer that \
+                 entrance does not accept yet: use the tenant-specific URL with the Directory \
+                 (tenant) ID GUID from the Endpoints blade"
+            }
+            Some(t) if !is_guid(t) => {
+                "the URL names the tenant by domain, but Entra's issuer always carries the tenant \
+                 GUID: copy the \"OpenID Connect metadata document\" URL from the Endpoints blade, \
+                 which uses the Directory (tenant) ID GUID"
+            }
+            _ => {
+                "copy the \"OpenID Connect metadata document\" URL from the app registration's \
+                 Endpoints blade unchanged (v2.0 URL, tenant GUID)"
+            }
+        }
+    } else {
+        "the metadata URL must be the issuer followed by /.well-known/openid-configuration: use \
+         the URL the IdP documents, or ask its admin which issuer it publishes"
+    }
+}
+
+/// One row of Entra's AADSTS table: what the code means and what the admin should change.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Aadsts {
+    pub code: u32,
+    pub meaning: String,
+    pub fix: String,
+}
+
+/// The table (copied from the team's Entra reference; see `tests/fixtures/entra/README.md`).
+pub fn aadsts(code: u32) -> Option<&'static Aadsts> {
+    static TABLE: OnceLock<HashMap<u32, Aadsts>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let rows: Vec<Aadsts> =
+                serde_json::from_str(include_str!("../tests/fixtures/entra/aadsts-errors.json"))
+                    .unwrap_or_default();
+            rows.into_iter().map(|r| (r.code, r)).collect()
+        })
+        .get(&code)
+}
+
+/// The AADSTS code at the start of an Entra `error_description` (`"AADSTS7000215: …"`).
+pub fn aadsts_code(description: &str) -> Option<u32> {
+    let rest = description.trim_start().strip_prefix("AADSTS")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_shape() {
+        assert!(is_guid("00001111-aaaa-2222-bbbb-3333cccc4444"));
+        assert!(!is_guid("00001111-aaaa-2222-bbbb-3333cccc444"));
+        assert!(!is_guid("bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR"));
+        assert!(!is_guid("00001111aaaa2222bbbb3333cccc4444"));
+    }
+
+    #[test]
+    fn aadsts_table_is_embedded_and_codes_parse() {
+        assert_eq!(
+            aadsts_code("AADSTS7000215: Invalid client secret provided."),
+            Some(7000215)
+        );
+        assert_eq!(aadsts_code("something else"), None);
+        let row = aadsts(7000215).expect("7000215 is in the table");
+        assert!(row.fix.contains("Value"));
+        assert!(aadsts(50011).is_some());
+    }
+
+    #[test]
+    fn domain_form_urls_get_the_guid_advice() {
+        let url = Url::parse(
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration",
+        )
+        .expect("url");
+        assert!(issuer_mismatch_advice(&url).contains("GUID"));
+    }
+}

@@ -1,0 +1,314 @@
+//! The one error type at the HTTP boundary: every failure a request can meet, its status, its
+//! stable reason code, and what the user and the admin are told. Rendering (HTML or JSON,
+//! with the correlation id) and logging happen once, in [`crate::http::render_errors`].
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use std::sync::Arc;
+
+use crate::{
+    entra, provider::NotReady, session::StateProblem, token::TokenError, verifier::Rejection,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("there is no connection {0:?}")]
+    UnknownConnection(String),
+    #[error("no connection was chosen and several are configured")]
+    ConnectionRequired,
+    #[error("connection {connection:?} is not ready: {reason}")]
+    ConnectionNotReady {
+        connection: String,
+        name: String,
+        reason: Box<NotReady>,
+    },
+    #[error("the request is missing the {0} parameter")]
+    MissingParameter(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("the sign-in state is {}", match .problem { StateProblem::Unknown => "unknown or already used", StateProblem::Expired => "expired" })]
+    State {
+        problem: StateProblem,
+        /// The connection to offer "Sign in again" for, when known.
+        connection: Option<String>,
+    },
+    #[error("the IdP answered the sign-in with error {error:?}: {description}")]
+    IdpError {
+        connection: String,
+        name: String,
+        error: String,
+        description: String,
+    },
+    #[error(
+        "the callback's iss parameter {actual:?} is not the issuer {expected:?} the login was sent to (RFC 9207 mix-up defence)"
+    )]
+    IssuerParameterMismatch { expected: String, actual: String },
+    #[error("redeeming the code at {name}'s token endpoint failed: {source}")]
+    Token {
+        connection: String,
+        name: String,
+        source: Box<TokenError>,
+    },
+    #[error("the ID token was rejected: {rejection}")]
+    IdToken {
+        connection: String,
+        rejection: Rejection,
+    },
+    #[error("not signed in")]
+    NotSignedIn,
+    #[error("the session store failed: {0}")]
+    Session(#[from] tower_sessions::session::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Who should act, and how, on an error page.
+pub struct Explanation {
+    pub title: String,
+    /// Plain words for the person signing in.
+    pub user: String,
+    /// What the admin should check; None when it is not a configuration matter.
+    pub admin: Option<String>,
+    /// Offer "Sign in again" for this connection.
+    pub retry_connection: Option<String>,
+}
+
+impl AppError {
+    pub fn not_ready(conn: &crate::config::ConnectionConfig, reason: NotReady) -> AppError {
+        AppError::ConnectionNotReady {
+            connection: conn.id.clone(),
+            name: conn.name.clone(),
+            reason: Box::new(reason),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::UnknownConnection(_)
+            | AppError::ConnectionRequired
+            | AppError::MissingParameter(_)
+            | AppError::BadRequest(_)
+            | AppError::State { .. }
+            | AppError::IssuerParameterMismatch { .. } => StatusCode::BAD_REQUEST,
+            AppError::IdpError { error, .. } if error == "access_denied" => StatusCode::FORBIDDEN,
+            AppError::IdpError { .. } | AppError::IdToken { .. } | AppError::NotSignedIn => {
+                StatusCode::UNAUTHORIZED
+            }
+            AppError::Token { source, .. } => match &**source {
+                // The code itself was bad (expired, reused): the user's retry fixes it.
+                TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
+                    StatusCode::BAD_REQUEST
+                }
+                TokenError::Transport(crate::http_client::FetchError::Timeout(_)) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            AppError::ConnectionNotReady { .. } | AppError::Session(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable snake_case reason for JSON bodies, logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::UnknownConnection(_) => "unknown_connection",
+            AppError::ConnectionRequired => "connection_required",
+            AppError::ConnectionNotReady { .. } => "connection_not_ready",
+            AppError::MissingParameter(_) => "missing_parameter",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::State {
+                problem: StateProblem::Unknown,
+                ..
+            } => "state_unknown",
+            AppError::State {
+                problem: StateProblem::Expired,
+                ..
+            } => "state_expired",
+            AppError::IdpError { .. } => "idp_error",
+            AppError::IssuerParameterMismatch { .. } => "issuer_parameter_mismatch",
+            AppError::Token { source, .. } => match &**source {
+                TokenError::Transport(_) => "token_endpoint_unreachable",
+                TokenError::Refused { .. } => "token_refused",
+                TokenError::UnexpectedStatus(_) | TokenError::Malformed(_) => {
+                    "token_response_invalid"
+                }
+                TokenError::MissingIdToken => "missing_id_token",
+            },
+            AppError::IdToken { .. } => "id_token_rejected",
+            AppError::NotSignedIn => "not_signed_in",
+            AppError::Session(_) => "session_store_unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    /// A finer reason where there is one: the ID-token rule that failed, the OAuth error.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            AppError::IdToken { rejection, .. } => Some(rejection.code().to_owned()),
+            AppError::IdpError { error, .. } => Some(error.clone()),
+            AppError::Token { source, .. } => match &**source {
+                TokenError::Refused { error, .. } => Some(error.error.clone()),
+                _ => None,
+            },
+            AppError::ConnectionNotReady { reason, .. } => match &**reason {
+                NotReady::Failed(e) => Some(e.code().to_owned()),
+                NotReady::Starting => Some("starting".to_owned()),
+            },
+            _ => None,
+        }
+    }
+
+    /// The AADSTS code behind the error, when Entra gave one.
+    pub fn aadsts(&self) -> Option<u32> {
+        match self {
+            AppError::IdpError { description, .. } => entra::aadsts_code(description),
+            AppError::Token { source, .. } => match &**source {
+                TokenError::Refused { error, .. } => error.aadsts(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub fn explain(&self) -> Explanation {
+        let aadsts_fix = self
+            .aadsts()
+            .and_then(entra::aadsts)
+            .map(|row| format!("AADSTS{}: {} Fix: {}", row.code, row.meaning, row.fix));
+        let plain = |title: &str, user: &str| Explanation {
+            title: title.to_owned(),
+            user: user.to_owned(),
+            admin: None,
+            retry_connection: None,
+        };
+        match self {
+            AppError::UnknownConnection(id) => Explanation {
+                admin: Some(format!(
+                    "No connection has the id {id:?}; check the link that led here."
+                )),
+                ..plain(
+                    "Unknown sign-in option",
+                    "This sign-in link names an organisation entrance does not know.",
+                )
+            },
+            AppError::ConnectionRequired => plain(
+                "Choose how to sign in",
+                "Several organisations sign in here: go to the start page and pick yours.",
+            ),
+            AppError::ConnectionNotReady { name, reason, .. } => Explanation {
+                admin: Some(format!("{reason}. entrance retries by itself.")),
+                ..plain(
+                    &format!("Could not reach {name}'s sign-in service"),
+                    "Signing in is not possible right now. Please try again in a few minutes.",
+                )
+            },
+            AppError::MissingParameter(_) | AppError::BadRequest(_) => plain(
+                "This sign-in link is not valid",
+                "The address is incomplete or damaged. Start again from the application you wanted to use.",
+            ),
+            AppError::State {
+                problem,
+                connection,
+            } => Explanation {
+                retry_connection: connection.clone(),
+                ..plain(
+                    "This sign-in has expired",
+                    match problem {
+                        StateProblem::Expired => "Signing in took too long. Please sign in again.",
+                        StateProblem::Unknown => {
+                            "This sign-in was already used, was started in another browser, or has expired. Please sign in again."
+                        }
+                    },
+                )
+            },
+            AppError::IdpError {
+                connection,
+                name,
+                error,
+                description,
+            } => Explanation {
+                admin: Some(
+                    aadsts_fix.unwrap_or_else(|| format!("{name} answered {error}: {description}")),
+                ),
+                retry_connection: Some(connection.clone()),
+                ..plain(
+                    "Sign-in was not completed",
+                    &format!(
+                        "{name} did not sign you in. If this keeps happening, contact your administrator."
+                    ),
+                )
+            },
+            AppError::IssuerParameterMismatch { .. } => Explanation {
+                admin: Some(self.to_string()),
+                ..plain(
+                    "Sign-in was refused",
+                    "The answer came from a different sign-in service than the one you were sent to.",
+                )
+            },
+            AppError::Token {
+                connection,
+                name,
+                source,
+            } => {
+                let (title, user) = match &**source {
+                    TokenError::Transport(_) => (
+                        format!("Could not reach {name}'s sign-in service"),
+                        "Signing in could not be completed. Please try again in a few minutes.",
+                    ),
+                    TokenError::Refused { error, .. } if error.error == "invalid_grant" => (
+                        "This sign-in has expired".to_owned(),
+                        "Please sign in again.",
+                    ),
+                    _ => (
+                        format!("{name}'s sign-in service refused entrance"),
+                        "Signing in is not possible because of a configuration problem. Your administrator has to fix it.",
+                    ),
+                };
+                Explanation {
+                    title,
+                    user: user.to_owned(),
+                    admin: Some(aadsts_fix.unwrap_or_else(|| source.to_string())),
+                    retry_connection: Some(connection.clone()),
+                }
+            }
+            AppError::IdToken {
+                connection,
+                rejection,
+            } => Explanation {
+                admin: Some(format!(
+                    "ID token rejected ({}): {rejection}",
+                    rejection.code()
+                )),
+                retry_connection: Some(connection.clone()),
+                ..plain(
+                    "Sign-in was refused",
+                    "The sign-in answer could not be verified. Please try again; if it keeps happening, contact your administrator.",
+                )
+            },
+            AppError::NotSignedIn => plain("Not signed in", "Please sign in."),
+            AppError::Session(_) => plain(
+                "Temporarily unavailable",
+                "entrance cannot reach its session storage. Please try again in a moment.",
+            ),
+            AppError::Internal(_) => plain(
+                "Something went wrong",
+                "An unexpected error happened. Please try again.",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    /// The response carries the error itself; `render_errors` turns it into a page or JSON
+    /// once it knows what the client accepts and the request's correlation id.
+    fn into_response(self) -> Response {
+        let mut res = self.status().into_response();
+        res.extensions_mut().insert(Arc::new(self));
+        res
+    }
+}

@@ -1,0 +1,181 @@
+//! All web code: the shared state, the router, and the middleware every response passes
+//! through (correlation id, error rendering, security headers).
+
+mod callback;
+mod login;
+mod me;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{FromRequestParts, Request},
+    http::{HeaderName, HeaderValue, header, request::Parts},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde::de::DeserializeOwned;
+use tower_sessions::{SessionManagerLayer, cookie::SameSite};
+use tracing::Instrument;
+
+use crate::{
+    config::Config,
+    error::AppError,
+    http_client::HttpClient,
+    pages,
+    provider::Connection,
+    session::{AnyStore, PENDING_LIFETIME},
+};
+
+/// What every handler can reach. Cheap to clone: all `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub connections: Arc<Vec<Arc<Connection>>>,
+    pub http: HttpClient,
+}
+
+impl AppState {
+    pub fn connection(&self, id: &str) -> Result<&Arc<Connection>, AppError> {
+        self.connections
+            .iter()
+            .find(|c| c.config.id == id)
+            .ok_or_else(|| AppError::UnknownConnection(id.to_owned()))
+    }
+}
+
+/// The request's correlation id, also in every log line of the request and on error pages.
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub Arc<str>);
+
+pub fn router(state: AppState, store: AnyStore) -> Router {
+    let sessions = SessionManagerLayer::new(store)
+        .with_name(state.config.session.cookie_name.clone())
+        // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
+        // top-level navigation back from the IdP, and the callback would find no session.
+        .with_same_site(SameSite::Lax)
+        .with_http_only(true)
+        .with_secure(state.config.session.secure_cookie)
+        .with_path("/")
+        .with_expiry(tower_sessions::Expiry::OnInactivity(
+            time::Duration::seconds(PENDING_LIFETIME.as_secs() as i64),
+        ));
+
+    Router::new()
+        .route("/login", get(login::login))
+        .route("/login/callback", get(callback::callback_get))
+        .route("/me", get(me::me))
+        .route("/healthz", get(me::healthz))
+        .layer(sessions)
+        .layer(middleware::from_fn(render_errors))
+        .with_state(state)
+}
+
+/// Query parameters, with a malformed query (bad percent-encoding, a duplicated field, a
+/// wrong type) answered through [`AppError`] like every other error instead of axum's bare
+/// text rejection.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(Params)
+            .map_err(|e| AppError::BadRequest(format!("query string: {e}")))
+    }
+}
+
+const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz"];
+
+/// Gives each request a correlation id and a span, renders an [`AppError`] carried by the
+/// response as HTML or JSON, logs it once, and sets the security headers.
+async fn render_errors(mut req: Request, next: Next) -> Response {
+    let correlation_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    req.extensions_mut()
+        .insert(CorrelationId(correlation_id.clone()));
+    let wants_json = JSON_PATHS.contains(&req.uri().path()) || prefers_json(&req);
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        correlation_id = %correlation_id,
+    );
+    let mut res = next.run(req).instrument(span.clone()).await;
+
+    if let Some(err) = res.extensions_mut().remove::<Arc<AppError>>() {
+        let _enter = span.enter();
+        let status = res.status();
+        let detail = err.detail();
+        if status.is_server_error() {
+            tracing::error!(error = %err, code = err.code(), detail, "request failed");
+        } else {
+            tracing::warn!(error = %err, code = err.code(), detail, "request refused");
+        }
+        let explanation = err.explain();
+        let retry_href = explanation
+            .retry_connection
+            .as_deref()
+            .map(|c| format!("/login?connection={}", urlencode(c)));
+        let mut body = if wants_json {
+            Json(serde_json::json!({
+                "error": err.code(),
+                "reason": detail,
+                "message": explanation.user,
+                "admin": explanation.admin,
+                "aadsts": err.aadsts(),
+                "correlation_id": &*correlation_id,
+            }))
+            .into_response()
+        } else {
+            Html(pages::error_page(&pages::ErrorPage {
+                title: &explanation.title,
+                user_message: &explanation.user,
+                admin_message: explanation.admin.as_deref(),
+                retry_href: retry_href.as_deref(),
+                correlation_id: &correlation_id,
+            }))
+            .into_response()
+        };
+        *body.status_mut() = status;
+        for (name, value) in res.headers() {
+            body.headers_mut().insert(name.clone(), value.clone());
+        }
+        res = body;
+    }
+
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(pages::content_security_policy()),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // The callback URL carries the authorization code: never leak it in a Referer.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Every response here is per-user or per-login; none may be cached by a browser or proxy.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        h.insert(HeaderName::from_static("x-correlation-id"), v);
+    }
+    res
+}
+
+fn prefers_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("json") && !a.contains("text/html"))
+}
+
+pub(crate) fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

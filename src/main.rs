@@ -1,0 +1,127 @@
+//! The `entrance` command: `serve` a configuration, or run the `demo` with the bundled mock IdP.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use entrance::{app::Application, config::Config, mock_idp};
+use secrecy::ExposeSecret;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "The OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC provider"
+)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "ENTRANCE_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configuration in FILE (TOML; `ENTRANCE_…` variables override keys).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run entrance and the bundled mock IdP together on loopback and print the URL to open.
+    Demo {
+        /// A configuration with a [demo] table; the embedded config/entrance.toml by default.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    entrance::telemetry::init(cli.log_json);
+    let result = match cli.command {
+        Command::Serve { config } => serve(Config::load(&config)).await,
+        Command::Demo { config } => {
+            let config = match config {
+                Some(path) => Config::load(&path),
+                None => Config::load_str(entrance::config::DEMO_TOML),
+            };
+            demo(config).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("entrance: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+    let config = config.map_err(|e| e.to_string())?;
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(address = %app.local_addr(), "entrance listening");
+    app.run_until_stopped(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+    let config = config.map_err(|e| e.to_string())?;
+    let listen = config
+        .demo_mock_idp_listen
+        .ok_or("the configuration has no [demo] table with mock_idp_listen")?;
+    let conn = config
+        .connections
+        .first()
+        .ok_or("the configuration has no connection")?;
+    let idp = mock_idp::MockIdp::start(mock_idp::MockIdpSettings {
+        listen,
+        client_id: conn.client_id.clone(),
+        client_secrets: vec![conn.client_secret.expose_secret().to_owned()],
+        redirect_uris: vec![config.redirect_uri()],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("cannot start the mock IdP on {listen}: {e}"))?;
+    let public = config.public_origin();
+    let app = Application::build(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!();
+    println!(
+        "  entrance demo (mock IdP, a test tool, at {})",
+        idp.base_url()
+    );
+    println!("  open {public}/login  →  signs in as the mock user, then see {public}/me");
+    println!("  Ctrl-C stops both.");
+    println!();
+    let result = app.run_until_stopped(shutdown_signal()).await;
+    idp.shutdown().await;
+    result.map_err(|e| e.to_string())
+}
+
+/// Ctrl-C or SIGTERM (what container runtimes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,110 @@
+//! The few HTML pages entrance shows (error pages, the start page), escaped by construction
+//! and served under a strict Content-Security-Policy.
+
+use std::sync::OnceLock;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}\
+h1{font-size:1.4rem}.admin{background:#f4f4f4;padding:.75rem;border-radius:4px;font-size:.9rem}\
+.cid{color:#666;font-size:.8rem}button,.button{font-size:1rem;padding:.4rem 1rem}";
+
+/// The Content-Security-Policy of every response: nothing may load but our one inline style
+/// (allowed by its hash), no framing (clickjacking), no `<base>` tricks.
+pub fn content_security_policy() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+        format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; frame-ancestors 'none'"
+        )
+    })
+}
+
+/// Escapes text for HTML element content and double-quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page. `body` must already be escaped HTML.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        title = escape(title),
+    )
+}
+
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub user_message: &'a str,
+    pub admin_message: Option<&'a str>,
+    pub retry_href: Option<&'a str>,
+    pub correlation_id: &'a str,
+}
+
+pub fn error_page(p: &ErrorPage<'_>) -> String {
+    let mut body = format!(
+        "<h1>{}</h1><p>{}</p>",
+        escape(p.title),
+        escape(p.user_message)
+    );
+    if let Some(href) = p.retry_href {
+        body.push_str(&format!(
+            "<p><a class=\"button\" href=\"{}\">Sign in again</a></p>",
+            escape(href)
+        ));
+    }
+    if let Some(admin) = p.admin_message {
+        body.push_str(&format!(
+            "<details class=\"admin\"><summary>For the administrator</summary><p>{}</p></details>",
+            escape(admin)
+        ));
+    }
+    body.push_str(&format!(
+        "<p class=\"cid\">Reference: {}</p>",
+        escape(p.correlation_id)
+    ));
+    page(p.title, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_messages_is_escaped() {
+        let html = error_page(&ErrorPage {
+            title: "t",
+            user_message: "<script>alert(1)</script>",
+            admin_message: Some("\"><img src=x onerror=alert(1)>"),
+            retry_href: Some("/login?connection=a&b=\"c\""),
+            correlation_id: "abc",
+        });
+        assert!(!html.contains("<script>alert"));
+        assert!(!html.contains("<img"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("connection=a&amp;b=&quot;c&quot;"));
+    }
+
+    #[test]
+    fn csp_allows_only_the_inline_style_by_hash() {
+        let csp = content_security_policy();
+        assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe"));
+    }
+}

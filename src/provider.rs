@@ -1,0 +1,392 @@
+//! Each connection's view of its IdP: the discovered metadata and signing keys, whether the
+//! connection is ready, and how both are (re)fetched — one value per connection, so one
+//! customer's outage never touches another's.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use url::Url;
+
+use crate::{
+    config::{ClientAuth, ConnectionConfig, is_loopback_host},
+    entra,
+    http_client::{FetchError, HttpClient},
+    jwks::{JwksError, KeySet},
+    verifier,
+};
+
+/// The part of an OpenID Provider's metadata entrance uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
+}
+
+/// Why a connection's IdP could not be used. Shown to admins in logs and `/readyz`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("fetching the metadata document {url} failed: {source}")]
+    Metadata { url: String, source: FetchError },
+    #[error(
+        "the metadata document publishes issuer {actual:?}, but its URL implies {expected:?}; {advice}"
+    )]
+    IssuerMismatch {
+        expected: String,
+        actual: String,
+        advice: &'static str,
+    },
+    #[error("the metadata document is unusable: {0}")]
+    BadMetadata(String),
+    #[error("fetching the signing keys {url} failed: {source}")]
+    Jwks { url: String, source: FetchError },
+    #[error("the signing keys document is unusable: {0}")]
+    BadJwks(String),
+}
+
+impl ProviderError {
+    /// A short reason code for metrics, JSON errors and `/readyz`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::Metadata { .. } => "metadata_unreachable",
+            ProviderError::IssuerMismatch { .. } => "issuer_mismatch",
+            ProviderError::BadMetadata(_) => "metadata_invalid",
+            ProviderError::Jwks { .. } => "jwks_unreachable",
+            ProviderError::BadJwks(_) => "jwks_invalid",
+        }
+    }
+}
+
+/// Validates a metadata document against the connection's configuration. Pure, so it is
+/// tested without sockets.
+pub fn check_metadata(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), ProviderError> {
+    // OpenID Connect Discovery §4.3: the issuer must be identical to the URL the document was
+    // fetched from, minus the well-known suffix. This is what stops a document for one tenant
+    // from being used for another.
+    if meta.issuer != conn.expected_issuer {
+        return Err(ProviderError::IssuerMismatch {
+            expected: conn.expected_issuer.clone(),
+            actual: meta.issuer.clone(),
+            advice: entra::issuer_mismatch_advice(&conn.metadata_url),
+        });
+    }
+    for (name, value) in [
+        ("authorization_endpoint", &meta.authorization_endpoint),
+        ("token_endpoint", &meta.token_endpoint),
+        ("jwks_uri", &meta.jwks_uri),
+    ] {
+        endpoint_url(name, value)?;
+    }
+    if let Some(end) = &meta.end_session_endpoint {
+        endpoint_url("end_session_endpoint", end)?;
+    }
+    Ok(())
+}
+
+/// An endpoint must be https (plain http only on loopback): the secret and codes travel there.
+fn endpoint_url(name: &str, value: &str) -> Result<Url, ProviderError> {
+    let url = Url::parse(value)
+        .map_err(|e| ProviderError::BadMetadata(format!("{name} {value:?} is not a URL ({e})")))?;
+    let ok = match url.scheme() {
+        "https" => true,
+        "http" => is_loopback_host(&url),
+        _ => false,
+    };
+    if !ok {
+        return Err(ProviderError::BadMetadata(format!(
+            "{name} {value:?} is not an https URL"
+        )));
+    }
+    Ok(url)
+}
+
+/// A connection's usable IdP: metadata and keys that passed every check.
+#[derive(Clone)]
+pub struct Provider {
+    pub metadata: Metadata,
+    pub keys: KeySet,
+    pub client_auth: ClientAuth,
+    pub allowed_algs: Vec<Algorithm>,
+    pub fetched_at: Instant,
+}
+
+#[derive(Clone)]
+enum State {
+    /// The first fetch has not finished yet.
+    Starting,
+    Ready(Arc<Provider>),
+    /// The last attempt failed and nothing good was ever fetched.
+    Failed(ProviderError),
+}
+
+/// A connection: its configuration and live IdP state.
+pub struct Connection {
+    pub config: ConnectionConfig,
+    state: RwLock<State>,
+    /// Serialises refetches so concurrent callbacks with a new `kid` cause one JWKS fetch.
+    refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Minimum time between key refetches triggered by an unknown `kid` (Microsoft: at most one
+    /// per 5 minutes), so junk `kid`s cannot make entrance hammer the IdP.
+    key_refetch_cooldown: Duration,
+}
+
+/// Why a connection cannot take a login right now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotReady {
+    #[error("entrance is still fetching this connection's IdP metadata")]
+    Starting,
+    #[error(transparent)]
+    Failed(ProviderError),
+}
+
+impl Connection {
+    pub fn new(config: ConnectionConfig, key_refetch_cooldown: Duration) -> Connection {
+        Connection {
+            config,
+            state: RwLock::new(State::Starting),
+            refresh: tokio::sync::Mutex::new(None),
+            key_refetch_cooldown,
+        }
+    }
+
+    pub fn provider(&self) -> Result<Arc<Provider>, NotReady> {
+        match &*self.read_state() {
+            State::Ready(p) => Ok(p.clone()),
+            State::Starting => Err(NotReady::Starting),
+            State::Failed(e) => Err(NotReady::Failed(e.clone())),
+        }
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere while holding it; the value is still a
+        // whole `State` (it is replaced, never mutated in place).
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, state: State) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Fetches metadata and keys. On failure the last good provider is kept (a refresh failing
+    /// must not take a working connection down); only a connection that never worked is
+    /// marked failed.
+    pub async fn refresh(&self, http: &HttpClient) -> Result<Arc<Provider>, ProviderError> {
+        let result = fetch_provider(http, &self.config).await;
+        match &result {
+            Ok(p) => self.set_state(State::Ready(p.clone())),
+            Err(e) => {
+                let keep = matches!(&*self.read_state(), State::Ready(_));
+                if !keep {
+                    self.set_state(State::Failed(e.clone()));
+                }
+            }
+        }
+        result
+    }
+
+    /// Called when an ID token names a `kid` the cached keys lack: the IdP may have rotated its
+    /// keys. Concurrent callers share one fetch; after a fetch, further fetches wait for the
+    /// cooldown. Returns the provider to verify with (refreshed or not).
+    pub async fn keys_for_unknown_kid(
+        &self,
+        http: &HttpClient,
+        kid: &str,
+    ) -> Result<Arc<Provider>, NotReady> {
+        let mut last = self.refresh.lock().await;
+        let current = self.provider()?;
+        if current.keys.contains_kid(kid) {
+            // Someone else refetched while we waited for the lock.
+            return Ok(current);
+        }
+        if last.is_some_and(|t| t.elapsed() < self.key_refetch_cooldown) {
+            return Ok(current);
+        }
+        *last = Some(Instant::now());
+        tracing::info!(connection = %self.config.id, kid, "unknown signing key id; refetching the JWKS");
+        match fetch_keys(http, &current.metadata.jwks_uri).await {
+            Ok(keys) => {
+                let next = Arc::new(Provider {
+                    keys,
+                    fetched_at: Instant::now(),
+                    ..(*current).clone()
+                });
+                self.set_state(State::Ready(next.clone()));
+                Ok(next)
+            }
+            Err(e) => {
+                tracing::warn!(connection = %self.config.id, error = %e, "JWKS refetch failed; keeping the cached keys");
+                Ok(current)
+            }
+        }
+    }
+}
+
+async fn fetch_provider(
+    http: &HttpClient,
+    conn: &ConnectionConfig,
+) -> Result<Arc<Provider>, ProviderError> {
+    let metadata: Metadata = http
+        .get_json(conn.metadata_url.as_str())
+        .await
+        .map_err(|source| match source {
+            FetchError::InvalidJson(e) => {
+                ProviderError::BadMetadata(format!("not an OpenID metadata document ({e})"))
+            }
+            source => ProviderError::Metadata {
+                url: conn.metadata_url.to_string(),
+                source,
+            },
+        })?;
+    check_metadata(&metadata, conn)?;
+    let keys = fetch_keys(http, &metadata.jwks_uri).await?;
+    let client_auth = conn
+        .client_auth
+        .unwrap_or_else(|| pick_client_auth(&metadata));
+    let allowed_algs = verifier::allowed_algs(&metadata.id_token_signing_alg_values_supported);
+    Ok(Arc::new(Provider {
+        metadata,
+        keys,
+        client_auth,
+        allowed_algs,
+        fetched_at: Instant::now(),
+    }))
+}
+
+/// `client_secret_post` unless the IdP lists only `client_secret_basic`. Post is preferred:
+/// Entra secrets contain `~`, which Basic's form-encoding turns into `%7E`, and whether Entra
+/// decodes it is unconfirmed.
+fn pick_client_auth(meta: &Metadata) -> ClientAuth {
+    match &meta.token_endpoint_auth_methods_supported {
+        Some(methods)
+            if !methods.iter().any(|m| m == "client_secret_post")
+                && methods.iter().any(|m| m == "client_secret_basic") =>
+        {
+            ClientAuth::SecretBasic
+        }
+        // RFC 8414 §2: an absent list means client_secret_basic.
+        None => ClientAuth::SecretBasic,
+        _ => ClientAuth::SecretPost,
+    }
+}
+
+async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
+    let body: serde_json::Value = http
+        .get_json(jwks_uri)
+        .await
+        .map_err(|source| match source {
+            FetchError::InvalidJson(e) => ProviderError::BadJwks(format!("not JSON ({e})")),
+            source => ProviderError::Jwks {
+                url: jwks_uri.to_owned(),
+                source,
+            },
+        })?;
+    let bytes = serde_json::to_vec(&body).map_err(|e| ProviderError::BadJwks(e.to_string()))?;
+    KeySet::from_jwks_json(&bytes).map_err(|e: JwksError| ProviderError::BadJwks(e.to_string()))
+}
+
+/// Keeps retrying a connection that has never worked, with capped exponential backoff, so an
+/// IdP that is down at startup becomes usable once it is back, without a restart.
+pub async fn keep_ready(conn: Arc<Connection>, http: HttpClient) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match conn.refresh(&http).await {
+            Ok(_) => {
+                tracing::info!(connection = %conn.config.id, "connection ready");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(connection = %conn.config.id, reason = e.code(), error = %e, retry_in = ?delay, "connection not ready");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn conn(metadata_url: &str) -> ConnectionConfig {
+        ConnectionConfig {
+            id: "c".into(),
+            name: "C".into(),
+            metadata_url: Url::parse(metadata_url).expect("url"),
+            expected_issuer: metadata_url
+                .trim_end_matches("/.well-known/openid-configuration")
+                .into(),
+            client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
+            client_secret: SecretString::from("x"),
+            scopes: vec!["openid".into()],
+            client_auth: None,
+            response_mode: crate::config::ResponseMode::Query,
+            trusted_audiences: vec![],
+        }
+    }
+
+    fn fixture_metadata() -> Metadata {
+        serde_json::from_str(include_str!(
+            "../tests/fixtures/entra/openid-configuration.tenant.json"
+        ))
+        .expect("fixture parses")
+    }
+
+    #[test]
+    fn entra_tenant_metadata_passes_and_prefers_post() {
+        let meta = fixture_metadata();
+        let c = conn(
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
+        );
+        check_metadata(&meta, &c).expect("consistent");
+        assert_eq!(pick_client_auth(&meta), ClientAuth::SecretPost);
+    }
+
+    #[test]
+    fn domain_form_url_gets_an_issuer_mismatch_naming_both_values() {
+        let meta = fixture_metadata();
+        let c = conn(
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration",
+        );
+        let err = check_metadata(&meta, &c).expect_err("mismatch");
+        let msg = err.to_string();
+        assert!(msg.contains("contoso.onmicrosoft.com"), "{msg}");
+        assert!(
+            msg.contains("aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0"),
+            "{msg}"
+        );
+        assert!(msg.contains("GUID"), "{msg}");
+        assert_eq!(err.code(), "issuer_mismatch");
+    }
+
+    #[test]
+    fn plain_http_endpoints_off_loopback_are_refused() {
+        let mut meta = fixture_metadata();
+        meta.token_endpoint = "http://login.microsoftonline.com/t/oauth2/v2.0/token".into();
+        let c = conn(
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
+        );
+        assert!(matches!(
+            check_metadata(&meta, &c),
+            Err(ProviderError::BadMetadata(_))
+        ));
+    }
+
+    #[test]
+    fn basic_only_idp_gets_basic() {
+        let mut meta = fixture_metadata();
+        meta.token_endpoint_auth_methods_supported = Some(vec!["client_secret_basic".into()]);
+        assert_eq!(pick_client_auth(&meta), ClientAuth::SecretBasic);
+    }
+}

@@ -1,0 +1,18 @@
+//! Log output: human-readable by default, JSON with `--log-json` or `ENTRANCE_LOG_FORMAT=json`;
+//! the level from `RUST_LOG` (default `info`).
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(fmt::layer().json().with_current_span(true))
+            .try_init()
+    } else {
+        registry.with(fmt::layer()).try_init()
+    };
+    // Already initialised (tests): keep the existing subscriber.
+    let _ = result;
+}

@@ -1,0 +1,196 @@
+//! The authorization-code exchange at the IdP's token endpoint (RFC 6749 §4.1.3, RFC 7636
+//! §4.5) and the reading of its answers, including Entra's error bodies.
+
+use std::fmt;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::{
+    config::ClientAuth,
+    entra,
+    http_client::{FetchError, HttpClient},
+};
+
+pub struct CodeExchange<'a> {
+    pub token_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a SecretString,
+    pub client_auth: ClientAuth,
+    pub code: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_verifier: &'a str,
+}
+
+/// What entrance keeps from a successful token response. The access and refresh tokens are
+/// dropped: entrance signs users in, it does not call APIs for them.
+pub struct TokenResponse {
+    pub id_token: String,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenResponse { id_token: <redacted> }")
+    }
+}
+
+/// An OAuth error answer (RFC 6749 §5.2), with Entra's extra members when present.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u32>,
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+}
+
+impl OAuthError {
+    /// The AADSTS code: Entra's `error_codes[0]`, else the `AADSTSnnnn:` prefix.
+    pub fn aadsts(&self) -> Option<u32> {
+        self.error_codes.first().copied().or_else(|| {
+            self.error_description
+                .as_deref()
+                .and_then(entra::aadsts_code)
+        })
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token endpoint could not be used: {0}")]
+    Transport(#[from] FetchError),
+    #[error("the token endpoint refused the code (HTTP {status}, {})", .error.error)]
+    Refused { status: u16, error: OAuthError },
+    #[error("the token endpoint answered HTTP {0} without an OAuth error")]
+    UnexpectedStatus(u16),
+    #[error("the token response is not valid: {0}")]
+    Malformed(String),
+    #[error("the token response has no id_token (is \"openid\" among the scopes?)")]
+    MissingIdToken,
+}
+
+#[derive(Deserialize)]
+struct RawTokenResponse {
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+pub async fn exchange_code(
+    http: &HttpClient,
+    req: &CodeExchange<'_>,
+) -> Result<TokenResponse, TokenError> {
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "authorization_code"),
+        ("code", req.code),
+        ("redirect_uri", req.redirect_uri),
+        ("code_verifier", req.code_verifier),
+    ];
+    let mut builder = http.inner().post(req.token_endpoint);
+    match req.client_auth {
+        ClientAuth::SecretPost => {
+            form.push(("client_id", req.client_id));
+            form.push(("client_secret", req.client_secret.expose_secret()));
+        }
+        ClientAuth::SecretBasic => {
+            form.push(("client_id", req.client_id));
+            builder = builder.header(
+                reqwest::header::AUTHORIZATION,
+                basic_auth(req.client_id, req.client_secret.expose_secret()),
+            );
+        }
+    }
+    let (status, body) = http.send_for_json(builder.form(&form)).await?;
+    parse_token_response(status.as_u16(), &body)
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-urlencoded before base64.
+fn basic_auth(client_id: &str, secret: &str) -> String {
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Pure: reads a token endpoint answer.
+pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+    if !(200..300).contains(&status) {
+        return match serde_json::from_slice::<OAuthError>(body) {
+            Ok(error) => Err(TokenError::Refused { status, error }),
+            Err(_) => Err(TokenError::UnexpectedStatus(status)),
+        };
+    }
+    let raw: RawTokenResponse =
+        serde_json::from_slice(body).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    if let Some(tt) = &raw.token_type
+        && !tt.eq_ignore_ascii_case("bearer")
+    {
+        return Err(TokenError::Malformed(format!("token_type {tt:?}")));
+    }
+    match raw.id_token {
+        Some(id_token) if !id_token.is_empty() => Ok(TokenResponse { id_token }),
+        _ => Err(TokenError::MissingIdToken),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entra_error_body_is_read_with_its_aadsts_code() {
+        let body = include_bytes!("../tests/fixtures/entra/token-response.error.json");
+        match parse_token_response(401, body) {
+            Err(TokenError::Refused { status, error }) => {
+                assert_eq!(status, 401);
+                assert_eq!(error.error, "invalid_client");
+                assert_eq!(error.aadsts(), Some(7000215));
+                assert_eq!(
+                    error.trace_id.as_deref(),
+                    Some("0000aaaa-11bb-cccc-dd22-eeeeee333333")
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn success_body_yields_the_id_token_and_missing_one_fails() {
+        let body = include_bytes!("../tests/fixtures/entra/token-response.success.json");
+        let ok = parse_token_response(200, body).expect("success");
+        assert!(ok.id_token.starts_with("eyJ"));
+        assert!(matches!(
+            parse_token_response(200, br#"{"token_type":"Bearer","access_token":"x"}"#),
+            Err(TokenError::MissingIdToken)
+        ));
+        assert!(matches!(
+            parse_token_response(502, b"<html>bad gateway</html>"),
+            Err(TokenError::UnexpectedStatus(502))
+        ));
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let header = basic_auth("id", "a~b+c");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.trim_start_matches("Basic "))
+            .expect("base64");
+        assert_eq!(decoded, b"id:a%7Eb%2Bc");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let t = TokenResponse {
+            id_token: "eyJsecret".into(),
+        };
+        assert!(!format!("{t:?}").contains("eyJ"));
+    }
+}
