@@ -1,0 +1,292 @@
+//! `spawn_app()` and the helpers every test uses: one mock IdP and one entrance per test,
+//! a browser-like client (cookie jar, no redirects), and captured logs.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use entrance::{
+    app::Application,
+    config::Config,
+    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
+};
+use reqwest::{StatusCode, header};
+use tokio::sync::oneshot;
+use url::Url;
+
+/// Everything logged by every test, so a test can find the lines of its own correlation id.
+/// Set `TEST_LOG=1` to also see them on stderr.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() -> Arc<Mutex<Vec<u8>>> {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,entrance=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// The log lines that mention `needle` (e.g. a correlation id).
+pub fn log_lines_with(needle: &str) -> Vec<String> {
+    let buf = init_logs();
+    let text = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub idp: MockIdp,
+    /// A browser: keeps cookies, follows no redirects.
+    pub browser: reqwest::Client,
+    pub config: Config,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Options for [`spawn_app_with`].
+pub struct AppOptions {
+    /// Extra lines appended to the connection's TOML table.
+    pub connection_extra: String,
+    /// The client secret entrance is configured with.
+    pub secret: String,
+    pub public_scheme: &'static str,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            connection_extra: String::new(),
+            secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            public_scheme: "http",
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    init_logs();
+    let idp = MockIdp::start(MockIdpSettings::default())
+        .await
+        .expect("mock IdP starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let base = format!("http://127.0.0.1:{port}");
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+public_url = "{scheme}://127.0.0.1:{port}"
+[[connections]]
+id = "contoso"
+name = "Contoso"
+metadata_url = "{metadata}"
+client_id = "{client_id}"
+client_secret = "{secret}"
+{extra}
+"#,
+        scheme = opts.public_scheme,
+        metadata = idp.metadata_url(),
+        client_id = DEFAULT_CLIENT_ID,
+        secret = opts.secret,
+        extra = opts.connection_extra,
+    );
+    let config = Config::load_str(&toml).expect("test config is valid");
+    idp.set_redirect_uris(vec![config.redirect_uri()]);
+    let app = Application::with_listener(config.clone(), listener).expect("app builds");
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let test_app = TestApp {
+        base,
+        idp,
+        browser: browser(),
+        config,
+        shutdown: Some(tx),
+    };
+    test_app.wait_ready().await;
+    test_app
+}
+
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no Location header on a {} response", res.status()))
+        .to_owned()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Waits until the connection has fetched its metadata (a /login that redirects).
+    async fn wait_ready(&self) {
+        let probe = browser();
+        for _ in 0..100 {
+            if let Ok(res) = probe.get(self.url("/login")).send().await
+                && res.status() == StatusCode::SEE_OTHER
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the connection never became ready");
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.browser
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `GET /login?…` → the authorize URL it redirects to.
+    pub async fn begin_login_with(&self, client: &reqwest::Client, query: &str) -> Url {
+        let res = client
+            .get(self.url(&format!("/login{query}")))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "/login redirects");
+        Url::parse(&location(&res)).expect("authorize URL")
+    }
+
+    pub async fn begin_login(&self) -> Url {
+        self.begin_login_with(&self.browser, "").await
+    }
+
+    /// The mock IdP signs the user in and redirects back: returns the callback URL.
+    pub async fn authorize(&self, authorize: &Url) -> String {
+        let res = browser()
+            .get(authorize.as_str())
+            .send()
+            .await
+            .expect("authorize");
+        assert!(
+            res.status().is_redirection(),
+            "authorize redirects back, got {}",
+            res.status()
+        );
+        location(&res)
+    }
+
+    /// Follows the callback with the given client; `json` asks for JSON errors.
+    pub async fn callback_with(
+        &self,
+        client: &reqwest::Client,
+        callback: &str,
+        json: bool,
+    ) -> reqwest::Response {
+        let mut req = client.get(callback);
+        if json {
+            req = req.header(header::ACCEPT, "application/json");
+        }
+        req.send().await.expect("callback")
+    }
+
+    /// A whole login in this test's browser; returns the callback's response.
+    pub async fn login(&self) -> reqwest::Response {
+        let authorize = self.begin_login().await;
+        let callback = self.authorize(&authorize).await;
+        self.callback_with(&self.browser, &callback, true).await
+    }
+
+    pub async fn login_with_behaviour(&self, b: Behaviour) -> reqwest::Response {
+        self.idp.set_behaviour(b);
+        self.login().await
+    }
+
+    pub async fn me(&self) -> reqwest::Response {
+        self.get("/me").await
+    }
+}
+
+/// Asserts a login ended signed in: a 303 from the callback and a 200 `/me`.
+pub async fn assert_signed_in(app: &TestApp, res: reqwest::Response) -> serde_json::Value {
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::SEE_OTHER, "callback should sign in: {body}");
+    let me = app.me().await;
+    assert_eq!(me.status(), StatusCode::OK);
+    me.json().await.expect("me JSON")
+}
+
+/// Asserts a login was refused with `error`/`reason` in the JSON body and in the log, and
+/// that nobody is signed in. Returns the body.
+pub async fn assert_refused(
+    app: &TestApp,
+    res: reqwest::Response,
+    status: StatusCode,
+    error: &str,
+    reason: Option<&str>,
+) -> serde_json::Value {
+    assert_eq!(res.status(), status);
+    let body: serde_json::Value = res.json().await.expect("JSON error body");
+    assert_eq!(body["error"], error, "{body}");
+    if let Some(reason) = reason {
+        assert_eq!(body["reason"], reason, "{body}");
+    }
+    let cid = body["correlation_id"].as_str().expect("correlation id");
+    let lines = log_lines_with(cid);
+    assert!(
+        lines.iter().any(|l| l.contains(error) && reason.is_none_or(|r| l.contains(r))),
+        "the log names {error}/{reason:?} for {cid}: {lines:#?}"
+    );
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a refused login leaves nobody signed in"
+    );
+    body
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real service and the mock IdP on port 0, driven over real HTTP.
+//! All modules link into this one binary (zero2prod's layout).
+
+mod helpers;
+mod login_flow;
+mod id_token_rules;
