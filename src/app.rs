@@ -52,6 +52,12 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
+        Self::with_listener(config, listener)
+    }
+
+    /// Like [`Application::build`] on a listener the caller bound: tests bind port 0 first so
+    /// the public URL (and with it the redirect URI) can name the real port.
+    pub fn with_listener(config: Config, listener: TcpListener) -> Result<Application, StartError> {
         let http = HttpClient::new(&config.http)?;
         let connections: Vec<Arc<Connection>> = config
             .connections

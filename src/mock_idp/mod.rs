@@ -1,24 +1,407 @@
-//! STUB (replaced by the mock branch).
+//! The mock IdP: an Entra-ID-shaped OpenID provider for tests and the `mock-idp` binary
+//! (public API, shared state and server lifecycle; endpoints live in `http`).
+//!
+//! It serves a tenant-style v2.0 authority under `http://127.0.0.1:PORT/{tenant}/…`:
+//! discovery, JWKS, authorize (no UI: the configured user is signed in at once), token,
+//! logout, and a `/_mock/…` control API for tests that drive a separately running process.
+//! Every reply tries to look like Entra's (see `tests/fixtures/entra/`); [`Behaviour`]
+//! switches in deliberate misbehaviour.
+//!
+//! This is a TEST TOOL: it authenticates nobody and its keys live in memory only.
+
+mod entra;
+mod http;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use keys::KeyPair;
+
+pub const DEFAULT_TENANT_ID: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
+pub const DEFAULT_CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
+/// Fake, Entra-shaped (gitleaks test data); never a real credential.
+pub const DEFAULT_CLIENT_SECRET: &str = "bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR";
+
+/// How long an authorization code can be redeemed (Entra: about 10 minutes).
+const CODE_LIFETIME: Duration = Duration::from_secs(600);
+
 #[derive(Clone, Debug)]
 pub struct MockIdpSettings {
-    pub listen: std::net::SocketAddr,
+    /// Default 127.0.0.1:0 (an ephemeral loopback port).
+    pub listen: SocketAddr,
     pub tenant_id: String,
     pub client_id: String,
+    /// Any of these authenticates the client (Entra allows several secrets for rotation).
     pub client_secrets: Vec<String>,
+    /// Exact-match registered redirect URIs; may be changed later via `set_redirect_uris`.
     pub redirect_uris: Vec<String>,
+    pub user: MockUser,
 }
+
 impl Default for MockIdpSettings {
     fn default() -> Self {
-        todo!()
+        MockIdpSettings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            tenant_id: DEFAULT_TENANT_ID.to_owned(),
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secrets: vec![DEFAULT_CLIENT_SECRET.to_owned()],
+            redirect_uris: Vec::new(),
+            user: MockUser::default(),
+        }
     }
 }
-pub struct MockIdp;
+
+/// The user the mock signs in (no login UI).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MockUser {
+    pub sub: String,
+    pub oid: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub preferred_username: String,
+    pub login_hint: String,
+    pub sid: String,
+    /// Emitted as the `email_verified` claim only when Some (Entra v2.0 does not send it by
+    /// default; some RPs want to test their handling of it).
+    pub email_verified: Option<bool>,
+    /// Emitted only when non-empty.
+    pub groups: Vec<String>,
+    /// Emitted only when non-empty.
+    pub roles: Vec<String>,
+}
+
+impl Default for MockUser {
+    /// Ada Lovelace, as in `tests/fixtures/entra/id_token.claims.json`.
+    fn default() -> Self {
+        MockUser {
+            sub: "Xk3t0fakeFAKEpairwiseSubjectValueForThisApp01".to_owned(),
+            oid: "00000000-0000-0000-0000-00000000a0a0".to_owned(),
+            name: "Ada Lovelace".to_owned(),
+            email: Some("ada.lovelace@contoso.example".to_owned()),
+            preferred_username: "ada.lovelace@contoso.example".to_owned(),
+            login_hint: "O.CiQ0MDAwMDAwMC1mYWtlLWZha2UtZmFrZS0wMDAwMDAwMDAwMDE".to_owned(),
+            sid: "00000000-fake-fake-fake-00000000511d".to_owned(),
+            email_verified: None,
+            groups: vec![
+                "11111111-0000-0000-0000-00000000000a".to_owned(),
+                "11111111-0000-0000-0000-00000000000b".to_owned(),
+            ],
+            roles: Vec::new(),
+        }
+    }
+}
+
+/// Requests seen per endpoint (faulted requests count too).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub metadata: u64,
+    pub jwks: u64,
+    pub authorize: u64,
+    pub token: u64,
+}
+
+/// Switchable misbehaviour. Default = behave like Entra.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Behaviour {
+    /// Override/add ID-token claims.
+    pub claims_set: serde_json::Map<String, serde_json::Value>,
+    /// Drop these ID-token claims.
+    pub claims_remove: Vec<String>,
+    /// Override/add JWT header members (e.g. "crit", "kid", "alg"). Does not change the
+    /// algorithm actually used to sign; that is `signing`.
+    pub header_set: serde_json::Map<String, serde_json::Value>,
+    /// Drop these JWT header members, e.g. "kid".
+    pub header_remove: Vec<String>,
+    pub signing: Signing,
+    /// Token response without id_token.
+    pub omit_id_token: bool,
+    /// Authorize answers with an error redirect (`error`, `error_description`, `state`, like
+    /// Entra) instead of a code.
+    pub authorize_error: Option<AuthorizeError>,
+    /// Token endpoint answers this status + JSON body instead of tokens (e.g. Entra's
+    /// invalid_client body).
+    pub token_error: Option<TokenError>,
+    /// Publish this issuer in the metadata instead of the real one.
+    pub metadata_issuer: Option<String>,
+    pub metadata_fault: Fault,
+    pub jwks_fault: Fault,
+    pub token_fault: Fault,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub enum Signing {
+    /// RS256 with the current key.
+    #[default]
+    Normal,
+    /// Header alg "none", empty signature.
+    AlgNone,
+    /// HS256 with this shared secret (an attacker using the client secret / public key bytes).
+    Hs256(String),
+    /// RS256 with a fresh key that is not in the JWKS, but header kid = a published kid.
+    UnpublishedKey,
+    /// Valid token with the signature's bytes altered.
+    CorruptSignature,
+    /// RS384 with the current key (alg not advertised).
+    Rs384,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct AuthorizeError {
+    pub error: String,
+    pub error_description: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TokenError {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+/// Transport-level faults for an endpoint (for "the IdP misbehaves" tests).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub enum Fault {
+    #[default]
+    None,
+    /// Answer this status with a short body.
+    Status(u16),
+    /// Accept the request and never answer (until shutdown).
+    Stall,
+    /// 200 with a body that is not JSON.
+    InvalidJson,
+    /// 200 JSON-ish body of this many bytes.
+    Oversized(usize),
+    /// 302 to this URL.
+    Redirect(String),
+    /// 200 valid JSON but Content-Type text/html.
+    WrongContentType,
+}
+
+/// What /authorize remembered about an issued code, checked at /token.
+#[derive(Debug, Clone)]
+struct CodeRecord {
+    client_id: String,
+    redirect_uri: String,
+    nonce: Option<String>,
+    /// (challenge, method); method is "S256" or "plain".
+    pkce: Option<(String, String)>,
+    scope: String,
+    created_at: Instant,
+}
+
+/// Mutable state behind one lock. Held only for short, non-blocking sections (never across
+/// an await or key generation).
+#[derive(Debug)]
+struct Inner {
+    redirect_uris: Vec<String>,
+    behaviour: Behaviour,
+    counters: Counters,
+    /// Key that signs new ID tokens.
+    current: Arc<KeyPair>,
+    /// Keys in the JWKS, in publication order.
+    published: Vec<Arc<KeyPair>>,
+    /// Key for `Signing::UnpublishedKey`, made on first use and never published.
+    decoy: Option<Arc<KeyPair>>,
+    codes: HashMap<String, CodeRecord>,
+    /// Codes already redeemed (or attempted), to tell AADSTS54005 from an unknown code.
+    spent_codes: HashSet<String>,
+    /// [`CODE_LIFETIME`]; a field only so unit tests can expire codes without waiting
+    /// (backdating an `Instant` can underflow on a freshly booted machine).
+    code_lifetime: Duration,
+}
+
+/// State shared by the handlers and the [`MockIdp`] handle.
+#[derive(Debug)]
+struct Shared {
+    base_url: String,
+    tenant_id: String,
+    client_id: String,
+    client_secrets: Vec<String>,
+    user: MockUser,
+    inner: Mutex<Inner>,
+    /// Flips to true on shutdown; stalled requests wait on it so they end with the server.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.base_url, self.tenant_id)
+    }
+
+    /// Locks the state. A poisoned lock only means a handler panicked mid-update; the data
+    /// is still usable for a test IdP, so carry on rather than take every later request down.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running mock IdP. Dropping it stops the server.
+pub struct MockIdp {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MockIdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockIdp")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl MockIdp {
-    pub async fn start(_s: MockIdpSettings) -> std::io::Result<MockIdp> {
-        todo!()
+    /// Binds the listener, generates the first signing key and starts serving.
+    pub async fn start(settings: MockIdpSettings) -> std::io::Result<MockIdp> {
+        let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+        let addr = listener.local_addr()?;
+        let key = generate_key_blocking().await?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            base_url: format!("http://{addr}"),
+            tenant_id: settings.tenant_id,
+            client_id: settings.client_id,
+            client_secrets: settings.client_secrets,
+            user: settings.user,
+            inner: Mutex::new(Inner {
+                redirect_uris: settings.redirect_uris,
+                behaviour: Behaviour::default(),
+                counters: Counters::default(),
+                current: Arc::clone(&key),
+                published: vec![key],
+                decoy: None,
+                codes: HashMap::new(),
+                spent_codes: HashSet::new(),
+                code_lifetime: CODE_LIFETIME,
+            }),
+            shutdown: shutdown_rx.clone(),
+        });
+        let app = http::router(Arc::clone(&shared));
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // Err means the sender is gone, which is also a reason to stop.
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "mock IdP server stopped with an error");
+            }
+        });
+        tracing::info!(issuer = %shared.issuer(), "mock IdP (test tool) listening");
+        Ok(MockIdp {
+            shared,
+            addr,
+            shutdown_tx,
+            task: Some(task),
+        })
     }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// "http://127.0.0.1:PORT"
     pub fn base_url(&self) -> String {
-        todo!()
+        self.shared.base_url.clone()
     }
-    pub async fn shutdown(self) {}
+
+    /// "{base}/{tenant}/v2.0"
+    pub fn issuer(&self) -> String {
+        self.shared.issuer()
+    }
+
+    /// "{base}/{tenant}/v2.0/.well-known/openid-configuration"
+    pub fn metadata_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.issuer())
+    }
+
+    pub fn set_redirect_uris(&self, uris: Vec<String>) {
+        self.shared.lock().redirect_uris = uris;
+    }
+
+    pub fn set_behaviour(&self, b: Behaviour) {
+        self.shared.lock().behaviour = b;
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters
+    }
+
+    /// Key rotation: generate a new RSA key; sign new ID tokens with it from now on; `publish`
+    /// says whether it appears in the JWKS (tests check that the RP refetches on an unknown
+    /// kid). Returns the new kid. Old keys stay published, as Entra keeps several.
+    ///
+    /// Generates the key on the calling thread (synchronous API); that takes a moment.
+    pub fn rotate_signing_key(&self, publish: bool) -> String {
+        // Key generation only fails if the OS RNG fails; a test IdP cannot go on without keys.
+        let key = Arc::new(KeyPair::generate().expect("mock IdP: RSA key generation failed"));
+        install_key(&self.shared, key, publish)
+    }
+
+    /// Publish the current signing key in the JWKS (after rotate_signing_key(false)).
+    pub fn publish_signing_key(&self) {
+        publish_current(&self.shared);
+    }
+
+    /// Stops the server (also on Drop: the server task must not outlive the MockIdp).
+    /// Stalled requests are released; lingering connections are cut after a short grace.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for MockIdp {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(task) = self.task.take() {
+            // Closes the listener now; open connections see the shutdown signal and end.
+            task.abort();
+        }
+    }
+}
+
+/// Generates a key on the blocking pool so the runtime keeps serving meanwhile.
+async fn generate_key_blocking() -> std::io::Result<Arc<KeyPair>> {
+    tokio::task::spawn_blocking(KeyPair::generate)
+        .await
+        .map_err(std::io::Error::other)?
+        .map(Arc::new)
+        .map_err(std::io::Error::other)
+}
+
+/// Makes `key` the signing key (and publishes it if asked); returns its kid.
+fn install_key(shared: &Shared, key: Arc<KeyPair>, publish: bool) -> String {
+    let kid = key.kid.clone();
+    let mut inner = shared.lock();
+    if publish {
+        inner.published.push(Arc::clone(&key));
+    }
+    inner.current = key;
+    kid
+}
+
+fn publish_current(shared: &Shared) {
+    let mut inner = shared.lock();
+    let current = Arc::clone(&inner.current);
+    if !inner.published.iter().any(|k| k.kid == current.kid) {
+        inner.published.push(current);
+    }
 }

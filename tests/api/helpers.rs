@@ -256,7 +256,11 @@ impl TestApp {
 pub async fn assert_signed_in(app: &TestApp, res: reqwest::Response) -> serde_json::Value {
     let status = res.status();
     let body = res.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::SEE_OTHER, "callback should sign in: {body}");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "callback should sign in: {body}"
+    );
     let me = app.me().await;
     assert_eq!(me.status(), StatusCode::OK);
     me.json().await.expect("me JSON")
@@ -280,7 +284,9 @@ pub async fn assert_refused(
     let cid = body["correlation_id"].as_str().expect("correlation id");
     let lines = log_lines_with(cid);
     assert!(
-        lines.iter().any(|l| l.contains(error) && reason.is_none_or(|r| l.contains(r))),
+        lines
+            .iter()
+            .any(|l| l.contains(error) && reason.is_none_or(|r| l.contains(r))),
         "the log names {error}/{reason:?} for {cid}: {lines:#?}"
     );
     assert_eq!(

@@ -6,7 +6,9 @@ use entrance::mock_idp::{Behaviour, DEFAULT_CLIENT_ID, Signing};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, assert_refused, assert_signed_in, spawn_app, spawn_app_with};
+use crate::helpers::{
+    AppOptions, TestApp, assert_refused, assert_signed_in, spawn_app, spawn_app_with,
+};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -52,7 +54,14 @@ fn signing(s: Signing) -> Behaviour {
 /// The bad token is refused for `reason`; the twin signs in.
 async fn rule(app: &TestApp, bad: Behaviour, reason: &str, twin: Behaviour) {
     let res = app.login_with_behaviour(bad).await;
-    assert_refused(app, res, StatusCode::UNAUTHORIZED, "id_token_rejected", Some(reason)).await;
+    assert_refused(
+        app,
+        res,
+        StatusCode::UNAUTHORIZED,
+        "id_token_rejected",
+        Some(reason),
+    )
+    .await;
     let res = app.login_with_behaviour(twin).await;
     assert_signed_in(app, res).await;
 }
@@ -60,19 +69,37 @@ async fn rule(app: &TestApp, bad: Behaviour, reason: &str, twin: Behaviour) {
 #[tokio::test]
 async fn signature_must_verify() {
     let app = spawn_app().await;
-    rule(&app, signing(Signing::CorruptSignature), "bad_signature", signing(Signing::Normal)).await;
+    rule(
+        &app,
+        signing(Signing::CorruptSignature),
+        "bad_signature",
+        signing(Signing::Normal),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn signature_must_come_from_a_published_key() {
     let app = spawn_app().await;
-    rule(&app, signing(Signing::UnpublishedKey), "bad_signature", signing(Signing::Normal)).await;
+    rule(
+        &app,
+        signing(Signing::UnpublishedKey),
+        "bad_signature",
+        signing(Signing::Normal),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn alg_none_is_refused() {
     let app = spawn_app().await;
-    rule(&app, signing(Signing::AlgNone), "unsupported_alg", signing(Signing::Normal)).await;
+    rule(
+        &app,
+        signing(Signing::AlgNone),
+        "unsupported_alg",
+        signing(Signing::Normal),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -80,7 +107,9 @@ async fn hmac_signed_with_the_client_secret_is_refused() {
     let app = spawn_app().await;
     rule(
         &app,
-        signing(Signing::Hs256(entrance::mock_idp::DEFAULT_CLIENT_SECRET.into())),
+        signing(Signing::Hs256(
+            entrance::mock_idp::DEFAULT_CLIENT_SECRET.into(),
+        )),
         "unsupported_alg",
         signing(Signing::Normal),
     )
@@ -90,7 +119,13 @@ async fn hmac_signed_with_the_client_secret_is_refused() {
 #[tokio::test]
 async fn an_alg_the_idp_does_not_advertise_is_refused() {
     let app = spawn_app().await;
-    rule(&app, signing(Signing::Rs384), "unsupported_alg", signing(Signing::Normal)).await;
+    rule(
+        &app,
+        signing(Signing::Rs384),
+        "unsupported_alg",
+        signing(Signing::Normal),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -109,8 +144,18 @@ async fn unknown_crit_header_is_refused() {
 async fn an_unknown_kid_is_refused_after_one_refetch() {
     let app = spawn_app().await;
     let before = app.idp.counters().jwks;
-    rule(&app, header(&[("kid", json!("junk-kid"))]), "unknown_kid", Behaviour::default()).await;
-    assert_eq!(app.idp.counters().jwks, before + 1, "one refetch for the unknown kid");
+    rule(
+        &app,
+        header(&[("kid", json!("junk-kid"))]),
+        "unknown_kid",
+        Behaviour::default(),
+    )
+    .await;
+    assert_eq!(
+        app.idp.counters().jwks,
+        before + 1,
+        "one refetch for the unknown kid"
+    );
 }
 
 #[tokio::test]
@@ -120,7 +165,11 @@ async fn a_rotated_key_is_fetched_and_accepted() {
     let kid = app.idp.rotate_signing_key(true);
     let res = app.login().await;
     assert_signed_in(&app, res).await;
-    assert_eq!(app.idp.counters().jwks, before + 1, "refetched once for {kid}");
+    assert_eq!(
+        app.idp.counters().jwks,
+        before + 1,
+        "refetched once for {kid}"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +190,10 @@ async fn iss_must_equal_the_metadata_issuer() {
     let iss = app.idp.issuer();
     rule(
         &app,
-        set(&[("iss", json!("https://login.microsoftonline.com/other-tenant/v2.0"))]),
+        set(&[(
+            "iss",
+            json!("https://login.microsoftonline.com/other-tenant/v2.0"),
+        )]),
         "issuer_mismatch",
         set(&[("iss", json!(iss))]),
     )
@@ -228,25 +280,49 @@ async fn iat_must_not_be_in_the_future_beyond_the_skew() {
 #[tokio::test]
 async fn iat_must_be_present() {
     let app = spawn_app().await;
-    rule(&app, remove(&["iat"]), "missing_claim", set(&[("iat", json!(now()))])).await;
+    rule(
+        &app,
+        remove(&["iat"]),
+        "missing_claim",
+        set(&[("iat", json!(now()))]),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sub_must_be_present() {
     let app = spawn_app().await;
-    rule(&app, remove(&["sub"]), "missing_claim", set(&[("sub", json!("some-subject"))])).await;
+    rule(
+        &app,
+        remove(&["sub"]),
+        "missing_claim",
+        set(&[("sub", json!("some-subject"))]),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nonce_must_match_the_pending_login() {
     let app = spawn_app().await;
-    rule(&app, set(&[("nonce", json!("another-login's-nonce"))]), "nonce_mismatch", Behaviour::default()).await;
+    rule(
+        &app,
+        set(&[("nonce", json!("another-login's-nonce"))]),
+        "nonce_mismatch",
+        Behaviour::default(),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nonce_must_be_present() {
     let app = spawn_app().await;
-    rule(&app, remove(&["nonce"]), "nonce_mismatch", Behaviour::default()).await;
+    rule(
+        &app,
+        remove(&["nonce"]),
+        "nonce_mismatch",
+        Behaviour::default(),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -33,7 +33,10 @@ async fn happy_path_signs_in_and_me_shows_the_stable_user_key() {
     assert_eq!(me["connection"], "contoso");
     assert_eq!(me["tid"], "aaaabbbb-0000-cccc-1111-dddd2222eeee");
     assert_eq!(me["email"], "ada.lovelace@contoso.example");
-    assert_eq!(me["email_verified"], false, "Entra's email is unverified unless asserted");
+    assert_eq!(
+        me["email_verified"], false,
+        "Entra's email is unverified unless asserted"
+    );
     assert!(me["expires_at"].as_i64() > me["issued_at"].as_i64());
 }
 
@@ -56,7 +59,9 @@ async fn the_session_id_changes_at_sign_in() {
         .await
         .expect("login");
     let before = session_cookie(&res).expect("a pre-login session cookie");
-    let callback = app.authorize(&Url::parse(&location(&res)).expect("url")).await;
+    let callback = app
+        .authorize(&Url::parse(&location(&res)).expect("url"))
+        .await;
     let res = app.callback_with(&app.browser, &callback, false).await;
     let after = session_cookie(&res).expect("a new session cookie at sign-in");
     assert_ne!(before, after, "session fixation: the id must be cycled");
@@ -99,7 +104,11 @@ async fn session_cookie_is_httponly_lax_and_on_https_secure_with_host_prefix() {
         ..Default::default()
     })
     .await;
-    let res = browser().get(app.url("/login")).send().await.expect("login");
+    let res = browser()
+        .get(app.url("/login"))
+        .send()
+        .await
+        .expect("login");
     let cookie = res
         .headers()
         .get(header::SET_COOKIE)
@@ -141,7 +150,10 @@ async fn a_failed_callback_still_consumes_its_state() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let again = app.callback_with(&app.browser, &callback, true).await;
     let body: serde_json::Value = again.json().await.expect("json");
-    assert_eq!(body["error"], "state_unknown", "an error response must still persist the removal");
+    assert_eq!(
+        body["error"], "state_unknown",
+        "an error response must still persist the removal"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +166,14 @@ async fn missing_state_is_refused() {
         .send()
         .await
         .expect("callback");
-    assert_refused(&app, res, StatusCode::BAD_REQUEST, "missing_parameter", None).await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_REQUEST,
+        "missing_parameter",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -220,9 +239,20 @@ async fn an_iss_parameter_must_name_the_logins_issuer() {
     let authorize = app.begin_login().await;
     let callback = app.authorize(&authorize).await;
     let res = app
-        .callback_with(&app.browser, &format!("{callback}&iss=https%3A%2F%2Fevil.example"), true)
+        .callback_with(
+            &app.browser,
+            &format!("{callback}&iss=https%3A%2F%2Fevil.example"),
+            true,
+        )
         .await;
-    assert_refused(&app, res, StatusCode::BAD_REQUEST, "issuer_parameter_mismatch", None).await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_REQUEST,
+        "issuer_parameter_mismatch",
+        None,
+    )
+    .await;
 
     // Twin: the right issuer signs in.
     let authorize = app.begin_login().await;
@@ -251,7 +281,10 @@ async fn an_idp_error_redirect_explains_the_aadsts_code() {
     let html = res.text().await.expect("html");
     assert!(html.contains("AADSTS50105"), "{html}");
     assert!(html.contains("assign"), "the admin's fix is shown: {html}");
-    assert!(html.contains("/login?connection=contoso"), "offers to sign in again");
+    assert!(
+        html.contains("/login?connection=contoso"),
+        "offers to sign in again"
+    );
 }
 
 #[tokio::test]
@@ -262,9 +295,14 @@ async fn a_wrong_secret_names_the_secret_value_fix() {
     })
     .await;
     let res = app.login().await;
-    let body =
-        assert_refused(&app, res, StatusCode::BAD_GATEWAY, "token_refused", Some("invalid_client"))
-            .await;
+    let body = assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_GATEWAY,
+        "token_refused",
+        Some("invalid_client"),
+    )
+    .await;
     assert_eq!(body["aadsts"], 7000215);
     assert!(
         body["admin"].as_str().unwrap_or_default().contains("Value"),
@@ -286,17 +324,23 @@ async fn client_secret_basic_works_too() {
 #[tokio::test]
 async fn a_token_endpoint_error_is_a_4xx_or_5xx_page_never_200() {
     let app = spawn_app().await;
-    let body: serde_json::Value = serde_json::from_str(include_str!(
-        "../fixtures/entra/token-response.error.json"
-    ))
-    .expect("fixture");
+    let body: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/entra/token-response.error.json"))
+            .expect("fixture");
     let res = app
         .login_with_behaviour(Behaviour {
             token_error: Some(TokenError { status: 401, body }),
             ..Default::default()
         })
         .await;
-    assert_refused(&app, res, StatusCode::BAD_GATEWAY, "token_refused", Some("invalid_client")).await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_GATEWAY,
+        "token_refused",
+        Some("invalid_client"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -318,7 +362,10 @@ async fn unknown_connection_is_a_400_page() {
             .contains("frame-ancestors 'none'")
     );
     let html = res.text().await.expect("html");
-    assert!(html.contains("Reference:"), "the page shows a correlation id");
+    assert!(
+        html.contains("Reference:"),
+        "the page shows a correlation id"
+    );
 }
 
 #[tokio::test]

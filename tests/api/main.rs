@@ -2,5 +2,5 @@
 //! All modules link into this one binary (zero2prod's layout).
 
 mod helpers;
-mod login_flow;
 mod id_token_rules;
+mod login_flow;
