@@ -26,9 +26,6 @@ pub enum StartError {
     HttpClient(#[from] reqwest::Error),
 }
 
-/// Microsoft's guidance: at most one on-demand key refresh per 5 minutes.
-const KEY_REFETCH_COOLDOWN: Duration = Duration::from_secs(300);
-
 /// How often expired sessions are deleted from the store.
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
 
@@ -62,14 +59,15 @@ impl Application {
         let connections: Vec<Arc<Connection>> = config
             .connections
             .iter()
-            .map(|c| Arc::new(Connection::new(c.clone(), KEY_REFETCH_COOLDOWN)))
+            .map(|c| Arc::new(Connection::new(c.clone(), config.keys.refetch_cooldown)))
             .collect();
 
         let mut tasks = Vec::new();
         for conn in &connections {
-            tasks.push(tokio::spawn(provider::keep_ready(
+            tasks.push(tokio::spawn(provider::maintain(
                 conn.clone(),
                 http.clone(),
+                config.keys.refresh_interval,
             )));
         }
         let store = match config.session.store {

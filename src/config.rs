@@ -63,9 +63,40 @@ pub struct RawConfig {
     #[serde(default)]
     pub validation: RawValidation,
     #[serde(default)]
+    pub keys: RawKeys,
+    #[serde(default)]
+    pub logout: RawLogout,
+    /// Hosts an absolute `return_to` may name (apps on sibling hosts behind forward-auth).
+    #[serde(default)]
+    pub allowed_return_hosts: Vec<String>,
+    #[serde(default)]
     pub demo: Option<RawDemo>,
     #[serde(default)]
     pub connections: Vec<RawConnection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawKeys {
+    pub refetch_cooldown_secs: u64,
+    pub refresh_interval_secs: u64,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            // Microsoft's signing-key guidance: at most one on-demand refresh per 5 minutes,
+            // and a background refresh every hour.
+            refetch_cooldown_secs: 300,
+            refresh_interval_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogout {
+    pub post_logout_redirect_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +106,7 @@ pub struct RawSession {
     pub cookie_name: String,
     pub idle_timeout_secs: u64,
     pub absolute_lifetime_secs: u64,
+    pub cookie_domain: Option<String>,
 }
 
 impl Default for RawSession {
@@ -84,6 +116,7 @@ impl Default for RawSession {
             cookie_name: "entrance".into(),
             idle_timeout_secs: 8 * 3600,
             absolute_lifetime_secs: 24 * 3600,
+            cookie_domain: None,
         }
     }
 }
@@ -165,8 +198,20 @@ pub struct Config {
     pub session: SessionSettings,
     pub http: HttpSettings,
     pub clock_skew: Duration,
+    pub keys: KeySettings,
+    /// Where the IdP sends the browser after sign-out; must also be registered in Entra as a
+    /// redirect URI of the app.
+    pub post_logout_redirect_uri: Option<Url>,
+    /// Lower-cased hosts an absolute `return_to` may name.
+    pub allowed_return_hosts: Vec<String>,
     pub demo_mock_idp_listen: Option<SocketAddr>,
     pub connections: Vec<ConnectionConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub refetch_cooldown: Duration,
+    pub refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +226,9 @@ pub struct SessionSettings {
     /// browser refuses the cookie from any subdomain or over plain http.
     pub cookie_name: String,
     pub secure_cookie: bool,
+    /// Set to share the session with apps on sibling hosts (forward-auth); then the
+    /// `__Host-` prefix cannot be used and `__Secure-` is used instead.
+    pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_lifetime: Duration,
 }
@@ -289,10 +337,27 @@ impl Config {
                 "use letters, digits, '_' and '-' only",
             ));
         }
-        let cookie_name = if secure_cookie {
-            format!("__Host-{}", raw.session.cookie_name)
-        } else {
-            raw.session.cookie_name.clone()
+        let cookie_domain = match raw.session.cookie_domain.as_deref() {
+            None | Some("") => None,
+            Some(d) => {
+                let d = d.trim_start_matches('.').to_ascii_lowercase();
+                let host = public_url.host_str().unwrap_or("");
+                if host != d && !host.ends_with(&format!(".{d}")) {
+                    return Err(invalid(
+                        "session.cookie_domain",
+                        format!("{d:?} does not contain the public host {host:?}"),
+                        "use the parent domain shared by entrance and the apps, e.g. \"example.com\" for sso.example.com and app.example.com",
+                    ));
+                }
+                Some(d)
+            }
+        };
+        // `__Host-` binds the cookie to exactly this host over https; with a Domain
+        // attribute the strongest prefix left is `__Secure-`.
+        let cookie_name = match (secure_cookie, &cookie_domain) {
+            (true, None) => format!("__Host-{}", raw.session.cookie_name),
+            (true, Some(_)) => format!("__Secure-{}", raw.session.cookie_name),
+            (false, _) => raw.session.cookie_name.clone(),
         };
         if raw.session.idle_timeout_secs == 0 || raw.session.absolute_lifetime_secs == 0 {
             return Err(invalid(
@@ -305,6 +370,7 @@ impl Config {
             store,
             cookie_name,
             secure_cookie,
+            cookie_domain,
             idle_timeout: Duration::from_secs(raw.session.idle_timeout_secs),
             absolute_lifetime: Duration::from_secs(raw.session.absolute_lifetime_secs),
         };
@@ -332,6 +398,40 @@ impl Config {
             })?),
             None => None,
         };
+
+        if raw.keys.refresh_interval_secs == 0 {
+            return Err(invalid(
+                "keys.refresh_interval_secs",
+                "0 would refetch the keys continuously",
+                "use 3600 (an hour, Microsoft's guidance) or more",
+            ));
+        }
+        let keys = KeySettings {
+            refetch_cooldown: Duration::from_secs(raw.keys.refetch_cooldown_secs),
+            refresh_interval: Duration::from_secs(raw.keys.refresh_interval_secs),
+        };
+        let post_logout_redirect_uri = match raw.logout.post_logout_redirect_uri.as_deref() {
+            None => None,
+            Some(u) => Some(Url::parse(u).map_err(|e| {
+                invalid(
+                    "logout.post_logout_redirect_uri",
+                    format!("{u:?} is not a URL ({e})"),
+                    "use an absolute URL registered as a redirect URI of the app, e.g. \"https://sso.example.com/\"",
+                )
+            })?),
+        };
+        let mut allowed_return_hosts = Vec::new();
+        for (i, h) in raw.allowed_return_hosts.iter().enumerate() {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', ':', '*', ' ']) {
+                return Err(invalid(
+                    format!("allowed_return_hosts[{i}]"),
+                    format!("{h:?} is not a host name"),
+                    "list bare host names, e.g. \"app.example.com\" (no scheme, port or wildcard)",
+                ));
+            }
+            allowed_return_hosts.push(h);
+        }
 
         let mut connections = Vec::with_capacity(raw.connections.len());
         for (i, rc) in raw.connections.into_iter().enumerate() {
@@ -362,6 +462,9 @@ impl Config {
             session,
             http,
             clock_skew: Duration::from_secs(raw.validation.clock_skew_secs),
+            keys,
+            post_logout_redirect_uri,
+            allowed_return_hosts,
             demo_mock_idp_listen,
             connections,
         })
@@ -565,17 +668,10 @@ fn validate_connection(
             return Err(invalid(
                 key("response_mode"),
                 format!("unknown response mode {other:?}"),
-                "use \"query\" (default)",
+                "use \"query\" (default) or \"form_post\"",
             ));
         }
     };
-    if response_mode == ResponseMode::FormPost {
-        return Err(invalid(
-            key("response_mode"),
-            "form_post is not supported yet",
-            "use \"query\"",
-        ));
-    }
 
     Ok(ConnectionConfig {
         name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),

@@ -28,11 +28,17 @@ pub enum AppError {
     MissingParameter(&'static str),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the request body is not application/x-www-form-urlencoded")]
+    UnsupportedMediaType,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
     #[error("the sign-in state is {}", match .problem { StateProblem::Unknown => "unknown or already used", StateProblem::Expired => "expired" })]
     State {
         problem: StateProblem,
         /// The connection to offer "Sign in again" for, when known.
         connection: Option<String>,
+        /// Where the login was headed, when known.
+        return_to: Option<String>,
     },
     #[error("the IdP answered the sign-in with error {error:?}: {description}")]
     IdpError {
@@ -58,6 +64,8 @@ pub enum AppError {
     },
     #[error("not signed in")]
     NotSignedIn,
+    #[error("a state-changing request came from another site (Origin check failed)")]
+    CrossSiteRequest,
     #[error("the session store failed: {0}")]
     Session(#[from] tower_sessions::session::Error),
     #[error("internal error: {0}")]
@@ -93,6 +101,9 @@ impl AppError {
             | AppError::State { .. }
             | AppError::IssuerParameterMismatch { .. } => StatusCode::BAD_REQUEST,
             AppError::IdpError { error, .. } if error == "access_denied" => StatusCode::FORBIDDEN,
+            AppError::CrossSiteRequest => StatusCode::FORBIDDEN,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::IdpError { .. } | AppError::IdToken { .. } | AppError::NotSignedIn => {
                 StatusCode::UNAUTHORIZED
             }
@@ -121,6 +132,8 @@ impl AppError {
             AppError::ConnectionNotReady { .. } => "connection_not_ready",
             AppError::MissingParameter(_) => "missing_parameter",
             AppError::BadRequest(_) => "bad_request",
+            AppError::UnsupportedMediaType => "unsupported_media_type",
+            AppError::PayloadTooLarge => "payload_too_large",
             AppError::State {
                 problem: StateProblem::Unknown,
                 ..
@@ -141,6 +154,7 @@ impl AppError {
             },
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::NotSignedIn => "not_signed_in",
+            AppError::CrossSiteRequest => "cross_site_request",
             AppError::Session(_) => "session_store_unavailable",
             AppError::Internal(_) => "internal",
         }
@@ -207,13 +221,17 @@ impl AppError {
                     "Signing in is not possible right now. Please try again in a few minutes.",
                 )
             },
-            AppError::MissingParameter(_) | AppError::BadRequest(_) => plain(
+            AppError::MissingParameter(_)
+            | AppError::BadRequest(_)
+            | AppError::UnsupportedMediaType
+            | AppError::PayloadTooLarge => plain(
                 "This sign-in link is not valid",
                 "The address is incomplete or damaged. Start again from the application you wanted to use.",
             ),
             AppError::State {
                 problem,
                 connection,
+                ..
             } => Explanation {
                 retry_connection: connection.clone(),
                 ..plain(
@@ -291,6 +309,10 @@ impl AppError {
                 )
             },
             AppError::NotSignedIn => plain("Not signed in", "Please sign in."),
+            AppError::CrossSiteRequest => plain(
+                "Request refused",
+                "This request did not come from entrance's own page. To sign out, use the Sign out button on the start page.",
+            ),
             AppError::Session(_) => plain(
                 "Temporarily unavailable",
                 "entrance cannot reach its session storage. Please try again in a moment.",

@@ -48,6 +48,43 @@ pub fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// The script of the form_post relay page: submit its one form.
+const RELAY_SCRIPT: &str = "document.forms[0].submit();";
+
+/// The relay page's policy: the base policy plus exactly its one script, by hash.
+pub fn relay_content_security_policy() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(RELAY_SCRIPT));
+        format!(
+            "{}; script-src 'sha256-{hash}'; form-action 'self'",
+            content_security_policy()
+        )
+    })
+}
+
+/// Re-posts a form_post callback to ourselves. The IdP's cross-site POST arrives without the
+/// `SameSite=Lax` session cookie; the same fields posted from our own page are same-site, so
+/// the browser sends the cookie with them. Without script the user clicks Continue.
+pub fn relay_page(fields: &[(&str, &str)]) -> String {
+    let mut inputs = String::new();
+    for (name, value) in fields {
+        inputs.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+            escape(name),
+            escape(value)
+        ));
+    }
+    page(
+        "Signing in…",
+        &format!(
+            "<form method=\"post\" action=\"/login/callback\">{inputs}\
+<p>Signing you in…</p><noscript><button type=\"submit\">Continue</button></noscript></form>\
+<script>{RELAY_SCRIPT}</script>"
+        ),
+    )
+}
+
 pub struct ErrorPage<'a> {
     pub title: &'a str,
     pub user_message: &'a str,

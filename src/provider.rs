@@ -3,6 +3,7 @@
 //! customer's outage never touches another's.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -139,7 +140,12 @@ pub struct Connection {
     /// Minimum time between key refetches triggered by an unknown `kid` (Microsoft: at most one
     /// per 5 minutes), so junk `kid`s cannot make entrance hammer the IdP.
     key_refetch_cooldown: Duration,
+    /// `kid`s still unknown after a refetch. They cause no further fetch until the next
+    /// scheduled refresh, whatever the cooldown says. Bounded: cleared when full.
+    junk_kids: std::sync::Mutex<HashSet<String>>,
 }
+
+const MAX_JUNK_KIDS: usize = 1024;
 
 /// Why a connection cannot take a login right now.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -157,6 +163,7 @@ impl Connection {
             state: RwLock::new(State::Starting),
             refresh: tokio::sync::Mutex::new(None),
             key_refetch_cooldown,
+            junk_kids: std::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -174,6 +181,10 @@ impl Connection {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn junk(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.junk_kids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn set_state(&self, state: State) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
@@ -184,7 +195,10 @@ impl Connection {
     pub async fn refresh(&self, http: &HttpClient) -> Result<Arc<Provider>, ProviderError> {
         let result = fetch_provider(http, &self.config).await;
         match &result {
-            Ok(p) => self.set_state(State::Ready(p.clone())),
+            Ok(p) => {
+                self.set_state(State::Ready(p.clone()));
+                self.junk().clear();
+            }
             Err(e) => {
                 let keep = matches!(&*self.read_state(), State::Ready(_));
                 if !keep {
@@ -209,13 +223,22 @@ impl Connection {
             // Someone else refetched while we waited for the lock.
             return Ok(current);
         }
-        if last.is_some_and(|t| t.elapsed() < self.key_refetch_cooldown) {
+        if self.junk().contains(kid)
+            || last.is_some_and(|t| t.elapsed() < self.key_refetch_cooldown)
+        {
             return Ok(current);
         }
         *last = Some(Instant::now());
         tracing::info!(connection = %self.config.id, kid, "unknown signing key id; refetching the JWKS");
         match fetch_keys(http, &current.metadata.jwks_uri).await {
             Ok(keys) => {
+                if !keys.contains_kid(kid) {
+                    let mut junk = self.junk();
+                    if junk.len() >= MAX_JUNK_KIDS {
+                        junk.clear();
+                    }
+                    junk.insert(kid.to_owned());
+                }
                 let next = Arc::new(Provider {
                     keys,
                     fetched_at: Instant::now(),
@@ -295,15 +318,18 @@ async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, Provide
     KeySet::from_jwks_json(&bytes).map_err(|e: JwksError| ProviderError::BadJwks(e.to_string()))
 }
 
-/// Keeps retrying a connection that has never worked, with capped exponential backoff, so an
-/// IdP that is down at startup becomes usable once it is back, without a restart.
-pub async fn keep_ready(conn: Arc<Connection>, http: HttpClient) {
+/// Keeps a connection usable for the life of the service: retries a connection that has
+/// never worked with capped exponential backoff (an IdP down at startup becomes usable once
+/// it is back, without a restart), then refreshes metadata and keys every `refresh_interval`
+/// with ±10 % jitter so replicas do not refresh in lockstep. A failed refresh keeps the last
+/// good metadata and keys.
+pub async fn maintain(conn: Arc<Connection>, http: HttpClient, refresh_interval: Duration) {
     let mut delay = Duration::from_millis(500);
     loop {
         match conn.refresh(&http).await {
             Ok(_) => {
                 tracing::info!(connection = %conn.config.id, "connection ready");
-                return;
+                break;
             }
             Err(e) => {
                 tracing::warn!(connection = %conn.config.id, reason = e.code(), error = %e, retry_in = ?delay, "connection not ready");
@@ -312,6 +338,24 @@ pub async fn keep_ready(conn: Arc<Connection>, http: HttpClient) {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(60));
     }
+    loop {
+        tokio::time::sleep(jittered(refresh_interval)).await;
+        match conn.refresh(&http).await {
+            Ok(p) => {
+                tracing::debug!(connection = %conn.config.id, keys = p.keys.len(), "metadata and keys refreshed")
+            }
+            Err(e) => {
+                tracing::warn!(connection = %conn.config.id, reason = e.code(), error = %e, "refresh failed; keeping the last good metadata and keys")
+            }
+        }
+    }
+}
+
+/// `base` ± 10 %. The jitter needs no cryptographic quality; a v4 UUID is a handy source of
+/// OS randomness.
+fn jittered(base: Duration) -> Duration {
+    let r = (uuid::Uuid::new_v4().as_u128() % 2001) as f64 / 10_000.0 - 0.1;
+    base.mul_f64(1.0 + r)
 }
 
 #[cfg(test)]
@@ -381,6 +425,17 @@ mod tests {
             check_metadata(&meta, &c),
             Err(ProviderError::BadMetadata(_))
         ));
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(3600));
+            assert!(
+                d >= Duration::from_secs(3240) && d <= Duration::from_secs(3960),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -18,10 +18,12 @@ use tower_sessions::{
     session_store::{self, ExpiredDeletion},
 };
 
-use crate::{config::ResponseMode, error::AppError, identity::Identity};
+use crate::{config::ResponseMode, error::AppError, http::AppState, identity::Identity};
 
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
+/// When the idle expiry was last pushed forward (unix seconds).
+const TOUCHED_KEY: &str = "touched";
 
 /// A login that went to the IdP and has not come back yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +118,7 @@ pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin
         return Err(AppError::State {
             problem: StateProblem::Unknown,
             connection: None,
+            return_to: None,
         });
     };
     let login = pending.remove(i);
@@ -129,6 +132,7 @@ pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin
         return Err(AppError::State {
             problem: StateProblem::Expired,
             connection: Some(login.connection),
+            return_to: Some(login.return_to),
         });
     }
     Ok(login)
@@ -143,6 +147,7 @@ pub async fn sign_in(
 ) -> Result<(), AppError> {
     session.cycle_id().await?;
     session.insert(USER_KEY, signed_in).await?;
+    session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
     session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
         idle_timeout.as_secs() as i64,
     ))));
@@ -150,12 +155,37 @@ pub async fn sign_in(
     Ok(())
 }
 
-pub async fn signed_in(session: &Session) -> Result<Option<SignedIn>, AppError> {
+/// Ends the session: deletes it from the store and empties it, so the session layer sends a
+/// removal cookie. Returns who was signed in.
+pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
+    let user = session.get::<SignedIn>(USER_KEY).await?;
+    session.flush().await?;
+    Ok(user)
+}
+
+/// The signed-in user, if any and within the absolute lifetime. The idle expiry is pushed
+/// forward (one store write) only when it has moved meaningfully — a tenth of the idle
+/// timeout, at least a minute — so `/auth` and `/me` are reads, not writes, on almost every
+/// request.
+pub async fn signed_in(
+    session: &Session,
+    idle_timeout: Duration,
+) -> Result<Option<SignedIn>, AppError> {
     let Some(user) = session.get::<SignedIn>(USER_KEY).await? else {
         return Ok(None);
     };
-    if now_unix() >= user.expires_at {
+    let now = now_unix();
+    if now >= user.expires_at {
         return Ok(None);
+    }
+    let touched = session
+        .get::<i64>(TOUCHED_KEY)
+        .await?
+        .unwrap_or(user.issued_at);
+    let step = (idle_timeout.as_secs() as i64 / 10).max(60);
+    if now - touched >= step {
+        session.insert(TOUCHED_KEY, now).await?;
+        session.save().await?;
     }
     Ok(Some(user))
 }
@@ -163,18 +193,44 @@ pub async fn signed_in(session: &Session) -> Result<Option<SignedIn>, AppError> 
 /// The guard for endpoints that need a signed-in user: rejects with `NotSignedIn`.
 pub struct CurrentUser(pub SignedIn);
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(|_| AppError::Internal("the session layer is missing".into()))?;
-        signed_in(&session)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = session_from_parts(parts)?;
+        signed_in(&session, state.config.session.idle_timeout)
             .await?
             .map(CurrentUser)
             .ok_or(AppError::NotSignedIn)
     }
+}
+
+/// The guard for pages that differ for signed-in users: never rejects for lack of a session.
+pub struct MaybeUser(pub Option<SignedIn>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = session_from_parts(parts)?;
+        Ok(MaybeUser(
+            signed_in(&session, state.config.session.idle_timeout).await?,
+        ))
+    }
+}
+
+fn session_from_parts(parts: &Parts) -> Result<Session, AppError> {
+    parts
+        .extensions
+        .get::<Session>()
+        .cloned()
+        .ok_or_else(|| AppError::Internal("the session layer is missing".into()))
 }
 
 // ---------------------------------------------------------------------------------------------

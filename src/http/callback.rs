@@ -3,9 +3,10 @@
 
 use axum::{
     Extension,
-    extract::State,
-    http::{HeaderValue, Method, StatusCode, header},
-    response::{IntoResponse, Response},
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::{Html, IntoResponse, Response},
 };
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -15,6 +16,7 @@ use crate::{
     config::ResponseMode,
     error::AppError,
     identity::Identity,
+    pages,
     provider::Connection,
     session::{self, PendingLogin, SignedIn},
     token::{self, CodeExchange},
@@ -29,6 +31,14 @@ pub struct CallbackParams {
     error: Option<String>,
     error_description: Option<String>,
     iss: Option<String>,
+    /// Set by our own form_post relay page.
+    #[serde(default, deserialize_with = "flag")]
+    relayed: bool,
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v = Option::<String>::deserialize(d)?;
+    Ok(v.is_some_and(|v| v == "1" || v == "true"))
 }
 
 pub async fn callback_get(
@@ -37,7 +47,97 @@ pub async fn callback_get(
     session: Session,
     Params(params): Params<CallbackParams>,
 ) -> Result<Response, AppError> {
-    finish_login(state, cid, session, Method::GET, params).await
+    finish_or_resume(state, cid, session, Method::GET, params).await
+}
+
+/// `POST /login/callback` (response_mode=form_post, Entra's recommendation for web apps).
+pub async fn callback_post(
+    State(state): State<AppState>,
+    Extension(cid): Extension<CorrelationId>,
+    session: Session,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !is_form {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => AppError::PayloadTooLarge,
+        other => AppError::BadRequest(other.body_text()),
+    })?;
+    let params: CallbackParams = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| AppError::BadRequest(format!("form body: {e}")))?;
+
+    // No session cookie: this is the IdP's cross-site POST, which browsers send without our
+    // SameSite=Lax cookie. Relay it through a same-site page once; `relayed` stops a loop.
+    if session.id().is_none() && !params.relayed {
+        let mut fields: Vec<(&str, &str)> = vec![("relayed", "1")];
+        for (name, value) in [
+            ("state", &params.state),
+            ("code", &params.code),
+            ("error", &params.error),
+            ("error_description", &params.error_description),
+            ("iss", &params.iss),
+        ] {
+            if let Some(v) = value {
+                fields.push((name, v));
+            }
+        }
+        let mut res = Html(pages::relay_page(&fields)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(pages::relay_content_security_policy()),
+        );
+        return Ok(res);
+    }
+    finish_or_resume(state, cid, session, Method::POST, params).await
+}
+
+/// A callback whose state is missing, used or expired in a browser that is already signed in
+/// (a double click, the back button) goes on to where the login was headed instead of
+/// showing an error.
+async fn finish_or_resume(
+    state: AppState,
+    cid: CorrelationId,
+    session: Session,
+    method: Method,
+    params: CallbackParams,
+) -> Result<Response, AppError> {
+    let idle = state.config.session.idle_timeout;
+    match finish_login(state, cid, session.clone(), method, params).await {
+        Err(err @ (AppError::State { .. } | AppError::MissingParameter("state"))) => {
+            if session::signed_in(&session, idle).await?.is_none() {
+                return Err(err);
+            }
+            let target = match &err {
+                AppError::State {
+                    return_to: Some(r), ..
+                } => r.clone(),
+                _ => "/".to_owned(),
+            };
+            tracing::info!(
+                code = err.code(),
+                "callback without a usable state in a signed-in browser; resuming"
+            );
+            see_other(&target)
+        }
+        other => other,
+    }
+}
+
+fn see_other(location: &str) -> Result<Response, AppError> {
+    let location = HeaderValue::from_str(location)
+        .map_err(|e| AppError::Internal(format!("redirect target: {e}")))?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
 }
 
 async fn finish_login(
@@ -134,9 +234,7 @@ async fn finish_login(
         "signed in"
     );
 
-    let location = HeaderValue::from_str(&login.return_to)
-        .map_err(|e| AppError::Internal(format!("return_to: {e}")))?;
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+    see_other(&login.return_to)
 }
 
 /// OpenID Connect Core §3.1.3.7, with one JWKS refetch when the token names a key we have

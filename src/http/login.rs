@@ -49,7 +49,11 @@ pub async fn login(
         connection: conn.config.id.clone(),
         nonce: Nonce::new_random_len(32).secret().clone(),
         pkce_verifier: verifier.into_secret(),
-        return_to: return_to::sanitize(params.return_to.as_deref(), &state.config.public_url),
+        return_to: return_to::sanitize(
+            params.return_to.as_deref(),
+            &state.config.public_url,
+            &state.config.allowed_return_hosts,
+        ),
         response_mode: conn.config.response_mode.as_str().to_owned(),
         created_at: session::now_unix(),
     };

@@ -1,19 +1,22 @@
 //! All web code: the shared state, the router, and the middleware every response passes
 //! through (correlation id, error rendering, security headers).
 
+mod auth;
 mod callback;
+mod home;
 mod login;
+mod logout;
 mod me;
 
 use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{FromRequestParts, Request},
+    extract::{DefaultBodyLimit, FromRequestParts, Request},
     http::{HeaderName, HeaderValue, header, request::Parts},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
-    routing::get,
+    routing::{any, get},
 };
 use serde::de::DeserializeOwned;
 use tower_sessions::{SessionManagerLayer, cookie::SameSite};
@@ -50,7 +53,7 @@ impl AppState {
 pub struct CorrelationId(pub Arc<str>);
 
 pub fn router(state: AppState, store: AnyStore) -> Router {
-    let sessions = SessionManagerLayer::new(store)
+    let mut sessions = SessionManagerLayer::new(store)
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
         // top-level navigation back from the IdP, and the callback would find no session.
@@ -61,13 +64,25 @@ pub fn router(state: AppState, store: AnyStore) -> Router {
         .with_expiry(tower_sessions::Expiry::OnInactivity(
             time::Duration::seconds(PENDING_LIFETIME.as_secs() as i64),
         ));
+    if let Some(domain) = &state.config.session.cookie_domain {
+        sessions = sessions.with_domain(domain.clone());
+    }
 
     Router::new()
         .route("/login", get(login::login))
-        .route("/login/callback", get(callback::callback_get))
+        .route(
+            "/login/callback",
+            get(callback::callback_get).post(callback::callback_post),
+        )
         .route("/me", get(me::me))
+        .route("/auth", any(auth::auth))
+        .route("/logout", get(logout::confirm).post(logout::logout))
+        .route("/", get(home::home))
         .route("/healthz", get(me::healthz))
         .layer(sessions)
+        // The largest legitimate body is a form_post callback (a code and a state); 64 KiB
+        // leaves room for an IdP's long error_description and refuses anything bigger.
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(render_errors))
         .with_state(state)
 }
@@ -147,10 +162,13 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
     }
 
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(pages::content_security_policy()),
-    );
+    // A page with its own policy (the form_post relay allows its one script) keeps it.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(pages::content_security_policy()),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -86,6 +86,14 @@ pub struct AppOptions {
     /// The client secret entrance is configured with.
     pub secret: String,
     pub public_scheme: &'static str,
+    /// Top-level keys (before any table), e.g. `allowed_return_hosts = [...]`.
+    pub top_toml: String,
+    /// Extra tables appended after the connection, e.g. `[keys]\nrefresh_interval_secs = 1`.
+    pub tables_toml: String,
+    /// Use this metadata URL instead of the mock IdP's (an IdP that is down).
+    pub metadata_url: Option<String>,
+    /// Wait for the connection to become ready before returning.
+    pub wait_ready: bool,
 }
 
 impl Default for AppOptions {
@@ -94,6 +102,10 @@ impl Default for AppOptions {
             connection_extra: String::new(),
             secret: DEFAULT_CLIENT_SECRET.to_owned(),
             public_scheme: "http",
+            top_toml: String::new(),
+            tables_toml: String::new(),
+            metadata_url: None,
+            wait_ready: true,
         }
     }
 }
@@ -116,6 +128,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         r#"
 listen = "127.0.0.1:0"
 public_url = "{scheme}://127.0.0.1:{port}"
+{top}
 [[connections]]
 id = "contoso"
 name = "Contoso"
@@ -123,9 +136,15 @@ metadata_url = "{metadata}"
 client_id = "{client_id}"
 client_secret = "{secret}"
 {extra}
+{tables}
 "#,
         scheme = opts.public_scheme,
-        metadata = idp.metadata_url(),
+        top = opts.top_toml,
+        tables = opts.tables_toml,
+        metadata = opts
+            .metadata_url
+            .clone()
+            .unwrap_or_else(|| idp.metadata_url()),
         client_id = DEFAULT_CLIENT_ID,
         secret = opts.secret,
         extra = opts.connection_extra,
@@ -144,7 +163,9 @@ client_secret = "{secret}"
         config,
         shutdown: Some(tx),
     };
-    test_app.wait_ready().await;
+    if opts.wait_ready {
+        test_app.wait_ready().await;
+    }
     test_app
 }
 
@@ -170,9 +191,9 @@ impl TestApp {
     }
 
     /// Waits until the connection has fetched its metadata (a /login that redirects).
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let probe = browser();
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Ok(res) = probe.get(self.url("/login")).send().await
                 && res.status() == StatusCode::SEE_OTHER
             {
@@ -295,4 +316,34 @@ pub async fn assert_refused(
         "a refused login leaves nobody signed in"
     );
     body
+}
+
+/// The action and hidden fields of the first form in an HTML page (the mock IdP's form_post
+/// page, entrance's relay page).
+pub fn parse_form(html: &str) -> (String, Vec<(String, String)>) {
+    fn attr(tag: &str, name: &str) -> Option<String> {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = start + tag[start..].find('"')?;
+        Some(unescape(&tag[start..end]))
+    }
+    fn unescape(s: &str) -> String {
+        s.replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+    let form_start = html.find("<form").expect("a form");
+    let form_tag = &html[form_start..form_start + html[form_start..].find('>').expect("tag end")];
+    let action = attr(form_tag, "action").expect("form action");
+    let mut fields = Vec::new();
+    for chunk in html[form_start..].split("<input").skip(1) {
+        let tag = &chunk[..chunk.find('>').unwrap_or(chunk.len())];
+        if tag.contains("type=\"hidden\"")
+            && let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value"))
+        {
+            fields.push((n, v));
+        }
+    }
+    (action, fields)
 }

@@ -127,11 +127,16 @@ async fn a_replayed_callback_is_refused() {
     let callback = app.authorize(&authorize).await;
     let first = app.callback_with(&app.browser, &callback, true).await;
     assert_eq!(first.status(), StatusCode::SEE_OTHER);
-    let replay = app.callback_with(&app.browser, &callback, true).await;
+    // Replayed from another browser (a leaked URL): refused.
+    let replay = app.callback_with(&browser(), &callback, true).await;
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     let body: serde_json::Value = replay.json().await.expect("json");
     assert_eq!(body["error"], "state_unknown");
-    // The replay attempt spent nothing at the token endpoint: state is checked first.
+    // Replayed in the signed-in browser (back button): sent on, not signed in again.
+    let again = app.callback_with(&app.browser, &callback, true).await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&again), "/");
+    // Neither replay spent anything at the token endpoint: state is checked first.
     assert_eq!(app.idp.counters().token, 1);
 }
 

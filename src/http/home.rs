@@ -1,0 +1,66 @@
+//! `GET /`: who is signed in and a sign-out button, or a sign-in button per connection.
+
+use axum::{extract::State, response::Html};
+use serde::Deserialize;
+
+use super::{AppState, Params, urlencode};
+use crate::{
+    error::AppError,
+    pages::{self, escape},
+    return_to,
+    session::MaybeUser,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct HomeParams {
+    return_to: Option<String>,
+}
+
+pub async fn home(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    Params(params): Params<HomeParams>,
+) -> Result<Html<String>, AppError> {
+    let body = match user {
+        Some(user) => {
+            let id = &user.identity;
+            let who = id
+                .name
+                .as_deref()
+                .or(id.preferred_username.as_deref())
+                .unwrap_or(&id.user);
+            let connection = state
+                .connection(&id.connection)
+                .map(|c| c.config.name.clone())
+                .unwrap_or_else(|_| id.connection.clone());
+            format!(
+                "<h1>Signed in</h1><p>You are signed in as <strong>{}</strong>{} through {}.</p>\
+<form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
+                escape(who),
+                id.email
+                    .as_deref()
+                    .map(|e| format!(" ({})", escape(e)))
+                    .unwrap_or_default(),
+                escape(&connection),
+            )
+        }
+        None => {
+            let return_to = return_to::sanitize(
+                params.return_to.as_deref(),
+                &state.config.public_url,
+                &state.config.allowed_return_hosts,
+            );
+            let mut body = String::from("<h1>Sign in</h1>");
+            for c in state.connections.iter() {
+                body.push_str(&format!(
+                    "<p><a class=\"button\" href=\"/login?connection={}&amp;return_to={}\">Sign in with {}</a></p>",
+                    escape(&urlencode(&c.config.id)),
+                    escape(&urlencode(&return_to)),
+                    escape(&c.config.name),
+                ));
+            }
+            body
+        }
+    };
+    Ok(Html(pages::page("entrance", &body)))
+}
