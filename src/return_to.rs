@@ -41,7 +41,7 @@ fn allowed_absolute(candidate: &str, origin: &Url, allowed_hosts: &[String]) -> 
     (scheme_ok
         && url.username().is_empty()
         && url.password().is_none()
-        && allowed_hosts.iter().any(|h| *h == host))
+        && allowed_hosts.contains(&host))
     .then(|| url.to_string())
 }
 
