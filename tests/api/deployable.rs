@@ -235,7 +235,7 @@ async fn keys_are_refreshed_in_the_background_and_kept_when_a_refresh_fails() {
     let before = app.idp.counters().jwks;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert!(
-        app.idp.counters().jwks >= before + 1,
+        app.idp.counters().jwks > before,
         "a background refresh happened"
     );
 
