@@ -293,7 +293,8 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment
-            .merge(Env::prefixed("ENTRANCE_").split("__"))
+            // ENTRANCE_LOG_JSON belongs to the command line (`--log-json`), not the file.
+            .merge(Env::prefixed("ENTRANCE_").ignore(&["log_json"]).split("__"))
             .extract()
             .map_err(Box::new)?;
         Config::from_raw(raw, &|name| std::env::var(name).ok())
@@ -865,6 +866,35 @@ client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f"
 clientid = "typo""#);
         let err = parse(&toml).expect_err("unknown key");
         assert!(err.to_string().contains("clientid"), "{err}");
+    }
+
+    #[test]
+    fn the_annotated_entra_example_is_valid() {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(include_str!("../config/entra.example.toml")))
+            .extract()
+            .expect("example parses");
+        let cfg = Config::from_raw(raw, &|name| {
+            (name == "CONTOSO_CLIENT_SECRET")
+                .then(|| "bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR".to_owned())
+        })
+        .expect("example validates");
+        assert_eq!(cfg.redirect_uri(), "https://sso.example.com/login/callback");
+    }
+
+    #[test]
+    fn a_cookie_domain_must_contain_the_public_host_and_switches_the_prefix() {
+        let toml = raw(r#"client_secret_env = "SECRET""#).replace(
+            "[[connections]]",
+            "[session]\ncookie_domain = \"example.com\"\n[[connections]]",
+        );
+        let cfg = parse(&toml).expect("valid");
+        assert_eq!(cfg.session.cookie_name, "__Secure-entrance");
+        let toml = toml.replace(
+            "cookie_domain = \"example.com\"",
+            "cookie_domain = \"evil.example\"",
+        );
+        assert_eq!(err_key(&toml), "session.cookie_domain");
     }
 
     #[test]

@@ -95,7 +95,9 @@ async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(
         "  entrance demo (mock IdP, a test tool, at {})",
         idp.base_url()
     );
-    println!("  open {public}/login  →  signs in as the mock user, then see {public}/me");
+    println!(
+        "  open {public}/  →  pick a sign-in button (query or form_post); then see {public}/me"
+    );
     println!("  Ctrl-C stops both.");
     println!();
     let result = app.run_until_stopped(shutdown_signal()).await;
