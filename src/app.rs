@@ -91,7 +91,21 @@ impl Application {
             connections: Arc::new(connections),
             http,
         };
-        let router = http::router(state.clone(), store);
+        let limiter = state
+            .config
+            .rate_limit
+            .as_ref()
+            .map(http::limits::LoginLimiter::new);
+        if let Some(limiter) = limiter.clone() {
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    limiter.forget_idle();
+                }
+            }));
+        }
+        let router = http::router(state.clone(), store, limiter);
         Ok(Application {
             listener,
             router,
@@ -123,12 +137,35 @@ impl Application {
             listener,
             router,
             tasks,
-            ..
+            state,
         } = self;
         let _abort_on_exit = AbortOnDrop(tasks);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let grace = state.config.shutdown_grace;
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+        // Graceful shutdown stops accepting and lets in-flight requests finish, but only for
+        // `shutdown_grace`: a request stuck on a slow IdP must not hold a deploy forever.
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub struct RawConfig {
     pub keys: RawKeys,
     #[serde(default)]
     pub logout: RawLogout,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    /// How long in-flight requests may take to finish after SIGTERM / Ctrl-C.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// Hosts an absolute `return_to` may name (apps on sibling hosts behind forward-auth).
     #[serde(default)]
     pub allowed_return_hosts: Vec<String>,
@@ -89,6 +94,28 @@ impl Default for RawKeys {
             // and a background refresh every hour.
             refetch_cooldown_secs: 300,
             refresh_interval_secs: 3600,
+        }
+    }
+}
+
+fn default_shutdown_grace() -> u64 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    pub per_ip_per_minute: u32,
+    pub burst: u32,
+    pub client_ip_header: Option<String>,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: 60,
+            burst: 30,
+            client_ip_header: None,
         }
     }
 }
@@ -204,8 +231,28 @@ pub struct Config {
     pub post_logout_redirect_uri: Option<Url>,
     /// Lower-cased hosts an absolute `return_to` may name.
     pub allowed_return_hosts: Vec<String>,
+    pub rate_limit: Option<RateLimitSettings>,
+    pub shutdown_grace: Duration,
     pub demo_mock_idp_listen: Option<SocketAddr>,
     pub connections: Vec<ConnectionConfig>,
+}
+
+/// Per-client-IP limit on `/login` and `/login/callback`.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub per_minute: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
+    /// Behind a proxy every request comes from the proxy's address; the client's address is
+    /// then read from this header — only ever set it when a trusted proxy sets the header.
+    pub client_ip_header: Option<ClientIpHeader>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`: the rightmost entry, the one the nearest (trusted) proxy appended.
+    XForwardedFor,
+    /// A header holding a single address, e.g. `X-Real-IP`.
+    Single(String),
 }
 
 #[derive(Debug, Clone)]
@@ -434,6 +481,33 @@ impl Config {
             allowed_return_hosts.push(h);
         }
 
+        let rate_limit = match (
+            std::num::NonZeroU32::new(raw.rate_limit.per_ip_per_minute),
+            std::num::NonZeroU32::new(raw.rate_limit.burst),
+        ) {
+            (None, _) => None,
+            (Some(per_minute), burst) => Some(RateLimitSettings {
+                per_minute,
+                burst: burst.unwrap_or(per_minute),
+                client_ip_header: match raw.rate_limit.client_ip_header.as_deref() {
+                    None | Some("") => None,
+                    Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
+                        Some(ClientIpHeader::XForwardedFor)
+                    }
+                    Some(h) => {
+                        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                            return Err(invalid(
+                                "rate_limit.client_ip_header",
+                                format!("{h:?} is not a header name"),
+                                "use the header your proxy sets, e.g. \"X-Forwarded-For\" or \"X-Real-IP\"",
+                            ));
+                        }
+                        Some(ClientIpHeader::Single(h.to_ascii_lowercase()))
+                    }
+                },
+            }),
+        };
+
         let mut connections = Vec::with_capacity(raw.connections.len());
         for (i, rc) in raw.connections.into_iter().enumerate() {
             let conn = validate_connection(i, rc, env)?;
@@ -466,6 +540,8 @@ impl Config {
             keys,
             post_logout_redirect_uri,
             allowed_return_hosts,
+            rate_limit,
+            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
             connections,
         })

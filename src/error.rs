@@ -64,6 +64,8 @@ pub enum AppError {
     },
     #[error("not signed in")]
     NotSignedIn,
+    #[error("too many sign-in requests from this client; retry in {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("a state-changing request came from another site (Origin check failed)")]
     CrossSiteRequest,
     #[error("the session store failed: {0}")]
@@ -102,6 +104,7 @@ impl AppError {
             | AppError::IssuerParameterMismatch { .. } => StatusCode::BAD_REQUEST,
             AppError::IdpError { error, .. } if error == "access_denied" => StatusCode::FORBIDDEN,
             AppError::CrossSiteRequest => StatusCode::FORBIDDEN,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::IdpError { .. } | AppError::IdToken { .. } | AppError::NotSignedIn => {
@@ -155,6 +158,7 @@ impl AppError {
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::NotSignedIn => "not_signed_in",
             AppError::CrossSiteRequest => "cross_site_request",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Session(_) => "session_store_unavailable",
             AppError::Internal(_) => "internal",
         }
@@ -309,6 +313,10 @@ impl AppError {
                 )
             },
             AppError::NotSignedIn => plain("Not signed in", "Please sign in."),
+            AppError::RateLimited { .. } => plain(
+                "Too many attempts",
+                "Too many sign-in attempts came from your network. Please wait a minute and try again.",
+            ),
             AppError::CrossSiteRequest => plain(
                 "Request refused",
                 "This request did not come from entrance's own page. To sign out, use the Sign out button on the start page.",
@@ -330,6 +338,11 @@ impl IntoResponse for AppError {
     /// once it knows what the client accepts and the request's correlation id.
     fn into_response(self) -> Response {
         let mut res = self.status().into_response();
+        if let AppError::RateLimited { retry_after } = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&retry_after.as_secs().to_string())
+        {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
         res.extensions_mut().insert(Arc::new(self));
         res
     }

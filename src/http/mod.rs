@@ -4,6 +4,7 @@
 mod auth;
 mod callback;
 mod home;
+pub mod limits;
 mod login;
 mod logout;
 mod me;
@@ -52,7 +53,7 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct CorrelationId(pub Arc<str>);
 
-pub fn router(state: AppState, store: AnyStore) -> Router {
+pub fn router(state: AppState, store: AnyStore, limiter: Option<limits::LoginLimiter>) -> Router {
     let mut sessions = SessionManagerLayer::new(store)
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
@@ -68,12 +69,17 @@ pub fn router(state: AppState, store: AnyStore) -> Router {
         sessions = sessions.with_domain(domain.clone());
     }
 
+    let mut login_routes = Router::new().route("/login", get(login::login)).route(
+        "/login/callback",
+        get(callback::callback_get).post(callback::callback_post),
+    );
+    if let Some(limiter) = limiter {
+        login_routes =
+            login_routes.route_layer(middleware::from_fn_with_state(limiter, limits::limit));
+    }
+
     Router::new()
-        .route("/login", get(login::login))
-        .route(
-            "/login/callback",
-            get(callback::callback_get).post(callback::callback_post),
-        )
+        .merge(login_routes)
         .route("/me", get(me::me))
         .route("/auth", any(auth::auth))
         .route("/logout", get(logout::confirm).post(logout::logout))

@@ -93,6 +93,10 @@ fn now_unix() -> u64 {
 async fn pre_fault(shared: &Shared, fault: &Fault) -> Option<Response> {
     match fault {
         Fault::None | Fault::WrongContentType => None,
+        Fault::Delay(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            None
+        }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             Some((status, format!("mock IdP fault: status {code}\n")).into_response())
@@ -808,13 +812,13 @@ async fn authorization_code(
     body.insert("scope".into(), json!(record.scope));
     body.insert("expires_in".into(), json!(3599));
     body.insert("ext_expires_in".into(), json!(3599));
-    body.insert(
-        "access_token".into(),
-        json!(format!("mock-access-token.{}", keys::random_b64(32))),
-    );
+    let access_token = format!("mock-access-token.{}", keys::random_b64(32));
+    s.lock().issued.push(access_token.clone());
+    body.insert("access_token".into(), json!(access_token));
     if !behaviour.omit_id_token {
         match id_token(s, behaviour, &record).await {
             Ok(t) => {
+                s.lock().issued.push(t.clone());
                 body.insert("id_token".into(), json!(t));
             }
             Err(e) => {

@@ -175,6 +175,8 @@ pub enum Fault {
     Status(u16),
     /// Accept the request and never answer (until shutdown).
     Stall,
+    /// Answer normally, but only after this many milliseconds (a slow IdP).
+    Delay(u64),
     /// 200 with a body that is not JSON.
     InvalidJson,
     /// 200 JSON-ish body of this many bytes.
@@ -211,6 +213,8 @@ struct Inner {
     /// Key for `Signing::UnpublishedKey`, made on first use and never published.
     decoy: Option<Arc<KeyPair>>,
     codes: HashMap<String, CodeRecord>,
+    /// Every token issued (access and ID tokens), so tests can check none of them leaks.
+    issued: Vec<String>,
     /// Codes already redeemed (or attempted), to tell AADSTS54005 from an unknown code.
     spent_codes: HashSet<String>,
     /// [`CODE_LIFETIME`]; a field only so unit tests can expire codes without waiting
@@ -280,6 +284,7 @@ impl MockIdp {
                 published: vec![key],
                 decoy: None,
                 codes: HashMap::new(),
+                issued: Vec::new(),
                 spent_codes: HashSet::new(),
                 code_lifetime: CODE_LIFETIME,
             }),
@@ -334,6 +339,11 @@ impl MockIdp {
 
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters
+    }
+
+    /// Every access and ID token this IdP has issued, in order.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.shared.lock().issued.clone()
     }
 
     /// Key rotation: generate a new RSA key; sign new ID tokens with it from now on; `publish`

@@ -94,6 +94,9 @@ pub struct AppOptions {
     pub metadata_url: Option<String>,
     /// Wait for the connection to become ready before returning.
     pub wait_ready: bool,
+    /// `[rate_limit]` (per minute, burst). Tests drive many logins from 127.0.0.1, so the
+    /// default is generous; the rate-limit test sets a small one.
+    pub rate_limit: (u32, u32),
 }
 
 impl Default for AppOptions {
@@ -106,6 +109,7 @@ impl Default for AppOptions {
             tables_toml: String::new(),
             metadata_url: None,
             wait_ready: true,
+            rate_limit: (100_000, 10_000),
         }
     }
 }
@@ -136,8 +140,13 @@ metadata_url = "{metadata}"
 client_id = "{client_id}"
 client_secret = "{secret}"
 {extra}
+[rate_limit]
+per_ip_per_minute = {per_minute}
+burst = {burst}
 {tables}
 "#,
+        per_minute = opts.rate_limit.0,
+        burst = opts.rate_limit.1,
         scheme = opts.public_scheme,
         top = opts.top_toml,
         tables = opts.tables_toml,
