@@ -3,5 +3,6 @@
 
 mod deployable;
 mod helpers;
+mod hostile;
 mod id_token_rules;
 mod login_flow;
