@@ -22,6 +22,22 @@ use crate::entra;
 /// The demo configuration, embedded so `entrance demo` works from any directory.
 pub const DEMO_TOML: &str = include_str!("../config/entrance.toml");
 
+/// The top-level keys of [`RawConfig`], which `ENTRANCE_<KEY>` variables may override.
+const CONFIG_KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "session",
+    "http",
+    "validation",
+    "keys",
+    "logout",
+    "rate_limit",
+    "shutdown_grace_secs",
+    "allowed_return_hosts",
+    "demo",
+    "connections",
+];
+
 /// Everything that can be wrong with a configuration file, each naming the key and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -340,8 +356,17 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = figment
-            // ENTRANCE_LOG_JSON belongs to the command line (`--log-json`), not the file.
-            .merge(Env::prefixed("ENTRANCE_").ignore(&["log_json"]).split("__"))
+            .merge(
+                Env::prefixed("ENTRANCE_")
+                    // Only variables that name a configuration key are overrides; others
+                    // with the prefix (ENTRANCE_LOG_JSON, or an admin's
+                    // ENTRANCE_CONTOSO_SECRET holding a client secret) are not.
+                    .filter(|key| {
+                        let top = key.as_str().split("__").next().unwrap_or("");
+                        CONFIG_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+                    })
+                    .split("__"),
+            )
             .extract()
             .map_err(Box::new)?;
         Config::from_raw(raw, &|name| std::env::var(name).ok())

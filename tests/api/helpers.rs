@@ -203,7 +203,10 @@ impl TestApp {
     pub async fn wait_ready(&self) {
         let probe = browser();
         for _ in 0..200 {
-            if let Ok(res) = probe.get(self.url("/login?connection=contoso")).send().await
+            if let Ok(res) = probe
+                .get(self.url("/login?connection=contoso"))
+                .send()
+                .await
                 && res.status() == StatusCode::SEE_OTHER
             {
                 return;
@@ -233,7 +236,8 @@ impl TestApp {
     }
 
     pub async fn begin_login(&self) -> Url {
-        self.begin_login_with(&self.browser, "?connection=contoso").await
+        self.begin_login_with(&self.browser, "?connection=contoso")
+            .await
     }
 
     /// The mock IdP signs the user in and redirects back: returns the callback URL.

@@ -89,12 +89,20 @@ async fn an_error_description_with_markup_is_escaped_on_the_page() {
             "error_description",
             "<script>alert(document.cookie)</script><img src=x onerror=alert(1)>",
         );
-    let res = app.browser.get(url.as_str()).send().await.expect("callback");
+    let res = app
+        .browser
+        .get(url.as_str())
+        .send()
+        .await
+        .expect("callback");
     assert!(res.status().is_client_error());
     let html = res.text().await.expect("html");
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(!html.contains("<img"), "{html}");
-    assert!(html.contains("&lt;script&gt;"), "the text is shown, escaped: {html}");
+    assert!(
+        html.contains("&lt;script&gt;"),
+        "the text is shown, escaped: {html}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +131,11 @@ async fn forged_truncated_and_unknown_session_cookies_are_just_no_session() {
             .send()
             .await
             .expect("login");
-        assert_eq!(res.status(), StatusCode::SEE_OTHER, "a fresh login still works");
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "a fresh login still works"
+        );
     }
 }
 
@@ -179,19 +191,51 @@ async fn wrong_methods_get_405_and_head_works() {
         .build()
         .expect("client");
     for path in ["/login", "/me", "/healthz", "/"] {
-        for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
-            let res = c.request(method.clone(), app.url(path)).send().await.expect("req");
-            assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        for method in [
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+            reqwest::Method::PATCH,
+        ] {
+            let res = c
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .expect("req");
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
         }
-        let res = c.request(reqwest::Method::OPTIONS, app.url(path)).send().await.expect("req");
-        assert!(res.status().is_client_error(), "OPTIONS {path}: {}", res.status());
+        let res = c
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .send()
+            .await
+            .expect("req");
+        assert!(
+            res.status().is_client_error(),
+            "OPTIONS {path}: {}",
+            res.status()
+        );
         let res = c.head(app.url(path)).send().await.expect("req");
-        assert!(!res.status().is_server_error(), "HEAD {path}: {}", res.status());
+        assert!(
+            !res.status().is_server_error(),
+            "HEAD {path}: {}",
+            res.status()
+        );
     }
     for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
         for path in ["/login/callback", "/logout"] {
-            let res = c.request(method.clone(), app.url(path)).send().await.expect("req");
-            assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            let res = c
+                .request(method.clone(), app.url(path))
+                .send()
+                .await
+                .expect("req");
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
         }
     }
     let res = c.get(app.url("/no-such-page")).send().await.expect("req");
@@ -245,7 +289,10 @@ async fn behind_a_proxy_the_client_ip_comes_only_from_the_configured_header() {
             .expect("login");
         statuses.push(res.status());
     }
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }
 
 // ----- the IdP misbehaves -------------------------------------------------------------
@@ -276,7 +323,11 @@ async fn fabrikam_still_works(app: &TestApp, fabrikam: &MockIdp) {
     assert!(authorize.as_str().starts_with(&fabrikam.base_url()));
     let callback = app.authorize(&authorize).await;
     let res = app.callback_with(&client, &callback, true).await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the other connection signs in");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the other connection signs in"
+    );
 }
 
 #[tokio::test]
@@ -288,7 +339,10 @@ async fn token_endpoint_faults_name_the_step_in_bounded_time_and_recover() {
         (Fault::Status(503), StatusCode::BAD_GATEWAY),
         (Fault::InvalidJson, StatusCode::BAD_GATEWAY),
         (Fault::Oversized(2 * 1024 * 1024), StatusCode::BAD_GATEWAY),
-        (Fault::Redirect("http://127.0.0.1:9/steal".into()), StatusCode::BAD_GATEWAY),
+        (
+            Fault::Redirect("http://127.0.0.1:9/steal".into()),
+            StatusCode::BAD_GATEWAY,
+        ),
         (Fault::WrongContentType, StatusCode::BAD_GATEWAY),
     ] {
         app.idp.set_behaviour(Behaviour {
@@ -303,9 +357,15 @@ async fn token_endpoint_faults_name_the_step_in_bounded_time_and_recover() {
         let took = started.elapsed();
         assert!(took <= Duration::from_secs(3), "{fault:?} took {took:?}");
         assert_eq!(res.status(), status, "{fault:?}");
-        let cid = res.headers()["x-correlation-id"].to_str().expect("cid").to_owned();
+        let cid = res.headers()["x-correlation-id"]
+            .to_str()
+            .expect("cid")
+            .to_owned();
         let html = res.text().await.expect("html");
-        assert!(html.contains("Contoso"), "the page names the IdP: {fault:?}");
+        assert!(
+            html.contains("Contoso"),
+            "the page names the IdP: {fault:?}"
+        );
         assert!(html.contains(&cid), "the page shows the reference");
         let lines = log_lines_with(&cid);
         assert!(
@@ -366,7 +426,10 @@ async fn a_refused_connection_to_the_idp_is_not_ready_too() {
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["reason"], "metadata_unreachable");
     assert!(
-        body["admin"].as_str().unwrap_or_default().contains("connect"),
+        body["admin"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connect"),
         "{body}"
     );
 }
@@ -407,14 +470,21 @@ client_secret = \"bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR\"\n",
         // Wait until the fabrikam connection is ready.
         let mut ready = false;
         for _ in 0..100 {
-            let res = browser().get(app.url("/login?connection=fabrikam")).send().await.expect("login");
+            let res = browser()
+                .get(app.url("/login?connection=fabrikam"))
+                .send()
+                .await
+                .expect("login");
             if res.status() == StatusCode::SEE_OTHER {
                 ready = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(ready, "fabrikam becomes ready despite contoso's {which} {fault:?}");
+        assert!(
+            ready,
+            "fabrikam becomes ready despite contoso's {which} {fault:?}"
+        );
         // Give contoso's first attempt time to fail (stall = the 2 s timeout).
         tokio::time::sleep(Duration::from_millis(2300)).await;
         let started = Instant::now();
@@ -424,16 +494,27 @@ client_secret = \"bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR\"\n",
             .await
             .expect("login");
         assert!(started.elapsed() <= Duration::from_secs(3));
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{which} {fault:?}");
+        assert_eq!(
+            res.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{which} {fault:?}"
+        );
         let html = res.text().await.expect("html");
-        assert!(html.contains("Could not reach Contoso"), "{which} {fault:?}: {html}");
+        assert!(
+            html.contains("Could not reach Contoso"),
+            "{which} {fault:?}: {html}"
+        );
         fabrikam_still_works(&app, &fabrikam).await;
 
         // The IdP recovers: entrance retries by itself.
         broken.set_behaviour(Behaviour::default());
         let mut recovered = false;
         for _ in 0..100 {
-            let res = browser().get(app.url("/login?connection=contoso")).send().await.expect("login");
+            let res = browser()
+                .get(app.url("/login?connection=contoso"))
+                .send()
+                .await
+                .expect("login");
             if res.status() == StatusCode::SEE_OTHER {
                 recovered = true;
                 break;

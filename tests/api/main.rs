@@ -6,3 +6,4 @@ mod helpers;
 mod hostile;
 mod id_token_rules;
 mod login_flow;
+mod process;

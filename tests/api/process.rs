@@ -1,0 +1,315 @@
+//! The real `entrance` binary: no secret, code, token or cookie value in its logs even at
+//! `RUST_LOG=trace`, and a graceful SIGTERM in the middle of a login.
+
+use std::{
+    io::Read,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use base64::Engine;
+use entrance::mock_idp::{
+    Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockIdp, MockIdpSettings,
+};
+use reqwest::{StatusCode, header};
+use url::Url;
+
+use crate::helpers::{browser, location};
+
+struct Running {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts the binary on a config for `idp`, with stdout and stderr captured.
+async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml: &str) -> Running {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("entrance-proc-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("entrance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+public_url = "{base}"
+{extra_toml}
+[[connections]]
+id = "contoso"
+name = "Contoso"
+metadata_url = "{}"
+client_id = "{DEFAULT_CLIENT_ID}"
+client_secret_env = "ENTRANCE_TEST_SECRET"
+"#,
+            idp.metadata_url()
+        ),
+    )
+    .expect("config");
+    idp.set_redirect_uris(vec![format!("{base}/login/callback")]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_entrance"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("ENTRANCE_TEST_SECRET", DEFAULT_CLIENT_SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let output = Arc::new(Mutex::new(String::new()));
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let running = Running {
+        child,
+        base,
+        output,
+        _dir: TempDir(dir),
+    };
+    let probe = browser();
+    for _ in 0..200 {
+        if let Ok(res) = probe.get(format!("{}/login", running.base)).send().await
+            && res.status() == StatusCode::SEE_OTHER
+        {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the binary never became ready: {}",
+        running.output.lock().unwrap_or_else(|p| p.into_inner())
+    );
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Each way a value could end up in a log line.
+fn encodings(value: &str) -> Vec<String> {
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    let json = serde_json::to_string(value).unwrap_or_default();
+    vec![
+        value.to_owned(),
+        form.clone(),
+        form.replace('+', "%20"),
+        json.trim_matches('"').to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(value),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value),
+    ]
+}
+
+#[tokio::test]
+async fn no_secret_code_token_or_cookie_reaches_the_logs_even_at_trace() {
+    let idp = MockIdp::start(MockIdpSettings::default())
+        .await
+        .expect("IdP");
+    let app = start(
+        &idp,
+        &[("RUST_LOG", "trace,hyper=trace,reqwest=trace,sqlx=trace,tower_sessions=trace,tower_sessions_core=trace")],
+        "",
+    )
+    .await;
+
+    let client = browser();
+    let res = client
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .expect("login");
+    let mut secrets: Vec<(String, String)> = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| {
+            c.split(';')
+                .next()?
+                .split_once('=')
+                .map(|(_, v)| v.to_owned())
+        })
+        .map(|v| ("pre-login cookie".to_owned(), v))
+        .collect();
+    let authorize = Url::parse(&location(&res)).expect("authorize URL");
+    for (k, v) in authorize.query_pairs() {
+        if k == "state" || k == "nonce" {
+            secrets.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let callback = browser()
+        .get(authorize.as_str())
+        .send()
+        .await
+        .map(|r| location(&r))
+        .expect("authorize");
+    let code = Url::parse(&callback)
+        .expect("callback URL")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
+    secrets.push(("code".into(), code));
+    let res = client.get(&callback).send().await.expect("callback");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed in");
+    for c in res.headers().get_all(header::SET_COOKIE).iter() {
+        if let Some((_, v)) = c
+            .to_str()
+            .ok()
+            .and_then(|c| c.split(';').next())
+            .and_then(|c| c.split_once('='))
+            && !v.is_empty()
+        {
+            secrets.push(("session cookie".into(), v.to_owned()));
+        }
+    }
+    let me = client
+        .get(format!("{}/me", app.base))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), StatusCode::OK);
+    let _ = client.get(format!("{}/auth", app.base)).send().await;
+    for t in idp.issued_tokens() {
+        if let Some(sig) = t.rsplit('.').next() {
+            secrets.push(("token signature".into(), sig.to_owned()));
+        }
+        secrets.push(("token".into(), t));
+    }
+    secrets.push(("client secret".into(), DEFAULT_CLIENT_SECRET.into()));
+    secrets.push((
+        "client id:secret (Basic)".into(),
+        format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"),
+    ));
+
+    sigterm(&app.child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = app.output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(logs.contains("TRACE"), "trace logging was on");
+    assert!(logs.contains("signed in"), "the login was logged");
+    for (what, value) in &secrets {
+        assert!(value.len() >= 16, "{what} is long enough to search for");
+        for encoded in encodings(value) {
+            assert!(
+                !logs.contains(&encoded),
+                "the {what} appears in the logs (as {encoded:?})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_a_login_lets_it_finish_then_stops() {
+    let idp = MockIdp::start(MockIdpSettings::default())
+        .await
+        .expect("IdP");
+    let mut app = start(&idp, &[], "shutdown_grace_secs = 5").await;
+    idp.set_behaviour(Behaviour {
+        token_fault: Fault::Delay(1500),
+        ..Default::default()
+    });
+    let client = browser();
+    let res = client
+        .get(format!("{}/login", app.base))
+        .send()
+        .await
+        .expect("login");
+    let callback = browser()
+        .get(location(&res))
+        .send()
+        .await
+        .map(|r| location(&r))
+        .expect("authorize");
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(&callback).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopped_at = Instant::now();
+    sigterm(&app.child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{}/healthz", app.base))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .is_err(),
+        "no new connections after SIGTERM"
+    );
+    let status = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight login gets an answer");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the in-flight login completed"
+    );
+    let exit = loop {
+        if let Some(s) = app.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(6),
+            "stopped within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "clean exit: {exit:?}");
+}
