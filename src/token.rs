@@ -186,6 +186,17 @@ mod tests {
         assert_eq!(decoded, b"id:a%7Eb%2Bc");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+        ))]
+        /// Whatever a token endpoint answers, parsing gives a response or a typed error.
+        #[test]
+        fn any_token_endpoint_answer_is_handled(status in 100u16..600, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_token_response(status, &body);
+        }
+    }
+
     #[test]
     fn debug_never_shows_the_token() {
         let t = TokenResponse {

@@ -271,3 +271,34 @@ async fn validate_id_token(
     };
     verifier::verify_id_token(id_token, &provider.keys, &expectations).map_err(reject)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+        ))]
+        /// Any query or form body parses to parameters or a typed error, never a panic.
+        #[test]
+        fn callback_parameters_never_panic(raw in ".{0,256}") {
+            let _ = serde_urlencoded::from_str::<CallbackParams>(&raw);
+        }
+
+        #[test]
+        fn callback_parameters_from_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = serde_urlencoded::from_bytes::<CallbackParams>(&raw);
+        }
+
+        #[test]
+        fn well_formed_parameters_round_trip(state in "[A-Za-z0-9_-]{1,64}", code in "[A-Za-z0-9._~-]{1,128}") {
+            let q = format!("state={state}&code={code}&session_state=x");
+            let p: CallbackParams = serde_urlencoded::from_str(&q).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(p.state.as_deref(), Some(state.as_str()));
+            prop_assert_eq!(p.code.as_deref(), Some(code.as_str()));
+            prop_assert!(!p.relayed);
+        }
+    }
+}
