@@ -1,22 +1,14 @@
 //! What entrance keeps in a browser session — pending logins and the signed-in identity —
-//! behind typed accessors, the session store, and the `CurrentUser` guard.
+//! behind typed accessors, and the `CurrentUser` guard. Where sessions are stored is
+//! [`crate::store`].
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use tower_sessions::{
-    Expiry, Session, SessionStore,
-    session::{Id, Record},
-    session_store::{self, ExpiredDeletion},
-};
+use tower_sessions::{Expiry, Session};
 
 use crate::{config::ResponseMode, error::AppError, identity::Identity};
 
@@ -177,120 +169,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Stores
-// ---------------------------------------------------------------------------------------------
-
-/// Any session store, behind one type so the router is built once whatever the config says.
-#[derive(Debug, Clone)]
-pub struct AnyStore(Arc<dyn SessionStore>);
-
-impl AnyStore {
-    pub fn memory() -> (AnyStore, Arc<MemoryStore>) {
-        let store = Arc::new(MemoryStore::default());
-        (AnyStore(store.clone()), store)
-    }
-}
-
-#[async_trait]
-impl SessionStore for AnyStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.0.create(record).await
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.0.save(record).await
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        self.0.load(session_id).await
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.0.delete(session_id).await
-    }
-}
-
-/// An in-memory store whose expired records are deleted by a periodic task
-/// ([`ExpiredDeletion::continuously_delete_expired`]); tower-sessions' own memory store never
-/// evicts, so abandoned logins would grow it forever.
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
-
-impl MemoryStore {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
-        // Records are replaced whole, so a poisoned map is still consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let mut map = self.map();
-        while map.contains_key(&record.id) {
-            record.id = Id::default();
-        }
-        map.insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.map().insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let now = OffsetDateTime::now_utc();
-        Ok(self
-            .map()
-            .get(session_id)
-            .filter(|r| r.expiry_date > now)
-            .cloned())
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.map().remove(session_id);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ExpiredDeletion for MemoryStore {
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        let now = OffsetDateTime::now_utc();
-        self.map().retain(|_, r| r.expiry_date > now);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    #[tokio::test]
-    async fn memory_store_evicts_expired_records() {
-        let store = MemoryStore::default();
-        let mut live = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        };
-        let mut dead = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-        };
-        store.create(&mut live).await.expect("create");
-        store.create(&mut dead).await.expect("create");
-        assert!(store.load(&dead.id).await.expect("load").is_none());
-        assert_eq!(store.len(), 2);
-        store.delete_expired().await.expect("evict");
-        assert_eq!(store.len(), 1);
-        assert!(store.load(&live.id).await.expect("load").is_some());
-    }
+    use super::*;
+    use crate::store::AnyStore;
 
     fn pending(state: &str, created_at: i64) -> PendingLogin {
         PendingLogin {
@@ -313,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn pending_logins_are_single_use_capped_and_expire() {
-        let (store, _) = AnyStore::memory();
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
         let session = Session::new(None, Arc::new(store), None);
         for i in 0..(MAX_PENDING + 3) {
             push_pending(&session, pending(&format!("s{i}"), now_unix()))

@@ -2,6 +2,7 @@
 //! through (correlation id, error rendering, security headers).
 
 mod callback;
+mod health;
 mod login;
 mod me;
 
@@ -20,12 +21,8 @@ use tower_sessions::{SessionManagerLayer, cookie::SameSite};
 use tracing::Instrument;
 
 use crate::{
-    config::Config,
-    error::AppError,
-    http_client::HttpClient,
-    pages,
-    provider::Connection,
-    session::{AnyStore, PENDING_LIFETIME},
+    config::Config, error::AppError, http_client::HttpClient, pages, provider::Connection,
+    session::PENDING_LIFETIME, store::AnyStore,
 };
 
 /// What every handler can reach. Cheap to clone: all `Arc`s.
@@ -34,6 +31,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub connections: Arc<Vec<Arc<Connection>>>,
     pub http: HttpClient,
+    /// The session store, for `/readyz`'s probe; requests reach it through their `Session`.
+    pub store: AnyStore,
 }
 
 impl AppState {
@@ -49,8 +48,8 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct CorrelationId(pub Arc<str>);
 
-pub fn router(state: AppState, store: AnyStore) -> Router {
-    let sessions = SessionManagerLayer::new(store)
+pub fn router(state: AppState) -> Router {
+    let sessions = SessionManagerLayer::new(state.store.clone())
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
         // top-level navigation back from the IdP, and the callback would find no session.
@@ -66,7 +65,8 @@ pub fn router(state: AppState, store: AnyStore) -> Router {
         .route("/login", get(login::login))
         .route("/login/callback", get(callback::callback_get))
         .route("/me", get(me::me))
-        .route("/healthz", get(me::healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .layer(sessions)
         .layer(middleware::from_fn(render_errors))
         .with_state(state)

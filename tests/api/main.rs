@@ -4,3 +4,4 @@
 mod helpers;
 mod id_token_rules;
 mod login_flow;
+mod sessions;
