@@ -133,12 +133,23 @@ pub async fn sign_in(
     signed_in: &SignedIn,
     idle_timeout: Duration,
 ) -> Result<(), AppError> {
-    session.cycle_id().await?;
-    session.insert(USER_KEY, signed_in).await?;
-    session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
-        idle_timeout.as_secs() as i64,
-    ))));
-    session.save().await?;
+    let result = async {
+        session.cycle_id().await?;
+        session.insert(USER_KEY, signed_in).await?;
+        session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
+            idle_timeout.as_secs() as i64,
+        ))));
+        session.save().await
+    }
+    .await;
+    if let Err(e) = result {
+        // Not signed in unless the save succeeded: drop the identity from the in-memory session
+        // too, so no later save (the session layer's, a retry) can store a sign-in the user
+        // was told failed. The old id is already deleted from the store, or still holds only
+        // pending logins; either way it never reads as signed in.
+        session.clear().await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -230,5 +241,77 @@ mod tests {
             problem(take_pending(&session, "old").await),
             StateProblem::Expired
         );
+    }
+
+    /// A store that refuses to create records (the write that stores a sign-in under its new
+    /// id) and otherwise behaves.
+    #[derive(Debug, Default)]
+    struct CreateFails(crate::store::MemoryStore);
+
+    #[async_trait::async_trait]
+    impl tower_sessions::SessionStore for CreateFails {
+        async fn create(
+            &self,
+            _: &mut tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<()> {
+            Err(tower_sessions::session_store::Error::Backend(
+                "disk full".into(),
+            ))
+        }
+        async fn save(
+            &self,
+            r: &tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<()> {
+            self.0.save(r).await
+        }
+        async fn load(
+            &self,
+            id: &tower_sessions::session::Id,
+        ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>>
+        {
+            self.0.load(id).await
+        }
+        async fn delete(
+            &self,
+            id: &tower_sessions::session::Id,
+        ) -> tower_sessions::session_store::Result<()> {
+            self.0.delete(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sign_in_write_leaves_nothing_signed_in() {
+        let store = Arc::new(CreateFails::default());
+        let session = Session::new(None, store.clone(), None);
+        let user = SignedIn {
+            identity: crate::identity::Identity {
+                user: "entra:t:o".into(),
+                connection: "c".into(),
+                iss: "https://idp.example".into(),
+                sub: "s".into(),
+                oid: None,
+                tid: None,
+                name: None,
+                email: None,
+                email_verified: false,
+                preferred_username: None,
+                login_hint: None,
+                sid: None,
+                groups: Vec::new(),
+                roles: Vec::new(),
+            },
+            issued_at: now_unix(),
+            expires_at: now_unix() + 3600,
+            id_token: "t".into(),
+        };
+        let err = sign_in(&session, &user, Duration::from_secs(3600))
+            .await
+            .expect_err("the store refuses the write");
+        assert!(matches!(err, AppError::Session(_)), "{err:?}");
+        assert!(
+            signed_in(&session).await.expect("read").is_none(),
+            "the in-memory session holds no identity either"
+        );
+        assert!(store.0.is_empty(), "nothing was stored");
     }
 }
