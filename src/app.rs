@@ -4,14 +4,13 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower_sessions::session_store::ExpiredDeletion;
 
 use crate::{
-    config::{Config, StoreKind},
+    config::Config,
     http::{self, AppState},
     http_client::HttpClient,
     provider::{self, Connection},
-    session::AnyStore,
+    store::{OpenStore, StoreError},
 };
 
 /// Why the service could not start.
@@ -24,10 +23,9 @@ pub enum StartError {
     },
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
-
-/// How often expired sessions are deleted from the store.
-const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
 
 pub struct Application {
     listener: TcpListener,
@@ -36,6 +34,8 @@ pub struct Application {
     /// Background tasks (connection retries, store sweeping); aborted when the application
     /// stops, so nothing outlives it (tests start many in one process).
     tasks: Vec<JoinHandle<()>>,
+    /// Closed once serving stops, so a new `Application` can open the same SQLite file.
+    store: OpenStore,
 }
 
 impl Application {
@@ -49,13 +49,18 @@ impl Application {
                     addr: config.listen,
                     source,
                 })?;
-        Self::with_listener(config, listener)
+        Self::with_listener(config, listener).await
     }
 
     /// Like [`Application::build`] on a listener the caller bound: tests bind port 0 first so
     /// the public URL (and with it the redirect URI) can name the real port.
-    pub fn with_listener(config: Config, listener: TcpListener) -> Result<Application, StartError> {
+    pub async fn with_listener(
+        config: Config,
+        listener: TcpListener,
+    ) -> Result<Application, StartError> {
         let http = HttpClient::new(&config.http)?;
+        // Opened first: an unusable SQLite path stops startup before anything is spawned.
+        let store = OpenStore::open(&config.session).await?;
         let connections: Vec<Arc<Connection>> = config
             .connections
             .iter()
@@ -70,26 +75,13 @@ impl Application {
                 config.keys.refresh_interval,
             )));
         }
-        let store = match config.session.store {
-            StoreKind::Memory => {
-                let (store, memory) = AnyStore::memory();
-                tasks.push(tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(EXPIRED_SESSION_SWEEP);
-                    loop {
-                        tick.tick().await;
-                        if let Err(e) = memory.delete_expired().await {
-                            tracing::warn!(error = %e, "deleting expired sessions failed");
-                        }
-                    }
-                }));
-                store
-            }
-        };
+        tasks.extend(store.spawn_sweeper());
 
         let state = AppState {
             config: Arc::new(config),
             connections: Arc::new(connections),
             http,
+            store: store.store.clone(),
         };
         let limiter = state
             .config
@@ -105,12 +97,13 @@ impl Application {
                 }
             }));
         }
-        let router = http::router(state.clone(), store, limiter);
+        let router = http::router(state.clone(), limiter);
         Ok(Application {
             listener,
             router,
             state,
             tasks,
+            store,
         })
     }
 
@@ -128,7 +121,8 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the
+    /// background tasks and closes the session store.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -138,8 +132,9 @@ impl Application {
             router,
             tasks,
             state,
+            store,
         } = self;
-        let _abort_on_exit = AbortOnDrop(tasks);
+        let abort_on_exit = AbortOnDrop(tasks);
         let grace = state.config.shutdown_grace;
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = axum::serve(
@@ -159,13 +154,17 @@ impl Application {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let served = tokio::select! {
             result = serve => result,
             () = deadline => {
                 tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
                 Ok(())
             }
-        }
+        };
+        drop(abort_on_exit);
+        // Flushes and closes the store (SQLite's pool), so a new Application can open it.
+        store.close().await;
+        served
     }
 }
 

@@ -7,7 +7,11 @@
 //! anything that needs the network (an unreachable IdP, an issuer mismatch) is checked later by
 //! [`crate::provider`], which marks that one connection not ready instead.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use figment::{
     Figment,
@@ -150,16 +154,28 @@ pub struct RawSession {
     pub idle_timeout_secs: u64,
     pub absolute_lifetime_secs: u64,
     pub cookie_domain: Option<String>,
+    pub store_timeout_ms: u64,
+    pub sqlite_path: String,
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    pub redis_pool_size: usize,
 }
 
 impl Default for RawSession {
     fn default() -> Self {
         Self {
-            store: "memory".into(),
+            // SQLite by default: sessions survive a restart with nothing else to run. The demo
+            // config says "memory" so it leaves no file behind.
+            store: "sqlite".into(),
             cookie_name: "entrance".into(),
             idle_timeout_secs: 8 * 3600,
             absolute_lifetime_secs: 24 * 3600,
             cookie_domain: None,
+            store_timeout_ms: 1000,
+            sqlite_path: "entrance-sessions.db".into(),
+            redis_url: None,
+            redis_key_prefix: "entrance:session:".into(),
+            redis_pool_size: 4,
         }
     }
 }
@@ -277,14 +293,33 @@ pub struct KeySettings {
     pub refresh_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where sessions live.
+#[derive(Debug, Clone)]
 pub enum StoreKind {
+    /// In this process: lost on restart, not shared between instances.
     Memory,
+    /// A SQLite file, created if missing.
+    Sqlite {
+        path: PathBuf,
+    },
+    Redis(RedisSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://`, possibly with `user:password@`: a secret, never logged.
+    pub url: SecretString,
+    /// Prepended to every session key, so several services can share one Redis.
+    pub key_prefix: String,
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub store: StoreKind,
+    /// The most any one store call may take; past it the call fails (503) instead of hanging
+    /// the request.
+    pub store_timeout: Duration,
     /// The cookie name as sent: `__Host-` is prefixed when the public URL is https, so the
     /// browser refuses the cookie from any subdomain or over plain http.
     pub cookie_name: String,
@@ -387,16 +422,14 @@ impl Config {
         let public_url = parse_public_url(&raw.public_url)?;
         let secure_cookie = public_url.scheme() == "https";
 
-        let store = match raw.session.store.as_str() {
-            "memory" => StoreKind::Memory,
-            other => {
-                return Err(invalid(
-                    "session.store",
-                    format!("unknown store {other:?}"),
-                    "use \"memory\"",
-                ));
-            }
-        };
+        let store = validate_store(&raw.session)?;
+        if raw.session.store_timeout_ms == 0 {
+            return Err(invalid(
+                "session.store_timeout_ms",
+                "a timeout of 0 would fail every session read and write",
+                "use a positive number of milliseconds, e.g. 1000",
+            ));
+        }
         if raw.session.cookie_name.is_empty()
             || !raw
                 .session
@@ -441,6 +474,7 @@ impl Config {
         }
         let session = SessionSettings {
             store,
+            store_timeout: Duration::from_millis(raw.session.store_timeout_ms),
             cookie_name,
             secure_cookie,
             cookie_domain,
@@ -585,6 +619,67 @@ impl Config {
 
     pub fn connection(&self, id: &str) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.id == id)
+    }
+}
+
+fn validate_store(raw: &RawSession) -> Result<StoreKind, ConfigError> {
+    match raw.store.as_str() {
+        "memory" => Ok(StoreKind::Memory),
+        "sqlite" => {
+            if raw.sqlite_path.trim().is_empty() {
+                return Err(invalid(
+                    "session.sqlite_path",
+                    "is empty",
+                    "name the SQLite file sessions are kept in, e.g. \"/var/lib/entrance/sessions.db\"",
+                ));
+            }
+            Ok(StoreKind::Sqlite {
+                path: PathBuf::from(&raw.sqlite_path),
+            })
+        }
+        "redis" => {
+            let fix = "write it like \"redis://127.0.0.1:6379\", \"rediss://user:password@host:6380/0\" (TLS), or set ENTRANCE_SESSION__REDIS_URL";
+            let Some(url) = raw.redis_url.as_deref().filter(|u| !u.trim().is_empty()) else {
+                return Err(invalid(
+                    "session.redis_url",
+                    "session.store is \"redis\" but no Redis URL is configured",
+                    fix,
+                ));
+            };
+            // The URL may carry a password: the problem text never repeats it.
+            let parsed = Url::parse(url.trim())
+                .map_err(|e| invalid("session.redis_url", format!("is not a URL ({e})"), fix))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host().is_none() {
+                return Err(invalid(
+                    "session.redis_url",
+                    format!(
+                        "the scheme {:?} is not redis or rediss, or the host is missing",
+                        parsed.scheme()
+                    ),
+                    fix,
+                ));
+            }
+            if raw.redis_pool_size == 0 || raw.redis_pool_size > 64 {
+                return Err(invalid(
+                    "session.redis_pool_size",
+                    format!(
+                        "{} connections is not a usable pool size",
+                        raw.redis_pool_size
+                    ),
+                    "use 1 to 64 (the default, 4, suits most deployments)",
+                ));
+            }
+            Ok(StoreKind::Redis(RedisSettings {
+                url: SecretString::from(url.trim().to_owned()),
+                key_prefix: raw.redis_key_prefix.clone(),
+                pool_size: raw.redis_pool_size,
+            }))
+        }
+        other => Err(invalid(
+            "session.store",
+            format!("unknown store {other:?}"),
+            "use \"sqlite\" (default), \"redis\" or \"memory\"",
+        )),
     }
 }
 
@@ -1005,5 +1100,72 @@ clientid = "typo""#);
             .extract()
             .expect("demo parses");
         Config::from_raw(raw, &|_| None).expect("demo validates");
+    }
+
+    fn with_session(session: &str) -> String {
+        raw(r#"client_secret_env = "SECRET""#).replacen(
+            "[[connections]]",
+            &format!("[session]\n{session}\n[[connections]]"),
+            1,
+        )
+    }
+
+    #[test]
+    fn sqlite_is_the_default_store() {
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
+        match cfg.session.store {
+            StoreKind::Sqlite { path } => assert_eq!(path, Path::new("entrance-sessions.db")),
+            other => panic!("expected sqlite, got {other:?}"),
+        }
+        assert_eq!(cfg.session.store_timeout, Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn store_settings_are_checked_by_key() {
+        assert_eq!(
+            err_key(&with_session(r#"store = "redis""#)),
+            "session.redis_url"
+        );
+        assert_eq!(
+            err_key(&with_session(
+                "store = \"redis\"\nredis_url = \"http://127.0.0.1:6379\""
+            )),
+            "session.redis_url"
+        );
+        assert_eq!(
+            err_key(&with_session(
+                "store = \"redis\"\nredis_url = \"redis://h\"\nredis_pool_size = 0"
+            )),
+            "session.redis_pool_size"
+        );
+        assert_eq!(err_key(&with_session(r#"store = "disk""#)), "session.store");
+        assert_eq!(
+            err_key(&with_session(r#"sqlite_path = """#)),
+            "session.sqlite_path"
+        );
+        assert_eq!(
+            err_key(&with_session("store_timeout_ms = 0")),
+            "session.store_timeout_ms"
+        );
+        let cfg = parse(&with_session(
+            "store = \"redis\"\nredis_url = \"rediss://user:pw@cache.example:6380/0\"",
+        ))
+        .expect("valid");
+        match cfg.session.store {
+            StoreKind::Redis(r) => {
+                assert_eq!(r.key_prefix, "entrance:session:");
+                assert_eq!(r.pool_size, 4);
+            }
+            other => panic!("expected redis, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_redis_password_is_never_repeated_in_errors() {
+        let err = parse(&with_session(
+            "store = \"redis\"\nredis_url = \"redis://u:hunter2@\"",
+        ))
+        .expect_err("no host");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -4,10 +4,12 @@
 //! Crate map:
 //! - [`config`]: raw settings → validated [`config::Config`].
 //! - [`app`]: [`app::Application`] — bind, build, serve until shutdown.
-//! - [`http`]: router, handlers (`/login`, `/login/callback`, `/me`, `/healthz`), middleware.
+//! - [`http`]: router, handlers (`/login`, `/login/callback`, `/me`, `/healthz`, `/readyz`),
+//!   middleware.
 //! - [`error`]: the one HTTP error type, its statuses and explanations.
 //! - [`pages`]: HTML pages and the Content-Security-Policy.
-//! - [`session`]: pending logins, the signed-in identity, session stores.
+//! - [`session`]: pending logins and the signed-in identity kept in a session.
+//! - [`store`]: where sessions live (memory, SQLite, Redis), timeouts, readiness probe.
 //! - [`identity`]: the stable user key and claims kept after sign-in.
 //! - [`provider`]: per-connection IdP metadata and keys, readiness, refetching.
 //! - [`http_client`]: the one outbound HTTP client (timeouts, size limit, no redirects).
@@ -31,6 +33,7 @@ pub mod pages;
 pub mod provider;
 pub mod return_to;
 pub mod session;
+pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod verifier;

@@ -1,22 +1,14 @@
 //! What entrance keeps in a browser session — pending logins and the signed-in identity —
-//! behind typed accessors, the session store, and the `CurrentUser` guard.
+//! behind typed accessors, and the `CurrentUser` guard. Where sessions are stored is
+//! [`crate::store`].
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use tower_sessions::{
-    Expiry, Session, SessionStore,
-    session::{Id, Record},
-    session_store::{self, ExpiredDeletion},
-};
+use tower_sessions::{Expiry, Session};
 
 use crate::{config::ResponseMode, error::AppError, http::AppState, identity::Identity};
 
@@ -145,13 +137,24 @@ pub async fn sign_in(
     signed_in: &SignedIn,
     idle_timeout: Duration,
 ) -> Result<(), AppError> {
-    session.cycle_id().await?;
-    session.insert(USER_KEY, signed_in).await?;
-    session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
-    session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
-        idle_timeout.as_secs() as i64,
-    ))));
-    session.save().await?;
+    let result = async {
+        session.cycle_id().await?;
+        session.insert(USER_KEY, signed_in).await?;
+        session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
+        session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
+            idle_timeout.as_secs() as i64,
+        ))));
+        session.save().await
+    }
+    .await;
+    if let Err(e) = result {
+        // Not signed in unless the save succeeded: drop the identity from the in-memory session
+        // too, so no later save (the session layer's, a retry) can store a sign-in the user
+        // was told failed. The old id is already deleted from the store, or still holds only
+        // pending logins; either way it never reads as signed in.
+        session.clear().await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -233,120 +236,12 @@ fn session_from_parts(parts: &Parts) -> Result<Session, AppError> {
         .ok_or_else(|| AppError::Internal("the session layer is missing".into()))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Stores
-// ---------------------------------------------------------------------------------------------
-
-/// Any session store, behind one type so the router is built once whatever the config says.
-#[derive(Debug, Clone)]
-pub struct AnyStore(Arc<dyn SessionStore>);
-
-impl AnyStore {
-    pub fn memory() -> (AnyStore, Arc<MemoryStore>) {
-        let store = Arc::new(MemoryStore::default());
-        (AnyStore(store.clone()), store)
-    }
-}
-
-#[async_trait]
-impl SessionStore for AnyStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.0.create(record).await
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.0.save(record).await
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        self.0.load(session_id).await
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.0.delete(session_id).await
-    }
-}
-
-/// An in-memory store whose expired records are deleted by a periodic task
-/// ([`ExpiredDeletion::continuously_delete_expired`]); tower-sessions' own memory store never
-/// evicts, so abandoned logins would grow it forever.
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
-
-impl MemoryStore {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
-        // Records are replaced whole, so a poisoned map is still consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let mut map = self.map();
-        while map.contains_key(&record.id) {
-            record.id = Id::default();
-        }
-        map.insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.map().insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let now = OffsetDateTime::now_utc();
-        Ok(self
-            .map()
-            .get(session_id)
-            .filter(|r| r.expiry_date > now)
-            .cloned())
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.map().remove(session_id);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ExpiredDeletion for MemoryStore {
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        let now = OffsetDateTime::now_utc();
-        self.map().retain(|_, r| r.expiry_date > now);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    #[tokio::test]
-    async fn memory_store_evicts_expired_records() {
-        let store = MemoryStore::default();
-        let mut live = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        };
-        let mut dead = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-        };
-        store.create(&mut live).await.expect("create");
-        store.create(&mut dead).await.expect("create");
-        assert!(store.load(&dead.id).await.expect("load").is_none());
-        assert_eq!(store.len(), 2);
-        store.delete_expired().await.expect("evict");
-        assert_eq!(store.len(), 1);
-        assert!(store.load(&live.id).await.expect("load").is_some());
-    }
+    use super::*;
+    use crate::store::AnyStore;
 
     fn pending(state: &str, created_at: i64) -> PendingLogin {
         PendingLogin {
@@ -369,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn pending_logins_are_single_use_capped_and_expire() {
-        let (store, _) = AnyStore::memory();
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
         let session = Session::new(None, Arc::new(store), None);
         for i in 0..(MAX_PENDING + 3) {
             push_pending(&session, pending(&format!("s{i}"), now_unix()))
@@ -402,5 +297,80 @@ mod tests {
             problem(take_pending(&session, "old").await),
             StateProblem::Expired
         );
+    }
+
+    /// A store that refuses to create records (the write that stores a sign-in under its new
+    /// id) and otherwise behaves.
+    #[derive(Debug, Default)]
+    struct CreateFails(crate::store::MemoryStore);
+
+    #[async_trait::async_trait]
+    impl tower_sessions::SessionStore for CreateFails {
+        async fn create(
+            &self,
+            _: &mut tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<()> {
+            Err(tower_sessions::session_store::Error::Backend(
+                "disk full".into(),
+            ))
+        }
+        async fn save(
+            &self,
+            r: &tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<()> {
+            self.0.save(r).await
+        }
+        async fn load(
+            &self,
+            id: &tower_sessions::session::Id,
+        ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>>
+        {
+            self.0.load(id).await
+        }
+        async fn delete(
+            &self,
+            id: &tower_sessions::session::Id,
+        ) -> tower_sessions::session_store::Result<()> {
+            self.0.delete(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_sign_in_write_leaves_nothing_signed_in() {
+        let store = Arc::new(CreateFails::default());
+        let session = Session::new(None, store.clone(), None);
+        let user = SignedIn {
+            identity: crate::identity::Identity {
+                user: "entra:t:o".into(),
+                connection: "c".into(),
+                iss: "https://idp.example".into(),
+                sub: "s".into(),
+                oid: None,
+                tid: None,
+                name: None,
+                email: None,
+                email_verified: false,
+                preferred_username: None,
+                login_hint: None,
+                sid: None,
+                groups: Vec::new(),
+                roles: Vec::new(),
+            },
+            issued_at: now_unix(),
+            expires_at: now_unix() + 3600,
+            id_token: "t".into(),
+        };
+        let err = sign_in(&session, &user, Duration::from_secs(3600))
+            .await
+            .expect_err("the store refuses the write");
+        assert!(matches!(err, AppError::Session(_)), "{err:?}");
+        assert!(
+            signed_in(&session, Duration::from_secs(3600))
+                .await
+                .expect("read")
+                .is_none(),
+            "the in-memory session holds no identity either"
+        );
+        assert!(store.0.is_empty(), "nothing was stored");
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /me` (who is signed in, as JSON) and `GET /healthz` (the process is up).
+//! `GET /me`: who is signed in, as JSON.
 
 use axum::{
     Json,
@@ -39,8 +39,4 @@ pub async fn me(CurrentUser(s): CurrentUser) -> Response {
         expires_at: s.expires_at,
     };
     Json(&me).into_response()
-}
-
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod callback;
+mod health;
 mod home;
 pub mod limits;
 mod login;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, FromRequestParts, Request},
-    http::{HeaderName, HeaderValue, header, request::Parts},
+    http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
     routing::{any, get},
@@ -24,12 +25,8 @@ use tower_sessions::{SessionManagerLayer, cookie::SameSite};
 use tracing::Instrument;
 
 use crate::{
-    config::Config,
-    error::AppError,
-    http_client::HttpClient,
-    pages,
-    provider::Connection,
-    session::{AnyStore, PENDING_LIFETIME},
+    config::Config, error::AppError, http_client::HttpClient, pages, provider::Connection,
+    session::PENDING_LIFETIME, store::AnyStore,
 };
 
 /// What every handler can reach. Cheap to clone: all `Arc`s.
@@ -38,6 +35,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub connections: Arc<Vec<Arc<Connection>>>,
     pub http: HttpClient,
+    /// The session store, for `/readyz`'s probe; requests reach it through their `Session`.
+    pub store: AnyStore,
 }
 
 impl AppState {
@@ -53,8 +52,8 @@ impl AppState {
 #[derive(Clone, Debug)]
 pub struct CorrelationId(pub Arc<str>);
 
-pub fn router(state: AppState, store: AnyStore, limiter: Option<limits::LoginLimiter>) -> Router {
-    let mut sessions = SessionManagerLayer::new(store)
+pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router {
+    let mut sessions = SessionManagerLayer::new(state.store.clone())
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
         // top-level navigation back from the IdP, and the callback would find no session.
@@ -84,13 +83,37 @@ pub fn router(state: AppState, store: AnyStore, limiter: Option<limits::LoginLim
         .route("/auth", any(auth::auth))
         .route("/logout", get(logout::confirm).post(logout::logout))
         .route("/", get(home::home))
-        .route("/healthz", get(me::healthz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .layer(sessions)
+        .layer(middleware::from_fn(session_layer_failures))
         // The largest legitimate body is a form_post callback (a code and a state); 64 KiB
         // leaves room for an IdP's long error_description and refuses anything bigger.
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(render_errors))
         .with_state(state)
+}
+
+/// tower-sessions answers a store failure in its own after-response save with a bare, empty
+/// 500. Handlers save explicitly (so that failure is theirs to report), but a session still
+/// marked modified is saved once more by the layer, and the store can fail in between. Every
+/// error a handler produces carries an [`AppError`]; a 500 without one can only come from the
+/// session layer, so it becomes [`AppError::Session`] (503) and is rendered like any other.
+/// The layer sets no cookie on that path, so the browser is not handed a session id whose
+/// record may be half-written.
+async fn session_layer_failures(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && res.extensions().get::<Arc<AppError>>().is_none()
+    {
+        return AppError::Session(tower_sessions::session::Error::Store(
+            tower_sessions::session_store::Error::Backend(
+                "saving the session after the response failed".into(),
+            ),
+        ))
+        .into_response();
+    }
+    res
 }
 
 /// Query parameters, with a malformed query (bad percent-encoding, a duplicated field, a
@@ -202,4 +225,69 @@ fn prefers_json(req: &Request) -> bool {
 
 pub(crate) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use tower::ServiceExt;
+    use tower_sessions::{
+        Session, SessionStore,
+        session::{Id, Record},
+        session_store,
+    };
+
+    use super::*;
+
+    /// A store that is down for writes.
+    #[derive(Debug)]
+    struct WritesFail;
+
+    #[async_trait]
+    impl SessionStore for WritesFail {
+        async fn save(&self, _: &Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("read-only".into()))
+        }
+        async fn load(&self, _: &Id) -> session_store::Result<Option<Record>> {
+            Ok(None)
+        }
+        async fn delete(&self, _: &Id) -> session_store::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_by_the_session_layer_becomes_a_rendered_503() {
+        // A handler that changes the session and leaves saving to the layer.
+        async fn handler(session: Session) -> &'static str {
+            let _ = session.insert("k", 1).await;
+            "ok"
+        }
+        let store = AnyStore::new(Arc::new(WritesFail), Duration::from_secs(1));
+        let app = Router::new()
+            .route("/x", get(handler))
+            .layer(SessionManagerLayer::new(store))
+            .layer(middleware::from_fn(session_layer_failures))
+            .layer(middleware::from_fn(render_errors));
+        let res = app
+            .oneshot(
+                Request::builder()
+                    .uri("/x")
+                    .header(header::ACCEPT, "text/html")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().get(header::SET_COOKIE).is_none());
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("Reference: "), "{body}");
+    }
 }

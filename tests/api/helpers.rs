@@ -12,7 +12,7 @@ use entrance::{
     mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
 };
 use reqwest::{StatusCode, header};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, task::JoinHandle};
 use url::Url;
 
 /// Everything logged by every test, so a test can find the lines of its own correlation id.
@@ -69,6 +69,7 @@ pub struct TestApp {
     pub browser: reqwest::Client,
     pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Drop for TestApp {
@@ -77,6 +78,21 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Serves `config` on `listener` in a task; returns the shutdown trigger and the task.
+async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+    let app = Application::with_listener(config, listener)
+        .await
+        .expect("app builds");
+    let (tx, rx) = oneshot::channel();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    (tx, server)
 }
 
 /// Options for [`spawn_app_with`].
@@ -97,6 +113,8 @@ pub struct AppOptions {
     /// `[rate_limit]` (per minute, burst). Tests drive many logins from 127.0.0.1, so the
     /// default is generous; the rate-limit test sets a small one.
     pub rate_limit: (u32, u32),
+    /// Lines of the `[session]` table; the memory store unless a test says otherwise.
+    pub session_toml: String,
 }
 
 impl Default for AppOptions {
@@ -110,6 +128,7 @@ impl Default for AppOptions {
             metadata_url: None,
             wait_ready: true,
             rate_limit: (100_000, 10_000),
+            session_toml: r#"store = "memory""#.to_owned(),
         }
     }
 }
@@ -133,6 +152,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 listen = "127.0.0.1:0"
 public_url = "{scheme}://127.0.0.1:{port}"
 {top}
+[session]
+{session}
 [[connections]]
 id = "contoso"
 name = "Contoso"
@@ -157,20 +178,18 @@ burst = {burst}
         client_id = DEFAULT_CLIENT_ID,
         secret = opts.secret,
         extra = opts.connection_extra,
+        session = opts.session_toml,
     );
     let config = Config::load_str(&toml).expect("test config is valid");
     idp.set_redirect_uris(vec![config.redirect_uri()]);
-    let app = Application::with_listener(config.clone(), listener).expect("app builds");
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = rx.await;
-    }));
+    let (tx, server) = serve(config.clone(), listener).await;
     let test_app = TestApp {
         base,
         idp,
         browser: browser(),
         config,
         shutdown: Some(tx),
+        server: Some(server),
     };
     if opts.wait_ready {
         test_app.wait_ready().await;
@@ -197,6 +216,38 @@ pub fn location(res: &reqwest::Response) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Stops the service and waits until it has closed its session store.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task did not panic")
+                .expect("the server stopped cleanly");
+        }
+    }
+
+    /// Stops the service and starts a new `Application` with the same configuration on the
+    /// same port, so the browser's cookies still apply.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("base has a port");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind the same port");
+        let (tx, server) = serve(self.config.clone(), listener).await;
+        self.shutdown = Some(tx);
+        self.server = Some(server);
+        self.wait_ready().await;
     }
 
     /// Waits until the connection has fetched its metadata (a /login that redirects).

@@ -142,7 +142,7 @@ async fn forged_truncated_and_unknown_session_cookies_are_just_no_session() {
 #[tokio::test]
 async fn an_idle_expired_session_reads_as_signed_out() {
     let app = spawn_app_with(AppOptions {
-        tables_toml: "[session]\nidle_timeout_secs = 1".into(),
+        session_toml: "store = \"memory\"\nidle_timeout_secs = 1".into(),
         ..Default::default()
     })
     .await;

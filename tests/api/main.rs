@@ -7,3 +7,4 @@ mod hostile;
 mod id_token_rules;
 mod login_flow;
 mod process;
+mod sessions;

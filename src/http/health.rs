@@ -1,0 +1,86 @@
+//! `GET /healthz` (the process serves) and `GET /readyz` (it can serve sign-ins: the session
+//! store answers), with each connection's state for the admin.
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use super::AppState;
+use crate::provider::NotReady;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    status: &'static str,
+    store: StoreReadiness,
+    connections: Vec<ConnectionReadiness<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoreReadiness {
+    ok: bool,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ConnectionReadiness<'a> {
+    id: &'a str,
+    name: &'a str,
+    state: &'static str,
+    reason: Option<&'static str>,
+}
+
+/// 200 when the session store answers, 503 when it does not. Connections are reported but
+/// never decide the status: one customer's IdP outage must not take entrance out of the load
+/// balancer for every other customer.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    // The probe goes through the store's own timeout, so a hung store answers 503 promptly.
+    let store = match state.store.probe().await {
+        Ok(()) => StoreReadiness {
+            ok: true,
+            error: None,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the session store does not answer");
+            StoreReadiness {
+                ok: false,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    let connections = state
+        .connections
+        .iter()
+        .map(|c| {
+            let (state, reason) = match c.provider() {
+                Ok(_) => ("ready", None),
+                Err(NotReady::Starting) => ("starting", None),
+                Err(NotReady::Failed(e)) => ("not_ready", Some(e.code())),
+            };
+            ConnectionReadiness {
+                id: &c.config.id,
+                name: &c.config.name,
+                state,
+                reason,
+            }
+        })
+        .collect();
+    let (status, code) = if store.ok {
+        ("ready", StatusCode::OK)
+    } else {
+        ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    let body = Readiness {
+        status,
+        store,
+        connections,
+    };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,534 @@
+//! Where sessions are kept: the configured store (memory, SQLite or Redis) behind one type
+//! that bounds every call with a timeout, its readiness probe, the expired-session sweeper,
+//! and closing it when the application stops.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use fred::{
+    interfaces::{ClientLike, KeysInterface},
+    prelude::{Builder, Config as RedisConfig, Pool as RedisPool, ReconnectPolicy},
+    types::{Expiration, SetOptions},
+};
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+use tower_sessions::{
+    SessionStore,
+    session::{Id, Record},
+    session_store::{self, ExpiredDeletion},
+};
+use tower_sessions_sqlx_store::{
+    SqliteStore,
+    sqlx::{
+        SqlitePool,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    },
+};
+
+use crate::config::{RedisSettings, SessionSettings, StoreKind};
+
+/// How often expired sessions are deleted from stores that do not expire them themselves.
+const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
+
+/// Why the configured store cannot be used at startup. Like configuration errors, each names
+/// the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`session.sqlite_path`: cannot use the SQLite file {path}: {source}\n  fix: {fix}")]
+    Sqlite {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+        fix: &'static str,
+    },
+    #[error("`session.redis_url`: {problem}\n  fix: {fix}")]
+    Redis { problem: String, fix: &'static str },
+}
+
+const SQLITE_FIX: &str = "point session.sqlite_path at a file in an existing directory that entrance may write (the file is created if missing), or set session.store = \"memory\"";
+
+/// Any session store, behind one type so the router is built once whatever the config says.
+/// Every call is bounded by `session.store_timeout_ms`: a hung store (a locked SQLite file, an
+/// unreachable Redis) becomes an error the request answers with 503, instead of a request
+/// that hangs until the client gives up.
+#[derive(Clone)]
+pub struct AnyStore {
+    inner: Arc<dyn SessionStore>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AnyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnyStore")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl AnyStore {
+    pub fn new(inner: Arc<dyn SessionStore>, timeout: Duration) -> AnyStore {
+        AnyStore { inner, timeout }
+    }
+
+    pub fn memory(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::default());
+        (AnyStore::new(store.clone(), timeout), store)
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &str,
+        call: impl Future<Output = session_store::Result<T>>,
+    ) -> session_store::Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(session_store::Error::Backend(format!(
+                "the session store did not answer a {op} within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// A cheap round trip for `/readyz`: loading an id that does not exist reads the store
+    /// without writing to it.
+    pub async fn probe(&self) -> session_store::Result<()> {
+        self.load(&Id::default()).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl SessionStore for AnyStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.bounded("create", self.inner.create(record)).await
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.bounded("save", self.inner.save(record)).await
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.bounded("load", self.inner.load(session_id)).await
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.bounded("delete", self.inner.delete(session_id)).await
+    }
+}
+
+/// The store the configuration asks for, opened, with what it takes to sweep and close it.
+pub struct OpenStore {
+    pub store: AnyStore,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(Arc<MemoryStore>),
+    Sqlite {
+        store: SqliteStore,
+        pool: SqlitePool,
+    },
+    /// Redis expires keys itself (every key is written with its expiry), so it needs no sweeper.
+    Redis(RedisPool),
+}
+
+impl OpenStore {
+    /// Opens the configured store. SQLite: the file is created if missing and the table
+    /// migrated, and an unusable path stops startup. Redis: connecting happens in the
+    /// background, like an IdP's metadata, so a Redis that is down at startup only makes
+    /// `/readyz` (and requests needing a session) fail until it is reachable.
+    pub async fn open(settings: &SessionSettings) -> Result<OpenStore, StoreError> {
+        let timeout = settings.store_timeout;
+        match &settings.store {
+            StoreKind::Memory => {
+                let (store, memory) = AnyStore::memory(timeout);
+                Ok(OpenStore {
+                    store,
+                    backend: Backend::Memory(memory),
+                })
+            }
+            StoreKind::Sqlite { path } => {
+                let (store, pool) = open_sqlite(path, timeout).await?;
+                Ok(OpenStore {
+                    store: AnyStore::new(
+                        Arc::new(CheckedSqlite {
+                            store: store.clone(),
+                            path: path.clone(),
+                        }),
+                        timeout,
+                    ),
+                    backend: Backend::Sqlite { store, pool },
+                })
+            }
+            StoreKind::Redis(redis) => {
+                let pool = open_redis(redis, timeout)?;
+                Ok(OpenStore {
+                    store: AnyStore::new(
+                        Arc::new(RedisSessions {
+                            pool: pool.clone(),
+                            prefix: redis.key_prefix.clone(),
+                        }),
+                        timeout,
+                    ),
+                    backend: Backend::Redis(pool),
+                })
+            }
+        }
+    }
+
+    /// Starts the periodic deletion of expired sessions, for stores that need it. Abandoned
+    /// logins would otherwise grow the store forever.
+    pub fn spawn_sweeper(&self) -> Option<JoinHandle<()>> {
+        match &self.backend {
+            Backend::Memory(memory) => Some(spawn_sweep(memory.clone())),
+            Backend::Sqlite { store, .. } => Some(spawn_sweep(Arc::new(store.clone()))),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// Releases the store: closes the SQLite pool (so the next `Application` can open the
+    /// same file) or the Redis connections.
+    pub async fn close(self) {
+        match self.backend {
+            Backend::Memory(_) => {}
+            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Redis(pool) => {
+                if let Err(e) = pool.quit().await {
+                    tracing::debug!(error = %e, "closing the Redis connections failed");
+                }
+            }
+        }
+    }
+}
+
+fn spawn_sweep<S: ExpiredDeletion>(store: Arc<S>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRED_SESSION_SWEEP);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.delete_expired().await {
+                tracing::warn!(error = %e, "deleting expired sessions failed");
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+// ---------------------------------------------------------------------------------------------
+
+async fn open_sqlite(
+    path: &Path,
+    timeout: Duration,
+) -> Result<(SqliteStore, SqlitePool), StoreError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+        fix: SQLITE_FIX,
+    };
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // WAL: readers (every /me) never wait for a writer (a sign-in).
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // Wait for a lock no longer than a store call may take anyway.
+        .busy_timeout(timeout);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    let store = SqliteStore::new(pool.clone());
+    if let Err(e) = store.migrate().await {
+        pool.close().await;
+        return Err(fail(Box::new(e)));
+    }
+    Ok((store, pool))
+}
+
+/// The SQLite store, refusing to work once its file is gone. Open connections keep writing
+/// to a deleted (or moved-away) file without error, so sessions would silently go nowhere;
+/// checking that the path still exists turns that into a store error (503, `/readyz` not
+/// ready) that clears by itself when the file is put back.
+#[derive(Debug)]
+struct CheckedSqlite {
+    store: SqliteStore,
+    path: PathBuf,
+}
+
+impl CheckedSqlite {
+    async fn check(&self) -> session_store::Result<()> {
+        match tokio::fs::try_exists(&self.path).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(session_store::Error::Backend(format!(
+                "the SQLite file {} is gone",
+                self.path.display()
+            ))),
+            Err(e) => Err(session_store::Error::Backend(format!(
+                "cannot check the SQLite file {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for CheckedSqlite {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.create(record).await
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.save(record).await
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.check().await?;
+        self.store.load(session_id).await
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.delete(session_id).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------------
+
+fn open_redis(settings: &RedisSettings, timeout: Duration) -> Result<RedisPool, StoreError> {
+    let config = RedisConfig::from_url(settings.url.expose_secret()).map_err(|e| {
+        StoreError::Redis {
+            // fred's message describes the part it could not parse, not the URL itself,
+            // which may hold a password.
+            problem: format!("not a usable Redis URL: {}", e.details()),
+            fix: "write it like \"redis://host:6379\", \"redis://user:password@host:6379/0\" or \"rediss://host:6380\" (TLS)",
+        }
+    })?;
+    let mut config = config;
+    // Keep retrying when Redis is down at startup, as after a connection loss.
+    config.fail_fast = false;
+    let pool = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+            // A command is tried once: a retry would outlive the store timeout anyway.
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        // Reconnect forever, every half second, so service resumes by itself.
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build_pool(settings.pool_size)
+        .map_err(|e| StoreError::Redis {
+            problem: format!("cannot set up the Redis client: {}", e.details()),
+            fix: "check session.redis_url and session.redis_pool_size",
+        })?;
+    // The connection tasks run until `quit`; their handles are not needed.
+    drop(pool.connect_pool());
+    Ok(pool)
+}
+
+/// Sessions in Redis under `session.redis_key_prefix`. The record encoding (MessagePack) and
+/// the commands (`SET … EXAT … NX` to create, `XX` to save) are those of
+/// tower-sessions-redis-store, which has no key prefix.
+#[derive(Debug)]
+struct RedisSessions {
+    pool: RedisPool,
+    prefix: String,
+}
+
+impl RedisSessions {
+    fn key(&self, id: &Id) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    async fn set(&self, record: &Record, options: SetOptions) -> session_store::Result<bool> {
+        let value =
+            rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
+        let set: Option<String> = self
+            .pool
+            .set(
+                self.key(&record.id),
+                value.as_slice(),
+                Some(expire),
+                Some(options),
+                false,
+            )
+            .await
+            .map_err(redis_error)?;
+        // `SET … NX/XX` answers OK when it wrote and nil when the condition failed.
+        Ok(set.is_some())
+    }
+}
+
+fn redis_error(e: fred::error::Error) -> session_store::Error {
+    session_store::Error::Backend(format!("Redis: {e}"))
+}
+
+#[async_trait]
+impl SessionStore for RedisSessions {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        while !self.set(record, SetOptions::NX).await? {
+            record.id = Id::default();
+        }
+        Ok(())
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        // XX: a session deleted meanwhile (expired, cycled at sign-in) is not brought back.
+        self.set(record, SetOptions::XX).await.map(|_| ())
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let data: Option<Vec<u8>> = self
+            .pool
+            .get(self.key(session_id))
+            .await
+            .map_err(redis_error)?;
+        data.map(|d| {
+            rmp_serde::from_slice(&d).map_err(|e| session_store::Error::Decode(e.to_string()))
+        })
+        .transpose()
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        let _: i64 = self
+            .pool
+            .del(self.key(session_id))
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------------------------
+
+/// An in-memory store whose expired records are deleted by a periodic task
+/// ([`ExpiredDeletion::continuously_delete_expired`]); tower-sessions' own memory store never
+/// evicts, so abandoned logins would grow it forever.
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
+
+impl MemoryStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
+        // Records are replaced whole, so a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let mut map = self.map();
+        while map.contains_key(&record.id) {
+            record.id = Id::default();
+        }
+        map.insert(record.id, record.clone());
+        Ok(())
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.map().insert(record.id, record.clone());
+        Ok(())
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .map()
+            .get(session_id)
+            .filter(|r| r.expiry_date > now)
+            .cloned())
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.map().remove(session_id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for MemoryStore {
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        self.map().retain(|_, r| r.expiry_date > now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_evicts_expired_records() {
+        let store = MemoryStore::default();
+        let mut live = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        let mut dead = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        };
+        store.create(&mut live).await.expect("create");
+        store.create(&mut dead).await.expect("create");
+        assert!(store.load(&dead.id).await.expect("load").is_none());
+        assert_eq!(store.len(), 2);
+        store.delete_expired().await.expect("evict");
+        assert_eq!(store.len(), 1);
+        assert!(store.load(&live.id).await.expect("load").is_some());
+    }
+
+    /// A store that never answers.
+    #[derive(Debug)]
+    struct Hung;
+
+    #[async_trait]
+    impl SessionStore for Hung {
+        async fn save(&self, _: &Record) -> session_store::Result<()> {
+            std::future::pending().await
+        }
+        async fn load(&self, _: &Id) -> session_store::Result<Option<Record>> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &Id) -> session_store::Result<()> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_store_becomes_an_error_after_the_timeout() {
+        let store = AnyStore::new(Arc::new(Hung), Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let err = store.probe().await.expect_err("times out");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(err.to_string().contains("50 ms"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unusable_sqlite_path_names_the_key() {
+        let err = open_sqlite(
+            Path::new("/nonexistent-dir-for-entrance/sessions.db"),
+            Duration::from_secs(1),
+        )
+        .await
+        .expect_err("no such directory");
+        let text = err.to_string();
+        assert!(text.contains("session.sqlite_path"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+}

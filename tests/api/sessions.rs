@@ -1,0 +1,182 @@
+//! Session stores end to end: SQLite sessions survive a restart; a failing store answers 503
+//! with a page and a reference, `/readyz` says so, and service resumes by itself.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use reqwest::StatusCode;
+use tower_sessions_sqlx_store::sqlx::{
+    self, Connection, SqliteConnection, sqlite::SqliteConnectOptions,
+};
+
+use crate::helpers::{AppOptions, TestApp, assert_signed_in, log_lines_with, spawn_app_with};
+
+/// A directory of its own under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("entrance-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sqlite_toml(db: &Path) -> String {
+    format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"",
+        db.display().to_string().replace('\\', "\\\\")
+    )
+}
+
+async fn spawn_sqlite_app(db: &Path) -> TestApp {
+    spawn_app_with(AppOptions {
+        session_toml: sqlite_toml(db),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sqlite_sessions_survive_a_restart() {
+    let dir = TempDir::new();
+    let db = dir.path().join("sessions.db");
+    let mut app = spawn_sqlite_app(&db).await;
+    assert!(db.exists(), "the SQLite file is created at startup");
+    let res = app.login().await;
+    let before = assert_signed_in(&app, res).await;
+
+    // A new Application on the same file: only possible once the old pool is closed.
+    app.restart().await;
+    let me = app.me().await;
+    assert_eq!(me.status(), StatusCode::OK, "signed in after the restart");
+    let after: serde_json::Value = me.json().await.expect("me JSON");
+    assert_eq!(after["user"], before["user"]);
+    assert_eq!(after["issued_at"], before["issued_at"]);
+    app.stop().await;
+}
+
+/// Asserts a 503 page for a store failure: HTML, with the correlation id as its reference.
+async fn assert_store_unavailable_page(res: reqwest::Response) {
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let cid = res
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a correlation id")
+        .to_owned();
+    let content_type = res
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let body = res.text().await.expect("body");
+    assert!(body.contains(&format!("Reference: {cid}")), "{body}");
+    assert!(
+        log_lines_with(&cid)
+            .iter()
+            .any(|l| l.contains("session_store_unavailable")),
+        "the log names the store failure for {cid}"
+    );
+}
+
+async fn readyz(app: &TestApp) -> (StatusCode, serde_json::Value) {
+    let res = app.get("/readyz").await;
+    let status = res.status();
+    (status, res.json().await.expect("readyz JSON"))
+}
+
+#[tokio::test]
+async fn a_vanished_sqlite_file_answers_503_and_service_resumes_when_it_is_back() {
+    let dir = TempDir::new();
+    let db = dir.path().join("sessions.db");
+    let moved = dir.path().join("sessions.db.moved");
+    let mut app = spawn_sqlite_app(&db).await;
+    let res = app.login().await;
+    let before = assert_signed_in(&app, res).await;
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+
+    // The file disappears under the running service (deleted, or a volume unmounted).
+    std::fs::rename(&db, &moved).expect("move the database away");
+    let started = Instant::now();
+    let html = app
+        .browser
+        .get(app.url("/login?connection=contoso"))
+        .header(reqwest::header::ACCEPT, "text/html")
+        .send()
+        .await
+        .expect("login");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_store_unavailable_page(html).await;
+    let me = app.me().await;
+    assert_eq!(me.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = me.json().await.expect("JSON");
+    assert_eq!(body["error"], "session_store_unavailable");
+    let (status, ready) = readyz(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["store"]["ok"], false);
+    assert!(ready["store"]["error"].is_string(), "{ready}");
+
+    // Put back: the same service, not restarted, serves the same session again.
+    std::fs::rename(&moved, &db).expect("move the database back");
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+    let me = app.me().await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let after: serde_json::Value = me.json().await.expect("me JSON");
+    assert_eq!(after["user"], before["user"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_sqlite_file_fails_the_callback_fast_and_leaves_nobody_signed_in() {
+    let dir = TempDir::new();
+    let db = dir.path().join("sessions.db");
+    let mut app = spawn_sqlite_app(&db).await;
+    let authorize = app.begin_login().await;
+    let callback = app.authorize(&authorize).await;
+
+    // Another process holds the write lock (a backup, a stuck admin shell).
+    let mut locker = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&db))
+        .await
+        .expect("open the database");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .expect("take the write lock");
+
+    let started = Instant::now();
+    let res = app.callback_with(&app.browser, &callback, false).await;
+    let took = started.elapsed();
+    assert_store_unavailable_page(res).await;
+    assert!(took < Duration::from_millis(1500), "answered in {took:?}");
+
+    sqlx::query("COMMIT")
+        .execute(&mut locker)
+        .await
+        .expect("release the lock");
+    locker.close().await.expect("close");
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a failed callback leaves nobody signed in"
+    );
+    // Service resumes by itself: a new login works.
+    let res = app.login().await;
+    assert_signed_in(&app, res).await;
+    app.stop().await;
+}
