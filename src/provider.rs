@@ -333,6 +333,9 @@ mod tests {
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,
             trusted_audiences: vec![],
+            client_secret_expires_at: None,
+            home_tenant: None,
+            verify_scope: None,
         }
     }
 
