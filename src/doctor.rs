@@ -136,11 +136,16 @@ impl Report {
     }
 
     /// `{"passed": bool, "connections": [{"id", "name", "checks": [{"name", "status",
-    /// "message", "fix"}]}]}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "passed": self.passed(),
-            "connections": self.connections,
+    /// "message", "fix"}]}]}`, pretty-printed, members in that order.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            passed: bool,
+            connections: &'a [ConnectionReport],
+        }
+        serde_json::to_string_pretty(&Json {
+            passed: self.passed(),
+            connections: &self.connections,
         })
     }
 
@@ -455,7 +460,7 @@ fn judge_client_id(conn: &ConnectionConfig, is_entra: bool) -> Check {
     if !is_entra {
         return Check::ok(
             CLIENT_ID,
-            format!("{id} (this IdP's client IDs have no fixed shape)"),
+            format!("{id} (not recognised as Entra, so no GUID rule applies)"),
         );
     }
     if !entra::is_guid(id) {
@@ -1129,7 +1134,8 @@ mod tests {
             text.contains("1 connection checked: 0 errors, 1 warning"),
             "{text}"
         );
-        let json = report.to_json();
+        let json: serde_json::Value =
+            serde_json::from_str(&report.to_json().expect("serialises")).expect("JSON");
         assert_eq!(json["passed"], true);
         assert_eq!(json["connections"][0]["checks"][1]["status"], "warning");
         assert_eq!(

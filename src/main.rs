@@ -111,7 +111,10 @@ async fn check(
         Err(e) => return fail(e.to_string()),
     };
     if json {
-        println!("{:#}", report.to_json());
+        match report.to_json() {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(format!("cannot write the report as JSON: {e}")),
+        }
     } else {
         print!("{}", report.render());
     }
