@@ -17,8 +17,11 @@ use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use time::{
+    Date, OffsetDateTime, format_description::well_known::Rfc3339, macros::format_description,
+};
 use url::Url;
 
 use crate::entra;
@@ -241,6 +244,16 @@ pub struct RawConnection {
     pub response_mode: Option<String>,
     #[serde(default)]
     pub trusted_audiences: Vec<String>,
+    /// When the client secret expires (RFC 3339 date or date-time), for `entrance check`.
+    #[serde(default, deserialize_with = "string_or_toml_datetime")]
+    pub client_secret_expires_at: Option<String>,
+    /// The app's own tenant (Directory ID) for a `common`/`organizations` connection: the
+    /// client-credentials grant of `entrance check --verify-secret` needs a tenant authority.
+    #[serde(default)]
+    pub home_tenant: Option<String>,
+    /// The scope `entrance check --verify-secret` asks for in its client-credentials request.
+    #[serde(default)]
+    pub verify_scope: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,6 +389,53 @@ pub struct ConnectionConfig {
     pub client_auth: Option<ClientAuth>,
     pub response_mode: ResponseMode,
     pub trusted_audiences: Vec<String>,
+    /// When the client secret expires (a date-only value means 00:00 UTC that day, so the
+    /// warning never comes late). Only `entrance check` reads it.
+    pub client_secret_expires_at: Option<OffsetDateTime>,
+    /// A tenant GUID for `common`/`organizations` connections (see [`RawConnection`]).
+    pub home_tenant: Option<String>,
+    /// `None`: the doctor's default (Microsoft Graph `.default` for Entra, no scope elsewhere).
+    pub verify_scope: Option<String>,
+}
+
+/// Where a connection's client secret came from, for `entrance check`'s messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// None or several of the three keys are set.
+    Unknown,
+    Inline,
+    Env(String),
+    File(String),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Unknown => f.write_str("no single source"),
+            SecretSource::Inline => f.write_str("client_secret in the config file"),
+            SecretSource::Env(var) => write!(f, "the environment variable {var}"),
+            SecretSource::File(path) => write!(f, "the file {path}"),
+        }
+    }
+}
+
+/// A client secret exactly as read (untrimmed), or why it could not be read.
+#[derive(Debug)]
+pub struct SecretAsRead {
+    pub source: SecretSource,
+    pub value: Result<SecretString, ConfigError>,
+}
+
+/// What `entrance check` loads: the configuration, validated except for the client ID's and
+/// secret's shape, plus each secret as read. [`Config::from_raw`] stops at the first missing
+/// or Secret-ID secret; the doctor must report every such problem as a line of its own.
+#[derive(Debug)]
+pub struct LenientConfig {
+    /// In here, `client_id` and `client_secret` are trimmed but not judged: either may be
+    /// empty, and the secret may be a Secret ID.
+    pub config: Config,
+    /// One per connection, in the order of `config.connections`.
+    pub secrets: Vec<SecretAsRead>,
 }
 
 impl Config {
@@ -389,22 +449,22 @@ impl Config {
         Self::from_figment(Figment::new().merge(Toml::string(toml)))
     }
 
+    /// [`Config::load`] for `entrance check`: see [`LenientConfig`].
+    pub fn load_lenient(path: &Path) -> Result<LenientConfig, ConfigError> {
+        Self::lenient_from_figment(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// [`Config::load_str`] for `entrance check`: see [`LenientConfig`].
+    pub fn load_str_lenient(toml: &str) -> Result<LenientConfig, ConfigError> {
+        Self::lenient_from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let raw: RawConfig = figment
-            .merge(
-                Env::prefixed("ENTRANCE_")
-                    // Only variables that name a configuration key are overrides; others
-                    // with the prefix (ENTRANCE_LOG_JSON, or an admin's
-                    // ENTRANCE_CONTOSO_SECRET holding a client secret) are not.
-                    .filter(|key| {
-                        let top = key.as_str().split("__").next().unwrap_or("");
-                        CONFIG_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
-                    })
-                    .split("__"),
-            )
-            .extract()
-            .map_err(Box::new)?;
-        Config::from_raw(raw, &|name| std::env::var(name).ok())
+        Config::from_raw(extract(figment)?, &|name| std::env::var(name).ok())
+    }
+
+    fn lenient_from_figment(figment: Figment) -> Result<LenientConfig, ConfigError> {
+        Config::from_raw_lenient(extract(figment)?, &|name| std::env::var(name).ok())
     }
 
     /// Validates raw settings. `env` looks up environment variables (injected for tests).
@@ -412,6 +472,24 @@ impl Config {
         raw: RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::validate(raw, env, Mode::Strict).map(|(config, _)| config)
+    }
+
+    /// Validates raw settings like [`Config::from_raw`], except that the client ID's and
+    /// secret's shape and the secret's presence are left to the caller (`entrance check`).
+    pub fn from_raw_lenient(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LenientConfig, ConfigError> {
+        Self::validate(raw, env, Mode::Lenient)
+            .map(|(config, secrets)| LenientConfig { config, secrets })
+    }
+
+    fn validate(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        mode: Mode,
+    ) -> Result<(Config, Vec<SecretAsRead>), ConfigError> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -568,8 +646,9 @@ impl Config {
         };
 
         let mut connections = Vec::with_capacity(raw.connections.len());
+        let mut secrets = Vec::with_capacity(raw.connections.len());
         for (i, rc) in raw.connections.into_iter().enumerate() {
-            let conn = validate_connection(i, rc, env)?;
+            let (conn, secret) = validate_connection(i, rc, env, mode)?;
             if connections
                 .iter()
                 .any(|c: &ConnectionConfig| c.id == conn.id)
@@ -581,6 +660,7 @@ impl Config {
                 ));
             }
             connections.push(conn);
+            secrets.push(secret);
         }
         if connections.is_empty() {
             return Err(invalid(
@@ -590,7 +670,7 @@ impl Config {
             ));
         }
 
-        Ok(Config {
+        let config = Config {
             listen,
             public_url,
             session,
@@ -603,7 +683,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
             connections,
-        })
+        };
+        Ok((config, secrets))
     }
 
     /// The one redirect URI: `{public_url}/login/callback`. Register exactly this in Entra
@@ -683,6 +764,50 @@ fn validate_store(raw: &RawSession) -> Result<StoreKind, ConfigError> {
     }
 }
 
+/// A TOML date written without quotes (`2027-05-01`) reaches serde as the toml crate's
+/// private one-entry datetime map, not as a string; accept both so the quotes do not matter.
+fn string_or_toml_datetime<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        String(String),
+        TomlDatetime(std::collections::BTreeMap<String, String>),
+    }
+    Ok(match Option::<Value>::deserialize(d)? {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::TomlDatetime(m)) => m.into_values().next(),
+    })
+}
+
+fn extract(figment: Figment) -> Result<RawConfig, ConfigError> {
+    Ok(figment
+        .merge(
+            Env::prefixed("ENTRANCE_")
+                // Only variables that name a configuration key are overrides; others with
+                // the prefix (ENTRANCE_LOG_JSON, or an admin's ENTRANCE_CONTOSO_SECRET
+                // holding a client secret) are not.
+                .filter(|key| {
+                    let top = key.as_str().split("__").next().unwrap_or("");
+                    CONFIG_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+                })
+                .split("__"),
+        )
+        .extract()
+        .map_err(Box::new)?)
+}
+
+/// Strict: every mistake stops (the service). Lenient: the client ID's and secret's shape are
+/// judged by `entrance check` instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    Lenient,
+}
+
 fn parse_public_url(value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value).map_err(|e| {
         invalid(
@@ -728,7 +853,8 @@ fn validate_connection(
     i: usize,
     rc: RawConnection,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ConnectionConfig, ConfigError> {
+    mode: Mode,
+) -> Result<(ConnectionConfig, SecretAsRead), ConfigError> {
     let key = |k: &str| format!("connections[{i}].{k}");
     if rc.id.is_empty()
         || rc.id.len() > 64
@@ -781,49 +907,62 @@ fn validate_connection(
 
     let is_entra = entra::is_entra_url(&metadata_url);
     let client_id = rc.client_id.trim().to_owned();
-    if client_id.is_empty() {
-        return Err(invalid(
-            key("client_id"),
-            "is empty",
-            "paste the Application (client) ID from the app registration's Overview page",
-        ));
-    }
-    if is_entra && !entra::is_guid(&client_id) {
-        return Err(invalid(
-            key("client_id"),
-            format!("{client_id:?} is not a GUID, and Entra client IDs always are"),
-            "paste the Application (client) ID from the app registration's Overview page",
-        ));
-    }
+    let SecretAsRead { source, value } = read_secret(&rc, &key, env);
+    let (secret, read) = match mode {
+        Mode::Strict => {
+            check_client_id(&client_id, is_entra, &key)?;
+            let raw_secret = value?;
+            let secret = check_secret(raw_secret.expose_secret(), is_entra, &rc.id, &key)?;
+            let read = SecretAsRead {
+                source,
+                value: Ok(raw_secret),
+            };
+            (secret, read)
+        }
+        // `entrance check` judges both itself, so it can report every problem as a line.
+        Mode::Lenient => {
+            let secret = value
+                .as_ref()
+                .map(|s| s.expose_secret().trim().to_owned())
+                .unwrap_or_default();
+            (secret, SecretAsRead { source, value })
+        }
+    };
 
-    let secret = read_secret(&rc, &key, env)?;
-    if secret != secret.trim() {
-        tracing::warn!(
-            connection = %rc.id,
-            "the client secret starts or ends with whitespace; it was trimmed"
-        );
-    }
-    let secret = secret.trim().to_owned();
-    if secret.is_empty() {
-        return Err(invalid(
-            key("client_secret_env"),
-            "the client secret is empty",
-            "set it to the secret's Value from Certificates & secrets",
-        ));
-    }
-    if entra::is_guid(&secret) {
-        if is_entra {
+    let client_secret_expires_at = match &rc.client_secret_expires_at {
+        None => None,
+        Some(value) => Some(parse_expiry(value).ok_or_else(|| {
+            invalid(
+                key("client_secret_expires_at"),
+                format!("{value:?} is not an RFC 3339 date or date-time"),
+                "copy the Expires date from Certificates & secrets, e.g. \"2027-05-01\"",
+            )
+        })?),
+    };
+    let home_tenant = match &rc.home_tenant {
+        None => None,
+        Some(t) if entra::is_guid(t.trim()) => Some(t.trim().to_owned()),
+        Some(t) => {
             return Err(invalid(
-                key("client_secret"),
-                "the client secret is a GUID: that is the Secret ID, not the secret's Value",
-                "in Certificates & secrets, copy the Value column (shown only right after creation; create a new secret if it is hidden)",
+                key("home_tenant"),
+                format!("{t:?} is not a tenant GUID"),
+                "paste the Directory (tenant) ID from the app registration's Overview page",
             ));
         }
-        tracing::warn!(
-            connection = %rc.id,
-            "the client secret looks like a GUID; if this IdP shows a secret ID beside the secret, make sure the value was pasted"
-        );
-    }
+    };
+    let verify_scope = match &rc.verify_scope {
+        None => None,
+        Some(s) if !s.trim().is_empty() && !s.bytes().any(|b| b == b'"' || b == b'\\') => {
+            Some(s.trim().to_owned())
+        }
+        Some(s) => {
+            return Err(invalid(
+                key("verify_scope"),
+                format!("{s:?} is not a usable scope"),
+                "leave it out for the default, or write e.g. \"https://graph.microsoft.com/.default\"",
+            ));
+        }
+    };
 
     let scopes = rc
         .scopes
@@ -870,7 +1009,7 @@ fn validate_connection(
         }
     };
 
-    Ok(ConnectionConfig {
+    let conn = ConnectionConfig {
         name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
         id: rc.id,
         metadata_url,
@@ -881,7 +1020,87 @@ fn validate_connection(
         client_auth,
         response_mode,
         trusted_audiences: rc.trusted_audiences,
-    })
+        client_secret_expires_at,
+        home_tenant,
+        verify_scope,
+    };
+    Ok((conn, read))
+}
+
+fn check_client_id(
+    client_id: &str,
+    is_entra: bool,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if client_id.is_empty() {
+        return Err(invalid(
+            key("client_id"),
+            "is empty",
+            "paste the Application (client) ID from the app registration's Overview page",
+        ));
+    }
+    if is_entra && !entra::is_guid(client_id) {
+        return Err(invalid(
+            key("client_id"),
+            format!("{client_id:?} is not a GUID, and Entra client IDs always are"),
+            "paste the Application (client) ID from the app registration's Overview page",
+        ));
+    }
+    Ok(())
+}
+
+/// Judges a secret as read; returns it trimmed.
+fn check_secret(
+    secret: &str,
+    is_entra: bool,
+    id: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<String, ConfigError> {
+    if secret != secret.trim() {
+        tracing::warn!(
+            connection = %id,
+            "the client secret starts or ends with whitespace; it was trimmed"
+        );
+    }
+    let secret = secret.trim().to_owned();
+    if secret.is_empty() {
+        return Err(invalid(
+            key("client_secret_env"),
+            "the client secret is empty",
+            "set it to the secret's Value from Certificates & secrets",
+        ));
+    }
+    if entra::is_guid(&secret) {
+        if is_entra {
+            return Err(invalid(
+                key("client_secret"),
+                SECRET_ID_PROBLEM,
+                SECRET_ID_FIX,
+            ));
+        }
+        tracing::warn!(
+            connection = %id,
+            "the client secret looks like a GUID; if this IdP shows a secret ID beside the secret, make sure the value was pasted"
+        );
+    }
+    Ok(secret)
+}
+
+/// Shared with `entrance check`, which says the same about a Secret ID.
+pub const SECRET_ID_PROBLEM: &str =
+    "the client secret is a GUID: that is the Secret ID, not the secret's Value";
+pub const SECRET_ID_FIX: &str = "in Certificates & secrets, copy the Value column (shown only right after creation; create a new secret if it is hidden)";
+
+/// `2027-05-01` (00:00 UTC that day) or an RFC 3339 date-time such as Graph's
+/// `endDateTime`, `2027-05-01T09:30:00Z`.
+fn parse_expiry(value: &str) -> Option<OffsetDateTime> {
+    let value = value.trim();
+    if let Ok(t) = OffsetDateTime::parse(value, &Rfc3339) {
+        return Some(t);
+    }
+    Date::parse(value, format_description!("[year]-[month]-[day]"))
+        .ok()
+        .map(|d| d.midnight().assume_utc())
 }
 
 /// The secret comes from exactly one of: an environment variable (recommended), a file (e.g. a
@@ -890,7 +1109,7 @@ fn read_secret(
     rc: &RawConnection,
     key: &dyn Fn(&str) -> String,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
+) -> SecretAsRead {
     let given = [
         rc.client_secret.is_some(),
         rc.client_secret_env.is_some(),
@@ -899,43 +1118,61 @@ fn read_secret(
     .iter()
     .filter(|g| **g)
     .count();
-    if given > 1 {
-        return Err(invalid(
+    let (source, value) = if given > 1 {
+        let err = invalid(
             key("client_secret_env"),
             "more than one of client_secret, client_secret_env and client_secret_file is set",
             "keep one; client_secret_env is recommended",
-        ));
-    }
-    if let Some(var) = &rc.client_secret_env {
-        return env(var).ok_or_else(|| {
+        );
+        (SecretSource::Unknown, Err(err))
+    } else if let Some(var) = &rc.client_secret_env {
+        let value = env(var).ok_or_else(|| {
             invalid(
                 key("client_secret_env"),
                 format!("the environment variable {var} is not set"),
                 format!("export {var}=<the secret's Value from Certificates & secrets>"),
             )
         });
-    }
-    if let Some(path) = &rc.client_secret_file {
-        return std::fs::read_to_string(path).map_err(|e| {
-            invalid(
-                key("client_secret_file"),
-                format!("cannot read {path}: {e}"),
-                "point it at a readable file holding only the secret's Value",
-            )
-        });
-    }
-    if let Some(secret) = &rc.client_secret {
+        (SecretSource::Env(var.clone()), value)
+    } else if let Some(path) = &rc.client_secret_file {
+        let value = std::fs::read_to_string(path)
+            .map(|mut s| {
+                // A text file's final newline is a file convention, not part of the secret:
+                // dropping it here keeps the whitespace warning for real padding only.
+                if s.ends_with('\n') {
+                    s.pop();
+                    if s.ends_with('\r') {
+                        s.pop();
+                    }
+                }
+                s
+            })
+            .map_err(|e| {
+                invalid(
+                    key("client_secret_file"),
+                    format!("cannot read {path}: {e}"),
+                    "point it at a readable file holding only the secret's Value",
+                )
+            });
+        (SecretSource::File(path.clone()), value)
+    } else if let Some(secret) = &rc.client_secret {
         tracing::warn!(
             connection = %rc.id,
             "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
         );
-        return Ok(secret.clone());
+        (SecretSource::Inline, Ok(secret.clone()))
+    } else {
+        let err = invalid(
+            key("client_secret_env"),
+            "no client secret is configured",
+            "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value)",
+        );
+        (SecretSource::Unknown, Err(err))
+    };
+    SecretAsRead {
+        source,
+        value: value.map(SecretString::from),
     }
-    Err(invalid(
-        key("client_secret_env"),
-        "no client secret is configured",
-        "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value)",
-    ))
 }
 
 #[cfg(test)]
@@ -1167,5 +1404,59 @@ clientid = "typo""#);
         ))
         .expect_err("no host");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn doctor_keys_parse_as_dates_and_guids() {
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET"
+client_secret_expires_at = 2027-05-01
+home_tenant = "aaaabbbb-0000-cccc-1111-dddd2222eeee"
+verify_scope = "api://x/.default""#))
+        .expect("valid");
+        let c = &cfg.connections[0];
+        assert_eq!(
+            c.client_secret_expires_at,
+            Some(time::macros::datetime!(2027-05-01 00:00 UTC))
+        );
+        assert_eq!(c.verify_scope.as_deref(), Some("api://x/.default"));
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET"
+client_secret_expires_at = "2027-05-01T09:30:00+02:00""#))
+        .expect("valid");
+        assert_eq!(
+            cfg.connections[0].client_secret_expires_at,
+            Some(time::macros::datetime!(2027-05-01 07:30 UTC))
+        );
+        assert_eq!(
+            err_key(&raw(r#"client_secret_env = "SECRET"
+client_secret_expires_at = "next May""#)),
+            "connections[0].client_secret_expires_at"
+        );
+        assert_eq!(
+            err_key(&raw(r#"client_secret_env = "SECRET"
+home_tenant = "contoso.com""#)),
+            "connections[0].home_tenant"
+        );
+    }
+
+    #[test]
+    fn the_lenient_path_keeps_secret_and_client_id_problems_for_the_doctor() {
+        let toml = format!(
+            "{}\n[[connections]]\nid = \"b\"\nmetadata_url = \"https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration\"\nclient_id = \"not-a-guid\"\nclient_secret = \" c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f \"\n",
+            raw("")
+        );
+        // Strict: the first connection's missing secret stops everything.
+        assert_eq!(err_key(&toml), "connections[0].client_secret_env");
+        let raw_cfg: RawConfig = Figment::new()
+            .merge(Toml::string(&toml))
+            .extract()
+            .expect("parses");
+        let lenient = Config::from_raw_lenient(raw_cfg, &|_| None).expect("lenient loads");
+        assert_eq!(lenient.config.connections.len(), 2);
+        assert_eq!(lenient.secrets.len(), 2);
+        assert!(lenient.secrets[0].value.is_err());
+        assert_eq!(lenient.secrets[1].source, SecretSource::Inline);
+        let untrimmed = lenient.secrets[1].value.as_ref().expect("read");
+        assert!(untrimmed.expose_secret().starts_with(' '));
+        assert_eq!(lenient.config.connections[1].client_id, "not-a-guid");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Crate map:
 //! - [`config`]: raw settings → validated [`config::Config`].
+//! - [`doctor`]: `entrance check`, the setup doctor (one judged line per check, with the fix).
 //! - [`app`]: [`app::Application`] — bind, build, serve until shutdown.
 //! - [`http`]: router, handlers (`/login`, `/login/callback`, `/me`, `/healthz`, `/readyz`),
 //!   middleware.
@@ -22,6 +23,7 @@
 
 pub mod app;
 pub mod config;
+pub mod doctor;
 pub mod entra;
 pub mod error;
 pub mod http;

@@ -1,9 +1,10 @@
-//! The `entrance` command: `serve` a configuration, or run the `demo` with the bundled mock IdP.
+//! The `entrance` command: `serve` a configuration, `check` it (the setup doctor), or run the
+//! `demo` with the bundled mock IdP.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use entrance::{app::Application, config::Config, mock_idp};
+use entrance::{app::Application, config::Config, doctor, http_client::HttpClient, mock_idp};
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -26,6 +27,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check the configuration in FILE against its IdPs: one line per check with ok, warning
+    /// or error and the fix. Exit status 0 when no check is an error, 1 otherwise, 2 when the
+    /// file cannot be loaded.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Check only the connection with this id.
+        #[arg(long, value_name = "ID")]
+        connection: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Prove each client ID and secret with a client-credentials token request.
+        #[arg(long)]
+        verify_secret: bool,
+    },
     /// Run entrance and the bundled mock IdP together on loopback and print the URL to open.
     Demo {
         /// A configuration with a [demo] table; the embedded config/entrance.toml by default.
@@ -37,8 +54,20 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    entrance::telemetry::init(cli.log_json);
+    // For `check` the report is the output; log lines would only repeat it (RUST_LOG still
+    // works).
+    let default_level = match cli.command {
+        Command::Check { .. } => "error",
+        _ => "info",
+    };
+    entrance::telemetry::init_with_default(cli.log_json, default_level);
     let result = match cli.command {
+        Command::Check {
+            config,
+            connection,
+            json,
+            verify_secret,
+        } => return check(&config, connection.as_deref(), json, verify_secret).await,
         Command::Serve { config } => serve(Config::load(&config)).await,
         Command::Demo { config } => {
             let config = match config {
@@ -54,6 +83,45 @@ async fn main() -> ExitCode {
             eprintln!("entrance: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `entrance check`: 0 all pass, 1 a check failed, 2 the check could not run.
+async fn check(
+    path: &std::path::Path,
+    only: Option<&str>,
+    json: bool,
+    verify_secret: bool,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(2)
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string()),
+    };
+    let http = match HttpClient::new(&loaded.config.http) {
+        Ok(h) => h,
+        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let report = match doctor::check(&loaded, only, verify_secret, &http, now).await {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if json {
+        match report.to_json() {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(format!("cannot write the report as JSON: {e}")),
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -72,6 +72,12 @@ impl ProviderError {
 /// Validates a metadata document against the connection's configuration. Pure, so it is
 /// tested without sockets.
 pub fn check_metadata(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), ProviderError> {
+    check_issuer(meta, conn)?;
+    check_endpoints(meta)
+}
+
+/// The issuer half of [`check_metadata`] (`entrance check` reports it on a line of its own).
+pub fn check_issuer(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), ProviderError> {
     // OpenID Connect Discovery §4.3: the issuer must be identical to the URL the document was
     // fetched from, minus the well-known suffix. This is what stops a document for one tenant
     // from being used for another.
@@ -82,6 +88,11 @@ pub fn check_metadata(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), Pr
             advice: entra::issuer_mismatch_advice(&conn.metadata_url),
         });
     }
+    Ok(())
+}
+
+/// The endpoint half of [`check_metadata`]: every endpoint entrance calls is https.
+pub fn check_endpoints(meta: &Metadata) -> Result<(), ProviderError> {
     for (name, value) in [
         ("authorization_endpoint", &meta.authorization_endpoint),
         ("token_endpoint", &meta.token_endpoint),
@@ -289,7 +300,7 @@ async fn fetch_provider(
 /// `client_secret_post` unless the IdP lists only `client_secret_basic`. Post is preferred:
 /// Entra secrets contain `~`, which Basic's form-encoding turns into `%7E`, and whether Entra
 /// decodes it is unconfirmed.
-fn pick_client_auth(meta: &Metadata) -> ClientAuth {
+pub fn pick_client_auth(meta: &Metadata) -> ClientAuth {
     match &meta.token_endpoint_auth_methods_supported {
         Some(methods)
             if !methods.iter().any(|m| m == "client_secret_post")
@@ -303,7 +314,7 @@ fn pick_client_auth(meta: &Metadata) -> ClientAuth {
     }
 }
 
-async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
+pub async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
     let body: serde_json::Value = http
         .get_json(jwks_uri)
         .await
@@ -377,6 +388,9 @@ mod tests {
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,
             trusted_audiences: vec![],
+            client_secret_expires_at: None,
+            home_tenant: None,
+            verify_scope: None,
         }
     }
 

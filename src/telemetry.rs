@@ -4,7 +4,13 @@
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(json, "info");
+}
+
+/// [`init`] with another level when `RUST_LOG` is unset (`entrance check` logs only errors).
+pub fn init_with_default(json: bool, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry

@@ -1,5 +1,6 @@
-//! The authorization-code exchange at the IdP's token endpoint (RFC 6749 §4.1.3, RFC 7636
-//! §4.5) and the reading of its answers, including Entra's error bodies.
+//! The IdP's token endpoint: the authorization-code exchange (RFC 6749 §4.1.3, RFC 7636 §4.5),
+//! the client-credentials request `entrance check --verify-secret` proves a secret with
+//! (RFC 6749 §4.4), and the reading of their answers, including Entra's error bodies.
 
 use std::fmt;
 
@@ -92,22 +93,80 @@ pub async fn exchange_code(
         ("redirect_uri", req.redirect_uri),
         ("code_verifier", req.code_verifier),
     ];
-    let mut builder = http.inner().post(req.token_endpoint);
-    match req.client_auth {
-        ClientAuth::SecretPost => {
-            form.push(("client_id", req.client_id));
-            form.push(("client_secret", req.client_secret.expose_secret()));
-        }
-        ClientAuth::SecretBasic => {
-            form.push(("client_id", req.client_id));
-            builder = builder.header(
-                reqwest::header::AUTHORIZATION,
-                basic_auth(req.client_id, req.client_secret.expose_secret()),
-            );
-        }
-    }
+    let builder = with_client_auth(
+        http.inner().post(req.token_endpoint),
+        &mut form,
+        req.client_id,
+        req.client_secret,
+        req.client_auth,
+    );
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
     parse_token_response(status.as_u16(), &body)
+}
+
+/// Adds the client's credentials the way `auth` says; `client_id` always goes in the form too
+/// (harmless with Basic, and some IdPs want it).
+fn with_client_auth<'a>(
+    builder: reqwest::RequestBuilder,
+    form: &mut Vec<(&'a str, &'a str)>,
+    client_id: &'a str,
+    client_secret: &'a SecretString,
+    auth: ClientAuth,
+) -> reqwest::RequestBuilder {
+    form.push(("client_id", client_id));
+    match auth {
+        ClientAuth::SecretPost => {
+            form.push(("client_secret", client_secret.expose_secret()));
+            builder
+        }
+        ClientAuth::SecretBasic => builder.header(
+            reqwest::header::AUTHORIZATION,
+            basic_auth(client_id, client_secret.expose_secret()),
+        ),
+    }
+}
+
+/// A client-credentials token request: the one way to prove a client ID and secret without a
+/// user. The token is never kept.
+pub struct ClientCredentials<'a> {
+    pub token_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a SecretString,
+    pub client_auth: ClientAuth,
+    /// `None` sends no `scope` (RFC 6749 §4.4.2: the IdP's default applies).
+    pub scope: Option<&'a str>,
+}
+
+/// `Ok(())` when the IdP issued a token, i.e. accepted the credentials.
+pub async fn client_credentials(
+    http: &HttpClient,
+    req: &ClientCredentials<'_>,
+) -> Result<(), TokenError> {
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if let Some(scope) = req.scope {
+        form.push(("scope", scope));
+    }
+    let builder = with_client_auth(
+        http.inner().post(req.token_endpoint),
+        &mut form,
+        req.client_id,
+        req.client_secret,
+        req.client_auth,
+    );
+    let (status, body) = http.send_for_json(builder.form(&form)).await?;
+    parse_client_credentials_response(status.as_u16(), &body)
+}
+
+/// Pure: reads a client-credentials answer. Any 2xx means the credentials were accepted; the
+/// body (an access token) is not looked at, so it is never held longer than the read.
+pub fn parse_client_credentials_response(status: u16, body: &[u8]) -> Result<(), TokenError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<OAuthError>(body) {
+        Ok(error) => Err(TokenError::Refused { status, error }),
+        Err(_) => Err(TokenError::UnexpectedStatus(status)),
+    }
 }
 
 /// RFC 6749 §2.3.1: client id and secret are form-urlencoded before base64.

@@ -242,10 +242,14 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
 }
 
 async fn jwks(State(s): S, Path(tenant): Path<String>) -> Response {
-    let (fault, published) = {
+    let (fault, published, replacement) = {
         let mut inner = s.lock();
         inner.counters.jwks += 1;
-        (inner.behaviour.jwks_fault.clone(), inner.published.clone())
+        (
+            inner.behaviour.jwks_fault.clone(),
+            inner.published.clone(),
+            inner.behaviour.jwks_override.clone(),
+        )
     };
     if let Some(r) = pre_fault(&s, &fault).await {
         return r;
@@ -256,6 +260,9 @@ async fn jwks(State(s): S, Path(tenant): Path<String>) -> Response {
     // Entra's keys carry the templated issuer `{base}/{tenantid}/v2.0` (literal
     // placeholder), as in tests/fixtures/entra/jwks.example.json; the RP must substitute tid.
     let key_issuer = format!("{}/{{tenantid}}/v2.0", s.base_url);
+    if let Some(doc) = replacement {
+        return post_fault(&fault, discovery_response(&doc));
+    }
     let keys: Vec<Value> = published.iter().map(|k| k.jwk(&key_issuer)).collect();
     post_fault(&fault, discovery_response(&json!({ "keys": keys })))
 }
@@ -546,7 +553,7 @@ async fn token_inner(
             &format!("The app requested an unsupported grant type '{grant_type}'."),
         );
     }
-    let client_id = match authenticate_client(s, headers, &form) {
+    let client_id = match authenticate_client(s, behaviour, headers, &form) {
         Ok(id) => id,
         Err(f) => return f.into_response(),
     };
@@ -584,6 +591,7 @@ impl IntoResponse for TokenFailure {
 /// authenticated client_id, or why not.
 fn authenticate_client(
     s: &Shared,
+    behaviour: &Behaviour,
     headers: &HeaderMap,
     form: &Params,
 ) -> Result<String, TokenFailure> {
@@ -649,12 +657,23 @@ fn authenticate_client(
         ));
     };
     // Compare against every secret without stopping early, in constant time per secret.
-    let ok = s
-        .client_secrets
-        .iter()
-        .fold(subtle::Choice::from(0u8), |acc, known| {
-            acc | known.as_bytes().ct_eq(secret.as_bytes())
-        });
+    let matches = |secrets: &[String]| {
+        secrets
+            .iter()
+            .fold(subtle::Choice::from(0u8), |acc, known| {
+                acc | known.as_bytes().ct_eq(secret.as_bytes())
+            })
+    };
+    if bool::from(matches(&behaviour.expired_client_secrets)) {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            7000222,
+            format!(
+                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+            ),
+        ));
+    }
+    let ok = matches(&s.client_secrets);
     if !bool::from(ok) {
         return Err(TokenFailure::new(
             "invalid_client",

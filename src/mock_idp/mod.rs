@@ -135,6 +135,12 @@ pub struct Behaviour {
     pub metadata_fault: Fault,
     pub jwks_fault: Fault,
     pub token_fault: Fault,
+    /// Serve this document as the JWKS instead of the published keys (e.g. one with no
+    /// usable signing key).
+    pub jwks_override: Option<serde_json::Value>,
+    /// Client secrets that authenticate as expired (AADSTS7000222, `invalid_client`), as
+    /// Entra answers for a secret past its end date.
+    pub expired_client_secrets: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -164,6 +170,17 @@ pub struct AuthorizeError {
 pub struct TokenError {
     pub status: u16,
     pub body: serde_json::Value,
+}
+
+impl TokenError {
+    /// An Entra-shaped refusal: `AADSTS{code}: {text}` with Entra's body members; HTTP 401 for
+    /// `invalid_client`, 400 otherwise.
+    pub fn entra(error: &str, code: u32, text: &str) -> TokenError {
+        TokenError {
+            status: if error == "invalid_client" { 401 } else { 400 },
+            body: entra::token_error_body(error, code, text),
+        }
+    }
 }
 
 /// Transport-level faults for an endpoint (for "the IdP misbehaves" tests).

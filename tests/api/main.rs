@@ -2,6 +2,7 @@
 //! All modules link into this one binary (zero2prod's layout).
 
 mod deployable;
+mod doctor;
 mod helpers;
 mod hostile;
 mod id_token_rules;
