@@ -1,3 +1,4 @@
 //! entrance: the OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC provider.
-pub mod verifier;
+pub mod jwks;
 pub mod mock_idp;
+pub mod verifier;
