@@ -265,3 +265,264 @@ fn okp_key(obj: &Map<String, Value>) -> Result<DecodingKey, SkipReason> {
     }
     Ok(DecodingKey::from_ed_der(&x))
 }
+
+/// RSA test keys shared by this module's and the verifier's tests (generation is slow, so it happens once).
+#[cfg(test)]
+pub(crate) mod test_keys {
+    use std::sync::OnceLock;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+
+    pub struct TestKey {
+        pub der: Vec<u8>,
+        pub n: String,
+        pub e: String,
+    }
+
+    impl TestKey {
+        fn generate(bits: usize) -> TestKey {
+            let private =
+                rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).expect("keygen");
+            TestKey {
+                der: private.to_pkcs1_der().expect("der").as_bytes().to_vec(),
+                n: URL_SAFE_NO_PAD.encode(private.n().to_bytes_be()),
+                e: URL_SAFE_NO_PAD.encode(private.e().to_bytes_be()),
+            }
+        }
+
+        pub fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
+            jsonwebtoken::EncodingKey::from_rsa_der(&self.der)
+        }
+
+        /// The public half as an Entra-shaped JWK.
+        pub fn jwk(&self, kid: &str) -> serde_json::Value {
+            serde_json::json!({
+                "kty": "RSA", "use": "sig", "kid": kid, "x5t": kid, "n": self.n, "e": self.e,
+                "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"
+            })
+        }
+    }
+
+    pub fn primary() -> &'static TestKey {
+        static KEY: OnceLock<TestKey> = OnceLock::new();
+        KEY.get_or_init(|| TestKey::generate(2048))
+    }
+
+    pub fn secondary() -> &'static TestKey {
+        static KEY: OnceLock<TestKey> = OnceLock::new();
+        KEY.get_or_init(|| TestKey::generate(2048))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_keys::primary;
+    use super::*;
+    use serde_json::json;
+
+    fn parse(doc: serde_json::Value) -> Result<KeySet, JwksError> {
+        KeySet::from_jwks_json(doc.to_string().as_bytes())
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// An odd modulus of exactly `bits` bits (valid for RsaPublicKey::new, useless for crypto).
+    fn modulus_of_bits(bits: usize) -> String {
+        let mut bytes = vec![0u8; bits.div_ceil(8)];
+        bytes[0] = 1 << ((bits - 1) % 8);
+        if let Some(last) = bytes.last_mut() {
+            *last |= 1;
+        }
+        b64(&bytes)
+    }
+
+    fn ec_jwk(crv: &str, len: usize) -> serde_json::Value {
+        json!({"kty": "EC", "use": "sig", "kid": "ec1", "crv": crv, "x": b64(&vec![7u8; len]), "y": b64(&vec![9u8; len])})
+    }
+
+    const ISSUERS: [&str; 3] = [
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+    ];
+
+    #[test]
+    fn parses_the_entra_fixture() {
+        let body = include_bytes!("../tests/fixtures/entra/jwks.example.json");
+        let set = KeySet::from_jwks_json(body).expect("fixture parses");
+        assert_eq!(set.len(), 3);
+        assert!(!set.is_empty());
+        assert_eq!(
+            set.kids(),
+            vec![
+                "fBZWa5qFSqq-56JubuH8y3Z0o1s",
+                "EbNdc9F9wQxQbnoI9cJU8jXFQk0",
+                "yBvZcZ6vBR52fyBizuTn1P1q_8s"
+            ]
+        );
+        assert!(set.contains_kid("EbNdc9F9wQxQbnoI9cJU8jXFQk0"));
+        assert!(!set.contains_kid("EbNdc9F9wQxQbnoI9cJU8jXFQk"));
+        for key in set.iter() {
+            assert_eq!(key.family, KeyFamily::Rsa);
+            assert_eq!(key.alg, None, "Entra keys carry no alg");
+            assert_eq!(key.key.family(), AlgorithmFamily::Rsa);
+        }
+        // The non-standard issuer member is kept verbatim (templated, or the MSA tenant for consumer-only keys).
+        let issuers: Vec<Option<&str>> = set.iter().map(|k| k.issuer.as_deref()).collect();
+        assert_eq!(issuers, ISSUERS.map(Some));
+    }
+
+    #[test]
+    fn odd_keys_are_skipped_and_the_rsa_keys_survive() {
+        let set = parse(json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            "not an object",
+            {"kty": "RSA", "kid": "garbage", "n": "!!!", "e": "AQAB"},
+            {"kty": "RSA", "kid": "no-e", "n": primary().n},
+            {"kty": "RSA", "use": "enc", "kid": "enc", "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "kid": 7, "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "kid": "oaep", "alg": "RSA-OAEP", "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "kid": "es-pinned", "alg": "ES256", "n": primary().n, "e": primary().e},
+            {"kty": "XYZ", "kid": "alien"},
+            {"kid": "no-kty"},
+            primary().jwk("a"),
+            {"kty": "RSA", "kid": "b", "alg": "RS256", "n": primary().n, "e": primary().e},
+        ]}))
+        .expect("usable keys remain");
+        assert_eq!(set.kids(), vec!["a", "b"]);
+        let b = set.iter().nth(1).expect("second key");
+        assert_eq!(b.alg.as_deref(), Some("RS256"));
+    }
+
+    #[test]
+    fn use_is_optional_but_must_be_sig_when_present() {
+        let set = parse(json!({"keys": [
+            {"kty": "RSA", "kid": "no-use", "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "use": "sig", "kid": "sig", "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "use": "enc", "kid": "enc", "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "use": 1, "kid": "num", "n": primary().n, "e": primary().e},
+        ]}))
+        .expect("parses");
+        assert_eq!(set.kids(), vec!["no-use", "sig"]);
+    }
+
+    #[test]
+    fn key_ops_must_include_verify_when_present() {
+        let set = parse(json!({"keys": [
+            {"kty": "RSA", "kid": "verify", "key_ops": ["sign", "verify"], "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "kid": "sign", "key_ops": ["sign"], "n": primary().n, "e": primary().e},
+            {"kty": "RSA", "kid": "str", "key_ops": "verify", "n": primary().n, "e": primary().e},
+        ]}))
+        .expect("parses");
+        assert_eq!(set.kids(), vec!["verify"]);
+    }
+
+    #[test]
+    fn rsa_keys_below_2048_bits_are_skipped() {
+        let set = parse(json!({"keys": [
+            {"kty": "RSA", "kid": "2047", "n": modulus_of_bits(2047), "e": "AQAB"},
+            {"kty": "RSA", "kid": "2048", "n": modulus_of_bits(2048), "e": "AQAB"},
+            {"kty": "RSA", "kid": "even", "n": b64(&[0x80; 256]), "e": "AQAB"},
+            {"kty": "RSA", "kid": "e1", "n": modulus_of_bits(2048), "e": "AQ"},
+        ]}))
+        .expect("parses");
+        assert_eq!(set.kids(), vec!["2048"]);
+    }
+
+    #[test]
+    fn ec_and_okp_keys_are_parsed_with_their_family() {
+        let set = parse(json!({"keys": [
+            ec_jwk("P-256", 32),
+            ec_jwk("P-384", 48),
+            ec_jwk("P-256", 31),
+            ec_jwk("P-521", 66),
+            {"kty": "EC", "kid": "ec-no-y", "crv": "P-256", "x": b64(&[1; 32])},
+            {"kty": "EC", "kid": "ec-short-y", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[1; 31])},
+            {"kty": "OKP", "kid": "ed", "crv": "Ed25519", "x": b64(&[3; 32])},
+            {"kty": "OKP", "kid": "ed-short", "crv": "Ed25519", "x": b64(&[3; 31])},
+            {"kty": "OKP", "kid": "x25519", "crv": "X25519", "x": b64(&[3; 32])},
+        ]}))
+        .expect("parses");
+        assert_eq!(set.kids(), vec!["ec1", "ec1", "ed"]);
+        let families: Vec<KeyFamily> = set.iter().map(|k| k.family).collect();
+        assert_eq!(families, vec![KeyFamily::Ec, KeyFamily::Ec, KeyFamily::Ed]);
+        let first = set.iter().next().expect("ec key");
+        let mut point = vec![4u8];
+        point.extend_from_slice(&[7; 32]);
+        point.extend_from_slice(&[9; 32]);
+        assert_eq!(first.key.try_get_as_bytes().expect("der"), point.as_slice());
+        let ed = set.iter().nth(2).expect("ed key");
+        assert_eq!(ed.key.try_get_as_bytes().expect("der"), &[3u8; 32]);
+    }
+
+    #[test]
+    fn bodies_that_are_not_key_sets_are_errors() {
+        assert_eq!(KeySet::from_jwks_json(b"").unwrap_err(), JwksError::NotJson);
+        assert_eq!(
+            KeySet::from_jwks_json(b"<html>").unwrap_err(),
+            JwksError::NotJson
+        );
+        assert_eq!(parse(json!([])).unwrap_err(), JwksError::NotAKeySet);
+        assert_eq!(
+            parse(json!({"keys": "x"})).unwrap_err(),
+            JwksError::NotAKeySet
+        );
+        assert_eq!(
+            parse(json!({"key": []})).unwrap_err(),
+            JwksError::NotAKeySet
+        );
+        assert_eq!(
+            parse(json!({"keys": []})).unwrap_err(),
+            JwksError::NoUsableKeys
+        );
+        assert_eq!(
+            parse(json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]})).unwrap_err(),
+            JwksError::NoUsableKeys
+        );
+    }
+
+    #[test]
+    fn accessors_and_from_keys() {
+        let empty = KeySet::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert!(empty.kids().is_empty());
+        let set = KeySet::from_keys([
+            VerificationKey {
+                kid: None,
+                key: DecodingKey::from_rsa_components(&primary().n, &primary().e).expect("key"),
+                family: KeyFamily::Rsa,
+                alg: None,
+                issuer: None,
+            },
+            VerificationKey {
+                kid: Some("x".into()),
+                key: DecodingKey::from_ed_der(&[0; 32]),
+                family: KeyFamily::Ed,
+                alg: None,
+                issuer: None,
+            },
+        ]);
+        assert_eq!(set.len(), 2);
+        assert!(!set.is_empty());
+        assert_eq!(set.kids(), vec!["x"]);
+        assert!(set.contains_kid("x"));
+        assert!(!set.contains_kid(""));
+        let debug = format!("{:?}", set.iter().next().expect("key"));
+        assert!(debug.contains("Rsa") && !debug.contains(&primary().n));
+    }
+
+    #[test]
+    fn family_of_each_algorithm() {
+        assert_eq!(KeyFamily::of_alg(Algorithm::RS256), Some(KeyFamily::Rsa));
+        assert_eq!(KeyFamily::of_alg(Algorithm::PS512), Some(KeyFamily::Rsa));
+        assert_eq!(KeyFamily::of_alg(Algorithm::ES384), Some(KeyFamily::Ec));
+        assert_eq!(KeyFamily::of_alg(Algorithm::EdDSA), Some(KeyFamily::Ed));
+        assert_eq!(KeyFamily::of_alg(Algorithm::HS256), None);
+    }
+}
