@@ -163,10 +163,10 @@ fn parse_jwk(entry: &Value) -> Result<VerificationKey, SkipReason> {
         .and_then(Value::as_str)
         .ok_or(SkipReason::NoKty)?;
     // RFC 7517 §4.2: a key published for encryption ("enc") must not verify signatures.
-    if let Some(usage) = obj.get("use") {
-        if usage.as_str() != Some("sig") {
-            return Err(SkipReason::NotForSignatures);
-        }
+    if let Some(usage) = obj.get("use")
+        && usage.as_str() != Some("sig")
+    {
+        return Err(SkipReason::NotForSignatures);
     }
     // RFC 7517 §4.3: when key_ops is given, it is the complete list of permitted operations.
     if let Some(ops) = obj.get("key_ops") {
