@@ -518,6 +518,41 @@ mod tests {
     }
 
     #[test]
+    fn skipped_keys_are_logged_with_a_specific_reason() {
+        let rsa = |extra: serde_json::Value| {
+            let mut jwk = json!({"kty": "RSA", "n": primary().n, "e": primary().e});
+            if let (Some(obj), Some(more)) = (jwk.as_object_mut(), extra.as_object()) {
+                obj.extend(more.clone());
+            }
+            parse_jwk(&jwk).err()
+        };
+        assert_eq!(
+            parse_jwk(&json!({"kty": "oct", "k": "c2VjcmV0"})).err(),
+            Some(SkipReason::Symmetric)
+        );
+        assert_eq!(
+            parse_jwk(&json!({"kty": "XYZ"})).err(),
+            Some(SkipReason::Unsupported)
+        );
+        assert_eq!(parse_jwk(&json!([])).err(), Some(SkipReason::NotAnObject));
+        assert_eq!(parse_jwk(&json!({"n": "x"})).err(), Some(SkipReason::NoKty));
+        assert_eq!(
+            rsa(json!({"use": "enc"})),
+            Some(SkipReason::NotForSignatures)
+        );
+        assert_eq!(
+            rsa(json!({"key_ops": ["sign"]})),
+            Some(SkipReason::NoVerifyOp)
+        );
+        assert_eq!(rsa(json!({"kid": 1})), Some(SkipReason::BadMember("kid")));
+        assert_eq!(rsa(json!({"n": "!"})), Some(SkipReason::BadBase64("n")));
+        assert_eq!(rsa(json!({"e": 3})), Some(SkipReason::BadMember("e")));
+        assert_eq!(rsa(json!({"e": "AQ"})), Some(SkipReason::BadKey));
+        assert_eq!(rsa(json!({"alg": "ES256"})), Some(SkipReason::AlgMismatch));
+        assert_eq!(rsa(json!({"use": "sig", "alg": "PS384"})), None);
+    }
+
+    #[test]
     fn family_of_each_algorithm() {
         assert_eq!(KeyFamily::of_alg(Algorithm::RS256), Some(KeyFamily::Rsa));
         assert_eq!(KeyFamily::of_alg(Algorithm::PS512), Some(KeyFamily::Rsa));
