@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     http::{self, AppState},
     http_client::HttpClient,
+    metrics::Metrics,
     provider::{self, Connection},
     store::{OpenStore, StoreError},
 };
@@ -61,11 +62,26 @@ impl Application {
         let http = HttpClient::new(&config.http)?;
         // Opened first: an unusable SQLite path stops startup before anything is spawned.
         let store = OpenStore::open(&config.session).await?;
+        let metrics = Arc::new(Metrics::new(&config));
         let connections: Vec<Arc<Connection>> = config
             .connections
             .iter()
-            .map(|c| Arc::new(Connection::new(c.clone(), config.keys.refetch_cooldown)))
+            .map(|c| {
+                Arc::new(Connection::new(
+                    c.clone(),
+                    config.keys.refetch_cooldown,
+                    metrics.clone(),
+                ))
+            })
             .collect();
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
 
         let mut tasks = Vec::new();
         for conn in &connections {
@@ -82,6 +98,7 @@ impl Application {
             connections: Arc::new(connections),
             http,
             store: store.store.clone(),
+            metrics,
         };
         let limiter = state
             .config
@@ -98,6 +115,15 @@ impl Application {
             }));
         }
         let router = http::router(state.clone(), limiter);
+        if let Some(admin) = admin_listener {
+            let admin_router = http::admin_router(state.clone());
+            tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness)");
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(admin, admin_router).await {
+                    tracing::error!(error = %e, "the admin listener stopped");
+                }
+            }));
+        }
         Ok(Application {
             listener,
             router,

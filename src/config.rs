@@ -40,6 +40,7 @@ const CONFIG_KEYS: &[&str] = &[
     "logout",
     "rate_limit",
     "shutdown_grace_secs",
+    "admin_listen",
     "allowed_return_hosts",
     "demo",
     "connections",
@@ -91,6 +92,9 @@ pub struct RawConfig {
     pub logout: RawLogout,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    /// A second address for `/metrics` and `/readyz`, off the public one.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// How long in-flight requests may take to finish after SIGTERM / Ctrl-C.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
@@ -277,6 +281,8 @@ pub struct Config {
     /// Lower-cased hosts an absolute `return_to` may name.
     pub allowed_return_hosts: Vec<String>,
     pub rate_limit: Option<RateLimitSettings>,
+    /// Where `/metrics` (and `/readyz`) are served instead of the public listener.
+    pub admin_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub demo_mock_idp_listen: Option<SocketAddr>,
     pub connections: Vec<ConnectionConfig>,
@@ -645,6 +651,17 @@ impl Config {
             }),
         };
 
+        let admin_listen = match raw.admin_listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                invalid(
+                    "admin_listen",
+                    format!("{a:?} is not an address and port"),
+                    "write it like \"127.0.0.1:9100\"",
+                )
+            })?),
+        };
+
         let mut connections = Vec::with_capacity(raw.connections.len());
         let mut secrets = Vec::with_capacity(raw.connections.len());
         for (i, rc) in raw.connections.into_iter().enumerate() {
@@ -680,6 +697,7 @@ impl Config {
             post_logout_redirect_uri,
             allowed_return_hosts,
             rate_limit,
+            admin_listen,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
             connections,

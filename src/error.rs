@@ -181,6 +181,18 @@ impl AppError {
         }
     }
 
+    /// The connection the error belongs to, when known.
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            AppError::ConnectionNotReady { connection, .. }
+            | AppError::IdpError { connection, .. }
+            | AppError::Token { connection, .. }
+            | AppError::IdToken { connection, .. } => Some(connection),
+            AppError::State { connection, .. } => connection.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The AADSTS code behind the error, when Entra gave one.
     pub fn aadsts(&self) -> Option<u32> {
         match self {

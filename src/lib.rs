@@ -19,6 +19,7 @@
 //! - [`return_to`]: open-redirect-proof post-login destinations.
 //! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
 //! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
+//! - [`metrics`]: Prometheus metrics (one registry per application).
 //! - [`telemetry`]: log setup.
 
 pub mod app;
@@ -30,6 +31,7 @@ pub mod http;
 pub mod http_client;
 pub mod identity;
 pub mod jwks;
+pub mod metrics;
 pub mod mock_idp;
 pub mod pages;
 pub mod provider;

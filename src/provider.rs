@@ -17,6 +17,7 @@ use crate::{
     entra,
     http_client::{FetchError, HttpClient},
     jwks::{JwksError, KeySet},
+    metrics::{Metrics, ResultLabels},
     verifier,
 };
 
@@ -154,6 +155,7 @@ pub struct Connection {
     /// `kid`s still unknown after a refetch. They cause no further fetch until the next
     /// scheduled refresh, whatever the cooldown says. Bounded: cleared when full.
     junk_kids: std::sync::Mutex<HashSet<String>>,
+    metrics: Arc<Metrics>,
 }
 
 const MAX_JUNK_KIDS: usize = 1024;
@@ -168,13 +170,18 @@ pub enum NotReady {
 }
 
 impl Connection {
-    pub fn new(config: ConnectionConfig, key_refetch_cooldown: Duration) -> Connection {
+    pub fn new(
+        config: ConnectionConfig,
+        key_refetch_cooldown: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Connection {
         Connection {
             config,
             state: RwLock::new(State::Starting),
             refresh: tokio::sync::Mutex::new(None),
             key_refetch_cooldown,
             junk_kids: std::sync::Mutex::new(HashSet::new()),
+            metrics,
         }
     }
 
@@ -196,6 +203,10 @@ impl Connection {
         self.junk_kids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn observe_jwks(&self, took: Duration) {
+        Metrics::observe(&self.metrics.jwks_fetch_duration, &self.config.id, took);
+    }
+
     fn set_state(&self, state: State) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
@@ -204,7 +215,17 @@ impl Connection {
     /// must not take a working connection down); only a connection that never worked is
     /// marked failed.
     pub async fn refresh(&self, http: &HttpClient) -> Result<Arc<Provider>, ProviderError> {
-        let result = fetch_provider(http, &self.config).await;
+        let result = fetch_provider(http, &self.config, &|took| self.observe_jwks(took)).await;
+        self.metrics
+            .key_refreshes
+            .get_or_create(&ResultLabels {
+                connection: self.config.id.clone(),
+                result: match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.code().to_owned(),
+                },
+            })
+            .inc();
         match &result {
             Ok(p) => {
                 self.set_state(State::Ready(p.clone()));
@@ -241,7 +262,10 @@ impl Connection {
         }
         *last = Some(Instant::now());
         tracing::info!(connection = %self.config.id, kid, "unknown signing key id; refetching the JWKS");
-        match fetch_keys(http, &current.metadata.jwks_uri).await {
+        let started = Instant::now();
+        let fetched = fetch_keys(http, &current.metadata.jwks_uri).await;
+        self.observe_jwks(started.elapsed());
+        match fetched {
             Ok(keys) => {
                 if !keys.contains_kid(kid) {
                     let mut junk = self.junk();
@@ -269,6 +293,7 @@ impl Connection {
 async fn fetch_provider(
     http: &HttpClient,
     conn: &ConnectionConfig,
+    jwks_took: &(dyn Fn(Duration) + Send + Sync),
 ) -> Result<Arc<Provider>, ProviderError> {
     let metadata: Metadata = http
         .get_json(conn.metadata_url.as_str())
@@ -283,7 +308,10 @@ async fn fetch_provider(
             },
         })?;
     check_metadata(&metadata, conn)?;
-    let keys = fetch_keys(http, &metadata.jwks_uri).await?;
+    let started = Instant::now();
+    let keys = fetch_keys(http, &metadata.jwks_uri).await;
+    jwks_took(started.elapsed());
+    let keys = keys?;
     let client_auth = conn
         .client_auth
         .unwrap_or_else(|| pick_client_auth(&metadata));

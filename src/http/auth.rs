@@ -27,8 +27,10 @@ pub async fn auth(
 ) -> Result<Response, AppError> {
     let Some(user) = user else {
         if !params.redirect {
+            state.metrics.auth_outcome("unauthorized");
             return Err(AppError::NotSignedIn);
         }
+        state.metrics.auth_outcome("redirect");
         let target = original_url(&headers);
         let return_to = return_to::sanitize(
             target.as_deref(),
@@ -52,6 +54,7 @@ pub async fn auth(
         return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
     };
 
+    state.metrics.auth_outcome("authorized");
     let id = &user.identity;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();

@@ -16,6 +16,7 @@ use crate::{
     config::ResponseMode,
     error::AppError,
     identity::Identity,
+    metrics::Metrics,
     pages,
     provider::Connection,
     session::{self, PendingLogin, SignedIn},
@@ -194,6 +195,7 @@ async fn finish_login(
         return Err(AppError::MissingParameter("code"));
     };
 
+    let started = std::time::Instant::now();
     let tokens = token::exchange_code(
         &state.http,
         &CodeExchange {
@@ -206,8 +208,13 @@ async fn finish_login(
             code_verifier: &login.pkce_verifier,
         },
     )
-    .await
-    .map_err(|source| AppError::Token {
+    .await;
+    Metrics::observe(
+        &state.metrics.token_exchange_duration,
+        &conn.config.id,
+        started.elapsed(),
+    );
+    let tokens = tokens.map_err(|source| AppError::Token {
         connection: conn.config.id.clone(),
         name: conn.config.name.clone(),
         source: Box::new(source),
@@ -223,6 +230,11 @@ async fn finish_login(
         identity,
     };
     session::sign_in(&session, &signed_in, state.config.session.idle_timeout).await?;
+    state
+        .metrics
+        .logins_succeeded
+        .get_or_create(&Metrics::connection(&conn.config.id))
+        .inc();
     tracing::info!(
         target: "entrance::audit",
         event = "sign_in",

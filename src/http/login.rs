@@ -14,6 +14,7 @@ use url::Url;
 use super::{AppState, Params};
 use crate::{
     error::AppError,
+    metrics::Metrics,
     return_to,
     session::{self, PendingLogin},
 };
@@ -72,10 +73,16 @@ pub async fn login(
         .append_pair("code_challenge", challenge.as_str())
         .append_pair("code_challenge_method", challenge.method().as_str());
 
+    let connection_id = login.connection.clone();
     session::push_pending(&session, login).await?;
     // Saved here, not by the session layer after the response: a store failure must become
     // a 503 page, not the layer's bare 500.
     session.save().await?;
+    state
+        .metrics
+        .logins_started
+        .get_or_create(&Metrics::connection(&connection_id))
+        .inc();
 
     let location = HeaderValue::from_str(authorize.as_str())
         .map_err(|e| AppError::Internal(format!("authorize URL: {e}")))?;

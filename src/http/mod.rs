@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, FromRequestParts, Request},
+    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
@@ -25,8 +25,14 @@ use tower_sessions::{SessionManagerLayer, cookie::SameSite};
 use tracing::Instrument;
 
 use crate::{
-    config::Config, error::AppError, http_client::HttpClient, pages, provider::Connection,
-    session::PENDING_LIFETIME, store::AnyStore,
+    config::Config,
+    error::AppError,
+    http_client::HttpClient,
+    metrics::{FailureLabels, Metrics, RouteLabels},
+    pages,
+    provider::Connection,
+    session::PENDING_LIFETIME,
+    store::AnyStore,
 };
 
 /// What every handler can reach. Cheap to clone: all `Arc`s.
@@ -37,6 +43,7 @@ pub struct AppState {
     pub http: HttpClient,
     /// The session store, for `/readyz`'s probe; requests reach it through their `Session`.
     pub store: AnyStore,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -77,14 +84,20 @@ pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router 
             login_routes.route_layer(middleware::from_fn_with_state(limiter, limits::limit));
     }
 
-    Router::new()
+    let mut router = Router::new()
         .merge(login_routes)
         .route("/me", get(me::me))
         .route("/auth", any(auth::auth))
         .route("/logout", get(logout::confirm).post(logout::logout))
         .route("/", get(home::home))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    // With an admin listener, metrics live only there, off the public address.
+    if state.config.admin_listen.is_none() {
+        router = router.route("/metrics", get(metrics_endpoint));
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(sessions)
         .layer(middleware::from_fn(session_layer_failures))
         // The largest legitimate body is a form_post callback (a code and a state); 64 KiB
@@ -92,6 +105,74 @@ pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router 
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(render_errors))
         .with_state(state)
+}
+
+/// The admin listener's router: metrics and readiness details, nothing a browser uses.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_endpoint))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz", get(health::healthz))
+        .with_state(state)
+}
+
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts every routed request by its route template, and failed login callbacks by
+/// connection and reason. Runs inside the routing, where the error a handler returned is
+/// still on the response.
+async fn track_metrics(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = matched
+        .as_ref()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    let m = &state.metrics;
+    let labels = RouteLabels {
+        route,
+        method,
+        status: res.status().as_u16(),
+    };
+    m.requests.get_or_create(&labels).inc();
+    m.request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(err) = res.extensions().get::<Arc<AppError>>() {
+        if matches!(**err, AppError::Session(_)) {
+            m.session_store_errors.inc();
+        }
+        if labels.route == "/login/callback" {
+            // Only bounded values become labels: the rule that rejected an ID token is one
+            // of a fixed set, an IdP's `error` string is not.
+            let reason = match &**err {
+                AppError::IdToken { rejection, .. } => rejection.code(),
+                other => other.code(),
+            };
+            m.logins_failed
+                .get_or_create(&FailureLabels {
+                    connection: err.connection().unwrap_or("unknown").to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+        }
+    }
+    res
 }
 
 /// tower-sessions answers a store failure in its own after-response save with a bare, empty

@@ -1,0 +1,203 @@
+//! Prometheus metrics: one registry per application (no global recorder, so tests can run
+//! several services in one process), the families entrance records, and their text encoding.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use time::OffsetDateTime;
+
+use crate::config::Config;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template (`/login/callback`), never the raw path: raw paths would let anyone
+    /// create unbounded label values.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub connection: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub connection: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub request_duration: HistogramFamily<RouteLabels>,
+    pub logins_started: Family<ConnectionLabels, Counter>,
+    pub logins_succeeded: Family<ConnectionLabels, Counter>,
+    pub logins_failed: Family<FailureLabels, Counter>,
+    pub token_exchange_duration: HistogramFamily<ConnectionLabels>,
+    pub jwks_fetch_duration: HistogramFamily<ConnectionLabels>,
+    pub key_refreshes: Family<ResultLabels, Counter>,
+    pub auth_outcomes: Family<OutcomeLabels, Counter>,
+    pub session_store_errors: Counter,
+    secret_expiry_days: Family<ConnectionLabels, Gauge>,
+    /// (connection id, expiry) pairs, for the gauge computed at scrape time.
+    secret_expiries: Vec<(String, OffsetDateTime)>,
+}
+
+impl Metrics {
+    pub fn new(config: &Config) -> Metrics {
+        let mut registry = Registry::with_prefix("entrance");
+        let requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            request_duration.clone(),
+        );
+        let logins_started = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "logins_started",
+            "Logins sent to an IdP",
+            logins_started.clone(),
+        );
+        let logins_succeeded = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "logins_succeeded",
+            "Logins that ended signed in",
+            logins_succeeded.clone(),
+        );
+        let logins_failed = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "logins_failed",
+            "Failed login callbacks by connection and reason",
+            logins_failed.clone(),
+        );
+        let token_exchange_duration: HistogramFamily<ConnectionLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "token_exchange_duration_seconds",
+            "Latency of the code exchange at the token endpoint",
+            token_exchange_duration.clone(),
+        );
+        let jwks_fetch_duration: HistogramFamily<ConnectionLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "jwks_fetch_duration_seconds",
+            "Latency of JWKS fetches",
+            jwks_fetch_duration.clone(),
+        );
+        let key_refreshes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "key_refreshes",
+            "Metadata and key refreshes by result",
+            key_refreshes.clone(),
+        );
+        let auth_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "auth_requests",
+            "Forward-auth (/auth) answers by outcome",
+            auth_outcomes.clone(),
+        );
+        let session_store_errors = Counter::default();
+        registry.register(
+            "session_store_errors",
+            "Requests that failed because the session store did",
+            session_store_errors.clone(),
+        );
+        let secret_expiry_days = Family::<ConnectionLabels, Gauge>::default();
+        registry.register(
+            "client_secret_expiry_days",
+            "Days until each connection's client secret expires (client_secret_expires_at)",
+            secret_expiry_days.clone(),
+        );
+        let secret_expiries = config
+            .connections
+            .iter()
+            .filter_map(|c| c.client_secret_expires_at.map(|t| (c.id.clone(), t)))
+            .collect();
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            logins_started,
+            logins_succeeded,
+            logins_failed,
+            token_exchange_duration,
+            jwks_fetch_duration,
+            key_refreshes,
+            auth_outcomes,
+            session_store_errors,
+            secret_expiry_days,
+            secret_expiries,
+        }
+    }
+
+    pub fn connection(id: &str) -> ConnectionLabels {
+        ConnectionLabels {
+            connection: id.to_owned(),
+        }
+    }
+
+    pub fn observe(histogram: &HistogramFamily<ConnectionLabels>, id: &str, took: Duration) {
+        histogram
+            .get_or_create(&Self::connection(id))
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn auth_outcome(&self, outcome: &str) {
+        self.auth_outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let now = OffsetDateTime::now_utc();
+        for (id, expires) in &self.secret_expiries {
+            self.secret_expiry_days
+                .get_or_create(&Self::connection(id))
+                .set((*expires - now).whole_days());
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
