@@ -525,3 +525,66 @@ client_secret = \"bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR\"\n",
         broken.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn ten_thousand_cookieless_logins_leave_few_rows_that_expire_within_minutes() {
+    let dir = std::env::temp_dir().join(format!("entrance-flood-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("sessions.db");
+    let app = spawn_app_with(AppOptions {
+        session_toml: format!("store = \"sqlite\"\nsqlite_path = \"{}\"", db.display()),
+        rate_limit: (60, 30),
+        wait_ready: false,
+        ..Default::default()
+    })
+    .await;
+    app.wait_ready().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let url = app.url("/login");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut limited = 0u32;
+            for _ in 0..625 {
+                if let Ok(res) = client.get(&url).send().await
+                    && res.status() == StatusCode::TOO_MANY_REQUESTS
+                {
+                    limited += 1;
+                }
+            }
+            limited
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        limited += t.await.expect("task");
+    }
+    assert!(limited >= 9_900, "the flood was rate limited: {limited}");
+
+    let pool =
+        tower_sessions_sqlx_store::sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .expect("open the session db");
+    let (rows, latest): (i64, Option<i64>) = tower_sessions_sqlx_store::sqlx::query_as(
+        "select count(*), max(unixepoch(expiry_date)) from tower_sessions",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert!(
+        rows <= 40,
+        "at most the burst plus readiness probes: {rows} rows"
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        latest.expect("rows with a readable expiry") <= now + 600 + 5,
+        "anonymous sessions expire within 10 minutes"
+    );
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
