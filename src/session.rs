@@ -6,11 +6,17 @@ use std::time::Duration;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use tower_sessions::{Expiry, Session};
+use tower_sessions::{
+    Expiry, Session, SessionStore,
+    session::{Id, Record},
+};
 
-use crate::{config::ResponseMode, error::AppError, http::AppState, identity::Identity};
+use crate::{
+    config::ResponseMode, error::AppError, http::AppState, identity::Identity, store::AnyStore,
+};
 
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
@@ -156,6 +162,62 @@ pub async fn sign_in(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// Front-channel logout (Entra calls `GET /logout/frontchannel?sid=…` in a hidden iframe,
+/// usually without our cookie) must find a session by the IdP's `sid`. The stores have no
+/// secondary index, so entrance writes one small record per signed-in session whose id is
+/// derived from the `sid`, holding the real session id, with the same expiry.
+fn sid_index_id(sid: &str) -> Id {
+    let digest = Sha256::digest(format!("entrance:sid:{sid}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Id(i128::from_le_bytes(bytes))
+}
+
+const SID_INDEX_KEY: &str = "sid_index_for";
+
+pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result<(), AppError> {
+    let Some(id) = session.id() else {
+        return Ok(());
+    };
+    let mut data = std::collections::HashMap::new();
+    data.insert(SID_INDEX_KEY.to_owned(), serde_json::json!(id.to_string()));
+    let record = Record {
+        id: sid_index_id(sid),
+        data,
+        expiry_date: session.expiry_date(),
+    };
+    store
+        .save(&record)
+        .await
+        .map_err(|e| AppError::Session(tower_sessions::session::Error::Store(e)))
+}
+
+/// Ends the session that signed in with IdP session `sid`, if any. Returns whether one was.
+pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>, AppError> {
+    let store_err = |e| AppError::Session(tower_sessions::session::Error::Store(e));
+    let index_id = sid_index_id(sid);
+    let Some(index) = store.load(&index_id).await.map_err(store_err)? else {
+        return Ok(None);
+    };
+    store.delete(&index_id).await.map_err(store_err)?;
+    let Some(session_id) = index
+        .data
+        .get(SID_INDEX_KEY)
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<Id>().ok())
+    else {
+        return Ok(None);
+    };
+    let user = store
+        .load(&session_id)
+        .await
+        .map_err(store_err)?
+        .and_then(|r| r.data.get(USER_KEY).cloned())
+        .and_then(|v| serde_json::from_value::<SignedIn>(v).ok());
+    store.delete(&session_id).await.map_err(store_err)?;
+    Ok(user)
 }
 
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a

@@ -230,6 +230,9 @@ async fn finish_login(
         identity,
     };
     session::sign_in(&session, &signed_in, state.config.session.idle_timeout).await?;
+    if let Some(sid) = &signed_in.identity.sid {
+        session::index_sid(&state.store, sid, &session).await?;
+    }
     state
         .metrics
         .logins_succeeded

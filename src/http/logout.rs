@@ -77,6 +77,39 @@ pub async fn logout(
     })
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct FrontChannelParams {
+    sid: Option<String>,
+}
+
+/// `GET /logout/frontchannel?sid=…`: Entra's front-channel logout URL, loaded in a hidden
+/// iframe when the user signs out elsewhere. It sends `sid` but no `iss` (unlike OIDC
+/// Front-Channel Logout 1.0), and third-party cookie blocking usually keeps our cookie out,
+/// so the session is found by `sid` alone. Always 200: the IdP only needs the page to load.
+pub async fn front_channel(
+    State(state): State<AppState>,
+    Extension(cid): Extension<CorrelationId>,
+    super::Params(params): super::Params<FrontChannelParams>,
+) -> Result<Response, AppError> {
+    if let Some(sid) = params
+        .sid
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        && let Some(user) = session::end_by_sid(&state.store, sid).await?
+    {
+        tracing::info!(
+            target: "entrance::audit",
+            event = "sign_out",
+            via = "front_channel",
+            user = %user.identity.user,
+            connection = %user.identity.connection,
+            correlation_id = %cid.0,
+            "signed out"
+        );
+    }
+    Ok(Html(pages::page("Signed out", "<p>Signed out.</p>")).into_response())
+}
+
 fn see_other(location: &str) -> Response {
     match HeaderValue::from_str(location) {
         Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),

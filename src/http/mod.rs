@@ -89,6 +89,7 @@ pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router 
         .route("/me", get(me::me))
         .route("/auth", any(auth::auth))
         .route("/logout", get(logout::confirm).post(logout::logout))
+        .route("/logout/frontchannel", get(logout::front_channel))
         .route("/", get(home::home))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

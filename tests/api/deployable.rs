@@ -478,3 +478,31 @@ async fn the_start_page_offers_each_connection_then_shows_who_is_signed_in() {
     assert!(html.contains("Ada Lovelace"), "{html}");
     assert!(html.contains("action=\"/logout\""), "{html}");
 }
+
+#[tokio::test]
+async fn front_channel_logout_ends_the_session_by_sid_without_cookies() {
+    let app = spawn_app().await;
+    let res = app.login().await;
+    assert_signed_in(&app, res).await;
+    let sid = entrance::mock_idp::MockUser::default().sid;
+    // Another session of another sid is untouched.
+    let res = reqwest::Client::new()
+        .get(app.url("/logout/frontchannel?sid=some-other-sid"))
+        .send()
+        .await
+        .expect("frontchannel");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.me().await.status(), StatusCode::OK);
+    // The IdP's iframe: no cookie, only sid.
+    let res = reqwest::Client::new()
+        .get(app.url(&format!("/logout/frontchannel?sid={sid}")))
+        .send()
+        .await
+        .expect("frontchannel");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "signed out everywhere"
+    );
+}
