@@ -4,4 +4,5 @@
 mod helpers;
 mod id_token_rules;
 mod login_flow;
+mod readiness;
 mod sessions;
