@@ -5,4 +5,5 @@ mod helpers;
 mod id_token_rules;
 mod login_flow;
 mod readiness;
+mod redis;
 mod sessions;
