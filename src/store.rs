@@ -14,7 +14,7 @@ use std::{
 use async_trait::async_trait;
 use fred::{
     interfaces::{ClientLike, KeysInterface},
-    prelude::{Builder, Config as RedisConfig, Pool as RedisPool, ReconnectPolicy},
+    prelude::{Builder, Config as RedisConfig, Options, Pool as RedisPool, ReconnectPolicy},
     types::{Expiration, SetOptions},
 };
 use secrecy::ExposeSecret;
@@ -348,12 +348,29 @@ impl RedisSessions {
         format!("{}{id}", self.prefix)
     }
 
+    /// A client for one command. While every connection is down, fred would queue commands
+    /// until it reconnects; failing at once instead answers requests in milliseconds rather
+    /// than after the store timeout (which still bounds a Redis that is connected but not
+    /// answering).
+    fn client(&self) -> session_store::Result<fred::clients::WithOptions<fred::clients::Client>> {
+        if !self.pool.clients().iter().any(|c| c.is_connected()) {
+            return Err(session_store::Error::Backend(
+                "Redis is not connected (reconnecting)".into(),
+            ));
+        }
+        // fail_fast: a command whose connection drops is failed, not kept for the reconnect.
+        Ok(self.pool.next_connected().with_options(&Options {
+            fail_fast: true,
+            ..Default::default()
+        }))
+    }
+
     async fn set(&self, record: &Record, options: SetOptions) -> session_store::Result<bool> {
+        let client = self.client()?;
         let value =
             rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
-        let set: Option<String> = self
-            .pool
+        let set: Option<String> = client
             .set(
                 self.key(&record.id),
                 value.as_slice(),
@@ -386,7 +403,7 @@ impl SessionStore for RedisSessions {
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let data: Option<Vec<u8>> = self
-            .pool
+            .client()?
             .get(self.key(session_id))
             .await
             .map_err(redis_error)?;
@@ -397,7 +414,7 @@ impl SessionStore for RedisSessions {
     }
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         let _: i64 = self
-            .pool
+            .client()?
             .del(self.key(session_id))
             .await
             .map_err(redis_error)?;
@@ -530,5 +547,16 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("session.sqlite_path"), "{text}");
         assert!(text.contains("fix:"), "{text}");
+    }
+
+    #[test]
+    fn redis_urls_with_tls_and_credentials_are_understood() {
+        let config = RedisConfig::from_url("rediss://entrance:s3cret@cache.example:6380/2")
+            .expect("a rediss URL parses (TLS support is compiled in)");
+        assert!(config.uses_tls());
+        assert_eq!(config.username.as_deref(), Some("entrance"));
+        assert_eq!(config.password.as_deref(), Some("s3cret"));
+        let plain = RedisConfig::from_url("redis://127.0.0.1:6379").expect("parses");
+        assert!(!plain.uses_tls());
     }
 }

@@ -9,4 +9,6 @@ mod id_token_rules;
 mod login_flow;
 mod metrics;
 mod process;
+mod readiness;
+mod redis;
 mod sessions;
