@@ -353,10 +353,11 @@ impl MockIdp {
     pub fn set_behaviour(&self, b: Behaviour) {
         // Make the decoy key now, on the caller's time: generated inside a token request it
         // can take long enough on a loaded machine to time the relying party out.
-        if matches!(b.signing, Signing::UnpublishedKey) && self.shared.lock().decoy.is_none() {
-            if let Ok(key) = KeyPair::generate() {
-                self.shared.lock().decoy = Some(Arc::new(key));
-            }
+        if matches!(b.signing, Signing::UnpublishedKey)
+            && self.shared.lock().decoy.is_none()
+            && let Ok(key) = KeyPair::generate()
+        {
+            self.shared.lock().decoy = Some(Arc::new(key));
         }
         self.shared.lock().behaviour = b;
     }
