@@ -7,5 +7,6 @@ mod helpers;
 mod hostile;
 mod id_token_rules;
 mod login_flow;
+mod multitenant;
 mod process;
 mod sessions;
