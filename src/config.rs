@@ -24,7 +24,7 @@ use time::{
 };
 use url::Url;
 
-use crate::entra;
+use crate::{entra, verifier::TenantAllowList};
 
 /// The demo configuration, embedded so `entrance demo` works from any directory.
 pub const DEMO_TOML: &str = include_str!("../config/entrance.toml");
@@ -258,6 +258,10 @@ pub struct RawConnection {
     /// The scope `entrance check --verify-secret` asks for in its client-credentials request.
     #[serde(default)]
     pub verify_scope: Option<String>,
+    /// Tenant GUIDs (`tid`) allowed to sign in, or `["*"]` for any; required for a
+    /// `common`/`organizations` metadata URL (ENTRA.md §5.3d).
+    #[serde(default)]
+    pub allowed_tenants: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,6 +406,12 @@ pub struct ConnectionConfig {
     pub home_tenant: Option<String>,
     /// `None`: the doctor's default (Microsoft Graph `.default` for Entra, no scope elsewhere).
     pub verify_scope: Option<String>,
+    /// For a `common`/`organizations` metadata URL: the issuer template its metadata must publish
+    /// (`https://<host>/{tenantid}/v2.0`), see [`entra::multi_tenant_issuer_template`].
+    pub issuer_template: Option<String>,
+    /// The tenants whose users may sign in; `Any` for `["*"]` or a single-tenant connection
+    /// without the key.
+    pub allowed_tenants: TenantAllowList,
 }
 
 /// Where a connection's client secret came from, for `entrance check`'s messages.
@@ -982,6 +992,13 @@ fn validate_connection(
         }
     };
 
+    let issuer_template = entra::multi_tenant_issuer_template(&metadata_url, &expected_issuer);
+    let allowed_tenants = allowed_tenants(
+        &rc,
+        entra::multi_tenant_authority(&metadata_url),
+        &key("allowed_tenants"),
+    )?;
+
     let scopes = rc
         .scopes
         .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
@@ -1041,8 +1058,64 @@ fn validate_connection(
         client_secret_expires_at,
         home_tenant,
         verify_scope,
+        issuer_template,
+        allowed_tenants,
     };
     Ok((conn, read))
+}
+
+/// `allowed_tenants`: GUIDs (lower-cased) or exactly `["*"]`. A multi-tenant authority lets any
+/// Entra tenant's users sign in, so it must say which (ENTRA.md §5.3d); elsewhere the key is
+/// optional and, when set, enforced on `tid` as well.
+fn allowed_tenants(
+    rc: &RawConnection,
+    multi: Option<&str>,
+    key: &str,
+) -> Result<TenantAllowList, ConfigError> {
+    const FIX: &str = "list the Directory (tenant) ID GUIDs of the customers who may sign in, e.g. allowed_tenants = [\"aaaabbbb-0000-cccc-1111-dddd2222eeee\"], or [\"*\"] to allow every tenant";
+    let Some(list) = &rc.allowed_tenants else {
+        return match multi {
+            Some(authority) => Err(invalid(
+                key,
+                format!(
+                    "is required: the metadata URL names the {authority} authority, which signs in users of any Entra tenant"
+                ),
+                FIX,
+            )),
+            None => Ok(TenantAllowList::Any),
+        };
+    };
+    let list: Vec<&str> = list.iter().map(|t| t.trim()).collect();
+    if list.is_empty() {
+        return Err(invalid(key, "is empty, so nobody could sign in", FIX));
+    }
+    if list.contains(&"*") {
+        if list.len() > 1 {
+            return Err(invalid(
+                key,
+                "mixes \"*\" with tenant IDs",
+                "write either [\"*\"] (any tenant) or the list of tenant GUIDs, not both",
+            ));
+        }
+        tracing::warn!(
+            connection = %rc.id,
+            "allowed_tenants = [\"*\"]: users of every Entra tenant can sign in; give each user's tenant (tid) a part in your app's authorization"
+        );
+        return Ok(TenantAllowList::Any);
+    }
+    let mut tenants = Vec::with_capacity(list.len());
+    for t in list {
+        // `tid` is always the GUID (ENTRA.md §4), never a domain such as contoso.com.
+        if !entra::is_guid(t) {
+            return Err(invalid(
+                key,
+                format!("{t:?} is not a tenant GUID"),
+                "use the Directory (tenant) ID GUID from each customer's Entra Overview page, not a domain name",
+            ));
+        }
+        tenants.push(t.to_ascii_lowercase());
+    }
+    Ok(TenantAllowList::Only(tenants))
 }
 
 fn check_client_id(
@@ -1240,6 +1313,74 @@ client_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
             "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0"
         );
         assert_eq!(c.scopes, ["openid", "profile", "email"]);
+    }
+
+    fn multi_tenant(authority: &str, extra: &str) -> String {
+        raw(&format!("client_secret_env = \"SECRET\"\n{extra}")).replace(
+            "aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0",
+            &format!("{authority}/v2.0"),
+        )
+    }
+
+    #[test]
+    fn a_multi_tenant_url_requires_allowed_tenants() {
+        for authority in ["common", "organizations"] {
+            match parse(&multi_tenant(authority, "")) {
+                Err(ConfigError::Invalid { key, problem, fix }) => {
+                    assert_eq!(key, "connections[0].allowed_tenants");
+                    assert!(problem.contains(authority), "{problem}");
+                    assert!(fix.contains("\"*\""), "{fix}");
+                }
+                other => panic!("expected allowed_tenants to be required, got {other:?}"),
+            }
+            let cfg = parse(&multi_tenant(
+                authority,
+                r#"allowed_tenants = ["AAAABBBB-0000-cccc-1111-dddd2222eeee"]"#,
+            ))
+            .expect("valid");
+            let c = &cfg.connections[0];
+            assert_eq!(
+                c.issuer_template.as_deref(),
+                Some("https://login.microsoftonline.com/{tenantid}/v2.0")
+            );
+            assert_eq!(
+                c.allowed_tenants,
+                TenantAllowList::Only(vec!["aaaabbbb-0000-cccc-1111-dddd2222eeee".into()])
+            );
+        }
+        let any = parse(&multi_tenant("common", r#"allowed_tenants = ["*"]"#)).expect("valid");
+        assert_eq!(any.connections[0].allowed_tenants, TenantAllowList::Any);
+    }
+
+    #[test]
+    fn allowed_tenants_must_be_guids_or_a_lone_star() {
+        for bad in [
+            r#"allowed_tenants = []"#,
+            r#"allowed_tenants = ["contoso.onmicrosoft.com"]"#,
+            r#"allowed_tenants = ["*", "aaaabbbb-0000-cccc-1111-dddd2222eeee"]"#,
+        ] {
+            assert_eq!(
+                err_key(&multi_tenant("common", bad)),
+                "connections[0].allowed_tenants",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_tenant_url_may_set_allowed_tenants() {
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
+        let c = &cfg.connections[0];
+        assert_eq!(c.allowed_tenants, TenantAllowList::Any);
+        assert_eq!(c.issuer_template, None);
+        let cfg = parse(&raw(
+            "client_secret_env = \"SECRET\"\nallowed_tenants = [\"aaaabbbb-0000-cccc-1111-dddd2222eeee\"]",
+        ))
+        .expect("valid");
+        assert!(matches!(
+            cfg.connections[0].allowed_tenants,
+            TenantAllowList::Only(_)
+        ));
     }
 
     #[test]

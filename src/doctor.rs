@@ -19,6 +19,7 @@ use crate::{
     http_client::{FetchError, HttpClient},
     provider::{self, Metadata, ProviderError},
     token::{self, ClientCredentials, TokenError},
+    verifier::IssuerPolicy,
 };
 
 /// Check names, as printed and in the JSON.
@@ -408,7 +409,16 @@ fn first_sentence(text: &str) -> &str {
 
 fn judge_issuer(meta: &Metadata, conn: &ConnectionConfig) -> Check {
     match provider::check_issuer(meta, conn) {
-        Ok(()) => Check::ok(ISSUER, format!("{} matches the metadata URL", meta.issuer)),
+        Ok(IssuerPolicy::Exact(_)) => {
+            Check::ok(ISSUER, format!("{} matches the metadata URL", meta.issuer))
+        }
+        Ok(IssuerPolicy::EntraTemplate { .. }) => Check::ok(
+            ISSUER,
+            format!(
+                "{} is the multi-tenant template of the metadata URL; each token's iss is checked against its tid",
+                meta.issuer
+            ),
+        ),
         Err(ProviderError::IssuerMismatch {
             expected,
             actual,
@@ -860,13 +870,17 @@ mod tests {
     const CLIENT: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
 
     fn conn(metadata_url: &str) -> ConnectionConfig {
+        let expected_issuer: String = metadata_url
+            .trim_end_matches("/.well-known/openid-configuration")
+            .into();
+        let url = Url::parse(metadata_url).expect("url");
         ConnectionConfig {
             id: "c".into(),
             name: "C".into(),
-            metadata_url: Url::parse(metadata_url).expect("url"),
-            expected_issuer: metadata_url
-                .trim_end_matches("/.well-known/openid-configuration")
-                .into(),
+            issuer_template: entra::multi_tenant_issuer_template(&url, &expected_issuer),
+            allowed_tenants: Default::default(),
+            metadata_url: url,
+            expected_issuer,
             client_id: CLIENT.into(),
             client_secret: SecretString::from("x"),
             scopes: vec!["openid".into()],

@@ -36,14 +36,46 @@ pub fn tenant_segment(url: &Url) -> Option<&str> {
     url.path_segments()?.next().filter(|s| !s.is_empty())
 }
 
+/// The placeholder Entra's multi-tenant metadata and keys carry in their `issuer` (ENTRA.md §2–§3).
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// `common` or `organizations` when the metadata URL is one of Entra's multi-tenant v2.0
+/// authorities, whose metadata publishes the templated issuer `https://<host>/{tenantid}/v2.0`
+/// (ENTRA.md §1). Loopback hosts count too: that is the bundled mock IdP (tests and the demo),
+/// which serves the same authorities; no other host does.
+pub fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
+    if !is_entra_url(metadata_url) && !crate::config::is_loopback_host(metadata_url) {
+        return None;
+    }
+    match tenant_segment(metadata_url)? {
+        "common" => Some("common"),
+        "organizations" => Some("organizations"),
+        _ => None,
+    }
+}
+
+/// The issuer template a multi-tenant authority's metadata must publish: `expected_issuer`
+/// (`https://<host>/common/v2.0`) with its tenant segment replaced by `{tenantid}`. `None` for
+/// any other URL, including a v1.0 (`/common/.well-known/…`) one.
+pub fn multi_tenant_issuer_template(metadata_url: &Url, expected_issuer: &str) -> Option<String> {
+    let authority = multi_tenant_authority(metadata_url)?;
+    let origin = expected_issuer.strip_suffix(&format!("/{authority}/v2.0"))?;
+    Some(format!("{origin}/{TENANT_PLACEHOLDER}/v2.0"))
+}
+
 /// Advice when the issuer in the metadata differs from the one implied by the metadata URL.
 pub fn issuer_mismatch_advice(metadata_url: &Url) -> &'static str {
     if is_entra_url(metadata_url) {
         match tenant_segment(metadata_url) {
-            Some("common" | "organizations" | "consumers") => {
-                "multi-tenant authorities (common, organizations) publish a templated issuer that \
-                 entrance does not accept yet: use the tenant-specific URL with the Directory \
-                 (tenant) ID GUID from the Endpoints blade"
+            Some("common" | "organizations") => {
+                "a multi-tenant authority (common, organizations) must publish the templated issuer \
+                 https://<host>/{tenantid}/v2.0 on the same host, and only the v2.0 metadata URL \
+                 (…/v2.0/.well-known/openid-configuration) does: copy that URL from the Endpoints blade"
+            }
+            Some("consumers") => {
+                "the consumers authority (personal Microsoft accounts) publishes the issuer of \
+                 tenant 9188040d-6c67-4c5b-b112-36a304b66dad: use that tenant's URL, or common \
+                 with allowed_tenants"
             }
             Some(t) if !is_guid(t) => {
                 "the URL names the tenant by domain, but Entra's issuer always carries the tenant \
@@ -111,6 +143,38 @@ mod tests {
         let row = aadsts(7000215).expect("7000215 is in the table");
         assert!(row.fix.contains("Value"));
         assert!(aadsts(50011).is_some());
+    }
+
+    #[test]
+    fn only_v2_common_and_organizations_get_an_issuer_template() {
+        let template = |url: &str| {
+            let url = Url::parse(url).expect("url");
+            let issuer = url
+                .as_str()
+                .trim_end_matches("/.well-known/openid-configuration")
+                .to_owned();
+            multi_tenant_issuer_template(&url, &issuer)
+        };
+        assert_eq!(
+            template(
+                "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration"
+            )
+            .as_deref(),
+            Some("https://login.microsoftonline.com/{tenantid}/v2.0")
+        );
+        assert_eq!(
+            template("http://127.0.0.1:9090/organizations/v2.0/.well-known/openid-configuration")
+                .as_deref(),
+            Some("http://127.0.0.1:9090/{tenantid}/v2.0")
+        );
+        for none in [
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
+            "https://login.microsoftonline.com/consumers/v2.0/.well-known/openid-configuration",
+            "https://login.microsoftonline.com/common/.well-known/openid-configuration",
+            "https://idp.example.com/common/v2.0/.well-known/openid-configuration",
+        ] {
+            assert_eq!(template(none), None, "{none}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     http_client::{FetchError, HttpClient},
     jwks::{JwksError, KeySet},
     metrics::{Metrics, ResultLabels},
-    verifier,
+    verifier::{self, IssuerPolicy},
 };
 
 /// The part of an OpenID Provider's metadata entrance uses.
@@ -72,24 +72,46 @@ impl ProviderError {
 
 /// Validates a metadata document against the connection's configuration. Pure, so it is
 /// tested without sockets.
-pub fn check_metadata(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), ProviderError> {
-    check_issuer(meta, conn)?;
-    check_endpoints(meta)
+pub fn check_metadata(
+    meta: &Metadata,
+    conn: &ConnectionConfig,
+) -> Result<IssuerPolicy, ProviderError> {
+    let policy = check_issuer(meta, conn)?;
+    check_endpoints(meta)?;
+    Ok(policy)
 }
 
-/// The issuer half of [`check_metadata`] (`entrance check` reports it on a line of its own).
-pub fn check_issuer(meta: &Metadata, conn: &ConnectionConfig) -> Result<(), ProviderError> {
+/// The issuer half of [`check_metadata`] (`entrance check` reports it on a line of its own):
+/// how the connection's ID tokens' `iss` will be judged.
+pub fn check_issuer(
+    meta: &Metadata,
+    conn: &ConnectionConfig,
+) -> Result<IssuerPolicy, ProviderError> {
     // OpenID Connect Discovery §4.3: the issuer must be identical to the URL the document was
     // fetched from, minus the well-known suffix. This is what stops a document for one tenant
     // from being used for another.
-    if meta.issuer != conn.expected_issuer {
-        return Err(ProviderError::IssuerMismatch {
-            expected: conn.expected_issuer.clone(),
-            actual: meta.issuer.clone(),
-            advice: entra::issuer_mismatch_advice(&conn.metadata_url),
+    if meta.issuer == conn.expected_issuer {
+        return Ok(IssuerPolicy::Exact(meta.issuer.clone()));
+    }
+    // The one exception (ENTRA.md §2): Entra's `common`/`organizations` v2.0 metadata publishes
+    // the literal `https://<host>/{tenantid}/v2.0`. Only for those URLs (the template is derived
+    // from the URL, so the host must be the one the metadata came from); a tenant URL whose
+    // metadata publishes the template is still a mismatch.
+    if let Some(template) = &conn.issuer_template
+        && &meta.issuer == template
+    {
+        return Ok(IssuerPolicy::EntraTemplate {
+            template: template.clone(),
         });
     }
-    Ok(())
+    Err(ProviderError::IssuerMismatch {
+        expected: conn
+            .issuer_template
+            .clone()
+            .unwrap_or_else(|| conn.expected_issuer.clone()),
+        actual: meta.issuer.clone(),
+        advice: entra::issuer_mismatch_advice(&conn.metadata_url),
+    })
 }
 
 /// The endpoint half of [`check_metadata`]: every endpoint entrance calls is https.
@@ -128,6 +150,8 @@ fn endpoint_url(name: &str, value: &str) -> Result<Url, ProviderError> {
 #[derive(Clone)]
 pub struct Provider {
     pub metadata: Metadata,
+    /// How `iss` is judged: exactly the metadata issuer, or Entra's multi-tenant template.
+    pub issuer: IssuerPolicy,
     pub keys: KeySet,
     pub client_auth: ClientAuth,
     pub allowed_algs: Vec<Algorithm>,
@@ -307,7 +331,7 @@ async fn fetch_provider(
                 source,
             },
         })?;
-    check_metadata(&metadata, conn)?;
+    let issuer = check_metadata(&metadata, conn)?;
     let started = Instant::now();
     let keys = fetch_keys(http, &metadata.jwks_uri).await;
     jwks_took(started.elapsed());
@@ -318,6 +342,7 @@ async fn fetch_provider(
     let allowed_algs = verifier::allowed_algs(&metadata.id_token_signing_alg_values_supported);
     Ok(Arc::new(Provider {
         metadata,
+        issuer,
         keys,
         client_auth,
         allowed_algs,
@@ -419,7 +444,62 @@ mod tests {
             client_secret_expires_at: None,
             home_tenant: None,
             verify_scope: None,
+            issuer_template: None,
+            allowed_tenants: Default::default(),
         }
+    }
+
+    fn multi_tenant_conn(authority: &str) -> ConnectionConfig {
+        let url = format!(
+            "https://login.microsoftonline.com/{authority}/v2.0/.well-known/openid-configuration"
+        );
+        let mut c = conn(&url);
+        c.issuer_template =
+            entra::multi_tenant_issuer_template(&c.metadata_url, &c.expected_issuer);
+        c
+    }
+
+    fn multi_tenant_metadata(authority: &str) -> Metadata {
+        let doc = match authority {
+            "common" => include_str!("../tests/fixtures/entra/openid-configuration.common.json"),
+            _ => include_str!("../tests/fixtures/entra/openid-configuration.organizations.json"),
+        };
+        serde_json::from_str(doc).expect("fixture parses")
+    }
+
+    #[test]
+    fn common_and_organizations_metadata_give_the_template_policy() {
+        for authority in ["common", "organizations"] {
+            let policy = check_metadata(
+                &multi_tenant_metadata(authority),
+                &multi_tenant_conn(authority),
+            )
+            .expect("templated issuer accepted");
+            assert_eq!(
+                policy,
+                IssuerPolicy::EntraTemplate {
+                    template: "https://login.microsoftonline.com/{tenantid}/v2.0".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_templated_issuer_on_a_tenant_url_is_still_a_mismatch() {
+        let c = conn(
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
+        );
+        let err = check_metadata(&multi_tenant_metadata("common"), &c).expect_err("mismatch");
+        assert_eq!(err.code(), "issuer_mismatch");
+        // And a multi-tenant URL whose metadata names another host's template is refused too.
+        let mut meta = multi_tenant_metadata("common");
+        meta.issuer = "https://evil.example/{tenantid}/v2.0".into();
+        let err = check_metadata(&meta, &multi_tenant_conn("common")).expect_err("mismatch");
+        assert!(
+            err.to_string()
+                .contains("https://login.microsoftonline.com/{tenantid}/v2.0"),
+            "{err}"
+        );
     }
 
     fn fixture_metadata() -> Metadata {
@@ -435,7 +515,10 @@ mod tests {
         let c = conn(
             "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
         );
-        check_metadata(&meta, &c).expect("consistent");
+        assert_eq!(
+            check_metadata(&meta, &c).expect("consistent"),
+            IssuerPolicy::Exact(meta.issuer.clone())
+        );
         assert_eq!(pick_client_auth(&meta), ClientAuth::SecretPost);
     }
 

@@ -12,16 +12,79 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
+use crate::entra::{self, TENANT_PLACEHOLDER};
 use crate::jwks::{KeyFamily, KeySet, VerificationKey};
 
 /// Tokens longer than this are refused before any decoding: real ID tokens are a few KiB, and the cap bounds the
 /// work an attacker can make us do (base64, JSON, RSA) per request.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// How a token's `iss` is judged, decided once at discovery from the metadata and its URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuerPolicy {
+    /// The metadata's issuer, compared byte for byte (OIDC Core §3.1.3.7 step 2).
+    Exact(String),
+    /// Entra's multi-tenant authorities (`common`, `organizations`) publish the literal issuer
+    /// `https://<host>/{tenantid}/v2.0`; each token's `iss` must be that template with the token's
+    /// own `tid` substituted (ENTRA.md §5.3a–b).
+    EntraTemplate { template: String },
+}
+
+impl IssuerPolicy {
+    /// The issuer string as published in the metadata (the template itself for multi-tenant).
+    pub fn published(&self) -> &str {
+        match self {
+            IssuerPolicy::Exact(issuer) => issuer,
+            IssuerPolicy::EntraTemplate { template } => template,
+        }
+    }
+
+    /// Whether `iss` could be an issuer of this policy, before any token is seen: used for the
+    /// authorization response's `iss` parameter (RFC 9207), which arrives before the token.
+    pub fn admits(&self, iss: &str) -> bool {
+        match self {
+            IssuerPolicy::Exact(issuer) => iss == issuer,
+            IssuerPolicy::EntraTemplate { template } => {
+                template_tenant(template, iss).is_some_and(entra::is_guid)
+            }
+        }
+    }
+}
+
+/// The part of `iss` standing where the template has `{tenantid}`, if the rest matches exactly.
+fn template_tenant<'i>(template: &str, iss: &'i str) -> Option<&'i str> {
+    let (prefix, suffix) = template.split_once(TENANT_PLACEHOLDER)?;
+    let middle = iss.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    // One path segment only: `…/a/b/v2.0` must not read as tenant "a/b".
+    (!middle.is_empty() && !middle.contains('/')).then_some(middle)
+}
+
+/// Which tenants (`tid`) may sign in (ENTRA.md §5.3d).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TenantAllowList {
+    /// No restriction: `allowed_tenants = ["*"]`, or a single-tenant connection that sets none
+    /// (its issuer already fixes the tenant).
+    #[default]
+    Any,
+    /// Only these tenant GUIDs (lower-case; compared case-insensitively, as GUIDs are).
+    Only(Vec<String>),
+}
+
+impl TenantAllowList {
+    pub fn allows(&self, tid: &str) -> bool {
+        match self {
+            TenantAllowList::Any => true,
+            TenantAllowList::Only(tenants) => tenants.iter().any(|t| t.eq_ignore_ascii_case(tid)),
+        }
+    }
+}
+
 /// What the caller expects of the token, fixed before the token is seen.
 pub struct Expectations<'a> {
-    /// The issuer from the provider metadata, compared byte for byte.
-    pub issuer: &'a str,
+    /// How `iss` must look: the metadata issuer exactly, or Entra's multi-tenant template.
+    pub issuer: &'a IssuerPolicy,
+    /// The tenants allowed to sign in; anything but `Any` makes `tid` required.
+    pub allowed_tenants: &'a TenantAllowList,
     pub client_id: &'a str,
     /// Additional audiences the deployment explicitly trusts (never inferred).
     pub trusted_audiences: &'a [String],
@@ -108,6 +171,14 @@ pub enum Rejection {
     MissingClaim(&'static str),
     #[error("nonce does not match the login request")]
     NonceMismatch,
+    #[error("tid {0:?} is not a tenant GUID")]
+    InvalidTenantId(String),
+    #[error("iss names tenant {iss_tenant}, but tid says {tid}")]
+    TenantMismatch { iss_tenant: String, tid: String },
+    #[error("tenant {0} is not in this connection's allowed_tenants")]
+    TenantNotAllowed(String),
+    #[error("the verifying key's issuer {key_issuer} does not match iss {iss}")]
+    KeyIssuerMismatch { key_issuer: String, iss: String },
 }
 
 impl Rejection {
@@ -129,6 +200,10 @@ impl Rejection {
             Rejection::IssuedInFuture => "issued_in_future",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::NonceMismatch => "nonce_mismatch",
+            Rejection::InvalidTenantId(_) => "invalid_tid",
+            Rejection::TenantMismatch { .. } => "tenant_mismatch",
+            Rejection::TenantNotAllowed(_) => "tenant_not_allowed",
+            Rejection::KeyIssuerMismatch { .. } => "key_issuer_mismatch",
         }
     }
 }
@@ -357,7 +432,7 @@ pub fn verify_id_token(
     let payload = decode_part(parts.payload, "payload")?;
     let raw: RawClaims = serde_json::from_slice(&payload)
         .map_err(|e| Rejection::Malformed(format!("claims: {}", json_error_kind(&e))))?;
-    check_claims(raw, exp)
+    check_claims(raw, key, exp)
 }
 
 /// A short description of a JSON error that does not echo the (attacker-chosen) input.
@@ -370,7 +445,11 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
     }
 }
 
-fn check_claims(raw: RawClaims, exp: &Expectations<'_>) -> Result<IdTokenClaims, Rejection> {
+fn check_claims(
+    raw: RawClaims,
+    key: &VerificationKey,
+    exp: &Expectations<'_>,
+) -> Result<IdTokenClaims, Rejection> {
     // OIDC Core §2 makes iss, sub, aud, exp and iat REQUIRED in every ID token.
     let iss = raw.iss.ok_or(Rejection::MissingClaim("iss"))?;
     let sub = raw.sub.ok_or(Rejection::MissingClaim("sub"))?;
@@ -381,13 +460,9 @@ fn check_claims(raw: RawClaims, exp: &Expectations<'_>) -> Result<IdTokenClaims,
     let expires = raw.exp.ok_or(Rejection::MissingClaim("exp"))?;
     let iat = raw.iat.ok_or(Rejection::MissingClaim("iat"))?;
 
-    // 3.1.3.7 step 2: iss must exactly match the issuer from discovery (no normalisation, no trailing-slash leniency).
-    if iss != exp.issuer {
-        return Err(Rejection::IssuerMismatch {
-            expected: exp.issuer.to_owned(),
-            actual: iss,
-        });
-    }
+    check_issuer(&iss, raw.tid.as_deref(), exp.issuer)?;
+    check_tenant(raw.tid.as_deref(), exp.allowed_tenants)?;
+    check_key_issuer(key, &iss, raw.tid.as_deref())?;
 
     // 3.1.3.7 step 3: aud must contain our client_id ...
     if !aud.iter().any(|a| a == exp.client_id) {
@@ -459,6 +534,87 @@ fn check_claims(raw: RawClaims, exp: &Expectations<'_>) -> Result<IdTokenClaims,
         groups: raw.groups.unwrap_or_default(),
         roles: raw.roles.unwrap_or_default(),
     })
+}
+
+/// 3.1.3.7 step 2, by policy.
+fn check_issuer(iss: &str, tid: Option<&str>, policy: &IssuerPolicy) -> Result<(), Rejection> {
+    match policy {
+        // No normalisation, no trailing-slash leniency.
+        IssuerPolicy::Exact(issuer) => {
+            if iss != issuer {
+                return Err(Rejection::IssuerMismatch {
+                    expected: issuer.clone(),
+                    actual: iss.to_owned(),
+                });
+            }
+        }
+        IssuerPolicy::EntraTemplate { template } => {
+            // ENTRA.md §5.3a: tid must be a GUID, so the substitution below cannot smuggle in
+            // a path ("x/v2.0/..") or an empty segment.
+            let tid = tid.ok_or(Rejection::MissingClaim("tid"))?;
+            if !entra::is_guid(tid) {
+                return Err(Rejection::InvalidTenantId(tid.to_owned()));
+            }
+            // §5.3b: the template with tid substituted must equal iss exactly.
+            let expected = template.replace(TENANT_PLACEHOLDER, tid);
+            if iss != expected {
+                // A well-formed iss of another tenant is the iss/tid disagreement; anything
+                // else (another host or path, the bare template) is an ordinary issuer mismatch.
+                return Err(
+                    match template_tenant(template, iss).filter(|t| entra::is_guid(t)) {
+                        Some(iss_tenant) => Rejection::TenantMismatch {
+                            iss_tenant: iss_tenant.to_owned(),
+                            tid: tid.to_owned(),
+                        },
+                        None => Rejection::IssuerMismatch {
+                            expected,
+                            actual: iss.to_owned(),
+                        },
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ENTRA.md §5.3d: the app's own allow-list of tenants.
+fn check_tenant(tid: Option<&str>, allowed: &TenantAllowList) -> Result<(), Rejection> {
+    if let TenantAllowList::Only(_) = allowed {
+        let tid = tid.ok_or(Rejection::MissingClaim("tid"))?;
+        if !allowed.allows(tid) {
+            return Err(Rejection::TenantNotAllowed(tid.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// ENTRA.md §5.3c: Entra's keys carry an `issuer` member saying which tenants they sign for.
+/// A templated one is substituted with the token's `tid`, a literal one is compared as is; either
+/// way it must equal `iss`, so a key published for one tenant (or for personal accounts) cannot
+/// vouch for a token of another. Keys without the member (every other IdP) are not judged.
+fn check_key_issuer(key: &VerificationKey, iss: &str, tid: Option<&str>) -> Result<(), Rejection> {
+    let Some(key_issuer) = key.issuer.as_deref() else {
+        return Ok(());
+    };
+    let expected = if key_issuer.contains(TENANT_PLACEHOLDER) {
+        match tid {
+            Some(tid) => key_issuer.replace(TENANT_PLACEHOLDER, tid),
+            // Only reachable with an exact-issuer policy and no allow-list (a multi-tenant policy
+            // or an allow-list requires tid): iss is already pinned to the one tenant's issuer,
+            // and a templated key signs for any tenant, so there is nothing left to compare.
+            None => return Ok(()),
+        }
+    } else {
+        key_issuer.to_owned()
+    };
+    if expected != iss {
+        return Err(Rejection::KeyIssuerMismatch {
+            key_issuer: key_issuer.to_owned(),
+            iss: iss.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -546,8 +702,10 @@ mod tests {
     ) -> Result<IdTokenClaims, Rejection> {
         let trusted = vec![TRUSTED.to_owned()];
         let algs = allowed_algs(&[]);
+        let policy = IssuerPolicy::Exact(ISSUER.into());
         let mut e = Expectations {
-            issuer: ISSUER,
+            issuer: &policy,
+            allowed_tenants: &TenantAllowList::Any,
             client_id: CLIENT,
             trusted_audiences: &trusted,
             allowed_algs: &algs,
@@ -1261,6 +1419,217 @@ mod tests {
         assert!(verify_with(&twin, &keys(), |e| e.nonce = "z").is_ok());
     }
 
+    // ---- multi-tenant issuers, tenants and key issuers (ENTRA.md §5.3) ---------------------------------------
+
+    const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+    const HOME: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
+    const OTHER: &str = "bbbbcccc-1111-dddd-2222-eeee3333ffff";
+
+    fn issuer_of(tid: &str) -> String {
+        TEMPLATE.replace("{tenantid}", tid)
+    }
+
+    /// Claims of a user of tenant `tid`, with a consistent `iss`.
+    fn claims_of(tid: &str) -> Value {
+        with(
+            with(claims(), "tid", json!(tid)),
+            "iss",
+            json!(issuer_of(tid)),
+        )
+    }
+
+    fn verify_policy(
+        token: &str,
+        keys: &KeySet,
+        policy: &IssuerPolicy,
+        allowed: &TenantAllowList,
+    ) -> Result<IdTokenClaims, Rejection> {
+        let algs = allowed_algs(&[]);
+        let e = Expectations {
+            issuer: policy,
+            allowed_tenants: allowed,
+            client_id: CLIENT,
+            trusted_audiences: &[],
+            allowed_algs: &algs,
+            clock_skew: Duration::from_secs(SKEW as u64),
+            now: NOW,
+            nonce: NONCE,
+        };
+        verify_id_token(token, keys, &e)
+    }
+
+    fn template() -> IssuerPolicy {
+        IssuerPolicy::EntraTemplate {
+            template: TEMPLATE.into(),
+        }
+    }
+
+    fn only(tenants: &[&str]) -> TenantAllowList {
+        TenantAllowList::Only(tenants.iter().map(|t| (*t).to_owned()).collect())
+    }
+
+    /// Multi-tenant policy, `HOME` allowed, the default (templated-issuer) keys.
+    fn check_multi(claims: &Value) -> Result<IdTokenClaims, Rejection> {
+        let token = sign(&header(), claims, primary());
+        verify_policy(&token, &keys(), &template(), &only(&[HOME]))
+    }
+
+    #[test]
+    fn templated_issuer_accepts_an_allowed_tenant_with_its_own_iss() {
+        let got = check_multi(&claims_of(HOME)).expect("allowed tenant");
+        assert_eq!(got.iss, issuer_of(HOME));
+        assert_eq!(got.tid.as_deref(), Some(HOME));
+        // GUIDs compare case-insensitively in the allow-list; iss still has to match tid exactly.
+        let upper = HOME.to_uppercase();
+        assert!(check_multi(&claims_of(&upper)).is_ok());
+    }
+
+    #[test]
+    fn templated_issuer_refuses_a_tenant_not_in_the_allow_list() {
+        assert_eq!(
+            check_multi(&claims_of(OTHER)),
+            Err(Rejection::TenantNotAllowed(OTHER.into()))
+        );
+        // Twin: the same token once the tenant is allowed, or with "*".
+        let token = sign(&header(), &claims_of(OTHER), primary());
+        assert!(verify_policy(&token, &keys(), &template(), &only(&[HOME, OTHER])).is_ok());
+        assert!(verify_policy(&token, &keys(), &template(), &TenantAllowList::Any).is_ok());
+    }
+
+    #[test]
+    fn templated_issuer_refuses_iss_and_tid_that_disagree() {
+        // iss of one allowed tenant, tid of another: neither may vouch for the other.
+        let token = sign(
+            &header(),
+            &with(claims_of(HOME), "tid", json!(OTHER)),
+            primary(),
+        );
+        assert_eq!(
+            verify_policy(&token, &keys(), &template(), &only(&[HOME, OTHER])),
+            Err(Rejection::TenantMismatch {
+                iss_tenant: HOME.into(),
+                tid: OTHER.into()
+            })
+        );
+        // An iss that is not the template at all is an ordinary issuer mismatch.
+        let elsewhere = with(
+            claims_of(HOME),
+            "iss",
+            json!(format!("https://evil.example/{HOME}/v2.0")),
+        );
+        assert!(matches!(
+            check_multi(&elsewhere),
+            Err(Rejection::IssuerMismatch { .. })
+        ));
+        // The literal template as iss is never a tenant's issuer.
+        assert!(matches!(
+            check_multi(&with(claims_of(HOME), "iss", json!(TEMPLATE))),
+            Err(Rejection::IssuerMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn templated_issuer_requires_a_guid_tid() {
+        assert_eq!(
+            check_multi(&without(claims_of(HOME), "tid")),
+            Err(Rejection::MissingClaim("tid"))
+        );
+        for bad in ["common", "", "x/../aaaabbbb-0000-cccc-1111-dddd2222eeee"] {
+            assert_eq!(
+                check_multi(&claims_of(bad)),
+                Err(Rejection::InvalidTenantId(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_whose_issuer_names_another_tenant_is_refused() {
+        let key_of = |issuer: &str| {
+            let mut jwk = primary().jwk("k1");
+            jwk["issuer"] = json!(issuer);
+            keys_of(vec![jwk])
+        };
+        let token = sign(&header(), &claims_of(HOME), primary());
+        let all = TenantAllowList::Any;
+        assert_eq!(
+            verify_policy(&token, &key_of(&issuer_of(OTHER)), &template(), &all),
+            Err(Rejection::KeyIssuerMismatch {
+                key_issuer: issuer_of(OTHER),
+                iss: issuer_of(HOME)
+            })
+        );
+        // A personal-accounts (MSA) key cannot sign for a work tenant.
+        let msa = issuer_of("9188040d-6c67-4c5b-b112-36a304b66dad");
+        assert!(matches!(
+            verify_policy(&token, &key_of(&msa), &template(), &all),
+            Err(Rejection::KeyIssuerMismatch { .. })
+        ));
+        // Twins: a literal issuer of this tenant, the template, or no issuer member at all.
+        assert!(verify_policy(&token, &key_of(&issuer_of(HOME)), &template(), &all).is_ok());
+        assert!(verify_policy(&token, &key_of(TEMPLATE), &template(), &all).is_ok());
+        let mut bare = primary().jwk("k1");
+        if let Some(obj) = bare.as_object_mut() {
+            obj.remove("issuer");
+        }
+        assert!(verify_policy(&token, &keys_of(vec![bare]), &template(), &all).is_ok());
+    }
+
+    #[test]
+    fn a_single_tenant_connection_checks_key_issuers_and_its_optional_allow_list() {
+        // Exact issuer, the key's literal issuer names another tenant: refused.
+        let mut jwk = primary().jwk("k1");
+        jwk["issuer"] = json!(issuer_of(OTHER));
+        let token = sign(&header(), &claims(), primary());
+        assert!(matches!(
+            verify_with(&token, &keys_of(vec![jwk]), |_| {}),
+            Err(Rejection::KeyIssuerMismatch { .. })
+        ));
+        // A templated key issuer substitutes tid: a tid that is not iss's tenant is refused.
+        assert!(matches!(
+            check(&with(claims(), "tid", json!(OTHER))),
+            Err(Rejection::KeyIssuerMismatch { .. })
+        ));
+        // An allow-list on a single-tenant connection is enforced too, and needs tid.
+        let exact = IssuerPolicy::Exact(ISSUER.into());
+        assert!(verify_policy(&token, &keys(), &exact, &only(&[HOME])).is_ok());
+        assert_eq!(
+            verify_policy(&token, &keys(), &exact, &only(&[OTHER])),
+            Err(Rejection::TenantNotAllowed(HOME.into()))
+        );
+        let no_tid = sign(&header(), &without(claims(), "tid"), primary());
+        assert_eq!(
+            verify_policy(&no_tid, &keys(), &exact, &only(&[HOME])),
+            Err(Rejection::MissingClaim("tid"))
+        );
+    }
+
+    #[test]
+    fn a_templated_metadata_issuer_is_no_template_under_an_exact_policy() {
+        // A tenant URL whose metadata published `{tenantid}` is refused at discovery; should
+        // one ever reach the verifier as an exact issuer, no token's iss equals it.
+        let token = sign(&header(), &claims_of(HOME), primary());
+        assert!(matches!(
+            verify_policy(
+                &token,
+                &keys(),
+                &IssuerPolicy::Exact(TEMPLATE.into()),
+                &TenantAllowList::Any
+            ),
+            Err(Rejection::IssuerMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_authorization_response_iss_is_admitted_by_shape() {
+        assert!(template().admits(&issuer_of(HOME)));
+        assert!(!template().admits(TEMPLATE));
+        assert!(!template().admits(&issuer_of("common")));
+        assert!(!template().admits(&format!("https://login.microsoftonline.com/{HOME}/x/v2.0")));
+        assert!(IssuerPolicy::Exact(ISSUER.into()).admits(ISSUER));
+        assert!(!IssuerPolicy::Exact(ISSUER.into()).admits(&issuer_of(OTHER)));
+    }
+
     // ---- peek_kid, codes ----------------------------------------------------------------------------------------
 
     #[test]
@@ -1311,6 +1680,25 @@ mod tests {
             (Rejection::IssuedInFuture, "issued_in_future"),
             (Rejection::MissingClaim("iat"), "missing_claim"),
             (Rejection::NonceMismatch, "nonce_mismatch"),
+            (Rejection::InvalidTenantId("x".into()), "invalid_tid"),
+            (
+                Rejection::TenantMismatch {
+                    iss_tenant: "a".into(),
+                    tid: "b".into(),
+                },
+                "tenant_mismatch",
+            ),
+            (
+                Rejection::TenantNotAllowed("x".into()),
+                "tenant_not_allowed",
+            ),
+            (
+                Rejection::KeyIssuerMismatch {
+                    key_issuer: "a".into(),
+                    iss: "b".into(),
+                },
+                "key_issuer_mismatch",
+            ),
         ];
         for (rejection, code) in all {
             assert_eq!(rejection.code(), code);
@@ -1346,8 +1734,10 @@ mod proptests {
 
     fn run(token: &str) -> Result<IdTokenClaims, Rejection> {
         let algs = allowed_algs(&["PS256".into(), "ES256".into(), "HS256".into()]);
+        let policy = IssuerPolicy::Exact(ISSUER.into());
         let e = Expectations {
-            issuer: ISSUER,
+            issuer: &policy,
+            allowed_tenants: &TenantAllowList::Any,
             client_id: CLIENT,
             trusted_audiences: &[],
             allowed_algs: &algs,

@@ -174,8 +174,10 @@ async fn finish_login(
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
+    // A multi-tenant connection cannot know the tenant yet: the parameter must have the
+    // template's shape here, and equal the ID token's `iss` once that is validated.
     if let Some(iss) = &params.iss
-        && iss != &provider.metadata.issuer
+        && !provider.issuer.admits(iss)
     {
         return Err(AppError::IssuerParameterMismatch {
             expected: provider.metadata.issuer.clone(),
@@ -221,6 +223,14 @@ async fn finish_login(
     })?;
 
     let claims = validate_id_token(&state, &conn, &login, &tokens.id_token).await?;
+    if let Some(iss) = &params.iss
+        && iss != &claims.iss
+    {
+        return Err(AppError::IssuerParameterMismatch {
+            expected: claims.iss.clone(),
+            actual: iss.clone(),
+        });
+    }
     let identity = Identity::from_claims(&conn.config.id, &claims);
     let now = session::now_unix();
     let signed_in = SignedIn {
@@ -276,7 +286,8 @@ async fn validate_id_token(
             .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
     }
     let expectations = Expectations {
-        issuer: &provider.metadata.issuer,
+        issuer: &provider.issuer,
+        allowed_tenants: &conn.config.allowed_tenants,
         client_id: &conn.config.client_id,
         trusted_audiences: &conn.config.trusted_audiences,
         allowed_algs: &provider.allowed_algs,

@@ -21,7 +21,7 @@ use super::entra::{self, JSON_UTF8, form_urldecode, json_response, token_error};
 use super::keys::{self, SignWith};
 use super::{
     Behaviour, CodeRecord, Fault, Shared, Signing, generate_key_blocking, install_key,
-    publish_current,
+    is_multi_tenant, publish_current,
 };
 
 type S = State<Arc<Shared>>;
@@ -200,12 +200,21 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
     if let Some(r) = pre_fault(&s, &behaviour.metadata_fault).await {
         return r;
     }
-    if tenant != s.tenant_id {
+    if !s.serves(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     let base = &s.base_url;
-    let t = &s.tenant_id;
-    let issuer = behaviour.metadata_issuer.unwrap_or_else(|| s.issuer());
+    // Endpoints stay under the authority the document was fetched from (ENTRA.md §2).
+    let t = &tenant;
+    let multi = is_multi_tenant(&tenant);
+    let issuer = behaviour.metadata_issuer.unwrap_or_else(|| {
+        if multi {
+            // The literal placeholder, not percent-encoded, exactly as Entra publishes it.
+            format!("{base}/{{tenantid}}/v2.0")
+        } else {
+            s.issuer()
+        }
+    });
     // Entra's field set and order (ENTRA.md §2). URLs that Entra points at other hosts
     // (userinfo on Graph) are pointed at the mock so nothing leaves loopback; the bare
     // host-name strings are kept as Entra has them.
@@ -232,7 +241,7 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
             "name", "tid", "ver", "at_hash", "c_hash", "email"
         ],
         "kerberos_endpoint": format!("{base}/{t}/kerberos"),
-        "tenant_region_scope": "NA",
+        "tenant_region_scope": if multi { Value::Null } else { json!("NA") },
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
@@ -242,24 +251,25 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
 }
 
 async fn jwks(State(s): S, Path(tenant): Path<String>) -> Response {
-    let (fault, published, replacement) = {
+    let (fault, published, replacement, key_issuer) = {
         let mut inner = s.lock();
         inner.counters.jwks += 1;
         (
             inner.behaviour.jwks_fault.clone(),
             inner.published.clone(),
             inner.behaviour.jwks_override.clone(),
+            inner.behaviour.key_issuer.clone(),
         )
     };
     if let Some(r) = pre_fault(&s, &fault).await {
         return r;
     }
-    if tenant != s.tenant_id {
+    if !s.serves(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     // Entra's keys carry the templated issuer `{base}/{tenantid}/v2.0` (literal
     // placeholder), as in tests/fixtures/entra/jwks.example.json; the RP must substitute tid.
-    let key_issuer = format!("{}/{{tenantid}}/v2.0", s.base_url);
+    let key_issuer = key_issuer.unwrap_or_else(|| format!("{}/{{tenantid}}/v2.0", s.base_url));
     if let Some(doc) = replacement {
         return post_fault(&fault, discovery_response(&doc));
     }
@@ -366,7 +376,7 @@ async fn authorize(
         inner.counters.authorize += 1;
         (inner.redirect_uris.clone(), inner.behaviour.clone())
     };
-    if tenant != s.tenant_id {
+    if !s.serves(&tenant) {
         return entra::error_page(
             90002,
             &format!(
@@ -487,6 +497,7 @@ async fn authorize(
         pkce,
         scope: scope.to_owned(),
         created_at: std::time::Instant::now(),
+        authority: tenant.clone(),
     };
     {
         let mut inner = s.lock();
@@ -524,7 +535,7 @@ async fn token(
         let status = StatusCode::from_u16(te.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return post_fault(&behaviour.token_fault, json_response(status, &te.body));
     }
-    if tenant != s.tenant_id {
+    if !s.serves(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     let resp = token_inner(&s, &behaviour, &headers, &body).await;
@@ -856,13 +867,15 @@ async fn authorization_code(
     json_response(StatusCode::OK, &Value::Object(body))
 }
 
-/// The ID token's claims before [`Behaviour`] edits (ENTRA.md §4 / §12).
-fn id_token_claims(s: &Shared, record: &CodeRecord) -> Map<String, Value> {
+/// The ID token's claims before [`Behaviour`] edits (ENTRA.md §4 / §12). `tid` is the user's
+/// tenant: the mock's own, or for a multi-tenant sign-in [`Behaviour::user_tenant`]; `iss`
+/// always names that same tenant, as Entra's does.
+fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map<String, Value> {
     let u = &s.user;
     let iat = now_unix();
     let mut c = Map::new();
     c.insert("aud".into(), json!(record.client_id));
-    c.insert("iss".into(), json!(s.issuer()));
+    c.insert("iss".into(), json!(format!("{}/{tid}/v2.0", s.base_url)));
     c.insert("iat".into(), json!(iat));
     c.insert("nbf".into(), json!(iat));
     c.insert("exp".into(), json!(iat + 3600));
@@ -889,7 +902,7 @@ fn id_token_claims(s: &Shared, record: &CodeRecord) -> Map<String, Value> {
     );
     c.insert("sid".into(), json!(u.sid));
     c.insert("sub".into(), json!(u.sub));
-    c.insert("tid".into(), json!(s.tenant_id));
+    c.insert("tid".into(), json!(tid));
     c.insert("uti".into(), json!(keys::random_b64(16)));
     c.insert("ver".into(), json!("2.0"));
     if !u.groups.is_empty() {
@@ -906,7 +919,11 @@ async fn id_token(
     behaviour: &Behaviour,
     record: &CodeRecord,
 ) -> Result<String, keys::KeyError> {
-    let mut claims = id_token_claims(s, record);
+    let tid = match &behaviour.user_tenant {
+        Some(t) if is_multi_tenant(&record.authority) => t.as_str(),
+        _ => s.tenant_id.as_str(),
+    };
+    let mut claims = id_token_claims(s, record, tid);
     for (k, v) in &behaviour.claims_set {
         claims.insert(k.clone(), v.clone());
     }
@@ -963,7 +980,7 @@ async fn logout(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if tenant != s.tenant_id {
+    if !s.serves(&tenant) {
         return entra::error_page(90002, &format!("Tenant '{tenant}' not found."));
     }
     let p = Params::parse(query.as_deref(), &body);

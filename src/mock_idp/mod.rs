@@ -4,6 +4,9 @@
 //! It serves a tenant-style v2.0 authority under `http://127.0.0.1:PORT/{tenant}/…`:
 //! discovery, JWKS, authorize (no UI: the configured user is signed in at once), token,
 //! logout, and a `/_mock/…` control API for tests that drive a separately running process.
+//! The multi-tenant authorities `common` and `organizations` are served too, with Entra's
+//! templated issuer `…/{tenantid}/v2.0` in their metadata (ENTRA.md §2); users signing in
+//! there get the tenant [`Behaviour::user_tenant`] (default: the mock's own).
 //! Every reply tries to look like Entra's (see `tests/fixtures/entra/`); [`Behaviour`]
 //! switches in deliberate misbehaviour.
 //!
@@ -141,6 +144,13 @@ pub struct Behaviour {
     /// Client secrets that authenticate as expired (AADSTS7000222, `invalid_client`), as
     /// Entra answers for a secret past its end date.
     pub expired_client_secrets: Vec<String>,
+    /// The home tenant (`tid`, and the tenant in `iss`) of the user signing in through the
+    /// `common` or `organizations` authority; `None`: the mock's own tenant. Sign-ins through
+    /// the tenant authority always get the mock's tenant.
+    pub user_tenant: Option<String>,
+    /// Publish this as every JWKS key's `issuer` member instead of the templated
+    /// `{base}/{tenantid}/v2.0` (e.g. a literal issuer naming another tenant).
+    pub key_issuer: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -214,6 +224,8 @@ struct CodeRecord {
     pkce: Option<(String, String)>,
     scope: String,
     created_at: Instant,
+    /// The authority path segment of /authorize: the tenant ID, `common` or `organizations`.
+    authority: String,
 }
 
 /// Mutable state behind one lock. Held only for short, non-blocking sections (never across
@@ -255,6 +267,11 @@ struct Shared {
 impl Shared {
     fn issuer(&self) -> String {
         format!("{}/{}/v2.0", self.base_url, self.tenant_id)
+    }
+
+    /// Whether `authority` (the first path segment) is one this mock serves.
+    fn serves(&self, authority: &str) -> bool {
+        authority == self.tenant_id || is_multi_tenant(authority)
     }
 
     /// Locks the state. A poisoned lock only means a handler panicked mid-update; the data
@@ -346,6 +363,20 @@ impl MockIdp {
         format!("{}/.well-known/openid-configuration", self.issuer())
     }
 
+    /// "{base}/{authority}/v2.0/.well-known/openid-configuration", e.g. for `common` or
+    /// `organizations` (multi-tenant metadata with the templated issuer).
+    pub fn metadata_url_for(&self, authority: &str) -> String {
+        format!(
+            "{}/{authority}/v2.0/.well-known/openid-configuration",
+            self.shared.base_url
+        )
+    }
+
+    /// The tenant ID of the mock's own tenant.
+    pub fn tenant_id(&self) -> String {
+        self.shared.tenant_id.clone()
+    }
+
     pub fn set_redirect_uris(&self, uris: Vec<String>) {
         self.shared.lock().redirect_uris = uris;
     }
@@ -411,6 +442,11 @@ impl Drop for MockIdp {
             task.abort();
         }
     }
+}
+
+/// Entra's multi-tenant authorities (ENTRA.md §1).
+fn is_multi_tenant(authority: &str) -> bool {
+    matches!(authority, "common" | "organizations")
 }
 
 /// Generates a key on the blocking pool so the runtime keeps serving meanwhile.

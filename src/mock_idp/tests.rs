@@ -936,3 +936,90 @@ async fn transport_faults() {
     let (status, body) = redeem(&idp, &[("grant_type", "authorization_code")]).await;
     assert_eq!((status, body), (401, json!({"error": "invalid_client"})));
 }
+
+#[tokio::test]
+async fn common_authority_publishes_the_template_and_signs_in_the_users_tenant() {
+    let idp = start().await;
+    let other = "bbbbcccc-1111-dddd-2222-eeee3333ffff";
+    let base = idp.base_url();
+    for authority in ["common", "organizations"] {
+        let doc: Value = client()
+            .get(idp.metadata_url_for(authority))
+            .send()
+            .await
+            .expect("metadata answers")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(doc["issuer"], json!(format!("{base}/{{tenantid}}/v2.0")));
+        assert_eq!(
+            doc["authorization_endpoint"],
+            json!(format!("{base}/{authority}/oauth2/v2.0/authorize"))
+        );
+        assert_eq!(
+            doc["jwks_uri"],
+            json!(format!("{base}/{authority}/discovery/v2.0/keys"))
+        );
+        assert!(doc["tenant_region_scope"].is_null());
+    }
+    // A user of another tenant signs in through common: tid and iss name that tenant.
+    idp.set_behaviour(Behaviour {
+        user_tenant: Some(other.into()),
+        key_issuer: Some(format!("{base}/{DEFAULT_TENANT_ID}/v2.0")),
+        ..Default::default()
+    });
+    let resp = client()
+        .get(format!("{base}/common/oauth2/v2.0/authorize"))
+        .query(&[
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("response_type", "code"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .expect("authorize answers");
+    assert_eq!(resp.status(), 302);
+    let loc = url::Url::parse(
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location"),
+    )
+    .expect("URL");
+    let code = query_param(&loc, "code").expect("code");
+    let body: Value = client()
+        .post(format!("{base}/common/oauth2/v2.0/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .expect("token answers")
+        .json()
+        .await
+        .expect("JSON");
+    let token = body["id_token"].as_str().expect("id_token");
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("JSON");
+    assert_eq!(claims["tid"], other);
+    assert_eq!(claims["iss"], json!(format!("{base}/{other}/v2.0")));
+    // The key issuer override is published literally.
+    let keys = jwks(&idp).await;
+    assert_eq!(
+        keys["keys"][0]["issuer"],
+        json!(format!("{base}/{DEFAULT_TENANT_ID}/v2.0"))
+    );
+    // Unknown authorities are still unknown tenants.
+    let resp = client()
+        .get(idp.metadata_url_for("consumers"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 400);
+}

@@ -115,6 +115,9 @@ pub struct AppOptions {
     pub rate_limit: (u32, u32),
     /// Lines of the `[session]` table; the memory store unless a test says otherwise.
     pub session_toml: String,
+    /// Use the mock IdP's metadata for this authority (`common`, `organizations`) instead of
+    /// its tenant's.
+    pub authority: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -129,6 +132,7 @@ impl Default for AppOptions {
             wait_ready: true,
             rate_limit: (100_000, 10_000),
             session_toml: r#"store = "memory""#.to_owned(),
+            authority: None,
         }
     }
 }
@@ -174,7 +178,10 @@ burst = {burst}
         metadata = opts
             .metadata_url
             .clone()
-            .unwrap_or_else(|| idp.metadata_url()),
+            .unwrap_or_else(|| match opts.authority {
+                Some(authority) => idp.metadata_url_for(authority),
+                None => idp.metadata_url(),
+            }),
         client_id = DEFAULT_CLIENT_ID,
         secret = opts.secret,
         extra = opts.connection_extra,

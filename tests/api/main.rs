@@ -8,6 +8,7 @@ mod hostile;
 mod id_token_rules;
 mod login_flow;
 mod metrics;
+mod multitenant;
 mod process;
 mod readiness;
 mod redis;
