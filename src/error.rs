@@ -118,6 +118,8 @@ impl AppError {
                 TokenError::Transport(crate::http_client::FetchError::Timeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                // Our own signing failed: nothing reached the IdP.
+                TokenError::Assertion(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_GATEWAY,
             },
             AppError::ConnectionNotReady { .. } | AppError::Session(_) => {
@@ -154,6 +156,7 @@ impl AppError {
                     "token_response_invalid"
                 }
                 TokenError::MissingIdToken => "missing_id_token",
+                TokenError::Assertion(_) => "client_assertion_failed",
             },
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::NotSignedIn => "not_signed_in",

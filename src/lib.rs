@@ -22,6 +22,7 @@
 //! - [`telemetry`]: log setup.
 
 pub mod app;
+pub mod certificate;
 pub mod config;
 pub mod doctor;
 pub mod entra;
