@@ -190,6 +190,7 @@ pub(super) fn verify_assertion(
     token_endpoint: &str,
     client_id: &str,
     now: time::OffsetDateTime,
+    certificate_now: time::OffsetDateTime,
 ) -> Result<Accepted, AssertionFailure> {
     if assertion_type != Some(CLIENT_ASSERTION_TYPE) {
         return Err(fail(
@@ -245,7 +246,7 @@ pub(super) fn verify_assertion(
         cert.not_before.date(),
         cert.not_after.date()
     );
-    if now > cert.not_after {
+    if certificate_now > cert.not_after {
         return Err(fail(
             "invalid_client",
             700027,
@@ -255,7 +256,7 @@ pub(super) fn verify_assertion(
             ),
         ));
     }
-    if now < cert.not_before {
+    if certificate_now < cert.not_before {
         return Err(fail(
             "invalid_client",
             700027,

@@ -651,7 +651,7 @@ fn authenticate_client(
                 "Only one client authentication method may be used (client_assertion and a client secret were both sent).",
             ));
         }
-        return authenticate_assertion(s, form, assertion, client_id);
+        return authenticate_assertion(s, behaviour, form, assertion, client_id);
     }
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(TokenFailure::new(
@@ -693,6 +693,7 @@ fn authenticate_client(
 /// Verifies a client assertion against the registered certificates and remembers its `jti`.
 fn authenticate_assertion(
     s: &Shared,
+    behaviour: &Behaviour,
     form: &Params,
     assertion: &str,
     client_id: String,
@@ -706,6 +707,7 @@ fn authenticate_assertion(
         &s.token_endpoint(),
         &client_id,
         now,
+        now + time::Duration::seconds(behaviour.certificate_clock_offset_secs),
     )
     .map_err(|f| TokenFailure::new(f.error, f.code, f.text))?;
     let now_ts = now.unix_timestamp();

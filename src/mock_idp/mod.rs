@@ -151,6 +151,10 @@ pub struct Behaviour {
     /// Client secrets that authenticate as expired (AADSTS7000222, `invalid_client`), as
     /// Entra answers for a secret past its end date.
     pub expired_client_secrets: Vec<String>,
+    /// Judge registered client certificates' validity periods as if this many seconds had
+    /// passed: a certificate that expires while the relying party keeps running, without a
+    /// test that sleeps. Assertion claims (`exp`, `nbf`) still use the real clock.
+    pub certificate_clock_offset_secs: i64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
