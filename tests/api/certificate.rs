@@ -3,8 +3,11 @@
 //! Certificates and keys are made here, per test: none is committed.
 
 use entrance::{
+    config::Config,
+    doctor::{self, Status},
     entra,
-    mock_idp::{Behaviour, TestCertificate},
+    http_client::HttpClient,
+    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate},
 };
 use reqwest::StatusCode;
 
@@ -127,4 +130,71 @@ async fn a_certificate_that_expires_while_running_is_refused_at_the_idp() {
     assert_eq!(body["aadsts"], 700027);
     let admin = body["admin"].as_str().unwrap_or_default();
     assert!(admin.contains("expired"), "names the expiry: {admin}");
+}
+
+/// `entrance check --verify-secret` on a certificate connection at the mock IdP.
+async fn doctor_report(idp: &MockIdp, tc: &TestCertificate) -> doctor::Report {
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://127.0.0.1:3000\"\n[[connections]]\nid = \"contoso\"\nmetadata_url = \"{}\"\nclient_id = \"{DEFAULT_CLIENT_ID}\"\n{}",
+        idp.metadata_url(),
+        credential_toml(tc, tc.key_pem(), "")
+    );
+    let loaded = Config::load_str_lenient(&toml).expect("lenient config loads");
+    let http = HttpClient::new(&loaded.config.http).expect("client");
+    doctor::check(&loaded, None, true, &http, time::OffsetDateTime::now_utc())
+        .await
+        .expect("no --connection given")
+}
+
+#[tokio::test]
+async fn the_doctor_reports_the_certificate_instead_of_a_secret() {
+    let tc = certificate("doctor", 365).await;
+    let idp = MockIdp::start(MockIdpSettings {
+        client_certificates: vec![tc.cert_pem.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("mock IdP starts");
+    let report = doctor_report(&idp, &tc).await;
+    let conn = &report.connections[0];
+    assert!(conn.check(doctor::SECRET).is_none(), "{}", report.render());
+    let cert = conn.check(doctor::CERTIFICATE).expect("certificate line");
+    assert_eq!(cert.status, Status::Ok, "{}", report.render());
+    assert!(cert.message.contains("CN=doctor"), "{}", cert.message);
+    let expiry = conn.check(doctor::CERTIFICATE_EXPIRY).expect("expiry line");
+    assert_eq!(expiry.status, Status::Ok, "{}", report.render());
+    let creds = conn.check(doctor::CREDENTIALS).expect("credentials line");
+    assert_eq!(creds.status, Status::Ok, "{}", report.render());
+    assert!(
+        creds.message.contains("certificate are right"),
+        "{}",
+        creds.message
+    );
+    assert!(report.passed(), "{}", report.render());
+
+    // An expired certificate loads for the doctor and is an error line, not a crash.
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    let expired = tc
+        .reissue("doctor", now - 400 * day, now - day)
+        .expect("reissue");
+    idp.register_certificate(&expired.cert_pem)
+        .expect("registers");
+    let report = doctor_report(&idp, &expired).await;
+    let conn = &report.connections[0];
+    let expiry = conn.check(doctor::CERTIFICATE_EXPIRY).expect("expiry line");
+    assert_eq!(expiry.status, Status::Error, "{}", report.render());
+    assert!(
+        expiry
+            .fix
+            .as_deref()
+            .unwrap_or_default()
+            .contains("upload a new certificate"),
+        "{}",
+        report.render()
+    );
+    let creds = conn.check(doctor::CREDENTIALS).expect("credentials line");
+    assert_eq!(creds.status, Status::Error, "{}", report.render());
+    assert!(creds.message.contains("AADSTS700027"), "{}", creds.message);
+    assert!(!report.passed());
 }
