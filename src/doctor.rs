@@ -311,7 +311,7 @@ async fn check_connection(
             "not checked: run with --verify-secret to prove the client ID and secret with a token request",
         )
     } else if conn.client_id.is_empty() || !credential_usable {
-        Check::skipped(CREDENTIALS, "needs a client ID and a secret")
+        Check::skipped(CREDENTIALS, "needs a client ID and a secret or certificate")
     } else if let Some(d) = &discovered {
         verify_credentials(conn, d, is_entra, issuer_ok, http).await
     } else {
