@@ -10,6 +10,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -24,7 +25,11 @@ use time::{
 };
 use url::Url;
 
-use crate::{entra, verifier::TenantAllowList};
+use crate::{
+    certificate::{AssertionAlg, CertificateCredential, CredentialFile},
+    entra,
+    verifier::TenantAllowList,
+};
 
 /// The demo configuration, embedded so `entrance demo` works from any directory.
 pub const DEMO_TOML: &str = include_str!("../config/entrance.toml");
@@ -240,6 +245,15 @@ pub struct RawConnection {
     pub client_secret_env: Option<String>,
     #[serde(default)]
     pub client_secret_file: Option<String>,
+    /// Instead of a secret: the certificate uploaded to the app registration (PEM or DER)…
+    #[serde(default)]
+    pub client_certificate_file: Option<String>,
+    /// …and its RSA private key (PEM, PKCS#8 or PKCS#1).
+    #[serde(default)]
+    pub client_private_key_file: Option<String>,
+    /// `PS256` (default) or `RS256`.
+    #[serde(default)]
+    pub client_assertion_alg: Option<String>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
@@ -369,6 +383,25 @@ pub enum ClientAuth {
     SecretBasic,
 }
 
+/// How a connection proves it is the client at the token endpoint.
+#[derive(Debug, Clone)]
+pub enum ClientCredential {
+    /// A client secret's Value, sent by `client_secret_post` or `client_secret_basic`.
+    Secret(SecretString),
+    /// A certificate and its private key: a signed client assertion (`private_key_jwt`,
+    /// RFC 7523), Entra's "certificate credentials".
+    Certificate(Arc<CertificateCredential>),
+}
+
+impl ClientCredential {
+    pub fn certificate(&self) -> Option<&CertificateCredential> {
+        match self {
+            ClientCredential::Certificate(c) => Some(c),
+            ClientCredential::Secret(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseMode {
     Query,
@@ -393,9 +426,11 @@ pub struct ConnectionConfig {
     /// `/.well-known/openid-configuration` (OpenID Connect Discovery §4.3).
     pub expected_issuer: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    /// The secret or the certificate (exactly one is configured).
+    pub credential: ClientCredential,
     pub scopes: Vec<String>,
-    /// `None`: pick from the metadata (client_secret_post when listed).
+    /// `None`: pick from the metadata (client_secret_post when listed). Not used with a
+    /// certificate, which always authenticates by `private_key_jwt`.
     pub client_auth: Option<ClientAuth>,
     pub response_mode: ResponseMode,
     pub trusted_audiences: Vec<String>,
@@ -447,11 +482,14 @@ pub struct SecretAsRead {
 /// or Secret-ID secret; the doctor must report every such problem as a line of its own.
 #[derive(Debug)]
 pub struct LenientConfig {
-    /// In here, `client_id` and `client_secret` are trimmed but not judged: either may be
-    /// empty, and the secret may be a Secret ID.
+    /// In here, `client_id` and a client secret are trimmed but not judged: either may be
+    /// empty, and the secret may be a Secret ID. A certificate is loaded and checked as in
+    /// [`Config::from_raw`] (a file that cannot be used is a mistake in the file), except
+    /// that its expiry is left to the doctor.
     pub config: Config,
-    /// One per connection, in the order of `config.connections`.
-    pub secrets: Vec<SecretAsRead>,
+    /// One per connection, in the order of `config.connections`; `None` for a connection
+    /// with a certificate instead of a secret.
+    pub secrets: Vec<Option<SecretAsRead>>,
 }
 
 impl Config {
@@ -505,7 +543,7 @@ impl Config {
         raw: RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
         mode: Mode,
-    ) -> Result<(Config, Vec<SecretAsRead>), ConfigError> {
+    ) -> Result<(Config, Vec<Option<SecretAsRead>>), ConfigError> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -693,7 +731,7 @@ impl Config {
             return Err(invalid(
                 "connections",
                 "no connection is configured, so nobody can sign in",
-                "add a [[connections]] table with id, metadata_url, client_id and a secret",
+                "add a [[connections]] table with id, metadata_url, client_id and a secret or certificate",
             ));
         }
 
@@ -882,7 +920,7 @@ fn validate_connection(
     rc: RawConnection,
     env: &dyn Fn(&str) -> Option<String>,
     mode: Mode,
-) -> Result<(ConnectionConfig, SecretAsRead), ConfigError> {
+) -> Result<(ConnectionConfig, Option<SecretAsRead>), ConfigError> {
     let key = |k: &str| format!("connections[{i}].{k}");
     if rc.id.is_empty()
         || rc.id.len() > 64
@@ -935,30 +973,66 @@ fn validate_connection(
 
     let is_entra = entra::is_entra_url(&metadata_url);
     let client_id = rc.client_id.trim().to_owned();
-    let SecretAsRead { source, value } = read_secret(&rc, &key, env);
-    let (secret, read) = match mode {
-        Mode::Strict => {
-            check_client_id(&client_id, is_entra, &key)?;
-            let raw_secret = value?;
-            let secret = check_secret(raw_secret.expose_secret(), is_entra, &rc.id, &key)?;
-            let read = SecretAsRead {
-                source,
-                value: Ok(raw_secret),
-            };
-            (secret, read)
-        }
-        // `entrance check` judges both itself, so it can report every problem as a line.
-        Mode::Lenient => {
-            let secret = value
-                .as_ref()
-                .map(|s| s.expose_secret().trim().to_owned())
-                .unwrap_or_default();
-            (secret, SecretAsRead { source, value })
+    let has_certificate =
+        rc.client_certificate_file.is_some() || rc.client_private_key_file.is_some();
+    let has_secret = rc.client_secret.is_some()
+        || rc.client_secret_env.is_some()
+        || rc.client_secret_file.is_some();
+    if has_certificate && has_secret {
+        return Err(invalid(
+            key("client_certificate_file"),
+            "both a client secret (client_secret, client_secret_env or client_secret_file) and a certificate (client_certificate_file, client_private_key_file) are configured",
+            "keep one: to use the certificate, remove the client_secret… key (and delete the secret in Certificates & secrets once sign-ins work); to use the secret, remove client_certificate_file and client_private_key_file",
+        ));
+    }
+    if !has_certificate && rc.client_assertion_alg.is_some() {
+        return Err(invalid(
+            key("client_assertion_alg"),
+            "is set, but no certificate is configured",
+            "set client_certificate_file and client_private_key_file, or remove client_assertion_alg",
+        ));
+    }
+    if mode == Mode::Strict {
+        check_client_id(&client_id, is_entra, &key)?;
+    }
+    let (credential, read) = if has_certificate {
+        let cert = load_certificate(&rc, &key, mode)?;
+        (ClientCredential::Certificate(cert), None)
+    } else {
+        let SecretAsRead { source, value } = read_secret(&rc, &key, env);
+        match mode {
+            Mode::Strict => {
+                let raw_secret = value?;
+                let secret = check_secret(raw_secret.expose_secret(), is_entra, &rc.id, &key)?;
+                let read = SecretAsRead {
+                    source,
+                    value: Ok(raw_secret),
+                };
+                (ClientCredential::Secret(secret.into()), Some(read))
+            }
+            // `entrance check` judges both itself, so it can report every problem as a line.
+            Mode::Lenient => {
+                let secret = value
+                    .as_ref()
+                    .map(|s| s.expose_secret().trim().to_owned())
+                    .unwrap_or_default();
+                (
+                    ClientCredential::Secret(secret.into()),
+                    Some(SecretAsRead { source, value }),
+                )
+            }
         }
     };
 
     let client_secret_expires_at = match &rc.client_secret_expires_at {
         None => None,
+        Some(_) if has_certificate => {
+            return Err(invalid(
+                key("client_secret_expires_at"),
+                "is set, but this connection uses a certificate, whose expiry entrance reads from the certificate itself",
+                "remove client_secret_expires_at",
+            ));
+        }
         Some(value) => Some(parse_expiry(value).ok_or_else(|| {
             invalid(
                 key("client_secret_expires_at"),
@@ -1022,6 +1096,15 @@ fn validate_connection(
 
     let client_auth = match rc.client_auth.as_deref() {
         None => None,
+        // A certificate always authenticates by private_key_jwt; saying so is allowed.
+        Some("private_key_jwt") if has_certificate => None,
+        Some(other) if has_certificate => {
+            return Err(invalid(
+                key("client_auth"),
+                format!("{other:?} is a secret method, but this connection uses a certificate"),
+                "remove client_auth (a certificate always uses private_key_jwt)",
+            ));
+        }
         Some("client_secret_post") => Some(ClientAuth::SecretPost),
         Some("client_secret_basic") => Some(ClientAuth::SecretBasic),
         Some(other) => {
@@ -1050,7 +1133,7 @@ fn validate_connection(
         metadata_url,
         expected_issuer,
         client_id,
-        client_secret: SecretString::from(secret),
+        credential,
         scopes,
         client_auth,
         response_mode,
@@ -1116,6 +1199,93 @@ fn allowed_tenants(
         tenants.push(t.to_ascii_lowercase());
     }
     Ok(TenantAllowList::Only(tenants))
+}
+
+/// Days before a certificate's notAfter from which startup warns (as the doctor does).
+const CERTIFICATE_WARNING_DAYS: i64 = 30;
+
+/// Loads and checks `client_certificate_file` and `client_private_key_file`. An expired
+/// certificate stops the service (Entra refuses every assertion it signs, AADSTS700027); the
+/// lenient path leaves expiry to `entrance check`, which reports it as a line.
+fn load_certificate(
+    rc: &RawConnection,
+    key: &dyn Fn(&str) -> String,
+    mode: Mode,
+) -> Result<Arc<CertificateCredential>, ConfigError> {
+    let (Some(cert_path), Some(key_path)) =
+        (&rc.client_certificate_file, &rc.client_private_key_file)
+    else {
+        let missing = if rc.client_certificate_file.is_none() {
+            "client_certificate_file"
+        } else {
+            "client_private_key_file"
+        };
+        return Err(invalid(
+            key(missing),
+            "a certificate credential needs both client_certificate_file and client_private_key_file",
+            "set client_certificate_file to the certificate uploaded under Certificates & secrets → Certificates, and client_private_key_file to its private key",
+        ));
+    };
+    let alg = match rc.client_assertion_alg.as_deref() {
+        None => AssertionAlg::Ps256,
+        Some(v) => AssertionAlg::parse(v.trim()).ok_or_else(|| {
+            invalid(
+                key("client_assertion_alg"),
+                format!("unknown algorithm {v:?}"),
+                "use \"PS256\" (the default, as Entra's docs show) or \"RS256\"",
+            )
+        })?,
+    };
+    let cred = CertificateCredential::load(Path::new(cert_path), Path::new(key_path), alg)
+        .map_err(|e| {
+            let k = match e.file() {
+                CredentialFile::Certificate => "client_certificate_file",
+                CredentialFile::PrivateKey => "client_private_key_file",
+            };
+            invalid(key(k), e.to_string(), e.fix())
+        })?;
+    if mode == Mode::Strict {
+        check_certificate_dates(&cred, OffsetDateTime::now_utc(), &rc.id, key)?;
+    }
+    Ok(Arc::new(cred))
+}
+
+/// Past notAfter: an error. Within [`CERTIFICATE_WARNING_DAYS`] or not yet valid: a warning.
+fn check_certificate_dates(
+    cred: &CertificateCredential,
+    now: OffsetDateTime,
+    id: &str,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    if cred.not_after <= now {
+        return Err(invalid(
+            key("client_certificate_file"),
+            format!(
+                "the certificate (thumbprint {}) expired on {}; Entra refuses assertions signed for it (AADSTS700027)",
+                cred.thumbprint_hex,
+                cred.not_after.date()
+            ),
+            "upload a new certificate under Certificates & secrets → Certificates, point client_certificate_file and client_private_key_file at it, then delete the expired one",
+        ));
+    }
+    let days = (cred.not_after - now).whole_days();
+    if days < CERTIFICATE_WARNING_DAYS {
+        tracing::warn!(
+            connection = %id,
+            thumbprint = %cred.thumbprint_hex,
+            not_after = %cred.not_after,
+            days,
+            "the client certificate expires soon; upload a new certificate, point the configuration at it, then delete the old one"
+        );
+    }
+    if cred.not_before > now {
+        tracing::warn!(
+            connection = %id,
+            not_before = %cred.not_before,
+            "the client certificate is not valid yet; Entra refuses it until then"
+        );
+    }
+    Ok(())
 }
 
 fn check_client_id(
@@ -1256,7 +1426,7 @@ fn read_secret(
         let err = invalid(
             key("client_secret_env"),
             "no client secret is configured",
-            "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value)",
+            "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value), or use a certificate: client_certificate_file and client_private_key_file",
         );
         (SecretSource::Unknown, Err(err))
     };
@@ -1612,10 +1782,133 @@ home_tenant = "contoso.com""#)),
         let lenient = Config::from_raw_lenient(raw_cfg, &|_| None).expect("lenient loads");
         assert_eq!(lenient.config.connections.len(), 2);
         assert_eq!(lenient.secrets.len(), 2);
-        assert!(lenient.secrets[0].value.is_err());
-        assert_eq!(lenient.secrets[1].source, SecretSource::Inline);
-        let untrimmed = lenient.secrets[1].value.as_ref().expect("read");
+        let secret = |i: usize| lenient.secrets[i].as_ref().expect("a secret connection");
+        assert!(secret(0).value.is_err());
+        assert_eq!(secret(1).source, SecretSource::Inline);
+        let untrimmed = secret(1).value.as_ref().expect("read");
         assert!(untrimmed.expose_secret().starts_with(' '));
         assert_eq!(lenient.config.connections[1].client_id, "not-a-guid");
+    }
+
+    /// Writes a test certificate and key to fresh files; returns the TOML lines naming them.
+    fn cert_files(tc: &crate::mock_idp::TestCertificate, key_pem: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &tc.cert_pem).expect("write cert");
+        std::fs::write(&key, key_pem).expect("write key");
+        format!(
+            "client_certificate_file = {:?}\nclient_private_key_file = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    }
+
+    fn err_of(toml: &str) -> (String, String, String) {
+        match parse(toml) {
+            Err(ConfigError::Invalid { key, problem, fix }) => (key, problem, fix),
+            other => panic!("expected an invalid-key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_certificate_connection_loads_with_ps256_by_default_and_rs256_on_request() {
+        let tc =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
+        let files = cert_files(&tc, tc.key_pem());
+        let cfg = parse(&raw(&files)).expect("valid");
+        let cert = cfg.connections[0]
+            .credential
+            .certificate()
+            .expect("a certificate credential");
+        assert_eq!(cert.alg, AssertionAlg::Ps256);
+        assert!(cert.subject.contains("cfg"), "{}", cert.subject);
+        let cfg = parse(&raw(&format!(
+            "{files}\nclient_assertion_alg = \"RS256\"\nclient_auth = \"private_key_jwt\""
+        )))
+        .expect("valid");
+        let cert = cfg.connections[0].credential.certificate().expect("cert");
+        assert_eq!(cert.alg, AssertionAlg::Rs256);
+        // The secret never prints, and neither does the key.
+        assert!(!format!("{cfg:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn secret_and_certificate_together_or_half_a_certificate_are_refused() {
+        let tc =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
+        let files = cert_files(&tc, tc.key_pem());
+        let (key, problem, fix) = err_of(&raw(&format!("{files}\nclient_secret_env = \"SECRET\"")));
+        assert_eq!(key, "connections[0].client_certificate_file");
+        assert!(problem.contains("both"), "{problem}");
+        assert!(fix.contains("keep one"), "{fix}");
+        let only_cert = files.lines().next().expect("cert line").to_owned();
+        assert_eq!(
+            err_key(&raw(&only_cert)),
+            "connections[0].client_private_key_file"
+        );
+        assert_eq!(
+            err_key(&raw(&format!("{files}\nclient_assertion_alg = \"ES256\""))),
+            "connections[0].client_assertion_alg"
+        );
+        assert_eq!(
+            err_key(&raw(
+                "client_secret_env = \"SECRET\"\nclient_assertion_alg = \"PS256\""
+            )),
+            "connections[0].client_assertion_alg"
+        );
+        assert_eq!(
+            err_key(&raw(&format!(
+                "{files}\nclient_auth = \"client_secret_post\""
+            ))),
+            "connections[0].client_auth"
+        );
+        assert_eq!(
+            err_key(&raw(&format!(
+                "{files}\nclient_secret_expires_at = 2030-01-01"
+            ))),
+            "connections[0].client_secret_expires_at"
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused_by_name() {
+        let a = crate::mock_idp::TestCertificate::generate_valid_for_days("a", 90).expect("a");
+        let b = crate::mock_idp::TestCertificate::generate_valid_for_days("b", 90).expect("b");
+        let (key, problem, fix) = err_of(&raw(&cert_files(&a, b.key_pem())));
+        assert_eq!(key, "connections[0].client_private_key_file");
+        assert!(problem.contains("does not belong"), "{problem}");
+        assert!(fix.contains("client_certificate_file"), "{fix}");
+        let missing = raw(
+            "client_certificate_file = \"/nonexistent/cert.pem\"\nclient_private_key_file = \"/nonexistent/key.pem\"",
+        );
+        assert_eq!(err_key(&missing), "connections[0].client_certificate_file");
+    }
+
+    #[test]
+    fn an_expired_certificate_stops_startup_but_not_the_doctor() {
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        let tc = crate::mock_idp::TestCertificate::generate("old", now - 400 * day, now - day)
+            .expect("cert");
+        let toml = raw(&cert_files(&tc, tc.key_pem()));
+        let (key, problem, fix) = err_of(&toml);
+        assert_eq!(key, "connections[0].client_certificate_file");
+        assert!(problem.contains("expired"), "{problem}");
+        assert!(fix.contains("upload a new certificate"), "{fix}");
+        // `entrance check` loads it and reports the expiry as a line of its own.
+        let raw_cfg: RawConfig = Figment::new()
+            .merge(Toml::string(&toml))
+            .extract()
+            .expect("parses");
+        let lenient = Config::from_raw_lenient(raw_cfg, &|_| None).expect("lenient loads");
+        assert!(lenient.secrets[0].is_none());
+        assert!(
+            lenient.config.connections[0]
+                .credential
+                .certificate()
+                .is_some()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `entrance check`, the setup doctor: per connection, one judged line per check (metadata,
-//! issuer, signing keys, client ID, secret, secret expiry, redirect URI and, when asked, the
+//! issuer, signing keys, client ID, secret and secret expiry — or, for a certificate
+//! credential, the certificate and its expiry —, redirect URI and, when asked, the
 //! credentials themselves), each failure with its fix; rendered for people or as JSON.
 //!
 //! The network calls live in [`check`] and its helpers; every verdict is a pure `judge_…`
@@ -11,9 +12,10 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::{
+    certificate::CertificateCredential,
     config::{
-        ConfigError, ConnectionConfig, LenientConfig, SECRET_ID_FIX, SECRET_ID_PROBLEM,
-        SecretAsRead,
+        ClientCredential, ConfigError, ConnectionConfig, LenientConfig, SECRET_ID_FIX,
+        SECRET_ID_PROBLEM, SecretAsRead,
     },
     entra,
     http_client::{FetchError, HttpClient},
@@ -30,6 +32,9 @@ pub const CLIENT_ID: &str = "client_id";
 pub const SECRET: &str = "secret";
 pub const SECRET_EXPIRY: &str = "secret_expiry";
 pub const REDIRECT_URI: &str = "redirect_uri";
+/// For a certificate credential, in place of [`SECRET`] and [`SECRET_EXPIRY`].
+pub const CERTIFICATE: &str = "certificate";
+pub const CERTIFICATE_EXPIRY: &str = "cert_expiry";
 pub const CREDENTIALS: &str = "credentials";
 
 /// A secret expiring within this many days is a warning: time to rotate.
@@ -223,7 +228,14 @@ pub async fn check(
         .zip(&loaded.secrets)
         .filter(|(c, _)| only.is_none_or(|id| c.id == id))
         .map(|(conn, secret)| {
-            check_connection(conn, secret, redirect.clone(), verify_secret, http, now)
+            check_connection(
+                conn,
+                secret.as_ref(),
+                redirect.clone(),
+                verify_secret,
+                http,
+                now,
+            )
         });
     // Connections are independent; one slow IdP should not make the others wait.
     let connections = futures_util::future::join_all(runs).await;
@@ -243,7 +255,7 @@ struct Discovered {
 
 async fn check_connection(
     conn: &ConnectionConfig,
-    secret: &SecretAsRead,
+    secret: Option<&SecretAsRead>,
     redirect: Check,
     verify_secret: bool,
     http: &HttpClient,
@@ -271,16 +283,36 @@ async fn check_connection(
     };
     let issuer_ok = issuer_check.status == Status::Ok;
     let client_id_check = judge_client_id(conn, is_entra);
-    let secret_check = judge_secret(secret, is_entra);
-    let expiry_check = judge_expiry(conn.client_secret_expires_at, now);
+    // A certificate connection has no secret: its checks are the certificate's own.
+    let (secret_check, expiry_check, credential_usable) = match (&conn.credential, secret) {
+        (ClientCredential::Certificate(cert), _) => (
+            judge_certificate(cert),
+            judge_certificate_expiry(cert, now),
+            true,
+        ),
+        (ClientCredential::Secret(_), Some(secret)) => (
+            judge_secret(secret, is_entra),
+            judge_expiry(conn.client_secret_expires_at, now),
+            secret_usable(secret),
+        ),
+        (ClientCredential::Secret(_), None) => (
+            Check::error(
+                SECRET,
+                "no client secret was read",
+                "set client_secret_env, client_secret_file or client_secret",
+            ),
+            judge_expiry(conn.client_secret_expires_at, now),
+            false,
+        ),
+    };
 
     let credentials_check = if !verify_secret {
         Check::skipped(
             CREDENTIALS,
             "not checked: run with --verify-secret to prove the client ID and secret with a token request",
         )
-    } else if conn.client_id.is_empty() || !secret_usable(secret) {
-        Check::skipped(CREDENTIALS, "needs a client ID and a secret")
+    } else if conn.client_id.is_empty() || !credential_usable {
+        Check::skipped(CREDENTIALS, "needs a client ID and a secret or certificate")
     } else if let Some(d) = &discovered {
         verify_credentials(conn, d, is_entra, issuer_ok, http).await
     } else {
@@ -552,6 +584,57 @@ fn judge_secret(secret: &SecretAsRead, is_entra: bool) -> Check {
     )
 }
 
+fn judge_certificate(cert: &CertificateCredential) -> Check {
+    Check::ok(
+        CERTIFICATE,
+        format!(
+            "present: {}, thumbprint {} (x5t#S256 {}); the key matches; {} client assertions (private_key_jwt)",
+            cert.subject,
+            cert.thumbprint_hex,
+            cert.x5t_s256,
+            cert.alg.as_str()
+        ),
+    )
+}
+
+/// Like [`judge_expiry`], from the certificate's own notBefore/notAfter.
+fn judge_certificate_expiry(cert: &CertificateCredential, now: OffsetDateTime) -> Check {
+    const UPLOAD: &str = "upload a new certificate under Certificates & secrets → Certificates, point client_certificate_file and client_private_key_file at it, then delete the old one";
+    let date = cert.not_after.date();
+    let days = (cert.not_after - now).whole_days();
+    if cert.not_after <= now {
+        return Check::error(
+            CERTIFICATE_EXPIRY,
+            format!(
+                "the certificate expired on {date} ({} days ago); Entra refuses its assertions (AADSTS700027)",
+                -days
+            ),
+            UPLOAD,
+        );
+    }
+    if cert.not_before > now {
+        return Check::warning(
+            CERTIFICATE_EXPIRY,
+            format!(
+                "the certificate is not valid before {}",
+                cert.not_before.date()
+            ),
+            "wait, or check this host's clock",
+        );
+    }
+    if days < EXPIRY_WARNING_DAYS {
+        return Check::warning(
+            CERTIFICATE_EXPIRY,
+            format!("the certificate expires on {date}, in {days} days"),
+            UPLOAD,
+        );
+    }
+    Check::ok(
+        CERTIFICATE_EXPIRY,
+        format!("the certificate expires on {date}, in {days} days"),
+    )
+}
+
 fn judge_expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Check {
     let Some(at) = expires_at else {
         return Check::skipped(
@@ -695,7 +778,7 @@ async fn verify_credentials(
         &ClientCredentials {
             token_endpoint: endpoint.as_str(),
             client_id: &conn.client_id,
-            client_secret: &conn.client_secret,
+            credential: &conn.credential,
             client_auth: conn
                 .client_auth
                 .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
@@ -706,7 +789,17 @@ async fn verify_credentials(
     let tenant = is_entra
         .then(|| entra::tenant_segment(&endpoint).map(str::to_owned))
         .flatten();
-    judge_credentials(result, &conn.client_id, tenant.as_deref(), scope.as_deref())
+    let what = match conn.credential {
+        ClientCredential::Secret(_) => "secret",
+        ClientCredential::Certificate(_) => "certificate",
+    };
+    judge_credentials(
+        result,
+        &conn.client_id,
+        tenant.as_deref(),
+        scope.as_deref(),
+        what,
+    )
 }
 
 /// `verify_scope`, else Graph's `.default` for Entra, else none (the IdP's default scope:
@@ -734,6 +827,7 @@ fn judge_credentials(
     client_id: &str,
     tenant: Option<&str>,
     scope: Option<&str>,
+    what: &str,
 ) -> Check {
     let table_fix = |code: u32, fallback: &str| {
         entra::aadsts(code)
@@ -747,7 +841,7 @@ fn judge_credentials(
             return Check::ok(
                 CREDENTIALS,
                 format!(
-                    "the IdP issued a client-credentials token{scope}: the client ID and secret are right"
+                    "the IdP issued a client-credentials token{scope}: the client ID and {what} are right"
                 ),
             );
         }
@@ -782,6 +876,19 @@ fn judge_credentials(
                 table_fix(
                     7000222,
                     "create a new secret, update the configuration, then delete the expired one",
+                ),
+            );
+        }
+        Some(700027) => {
+            return Check::error(
+                CREDENTIALS,
+                format!(
+                    "Entra refused the client assertion (AADSTS700027): {}",
+                    describe(&error)
+                ),
+                table_fix(
+                    700027,
+                    "upload the certificate (public part) under Certificates & secrets → Certificates",
                 ),
             );
         }
@@ -882,7 +989,7 @@ mod tests {
             metadata_url: url,
             expected_issuer,
             client_id: CLIENT.into(),
-            client_secret: SecretString::from("x"),
+            credential: crate::config::ClientCredential::Secret(SecretString::from("x")),
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,
@@ -1088,7 +1195,7 @@ mod tests {
 
     #[test]
     fn credentials_translation() {
-        let j = |r| judge_credentials(r, CLIENT, Some(TENANT), None);
+        let j = |r| judge_credentials(r, CLIENT, Some(TENANT), None, "secret");
         assert_eq!(j(Ok(())).status, Status::Ok);
         let wrong = j(refused("invalid_client", Some(7000215)));
         assert_eq!(wrong.status, Status::Error);

@@ -118,6 +118,8 @@ impl AppError {
                 TokenError::Transport(crate::http_client::FetchError::Timeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                // Our own signing failed: nothing reached the IdP.
+                TokenError::Assertion(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_GATEWAY,
             },
             AppError::ConnectionNotReady { .. } | AppError::Session(_) => {
@@ -154,6 +156,7 @@ impl AppError {
                     "token_response_invalid"
                 }
                 TokenError::MissingIdToken => "missing_id_token",
+                TokenError::Assertion(_) => "client_assertion_failed",
             },
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::NotSignedIn => "not_signed_in",
@@ -303,10 +306,22 @@ impl AppError {
                         "Signing in is not possible because of a configuration problem. Your administrator has to fix it.",
                     ),
                 };
+                // The IdP's own words add what the table cannot: which certificate, and why
+                // (e.g. Entra's "[Reason - The key used is expired.]"). Shown, never parsed.
+                let said = match &**source {
+                    TokenError::Refused { error, .. } => error
+                        .error_description
+                        .as_deref()
+                        .map(|d| d.split(" Trace ID:").next().unwrap_or(d).trim())
+                        .filter(|d| !d.is_empty())
+                        .map(|d| format!(" The IdP said: {d}")),
+                    _ => None,
+                };
+                let admin = aadsts_fix.unwrap_or_else(|| source.to_string());
                 Explanation {
                     title,
                     user: user.to_owned(),
-                    admin: Some(aadsts_fix.unwrap_or_else(|| source.to_string())),
+                    admin: Some(format!("{admin}{}", said.unwrap_or_default())),
                     retry_connection: Some(connection.clone()),
                 }
             }

@@ -15,6 +15,7 @@
 //! - [`provider`]: per-connection IdP metadata and keys, readiness, refetching.
 //! - [`http_client`]: the one outbound HTTP client (timeouts, size limit, no redirects).
 //! - [`token`]: the code exchange at the token endpoint.
+//! - [`certificate`]: certificate credentials and the RFC 7523 client assertion they sign.
 //! - [`jwks`], [`verifier`]: signing keys and ID-token validation (OIDC Core §3.1.3.7).
 //! - [`return_to`]: open-redirect-proof post-login destinations.
 //! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
@@ -23,6 +24,7 @@
 //! - [`telemetry`]: log setup.
 
 pub mod app;
+pub mod certificate;
 pub mod config;
 pub mod doctor;
 pub mod entra;

@@ -4,7 +4,13 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use entrance::{app::Application, config::Config, doctor, http_client::HttpClient, mock_idp};
+use entrance::{
+    app::Application,
+    config::{ClientCredential, Config},
+    doctor,
+    http_client::HttpClient,
+    mock_idp,
+};
 use secrecy::ExposeSecret;
 
 #[derive(Parser)]
@@ -145,10 +151,15 @@ async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(
         .connections
         .first()
         .ok_or("the configuration has no connection")?;
+    let (client_secrets, client_certificates) = match &conn.credential {
+        ClientCredential::Secret(s) => (vec![s.expose_secret().to_owned()], Vec::new()),
+        ClientCredential::Certificate(c) => (Vec::new(), vec![c.certificate_pem.clone()]),
+    };
     let idp = mock_idp::MockIdp::start(mock_idp::MockIdpSettings {
         listen,
         client_id: conn.client_id.clone(),
-        client_secrets: vec![conn.client_secret.expose_secret().to_owned()],
+        client_secrets,
+        client_certificates,
         redirect_uris: vec![config.redirect_uri()],
         ..Default::default()
     })

@@ -436,7 +436,7 @@ mod tests {
                 .trim_end_matches("/.well-known/openid-configuration")
                 .into(),
             client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
-            client_secret: SecretString::from("x"),
+            credential: crate::config::ClientCredential::Secret(SecretString::from("x")),
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,

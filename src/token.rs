@@ -9,7 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    config::ClientAuth,
+    certificate::CLIENT_ASSERTION_TYPE,
+    config::{ClientAuth, ClientCredential},
     entra,
     http_client::{FetchError, HttpClient},
 };
@@ -17,7 +18,8 @@ use crate::{
 pub struct CodeExchange<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
-    pub client_secret: &'a SecretString,
+    pub credential: &'a ClientCredential,
+    /// How a secret is sent; a certificate always sends a client assertion.
     pub client_auth: ClientAuth,
     pub code: &'a str,
     pub redirect_uri: &'a str,
@@ -73,6 +75,9 @@ pub enum TokenError {
     Malformed(String),
     #[error("the token response has no id_token (is \"openid\" among the scopes?)")]
     MissingIdToken,
+    /// Signing failed locally; nothing was sent. The message never holds key material.
+    #[error("the client assertion could not be signed: {0}")]
+    Assertion(String),
 }
 
 #[derive(Deserialize)]
@@ -93,36 +98,107 @@ pub async fn exchange_code(
         ("redirect_uri", req.redirect_uri),
         ("code_verifier", req.code_verifier),
     ];
-    let builder = with_client_auth(
-        http.inner().post(req.token_endpoint),
-        &mut form,
-        req.client_id,
-        req.client_secret,
+    let auth = ClientAuthentication::new(
+        req.credential,
         req.client_auth,
-    );
+        req.client_id,
+        req.token_endpoint,
+    )?;
+    let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
     parse_token_response(status.as_u16(), &body)
 }
 
-/// Adds the client's credentials the way `auth` says; `client_id` always goes in the form too
-/// (harmless with Basic, and some IdPs want it).
-fn with_client_auth<'a>(
-    builder: reqwest::RequestBuilder,
-    form: &mut Vec<(&'a str, &'a str)>,
-    client_id: &'a str,
-    client_secret: &'a SecretString,
-    auth: ClientAuth,
-) -> reqwest::RequestBuilder {
-    form.push(("client_id", client_id));
-    match auth {
-        ClientAuth::SecretPost => {
-            form.push(("client_secret", client_secret.expose_secret()));
-            builder
+/// The client's credentials for one token request, ready to send.
+enum ClientAuthentication<'a> {
+    /// `client_id` and `client_secret` in the form (RFC 6749 §2.3.1).
+    SecretPost {
+        client_id: &'a str,
+        secret: &'a SecretString,
+    },
+    /// HTTP Basic, both parts form-encoded first (RFC 6749 §2.3.1).
+    SecretBasic {
+        client_id: &'a str,
+        secret: &'a SecretString,
+    },
+    /// `client_assertion_type` + `client_assertion` (RFC 7521 §4.2, RFC 7523 §2.2), with
+    /// `client_id` too, as Entra's certificate-credentials request shows. No secret and no
+    /// Authorization header: one authentication method per request.
+    Assertion {
+        client_id: &'a str,
+        assertion: SecretString,
+    },
+}
+
+impl<'a> ClientAuthentication<'a> {
+    /// For a certificate, signs a fresh assertion whose `aud` is this token endpoint.
+    fn new(
+        credential: &'a ClientCredential,
+        auth: ClientAuth,
+        client_id: &'a str,
+        token_endpoint: &str,
+    ) -> Result<ClientAuthentication<'a>, TokenError> {
+        Ok(match (credential, auth) {
+            (ClientCredential::Secret(secret), ClientAuth::SecretPost) => {
+                ClientAuthentication::SecretPost { client_id, secret }
+            }
+            (ClientCredential::Secret(secret), ClientAuth::SecretBasic) => {
+                ClientAuthentication::SecretBasic { client_id, secret }
+            }
+            (ClientCredential::Certificate(cert), _) => {
+                let now = time::OffsetDateTime::now_utc();
+                if cert.not_after <= now {
+                    // Sent anyway (the IdP decides), but the log says why it will fail.
+                    tracing::warn!(
+                        thumbprint = %cert.thumbprint_hex,
+                        not_after = %cert.not_after,
+                        "the client certificate has expired; upload a new certificate"
+                    );
+                }
+                let assertion = cert
+                    .client_assertion(client_id, token_endpoint, now.unix_timestamp())
+                    .map_err(|e| TokenError::Assertion(e.to_string()))?;
+                ClientAuthentication::Assertion {
+                    client_id,
+                    assertion,
+                }
+            }
+        })
+    }
+
+    /// Adds the credentials to the request; `client_id` always goes in the form too
+    /// (harmless with Basic, and some IdPs want it).
+    fn apply<'f>(
+        &'f self,
+        builder: reqwest::RequestBuilder,
+        form: &mut Vec<(&'f str, &'f str)>,
+    ) -> reqwest::RequestBuilder
+    where
+        'a: 'f,
+    {
+        match self {
+            ClientAuthentication::SecretPost { client_id, secret } => {
+                form.push(("client_id", client_id));
+                form.push(("client_secret", secret.expose_secret()));
+                builder
+            }
+            ClientAuthentication::SecretBasic { client_id, secret } => {
+                form.push(("client_id", client_id));
+                builder.header(
+                    reqwest::header::AUTHORIZATION,
+                    basic_auth(client_id, secret.expose_secret()),
+                )
+            }
+            ClientAuthentication::Assertion {
+                client_id,
+                assertion,
+            } => {
+                form.push(("client_id", client_id));
+                form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+                form.push(("client_assertion", assertion.expose_secret()));
+                builder
+            }
         }
-        ClientAuth::SecretBasic => builder.header(
-            reqwest::header::AUTHORIZATION,
-            basic_auth(client_id, client_secret.expose_secret()),
-        ),
     }
 }
 
@@ -131,7 +207,7 @@ fn with_client_auth<'a>(
 pub struct ClientCredentials<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
-    pub client_secret: &'a SecretString,
+    pub credential: &'a ClientCredential,
     pub client_auth: ClientAuth,
     /// `None` sends no `scope` (RFC 6749 §4.4.2: the IdP's default applies).
     pub scope: Option<&'a str>,
@@ -146,13 +222,13 @@ pub async fn client_credentials(
     if let Some(scope) = req.scope {
         form.push(("scope", scope));
     }
-    let builder = with_client_auth(
-        http.inner().post(req.token_endpoint),
-        &mut form,
-        req.client_id,
-        req.client_secret,
+    let auth = ClientAuthentication::new(
+        req.credential,
         req.client_auth,
-    );
+        req.client_id,
+        req.token_endpoint,
+    )?;
+    let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
     parse_client_credentials_response(status.as_u16(), &body)
 }

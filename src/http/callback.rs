@@ -203,7 +203,7 @@ async fn finish_login(
         &CodeExchange {
             token_endpoint: &provider.metadata.token_endpoint,
             client_id: &conn.config.client_id,
-            client_secret: &conn.config.client_secret,
+            credential: &conn.config.credential,
             client_auth: provider.client_auth,
             code,
             redirect_uri: &state.config.redirect_uri(),

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 
+use super::certificates;
 use super::entra::{self, JSON_UTF8, form_urldecode, json_response, token_error};
 use super::keys::{self, SignWith};
 use super::{
@@ -652,13 +653,16 @@ fn authenticate_client(
             ),
         ));
     }
-    if form.get("client_assertion").is_some() {
-        // private_key_jwt is advertised (as Entra does) but the mock has no certificates.
-        return Err(TokenFailure::new(
-            "invalid_client",
-            700027,
-            "Client assertion failed signature validation. (The mock IdP does not accept private_key_jwt.)",
-        ));
+    if let Some(assertion) = form.get("client_assertion") {
+        // private_key_jwt (RFC 7523 §2.2): the assertion is the only credential allowed.
+        if secret.is_some() {
+            return Err(TokenFailure::new(
+                "invalid_request",
+                900144,
+                "Only one client authentication method may be used (client_assertion and a client secret were both sent).",
+            ));
+        }
+        return authenticate_assertion(s, behaviour, form, assertion, client_id);
     }
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         return Err(TokenFailure::new(
@@ -694,6 +698,42 @@ fn authenticate_client(
             ),
         ));
     }
+    Ok(client_id)
+}
+
+/// Verifies a client assertion against the registered certificates and remembers its `jti`.
+fn authenticate_assertion(
+    s: &Shared,
+    behaviour: &Behaviour,
+    form: &Params,
+    assertion: &str,
+    client_id: String,
+) -> Result<String, TokenFailure> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut inner = s.lock();
+    let accepted = certificates::verify_assertion(
+        &inner.client_certificates,
+        form.get("client_assertion_type"),
+        assertion,
+        &s.token_endpoint(),
+        &client_id,
+        now,
+        now + time::Duration::seconds(behaviour.certificate_clock_offset_secs),
+    )
+    .map_err(|f| TokenFailure::new(f.error, f.code, f.text))?;
+    let now_ts = now.unix_timestamp();
+    inner.seen_assertions.retain(|_, exp| *exp > now_ts);
+    if inner.seen_assertions.contains_key(&accepted.jti) {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            50012,
+            format!(
+                "The client assertion with jti '{}' was already used; send a new assertion with every request.",
+                accepted.jti
+            ),
+        ));
+    }
+    inner.seen_assertions.insert(accepted.jti, accepted.exp);
     Ok(client_id)
 }
 

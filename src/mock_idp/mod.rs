@@ -12,6 +12,7 @@
 //!
 //! This is a TEST TOOL: it authenticates nobody and its keys live in memory only.
 
+mod certificates;
 mod entra;
 mod http;
 mod keys;
@@ -26,7 +27,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use certificates::RegisteredCertificate;
 use keys::KeyPair;
+
+pub use certificates::TestCertificate;
+pub use keys::KeyError;
 
 pub const DEFAULT_TENANT_ID: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
 pub const DEFAULT_CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
@@ -47,6 +52,10 @@ pub struct MockIdpSettings {
     /// Exact-match registered redirect URIs; may be changed later via `set_redirect_uris`.
     pub redirect_uris: Vec<String>,
     pub user: MockUser,
+    /// PEM certificates uploaded for `private_key_jwt` (Certificates & secrets →
+    /// Certificates); a client assertion must be signed by one of their keys. More can be
+    /// added later with [`MockIdp::register_certificate`].
+    pub client_certificates: Vec<String>,
 }
 
 impl Default for MockIdpSettings {
@@ -58,6 +67,7 @@ impl Default for MockIdpSettings {
             client_secrets: vec![DEFAULT_CLIENT_SECRET.to_owned()],
             redirect_uris: Vec::new(),
             user: MockUser::default(),
+            client_certificates: Vec::new(),
         }
     }
 }
@@ -151,6 +161,10 @@ pub struct Behaviour {
     /// Publish this as every JWKS key's `issuer` member instead of the templated
     /// `{base}/{tenantid}/v2.0` (e.g. a literal issuer naming another tenant).
     pub key_issuer: Option<String>,
+    /// Judge registered client certificates' validity periods as if this many seconds had
+    /// passed: a certificate that expires while the relying party keeps running, without a
+    /// test that sleeps. Assertion claims (`exp`, `nbf`) still use the real clock.
+    pub certificate_clock_offset_secs: i64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -246,6 +260,11 @@ struct Inner {
     issued: Vec<String>,
     /// Codes already redeemed (or attempted), to tell AADSTS54005 from an unknown code.
     spent_codes: HashSet<String>,
+    /// Client certificates registered for `private_key_jwt`.
+    client_certificates: Vec<RegisteredCertificate>,
+    /// `jti`s of accepted client assertions with their `exp`, to refuse a replay (RFC 7523
+    /// §3 item 7); entries past their `exp` are dropped.
+    seen_assertions: HashMap<String, i64>,
     /// [`CODE_LIFETIME`]; a field only so unit tests can expire codes without waiting
     /// (backdating an `Instant` can underflow on a freshly booted machine).
     code_lifetime: Duration,
@@ -274,6 +293,10 @@ impl Shared {
         authority == self.tenant_id || is_multi_tenant(authority)
     }
 
+    fn token_endpoint(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.base_url, self.tenant_id)
+    }
+
     /// Locks the state. A poisoned lock only means a handler panicked mid-update; the data
     /// is still usable for a test IdP, so carry on rather than take every later request down.
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -300,6 +323,12 @@ impl std::fmt::Debug for MockIdp {
 impl MockIdp {
     /// Binds the listener, generates the first signing key and starts serving.
     pub async fn start(settings: MockIdpSettings) -> std::io::Result<MockIdp> {
+        let client_certificates = settings
+            .client_certificates
+            .iter()
+            .map(|pem| RegisteredCertificate::from_pem(pem))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = tokio::net::TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
         let key = generate_key_blocking().await?;
@@ -320,6 +349,8 @@ impl MockIdp {
                 codes: HashMap::new(),
                 issued: Vec::new(),
                 spent_codes: HashSet::new(),
+                client_certificates,
+                seen_assertions: HashMap::new(),
                 code_lifetime: CODE_LIFETIME,
             }),
             shutdown: shutdown_rx.clone(),
@@ -375,6 +406,21 @@ impl MockIdp {
     /// The tenant ID of the mock's own tenant.
     pub fn tenant_id(&self) -> String {
         self.shared.tenant_id.clone()
+    }
+
+    /// "{base}/{tenant}/oauth2/v2.0/token": the `aud` a client assertion must carry.
+    pub fn token_endpoint(&self) -> String {
+        self.shared.token_endpoint()
+    }
+
+    /// Uploads a client certificate (PEM, public part) for `private_key_jwt`.
+    pub fn register_certificate(
+        &self,
+        pem: &str,
+    ) -> Result<(), crate::certificate::CertificateError> {
+        let cert = RegisteredCertificate::from_pem(pem)?;
+        self.shared.lock().client_certificates.push(cert);
+        Ok(())
     }
 
     pub fn set_redirect_uris(&self, uris: Vec<String>) {

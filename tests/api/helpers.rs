@@ -101,6 +101,8 @@ pub struct AppOptions {
     pub connection_extra: String,
     /// The client secret entrance is configured with.
     pub secret: String,
+    /// TOML lines that replace the `client_secret = …` line (a certificate credential).
+    pub credential_toml: Option<String>,
     pub public_scheme: &'static str,
     /// Top-level keys (before any table), e.g. `allowed_return_hosts = [...]`.
     pub top_toml: String,
@@ -125,6 +127,7 @@ impl Default for AppOptions {
         AppOptions {
             connection_extra: String::new(),
             secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            credential_toml: None,
             public_scheme: "http",
             top_toml: String::new(),
             tables_toml: String::new(),
@@ -163,7 +166,7 @@ id = "contoso"
 name = "Contoso"
 metadata_url = "{metadata}"
 client_id = "{client_id}"
-client_secret = "{secret}"
+{credential}
 {extra}
 [rate_limit]
 per_ip_per_minute = {per_minute}
@@ -183,7 +186,10 @@ burst = {burst}
                 None => idp.metadata_url(),
             }),
         client_id = DEFAULT_CLIENT_ID,
-        secret = opts.secret,
+        credential = opts
+            .credential_toml
+            .clone()
+            .unwrap_or_else(|| format!("client_secret = \"{}\"", opts.secret)),
         extra = opts.connection_extra,
         session = opts.session_toml,
     );
