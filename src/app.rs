@@ -11,7 +11,7 @@ use crate::{
     http::{self, AppState},
     http_client::HttpClient,
     provider::{self, Connection},
-    session::AnyStore,
+    session::{AnyStore, MemoryStore},
 };
 
 /// Why the service could not start.
@@ -33,6 +33,8 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    /// The memory store's handle when `session.store = "memory"` (benchmarks fill it).
+    memory_store: Option<Arc<MemoryStore>>,
     /// Background tasks (connection retries, store sweeping); aborted when the application
     /// stops, so nothing outlives it (tests start many in one process).
     tasks: Vec<JoinHandle<()>>,
@@ -70,9 +72,10 @@ impl Application {
                 config.keys.refresh_interval,
             )));
         }
-        let store = match config.session.store {
+        let (store, memory_store) = match config.session.store {
             StoreKind::Memory => {
                 let (store, memory) = AnyStore::memory();
+                let handle = memory.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut tick = tokio::time::interval(EXPIRED_SESSION_SWEEP);
                     loop {
@@ -82,7 +85,7 @@ impl Application {
                         }
                     }
                 }));
-                store
+                (store, Some(handle))
             }
         };
 
@@ -96,6 +99,7 @@ impl Application {
             listener,
             router,
             state,
+            memory_store,
             tasks,
         })
     }
@@ -112,6 +116,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The in-memory session store, when that is the configured store.
+    pub fn memory_store(&self) -> Option<Arc<MemoryStore>> {
+        self.memory_store.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
