@@ -25,6 +25,30 @@ const USER_KEY: &str = "user";
 /// When the idle expiry was last pushed forward (unix seconds).
 const TOUCHED_KEY: &str = "touched";
 
+/// The signed-in user as kept in the session: [`SignedIn`] as ONE JSON string, not as a JSON
+/// object. A session record is a map of `serde_json::Value`s that the memory store clones on
+/// every load and tower-sessions clones again on every `get`; as an object tree the user
+/// (ID token included) was ~45 allocations per copy, a third of the CPU of `GET /auth` and
+/// ~6 KB per stored session; as a string it is one allocation and ~2.3 KB
+/// (docs/BENCHMARKS.md). A user stored as an object (before this) is still read.
+async fn get_user(session: &Session) -> Result<Option<SignedIn>, AppError> {
+    let parsed = match session.get_value(USER_KEY).await? {
+        None => return Ok(None),
+        Some(serde_json::Value::String(json)) => serde_json::from_str(&json),
+        Some(object) => serde_json::from_value(object),
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| AppError::Internal(format!("the session's user does not parse: {e}")))
+}
+
+async fn put_user(session: &Session, user: &SignedIn) -> Result<(), AppError> {
+    let json = serde_json::to_string(user)
+        .map_err(|e| AppError::Internal(format!("serialising the session's user: {e}")))?;
+    session.insert(USER_KEY, json).await?;
+    Ok(())
+}
+
 /// A login that went to the IdP and has not come back yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLogin {
@@ -92,7 +116,7 @@ pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), 
         pending.drain(..excess);
     }
     session.insert(PENDING_KEY, pending).await?;
-    if session.get::<SignedIn>(USER_KEY).await?.is_none() {
+    if session.get_value(USER_KEY).await?.is_none() {
         // An anonymous session lives only as long as a login may take.
         session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
             PENDING_LIFETIME.as_secs() as i64,
@@ -146,7 +170,7 @@ pub async fn sign_in(
     idle_timeout: Duration,
 ) -> Result<(), AppError> {
     session.cycle_id().await?;
-    session.insert(USER_KEY, signed_in).await?;
+    put_user(session, signed_in).await?;
     session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
     session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
         idle_timeout.as_secs() as i64,
@@ -158,7 +182,7 @@ pub async fn sign_in(
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
 pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
-    let user = session.get::<SignedIn>(USER_KEY).await?;
+    let user = get_user(session).await?;
     session.flush().await?;
     Ok(user)
 }
@@ -171,7 +195,7 @@ pub async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
 ) -> Result<Option<SignedIn>, AppError> {
-    let Some(user) = session.get::<SignedIn>(USER_KEY).await? else {
+    let Some(user) = get_user(session).await? else {
         return Ok(None);
     };
     let now = now_unix();
