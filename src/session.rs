@@ -372,6 +372,66 @@ mod tests {
         assert!(store.load(&live.id).await.expect("load").is_some());
     }
 
+    fn ada() -> SignedIn {
+        SignedIn {
+            identity: Identity {
+                user: "entra:t:o".into(),
+                connection: "c".into(),
+                iss: "https://issuer.example/t/v2.0".into(),
+                sub: "s".into(),
+                oid: Some("o".into()),
+                tid: Some("t".into()),
+                name: Some("Ada \"Quoted\" Lovelace".into()),
+                email: Some("ada@contoso.example".into()),
+                email_verified: false,
+                preferred_username: Some("ada@contoso.example".into()),
+                login_hint: None,
+                sid: None,
+                groups: vec!["g1".into()],
+                roles: Vec::new(),
+            },
+            issued_at: now_unix(),
+            expires_at: now_unix() + 3600,
+            id_token: "header.payload.signature".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_user_is_kept_as_one_json_string_and_read_back() {
+        let (store, _) = AnyStore::memory();
+        let session = Session::new(None, Arc::new(store), None);
+        let user = ada();
+        sign_in(&session, &user, Duration::from_secs(3600))
+            .await
+            .expect("sign in");
+        assert!(matches!(
+            session.get_value(USER_KEY).await.expect("get"),
+            Some(serde_json::Value::String(_))
+        ));
+        let back = signed_in(&session, Duration::from_secs(3600))
+            .await
+            .expect("read")
+            .expect("signed in");
+        assert_eq!(back.identity, user.identity);
+        assert_eq!(back.id_token, user.id_token);
+        assert_eq!(back.expires_at, user.expires_at);
+    }
+
+    #[tokio::test]
+    async fn a_user_stored_as_an_object_is_still_read() {
+        let (store, _) = AnyStore::memory();
+        let session = Session::new(None, Arc::new(store), None);
+        let user = ada();
+        session.insert(USER_KEY, &user).await.expect("insert");
+        let back = signed_in(&session, Duration::from_secs(3600))
+            .await
+            .expect("read")
+            .expect("signed in");
+        assert_eq!(back.identity, user.identity);
+        let out = sign_out(&session).await.expect("sign out").expect("was in");
+        assert_eq!(out.id_token, user.id_token);
+    }
+
     fn pending(state: &str, created_at: i64) -> PendingLogin {
         PendingLogin {
             state: state.into(),
