@@ -117,7 +117,11 @@ client_secret = "{DEFAULT_CLIENT_SECRET}"
         .expect("the signed-in session is stored");
     drop(http);
 
-    let user = &record.data["user"];
+    // The signed-in user is kept as one JSON string (an object in older records).
+    let user: serde_json::Value = match &record.data["user"] {
+        serde_json::Value::String(json) => serde_json::from_str(json).expect("user JSON"),
+        object => object.clone(),
+    };
     let id_token_len = user["id_token"].as_str().map_or(0, str::len);
     let json_len = serde_json::to_vec(&record.data).expect("JSON").len();
     println!("record_keys={:?}", {
