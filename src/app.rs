@@ -11,7 +11,7 @@ use crate::{
     http_client::HttpClient,
     metrics::Metrics,
     provider::{self, Connection},
-    store::{OpenStore, StoreError},
+    store::{MemoryStore, OpenStore, StoreError},
 };
 
 /// Why the service could not start.
@@ -145,6 +145,12 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The in-memory session store, when that is the configured store (the benchmark fills
+    /// it directly).
+    pub fn memory_store(&self) -> Option<Arc<MemoryStore>> {
+        self.store.memory()
     }
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the

@@ -23,6 +23,30 @@ const USER_KEY: &str = "user";
 /// When the idle expiry was last pushed forward (unix seconds).
 const TOUCHED_KEY: &str = "touched";
 
+/// The signed-in user as kept in the session: [`SignedIn`] as ONE JSON string, not as a JSON
+/// object. A session record is a map of `serde_json::Value`s that the memory store clones on
+/// every load and tower-sessions clones again on every `get`; as an object tree the user
+/// (ID token included) was ~45 allocations per copy, a third of the CPU of `GET /auth` and
+/// ~6 KB per stored session; as a string it is one allocation and ~2.3 KB
+/// (docs/BENCHMARKS.md). A user stored as an object (before this) is still read.
+async fn get_user(session: &Session) -> Result<Option<SignedIn>, AppError> {
+    let parsed = match session.get_value(USER_KEY).await? {
+        None => return Ok(None),
+        Some(serde_json::Value::String(json)) => serde_json::from_str(&json),
+        Some(object) => serde_json::from_value(object),
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| AppError::Internal(format!("the session's user does not parse: {e}")))
+}
+
+async fn put_user(session: &Session, user: &SignedIn) -> Result<(), AppError> {
+    let json = serde_json::to_string(user)
+        .map_err(|e| AppError::Internal(format!("serialising the session's user: {e}")))?;
+    session.insert(USER_KEY, json).await?;
+    Ok(())
+}
+
 /// A login that went to the IdP and has not come back yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLogin {
@@ -90,7 +114,7 @@ pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), 
         pending.drain(..excess);
     }
     session.insert(PENDING_KEY, pending).await?;
-    if session.get::<SignedIn>(USER_KEY).await?.is_none() {
+    if session.get_value(USER_KEY).await?.is_none() {
         // An anonymous session lives only as long as a login may take.
         session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
             PENDING_LIFETIME.as_secs() as i64,
@@ -145,12 +169,12 @@ pub async fn sign_in(
 ) -> Result<(), AppError> {
     let result = async {
         session.cycle_id().await?;
-        session.insert(USER_KEY, signed_in).await?;
+        put_user(session, signed_in).await?;
         session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
         session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
             idle_timeout.as_secs() as i64,
         ))));
-        session.save().await
+        session.save().await.map_err(AppError::from)
     }
     .await;
     if let Err(e) = result {
@@ -159,7 +183,7 @@ pub async fn sign_in(
         // was told failed. The old id is already deleted from the store, or still holds only
         // pending logins; either way it never reads as signed in.
         session.clear().await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -223,7 +247,7 @@ pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>,
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
 pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
-    let user = session.get::<SignedIn>(USER_KEY).await?;
+    let user = get_user(session).await?;
     session.flush().await?;
     Ok(user)
 }
@@ -236,7 +260,7 @@ pub async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
 ) -> Result<Option<SignedIn>, AppError> {
-    let Some(user) = session.get::<SignedIn>(USER_KEY).await? else {
+    let Some(user) = get_user(session).await? else {
         return Ok(None);
     };
     let now = now_unix();
@@ -304,6 +328,66 @@ mod tests {
 
     use super::*;
     use crate::store::AnyStore;
+
+    fn ada() -> SignedIn {
+        SignedIn {
+            identity: Identity {
+                user: "entra:t:o".into(),
+                connection: "c".into(),
+                iss: "https://issuer.example/t/v2.0".into(),
+                sub: "s".into(),
+                oid: Some("o".into()),
+                tid: Some("t".into()),
+                name: Some("Ada \"Quoted\" Lovelace".into()),
+                email: Some("ada@contoso.example".into()),
+                email_verified: false,
+                preferred_username: Some("ada@contoso.example".into()),
+                login_hint: None,
+                sid: None,
+                groups: vec!["g1".into()],
+                roles: Vec::new(),
+            },
+            issued_at: now_unix(),
+            expires_at: now_unix() + 3600,
+            id_token: "header.payload.signature".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_user_is_kept_as_one_json_string_and_read_back() {
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
+        let session = Session::new(None, Arc::new(store), None);
+        let user = ada();
+        sign_in(&session, &user, Duration::from_secs(3600))
+            .await
+            .expect("sign in");
+        assert!(matches!(
+            session.get_value(USER_KEY).await.expect("get"),
+            Some(serde_json::Value::String(_))
+        ));
+        let back = signed_in(&session, Duration::from_secs(3600))
+            .await
+            .expect("read")
+            .expect("signed in");
+        assert_eq!(back.identity, user.identity);
+        assert_eq!(back.id_token, user.id_token);
+        assert_eq!(back.expires_at, user.expires_at);
+    }
+
+    #[tokio::test]
+    async fn a_user_stored_as_an_object_is_still_read() {
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
+        let session = Session::new(None, Arc::new(store), None);
+        let user = ada();
+        session.insert(USER_KEY, &user).await.expect("insert");
+        let back = signed_in(&session, Duration::from_secs(3600))
+            .await
+            .expect("read")
+            .expect("signed in");
+        assert_eq!(back.identity, user.identity);
+        let out = sign_out(&session).await.expect("sign out").expect("was in");
+        assert_eq!(out.id_token, user.id_token);
+    }
 
     fn pending(state: &str, created_at: i64) -> PendingLogin {
         PendingLogin {

@@ -180,6 +180,14 @@ impl OpenStore {
         }
     }
 
+    /// The in-memory store, when that is the backend.
+    pub fn memory(&self) -> Option<Arc<MemoryStore>> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
     /// Starts the periodic deletion of expired sessions, for stores that need it. Abandoned
     /// logins would otherwise grow the store forever.
     pub fn spawn_sweeper(&self) -> Option<JoinHandle<()>> {
