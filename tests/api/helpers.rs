@@ -81,7 +81,7 @@ impl Drop for TestApp {
 }
 
 /// Serves `config` on `listener` in a task; returns the shutdown trigger and the task.
-async fn serve(
+pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
 ) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {

@@ -45,11 +45,14 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_with(&["--save", "", "--appendonly", "no"]).await;
+    }
+
+    async fn spawn_with(&mut self, persistence: &[&str]) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -183,4 +186,235 @@ async fn redis_down_answers_503_fast_and_service_resumes_when_it_is_back() {
     let res = app.login().await;
     assert_signed_in(&app, res).await;
     app.stop().await;
+}
+
+// ----- replicas: two entrance instances on one Redis, no stickiness ---------------------
+
+/// An entrance instance serving `public_url` (shared by all replicas, as behind a load
+/// balancer) on its own port.
+struct Replica {
+    base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn replica(
+    redis: &RedisServer,
+    idp: &entrance::mock_idp::MockIdp,
+    public_url: &str,
+    listener: tokio::net::TcpListener,
+) -> Replica {
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let toml = format!(
+        r#"listen = "127.0.0.1:0"
+public_url = "{public_url}"
+[session]
+store = "redis"
+redis_url = "{}"
+redis_key_prefix = "replicas:"
+[[connections]]
+id = "contoso"
+name = "Contoso"
+metadata_url = "{}"
+client_id = "{}"
+client_secret = "{}"
+[keys]
+refetch_cooldown_secs = 0
+"#,
+        redis.url(),
+        idp.metadata_url(),
+        entrance::mock_idp::DEFAULT_CLIENT_ID,
+        entrance::mock_idp::DEFAULT_CLIENT_SECRET,
+    );
+    let config = entrance::config::Config::load_str(&toml).expect("config");
+    let (tx, _server) = crate::helpers::serve(config, listener).await;
+    let r = Replica {
+        base,
+        shutdown: Some(tx),
+    };
+    let probe = crate::helpers::browser();
+    for _ in 0..200 {
+        if let Ok(res) = probe.get(format!("{}/login", r.base)).send().await
+            && res.status() == StatusCode::SEE_OTHER
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replica at {} never became ready", r.base);
+}
+
+/// A callback URL from the IdP (naming the shared public URL) sent to `replica` instead.
+fn to_replica(callback: &str, public_url: &str, replica: &Replica) -> String {
+    callback.replacen(public_url, &replica.base, 1)
+}
+
+async fn login_on(
+    browser: &reqwest::Client,
+    start: &Replica,
+    finish: &Replica,
+    public_url: &str,
+) -> reqwest::Response {
+    let res = browser
+        .get(format!("{}/login", start.base))
+        .send()
+        .await
+        .expect("login");
+    let authorize = crate::helpers::location(&res);
+    let callback = crate::helpers::browser()
+        .get(&authorize)
+        .send()
+        .await
+        .map(|r| crate::helpers::location(&r))
+        .expect("authorize");
+    browser
+        .get(to_replica(&callback, public_url, finish))
+        .send()
+        .await
+        .expect("callback")
+}
+
+#[tokio::test]
+async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let idp = entrance::mock_idp::MockIdp::start(Default::default())
+        .await
+        .expect("IdP");
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let public_url = format!("http://{}", la.local_addr().expect("addr"));
+    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
+    let a = replica(&redis, &idp, &public_url, la).await;
+    let b = replica(&redis, &idp, &public_url, lb).await;
+
+    // A login begun on A completes on B.
+    let browser = crate::helpers::browser();
+    let res = login_on(&browser, &a, &b, &public_url).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the callback on B signs in"
+    );
+
+    // /me and /auth agree on both.
+    let me = |r: &Replica| {
+        let browser = browser.clone();
+        let url = format!("{}/me", r.base);
+        async move { browser.get(url).send().await.expect("me") }
+    };
+    let me_a: serde_json::Value = me(&a).await.json().await.expect("json");
+    let me_b: serde_json::Value = me(&b).await.json().await.expect("json");
+    assert_eq!(me_a["user"], me_b["user"]);
+    assert!(
+        me_a["user"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("entra:"))
+    );
+    for r in [&a, &b] {
+        let auth = browser
+            .get(format!("{}/auth", r.base))
+            .send()
+            .await
+            .expect("auth");
+        assert_eq!(auth.status(), StatusCode::OK);
+        assert_eq!(
+            auth.headers()["x-auth-request-user"],
+            me_a["user"].as_str().unwrap_or("")
+        );
+    }
+
+    // A key rotation seen by A does not break B: each refetches on the new kid.
+    idp.rotate_signing_key(true);
+    let other = crate::helpers::browser();
+    let res = login_on(&other, &b, &a, &public_url).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "A refetched and signed in"
+    );
+    let third = crate::helpers::browser();
+    let res = login_on(&third, &a, &b, &public_url).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "B refetched and signed in too"
+    );
+
+    // Logout on B is seen by A at once.
+    let res = browser
+        .post(format!("{}/logout", b.base))
+        .header(reqwest::header::ORIGIN, public_url.clone())
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(me(&a).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&b).await.status(), StatusCode::UNAUTHORIZED);
+    // The other users are unaffected.
+    assert_eq!(
+        other
+            .get(format!("{}/me", a.base))
+            .send()
+            .await
+            .expect("me")
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_persistent_redis_restart_keeps_users_signed_in() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    // Restart this server with persistence on (append-only file in a temp dir).
+    redis.stop();
+    let dir = std::env::temp_dir().join(format!("entrance-redis-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let dir_s = dir.display().to_string();
+    let persistent = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        dir_s.as_str(),
+        "--save",
+        "",
+    ];
+    redis.spawn_with(&persistent).await;
+
+    let app = spawn_redis_app(&redis, "persist:").await;
+    let res = app.login().await;
+    assert_signed_in(&app, res).await;
+
+    redis.stop();
+    redis.spawn_with(&persistent).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.me().await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after the Redis restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    redis.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }
