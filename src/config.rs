@@ -1565,6 +1565,87 @@ client_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
         }
     }
 
+    /// A file in a fresh temporary directory, removed with it.
+    fn temp_file(name: &str, contents: &[u8]) -> (PathBuf, impl Drop) {
+        struct Dir(PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write");
+        (path, Dir(dir))
+    }
+
+    #[test]
+    fn an_extra_ca_bundle_is_loaded_with_every_certificate() {
+        let a =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("ca-a", 30).expect("cert");
+        let b =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("ca-b", 30).expect("cert");
+        let bundle = format!("# corporate roots\n{}\n{}", a.cert_pem, b.cert_pem);
+        let (path, _dir) = temp_file("ca.pem", bundle.as_bytes());
+        // `[http]` must come after the top-level keys: put it last.
+        let toml = format!(
+            "{}\n[http]\nextra_ca_file = {:?}\n",
+            raw(r#"client_secret_env = "SECRET""#),
+            path.display().to_string()
+        );
+        let cfg = parse(&toml).expect("valid");
+        assert_eq!(cfg.http.extra_roots.len(), 2);
+        crate::http_client::HttpClient::new(&cfg.http).expect("the client takes the roots");
+        assert!(
+            parse(&raw(r#"client_secret_env = "SECRET""#))
+                .expect("valid")
+                .http
+                .extra_roots
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_bad_extra_ca_file_stops_startup_naming_the_key() {
+        let key_of = |contents: Option<&[u8]>| {
+            let (path, _dir) = temp_file("ca.pem", contents.unwrap_or(b""));
+            let path = if contents.is_some() {
+                path
+            } else {
+                path.with_file_name("missing.pem")
+            };
+            let toml = format!(
+                "{}\n[http]\nextra_ca_file = {:?}\n",
+                raw(r#"client_secret_env = "SECRET""#),
+                path.display().to_string()
+            );
+            err_key(&toml)
+        };
+        assert_eq!(key_of(None), "http.extra_ca_file", "missing file");
+        assert_eq!(
+            key_of(Some(b"not a certificate")),
+            "http.extra_ca_file",
+            "no PEM block"
+        );
+        assert_eq!(
+            key_of(Some(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )),
+            "http.extra_ca_file",
+            "a block that is not a certificate"
+        );
+    }
+
+    #[test]
+    fn traces_per_connection_defaults_to_50_and_is_bounded() {
+        let base = raw(r#"client_secret_env = "SECRET""#);
+        assert_eq!(parse(&base).expect("valid").traces_per_connection, 50);
+        let set = |n: usize| format!("{base}\n[traces]\nper_connection = {n}\n");
+        assert_eq!(parse(&set(5)).expect("valid").traces_per_connection, 5);
+        assert_eq!(err_key(&set(1_000_000)), "traces.per_connection");
+    }
+
     #[test]
     fn a_good_config_validates_and_derives_the_redirect_uri_and_issuer() {
         let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");

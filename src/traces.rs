@@ -158,6 +158,97 @@ impl Failure {
     }
 }
 
+/// Where `entrance traces` connects for a listen address: an unspecified address (`0.0.0.0`,
+/// `::`) is reached on loopback.
+pub fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// What `entrance traces` prints for the server's answer: the JSON as is, or a table, newest
+/// first; `Err` with the message when the server refused. `key` is the config key the address
+/// came from, for the advice.
+pub fn render(status: u16, body: &str, json: bool, key: &str) -> Result<String, String> {
+    if status == 200 && json {
+        return Ok(format!("{}\n", body.trim_end()));
+    }
+    if status == 404 {
+        #[derive(Deserialize)]
+        struct Unknown {
+            connection: String,
+            connections: Vec<String>,
+        }
+        return Err(match serde_json::from_str::<Unknown>(body) {
+            Ok(u) => format!(
+                "the running entrance has no connection {:?}; it has: {}",
+                u.connection,
+                u.connections.join(", ")
+            ),
+            Err(_) if key == "listen" => "this address does not serve /admin/traces: without \
+                 admin_listen it is answered only to loopback clients, and `listen` is not a \
+                 loopback or unspecified address; set admin_listen (e.g. \"127.0.0.1:9100\")"
+                .to_owned(),
+            Err(_) => "this address does not serve /admin/traces (is it entrance?)".to_owned(),
+        });
+    }
+    if status != 200 {
+        return Err(format!("the server answered HTTP {status}"));
+    }
+    let report: TracesReport = serde_json::from_str(body)
+        .map_err(|e| format!("the server's answer is not a traces report: {e}"))?;
+    if report.failures.is_empty() {
+        return Ok(format!(
+            "no failed logins for {} since entrance started (it keeps the last {})\n",
+            report.connection, report.capacity
+        ));
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let mut rows = vec![[
+        "TIME".to_owned(),
+        "STEP".to_owned(),
+        "REASON".to_owned(),
+        "AADSTS".to_owned(),
+        "ENTRA TRACE ID".to_owned(),
+        "ENTRA CORRELATION ID".to_owned(),
+        "REFERENCE".to_owned(),
+    ]];
+    for f in &report.failures {
+        let reason = if f.reason == f.error {
+            f.error.clone()
+        } else {
+            format!("{}: {}", f.error, f.reason)
+        };
+        rows.push([
+            f.time.clone(),
+            f.step.clone(),
+            reason,
+            f.aadsts
+                .map_or_else(|| "-".to_owned(), |c| format!("AADSTS{c}")),
+            dash(f.entra_trace_id.as_deref()),
+            dash(f.entra_correlation_id.as_deref()),
+            f.correlation_id.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Which stage of the login failed, from the error alone.
 pub fn step(err: &AppError) -> &'static str {
     match err {
@@ -379,6 +470,60 @@ mod tests {
             traces.report("not-configured").is_none(),
             "no ring is made on demand"
         );
+    }
+
+    #[test]
+    fn the_cli_table_has_one_line_per_failure_newest_first() {
+        let traces = Traces::new(5, ["contoso"]);
+        traces.record(&idp_error(ENTRA_TEXT), "first");
+        traces.record(
+            &AppError::IdToken {
+                connection: "contoso".into(),
+                rejection: crate::verifier::Rejection::BadSignature,
+            },
+            "second",
+        );
+        let body = serde_json::to_string(&traces.report("contoso").expect("ring")).expect("json");
+        let text = render(200, &body, false, "listen").expect("rendered");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("TIME"), "{text}");
+        assert!(
+            lines[1].contains("id_token") && lines[1].contains("second"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("AADSTS50105")
+                && lines[2].contains("0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f")
+                && lines[2].contains("first"),
+            "{text}"
+        );
+
+        let unknown = r#"{"error":"unknown_connection","connection":"x","connections":["contoso","unknown"]}"#;
+        let err = render(404, unknown, false, "listen").expect_err("refused");
+        assert!(err.contains("contoso, unknown"), "{err}");
+        assert!(
+            render(404, "", false, "listen")
+                .expect_err("refused")
+                .contains("admin_listen")
+        );
+        let empty =
+            serde_json::to_string(&Traces::new(5, ["c"]).report("c").expect("ring")).expect("json");
+        assert!(
+            render(200, &empty, false, "listen")
+                .expect("ok")
+                .contains("no failed logins")
+        );
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_are_reached_on_loopback() {
+        let a: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(loopback(a).to_string(), "127.0.0.1:8080");
+        let b: std::net::SocketAddr = "[::]:8080".parse().expect("addr");
+        assert_eq!(loopback(b).to_string(), "[::1]:8080");
+        let c: std::net::SocketAddr = "127.0.0.1:9100".parse().expect("addr");
+        assert_eq!(loopback(c), c);
     }
 
     #[test]
