@@ -148,7 +148,7 @@ impl Failure {
                 REASON_CHARS,
             ),
             aadsts: err.aadsts(),
-            entra_trace_id: trace.map(|s| sanitize_id(s)).filter(|s| !s.is_empty()),
+            entra_trace_id: trace.map(sanitize_id).filter(|s| !s.is_empty()),
             entra_correlation_id: correlation.map(sanitize_id).filter(|s| !s.is_empty()),
             description: description
                 .map(|d| sanitize(strip_trailer(d), DESCRIPTION_CHARS))
