@@ -93,7 +93,12 @@ impl Application {
         }
         tasks.extend(store.spawn_sweeper());
 
+        let traces = Arc::new(crate::traces::Traces::new(
+            config.traces_per_connection,
+            config.connections.iter().map(|c| c.id.as_str()),
+        ));
         let state = AppState {
+            traces,
             config: Arc::new(config),
             connections: Arc::new(connections),
             http,
@@ -117,7 +122,7 @@ impl Application {
         let router = http::router(state.clone(), limiter);
         if let Some(admin) = admin_listener {
             let admin_router = http::admin_router(state.clone());
-            tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness)");
+            tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness, traces)");
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(admin, admin_router).await {
                     tracing::error!(error = %e, "the admin listener stopped");

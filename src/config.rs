@@ -46,6 +46,7 @@ const CONFIG_KEYS: &[&str] = &[
     "rate_limit",
     "shutdown_grace_secs",
     "admin_listen",
+    "traces",
     "allowed_return_hosts",
     "demo",
     "connections",
@@ -100,6 +101,9 @@ pub struct RawConfig {
     /// A second address for `/metrics` and `/readyz`, off the public one.
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// The failed-login history `entrance traces` reads.
+    #[serde(default)]
+    pub traces: RawTraces,
     /// How long in-flight requests may take to finish after SIGTERM / Ctrl-C.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
@@ -198,6 +202,9 @@ pub struct RawHttp {
     pub connect_timeout_secs: u64,
     pub timeout_secs: u64,
     pub max_response_bytes: usize,
+    /// A PEM bundle of CA certificates trusted besides the built-in roots (a corporate
+    /// TLS-inspecting proxy, an IdP with a private CA).
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawHttp {
@@ -206,9 +213,29 @@ impl Default for RawHttp {
             connect_timeout_secs: 3,
             timeout_secs: 10,
             max_response_bytes: 1024 * 1024,
+            extra_ca_file: None,
         }
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTraces {
+    /// Failed logins kept per connection (and for unknown connections); 0 keeps none.
+    pub per_connection: usize,
+}
+
+impl Default for RawTraces {
+    fn default() -> Self {
+        Self {
+            per_connection: crate::traces::DEFAULT_PER_CONNECTION,
+        }
+    }
+}
+
+/// The most failures `traces.per_connection` may keep: each is a few hundred bytes, and the
+/// ring is for the recent past, not an archive.
+const MAX_TRACES_PER_CONNECTION: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,6 +328,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimitSettings>,
     /// Where `/metrics` (and `/readyz`) are served instead of the public listener.
     pub admin_listen: Option<SocketAddr>,
+    /// Failed logins kept per connection for `/admin/traces`.
+    pub traces_per_connection: usize,
     pub shutdown_grace: Duration,
     pub demo_mock_idp_listen: Option<SocketAddr>,
     pub connections: Vec<ConnectionConfig>,
@@ -373,6 +402,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    /// CA certificates trusted besides the built-in roots (`http.extra_ca_file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -625,7 +656,21 @@ impl Config {
             connect_timeout: Duration::from_secs(raw.http.connect_timeout_secs),
             timeout: Duration::from_secs(raw.http.timeout_secs),
             max_response_bytes: raw.http.max_response_bytes.max(16 * 1024),
+            extra_roots: match &raw.http.extra_ca_file {
+                Some(path) => load_ca_bundle(path)?,
+                None => Vec::new(),
+            },
         };
+        if raw.traces.per_connection > MAX_TRACES_PER_CONNECTION {
+            return Err(invalid(
+                "traces.per_connection",
+                format!(
+                    "{} is more than the {MAX_TRACES_PER_CONNECTION} failures a connection may keep",
+                    raw.traces.per_connection
+                ),
+                "keep the default 50, or a few hundred at most; the log has the full history",
+            ));
+        }
 
         let demo_mock_idp_listen = match raw.demo {
             Some(demo) => Some(demo.mock_idp_listen.parse().map_err(|_| {
@@ -746,6 +791,7 @@ impl Config {
             allowed_return_hosts,
             rate_limit,
             admin_listen,
+            traces_per_connection: raw.traces.per_connection,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
             connections,
@@ -767,6 +813,54 @@ impl Config {
     pub fn connection(&self, id: &str) -> Option<&ConnectionConfig> {
         self.connections.iter().find(|c| c.id == id)
     }
+}
+
+/// `http.extra_ca_file`: one or more PEM certificates. A file that cannot be read, holds no
+/// certificate or a broken one stops startup: silently trusting nothing extra would only
+/// surface later as a TLS error against the IdP.
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    const KEY: &str = "http.extra_ca_file";
+    let pem = std::fs::read(path).map_err(|e| {
+        invalid(
+            KEY,
+            format!("cannot read {}: {e}", path.display()),
+            "point it at a readable PEM file of CA certificates",
+        )
+    })?;
+    let fix = "use a PEM bundle: one or more -----BEGIN CERTIFICATE----- blocks (convert DER with `openssl x509 -inform der -in ca.cer -out ca.pem`)";
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        invalid(
+            KEY,
+            format!("{} is not a PEM certificate bundle ({e})", path.display()),
+            fix,
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(invalid(
+            KEY,
+            format!("{} holds no PEM certificate", path.display()),
+            fix,
+        ));
+    }
+    // reqwest only parses the DER when a client is built; build one here so a broken
+    // certificate is reported against this key instead of as a bare client error.
+    for (i, cert) in certs.iter().enumerate() {
+        reqwest::Client::builder()
+            .add_root_certificate(cert.clone())
+            .build()
+            .map_err(|e| {
+                invalid(
+                    KEY,
+                    format!(
+                        "certificate #{} in {} is not usable as a CA ({e})",
+                        i + 1,
+                        path.display()
+                    ),
+                    fix,
+                )
+            })?;
+    }
+    Ok(certs)
 }
 
 fn validate_store(raw: &RawSession) -> Result<StoreKind, ConfigError> {
@@ -1469,6 +1563,87 @@ client_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("expected an invalid-key error, got {other:?}"),
         }
+    }
+
+    /// A file in a fresh temporary directory, removed with it.
+    fn temp_file(name: &str, contents: &[u8]) -> (PathBuf, impl Drop) {
+        struct Dir(PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write");
+        (path, Dir(dir))
+    }
+
+    #[test]
+    fn an_extra_ca_bundle_is_loaded_with_every_certificate() {
+        let a =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("ca-a", 30).expect("cert");
+        let b =
+            crate::mock_idp::TestCertificate::generate_valid_for_days("ca-b", 30).expect("cert");
+        let bundle = format!("# corporate roots\n{}\n{}", a.cert_pem, b.cert_pem);
+        let (path, _dir) = temp_file("ca.pem", bundle.as_bytes());
+        // `[http]` must come after the top-level keys: put it last.
+        let toml = format!(
+            "{}\n[http]\nextra_ca_file = {:?}\n",
+            raw(r#"client_secret_env = "SECRET""#),
+            path.display().to_string()
+        );
+        let cfg = parse(&toml).expect("valid");
+        assert_eq!(cfg.http.extra_roots.len(), 2);
+        crate::http_client::HttpClient::new(&cfg.http).expect("the client takes the roots");
+        assert!(
+            parse(&raw(r#"client_secret_env = "SECRET""#))
+                .expect("valid")
+                .http
+                .extra_roots
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_bad_extra_ca_file_stops_startup_naming_the_key() {
+        let key_of = |contents: Option<&[u8]>| {
+            let (path, _dir) = temp_file("ca.pem", contents.unwrap_or(b""));
+            let path = if contents.is_some() {
+                path
+            } else {
+                path.with_file_name("missing.pem")
+            };
+            let toml = format!(
+                "{}\n[http]\nextra_ca_file = {:?}\n",
+                raw(r#"client_secret_env = "SECRET""#),
+                path.display().to_string()
+            );
+            err_key(&toml)
+        };
+        assert_eq!(key_of(None), "http.extra_ca_file", "missing file");
+        assert_eq!(
+            key_of(Some(b"not a certificate")),
+            "http.extra_ca_file",
+            "no PEM block"
+        );
+        assert_eq!(
+            key_of(Some(
+                b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            )),
+            "http.extra_ca_file",
+            "a block that is not a certificate"
+        );
+    }
+
+    #[test]
+    fn traces_per_connection_defaults_to_50_and_is_bounded() {
+        let base = raw(r#"client_secret_env = "SECRET""#);
+        assert_eq!(parse(&base).expect("valid").traces_per_connection, 50);
+        let set = |n: usize| format!("{base}\n[traces]\nper_connection = {n}\n");
+        assert_eq!(parse(&set(5)).expect("valid").traces_per_connection, 5);
+        assert_eq!(err_key(&set(1_000_000)), "traces.per_connection");
     }
 
     #[test]

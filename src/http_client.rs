@@ -46,8 +46,16 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (or their lower-case forms) are
+    /// honoured: reqwest's builder reads them by default (its system proxy), no feature needed.
     pub fn new(settings: &HttpSettings) -> Result<HttpClient, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // Added to the built-in roots, not instead of them: a corporate TLS-inspecting proxy
+        // or a private-CA IdP works, and the public IdPs still do.
+        for cert in &settings.extra_roots {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let client = builder
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             // Following a redirect could send the code, verifier and secret somewhere else

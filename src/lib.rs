@@ -21,6 +21,7 @@
 //! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
 //! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
 //! - [`metrics`]: Prometheus metrics (one registry per application).
+//! - [`traces`]: the last failed logins per connection (`entrance traces`, `/admin/traces`).
 //! - [`telemetry`]: log setup.
 
 pub mod app;
@@ -42,4 +43,5 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod traces;
 pub mod verifier;

@@ -1,5 +1,5 @@
-//! The `entrance` command: `serve` a configuration, `check` it (the setup doctor), or run the
-//! `demo` with the bundled mock IdP.
+//! The `entrance` command: `serve` a configuration, `check` it (the setup doctor), read a
+//! running instance's failed logins (`traces`), or run the `demo` with the bundled mock IdP.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -49,6 +49,19 @@ enum Command {
         #[arg(long)]
         verify_secret: bool,
     },
+    /// Print a running entrance's last failed logins for one connection, newest first: time,
+    /// step, reason, AADSTS code, Entra's trace and correlation ids, and the reference id to
+    /// find in the log. Asks the admin listener (or, without one, `listen`) on loopback.
+    Traces {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The connection's id (`unknown` for callbacks whose connection was not known).
+        #[arg(long, value_name = "ID")]
+        connection: String,
+        /// Print the server's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run entrance and the bundled mock IdP together on loopback and print the URL to open.
     Demo {
         /// A configuration with a [demo] table; the embedded config/entrance.toml by default.
@@ -63,7 +76,7 @@ async fn main() -> ExitCode {
     // For `check` the report is the output; log lines would only repeat it (RUST_LOG still
     // works).
     let default_level = match cli.command {
-        Command::Check { .. } => "error",
+        Command::Check { .. } | Command::Traces { .. } => "error",
         _ => "info",
     };
     entrance::telemetry::init_with_default(cli.log_json, default_level);
@@ -74,6 +87,11 @@ async fn main() -> ExitCode {
             json,
             verify_secret,
         } => return check(&config, connection.as_deref(), json, verify_secret).await,
+        Command::Traces {
+            config,
+            connection,
+            json,
+        } => return traces(&config, &connection, json).await,
         Command::Serve { config } => serve(Config::load(&config)).await,
         Command::Demo { config } => {
             let config = match config {
@@ -128,6 +146,65 @@ async fn check(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `entrance traces`: 0 printed, 1 the server refused, 2 it could not be asked.
+async fn traces(path: &std::path::Path, connection: &str, json: bool) -> ExitCode {
+    let fail = |code: u8, message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(code)
+    };
+    // Lenient: the operator's shell need not hold the client secrets to read the traces.
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let config = &loaded.config;
+    let (addr, key) = match config.admin_listen {
+        Some(a) => (a, "admin_listen"),
+        None => (config.listen, "listen"),
+    };
+    let addr = entrance::traces::loopback(addr);
+    let url = format!(
+        "http://{addr}{}?connection={}",
+        entrance::http::traces::PATH,
+        url::form_urlencoded::byte_serialize(connection.as_bytes()).collect::<String>()
+    );
+    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+    };
+    let res = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return fail(
+                2,
+                format!(
+                    "entrance is not running at {addr} (`{key}` in {}): nothing answered. Start it with `entrance serve --config {}`.",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        }
+        Err(e) => return fail(2, format!("asking {url} failed: {e}")),
+    };
+    let status = res.status();
+    let body = match res.text().await {
+        Ok(b) => b,
+        Err(e) => return fail(2, format!("reading the answer from {url} failed: {e}")),
+    };
+    match entrance::traces::render(status.as_u16(), &body, json, key) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(1, message),
     }
 }
 

@@ -11,7 +11,7 @@ use axum::{
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::{AppState, CorrelationId, Params};
+use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
     config::ResponseMode,
     error::AppError,
@@ -45,16 +45,18 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 pub async fn callback_get(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
     session: Session,
     Params(params): Params<CallbackParams>,
 ) -> Result<Response, AppError> {
-    finish_or_resume(state, cid, session, Method::GET, params).await
+    finish_or_resume(state, cid, client_ip, session, Method::GET, params).await
 }
 
 /// `POST /login/callback` (response_mode=form_post, Entra's recommendation for web apps).
 pub async fn callback_post(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
     session: Session,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -100,7 +102,7 @@ pub async fn callback_post(
         );
         return Ok(res);
     }
-    finish_or_resume(state, cid, session, Method::POST, params).await
+    finish_or_resume(state, cid, client_ip, session, Method::POST, params).await
 }
 
 /// A callback whose state is missing, used or expired in a browser that is already signed in
@@ -109,12 +111,13 @@ pub async fn callback_post(
 async fn finish_or_resume(
     state: AppState,
     cid: CorrelationId,
+    client_ip: ClientIp,
     session: Session,
     method: Method,
     params: CallbackParams,
 ) -> Result<Response, AppError> {
     let idle = state.config.session.idle_timeout;
-    match finish_login(state, cid, session.clone(), method, params).await {
+    match finish_login(state, cid, client_ip, session.clone(), method, params).await {
         Err(err @ (AppError::State { .. } | AppError::MissingParameter("state"))) => {
             if session::signed_in(&session, idle).await?.is_none() {
                 return Err(err);
@@ -144,6 +147,7 @@ fn see_other(location: &str) -> Result<Response, AppError> {
 async fn finish_login(
     state: AppState,
     cid: CorrelationId,
+    client_ip: ClientIp,
     session: Session,
     method: Method,
     params: CallbackParams,
@@ -255,6 +259,7 @@ async fn finish_login(
         connection = %conn.config.id,
         tid = signed_in.identity.tid.as_deref().unwrap_or(""),
         oid = signed_in.identity.oid.as_deref().unwrap_or(""),
+        client_ip = %client_ip,
         correlation_id = %cid.0,
         "signed in"
     );

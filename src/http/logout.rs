@@ -10,7 +10,7 @@ use axum::{
 use tower_sessions::Session;
 use url::Url;
 
-use super::{AppState, CorrelationId};
+use super::{AppState, CorrelationId, limits::ClientIp};
 use crate::{error::AppError, pages, session};
 
 pub async fn confirm() -> Html<String> {
@@ -23,6 +23,7 @@ pub async fn confirm() -> Html<String> {
 pub async fn logout(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -46,6 +47,9 @@ pub async fn logout(
         event = "sign_out",
         user = %user.identity.user,
         connection = %user.identity.connection,
+        tid = user.identity.tid.as_deref().unwrap_or(""),
+        oid = user.identity.oid.as_deref().unwrap_or(""),
+        client_ip = %client_ip,
         correlation_id = %cid.0,
         "signed out"
     );
@@ -89,6 +93,7 @@ pub struct FrontChannelParams {
 pub async fn front_channel(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
     super::Params(params): super::Params<FrontChannelParams>,
 ) -> Result<Response, AppError> {
     if let Some(sid) = params
@@ -103,6 +108,9 @@ pub async fn front_channel(
             via = "front_channel",
             user = %user.identity.user,
             connection = %user.identity.connection,
+            tid = user.identity.tid.as_deref().unwrap_or(""),
+            oid = user.identity.oid.as_deref().unwrap_or(""),
+            client_ip = %client_ip,
             correlation_id = %cid.0,
             "signed out"
         );

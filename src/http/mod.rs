@@ -9,6 +9,7 @@ pub mod limits;
 mod login;
 mod logout;
 mod me;
+pub mod traces;
 
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The session store, for `/readyz`'s probe; requests reach it through their `Session`.
     pub store: AnyStore,
     pub metrics: Arc<Metrics>,
+    /// The last failed logins per connection, for `/admin/traces`.
+    pub traces: Arc<crate::traces::Traces>,
 }
 
 impl AppState {
@@ -93,9 +96,12 @@ pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router 
         .route("/", get(home::home))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
-    // With an admin listener, metrics live only there, off the public address.
+    // With an admin listener, metrics and traces live only there, off the public address;
+    // without one, traces are served here to loopback clients only.
     if state.config.admin_listen.is_none() {
-        router = router.route("/metrics", get(metrics_endpoint));
+        router = router
+            .route("/metrics", get(metrics_endpoint))
+            .route(traces::PATH, get(traces::local_only));
     }
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
@@ -114,6 +120,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/metrics", get(metrics_endpoint))
         .route("/readyz", get(health::readyz))
         .route("/healthz", get(health::healthz))
+        .route(traces::PATH, get(traces::admin))
         .with_state(state)
 }
 
@@ -142,6 +149,7 @@ async fn track_metrics(
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().to_string();
+    let correlation_id = req.extensions().get::<CorrelationId>().map(|c| c.0.clone());
     let started = std::time::Instant::now();
     let res = next.run(req).await;
     let m = &state.metrics;
@@ -171,6 +179,13 @@ async fn track_metrics(
                     reason: reason.to_owned(),
                 })
                 .inc();
+            // Rate-limited requests are counted above but not kept: a flood of them would
+            // push the failures an operator is looking for out of the ring.
+            if !matches!(**err, AppError::RateLimited { .. }) {
+                state
+                    .traces
+                    .record(err, correlation_id.as_deref().unwrap_or(""));
+            }
         }
     }
     res
@@ -214,7 +229,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
-const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz"];
+const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz", traces::PATH];
 
 /// Gives each request a correlation id and a span, renders an [`AppError`] carried by the
 /// response as HTML or JSON, logs it once, and sets the security headers.

@@ -14,3 +14,4 @@ mod process;
 mod readiness;
 mod redis;
 mod sessions;
+mod traces;
