@@ -15,9 +15,10 @@ use subtle::ConstantTimeEq as _;
 use crate::entra::{self, TENANT_PLACEHOLDER};
 use crate::jwks::{KeyFamily, KeySet, VerificationKey};
 
-/// Tokens longer than this are refused before any decoding: real ID tokens are a few KiB, and the cap bounds the
-/// work an attacker can make us do (base64, JSON, RSA) per request.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Tokens longer than this are refused before any decoding: the cap bounds the work an attacker can make us do
+/// (base64, JSON, RSA) per request. Most ID tokens are a few KiB, but an IdP without Entra's 200-group overage
+/// (Keycloak, Okta) puts every group in the token: 500 group GUIDs alone are ~26 KiB encoded.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// How a token's `iss` is judged, decided once at discovery from the metadata and its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -955,8 +956,8 @@ mod tests {
     }
 
     #[test]
-    fn tokens_longer_than_16_kib_are_malformed_before_decoding() {
-        assert_eq!(MAX_TOKEN_LEN, 16384);
+    fn tokens_longer_than_64_kib_are_malformed_before_decoding() {
+        assert_eq!(MAX_TOKEN_LEN, 65536);
         assert!(verify(&token_of_len(MAX_TOKEN_LEN)).is_ok());
         let long = token_of_len(MAX_TOKEN_LEN + 1);
         assert_eq!(
