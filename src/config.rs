@@ -28,6 +28,7 @@ use url::Url;
 use crate::{
     certificate::{AssertionAlg, CertificateCredential, CredentialFile},
     entra,
+    identity::AccessPolicy,
     verifier::TenantAllowList,
 };
 
@@ -48,6 +49,7 @@ const CONFIG_KEYS: &[&str] = &[
     "admin_listen",
     "traces",
     "allowed_return_hosts",
+    "forward_auth",
     "demo",
     "connections",
 ];
@@ -111,10 +113,31 @@ pub struct RawConfig {
     #[serde(default)]
     pub allowed_return_hosts: Vec<String>,
     #[serde(default)]
+    pub forward_auth: RawForwardAuth,
+    #[serde(default)]
     pub demo: Option<RawDemo>,
     #[serde(default)]
     pub connections: Vec<RawConnection>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawForwardAuth {
+    pub max_header_bytes: usize,
+}
+
+impl Default for RawForwardAuth {
+    fn default() -> Self {
+        Self {
+            // About 100 group GUIDs. Proxies limit a response's headers as a whole (nginx's
+            // proxy_buffer_size is 4 or 8 KiB by default); a bigger list belongs in app roles.
+            max_header_bytes: 4096,
+        }
+    }
+}
+
+/// The smallest and largest `forward_auth.max_header_bytes` accepted.
+const MAX_HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 256..=65536;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -303,6 +326,15 @@ pub struct RawConnection {
     /// `common`/`organizations` metadata URL (ENTRA.md §5.3d).
     #[serde(default)]
     pub allowed_tenants: Option<Vec<String>>,
+    /// Email domains whose users this connection signs in (`/login?login_hint=…`).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Group object IDs (Entra `groups`) a user must be in, one of, to sign in…
+    #[serde(default)]
+    pub allowed_groups: Option<Vec<String>>,
+    /// …or app role values (Entra `roles`) one of which the user must hold.
+    #[serde(default)]
+    pub allowed_roles: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,7 +364,16 @@ pub struct Config {
     pub traces_per_connection: usize,
     pub shutdown_grace: Duration,
     pub demo_mock_idp_listen: Option<SocketAddr>,
+    pub forward_auth: ForwardAuthSettings,
     pub connections: Vec<ConnectionConfig>,
+}
+
+/// What `/auth` may add to the proxy's headers.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthSettings {
+    /// The most bytes of any one identity header's value; a list that does not fit keeps the
+    /// whole items that do and is flagged `…-Truncated: true`.
+    pub max_header_bytes: usize,
 }
 
 /// Per-client-IP limit on `/login` and `/login/callback`.
@@ -478,6 +519,10 @@ pub struct ConnectionConfig {
     /// The tenants whose users may sign in; `Any` for `["*"]` or a single-tenant connection
     /// without the key.
     pub allowed_tenants: TenantAllowList,
+    /// Lower-cased email domains routed to this connection; no two connections share one.
+    pub domains: Vec<String>,
+    /// `allowed_groups` / `allowed_roles`; the default admits everyone.
+    pub access: AccessPolicy,
 }
 
 /// Where a connection's client secret came from, for `entrance check`'s messages.
@@ -769,6 +814,21 @@ impl Config {
                     "give every connection its own id; it appears in /login?connection=ID",
                 ));
             }
+            for d in &conn.domains {
+                if let Some(other) = connections
+                    .iter()
+                    .find(|c: &&ConnectionConfig| c.domains.contains(d))
+                {
+                    return Err(invalid(
+                        format!("connections[{i}].domains"),
+                        format!(
+                            "{d:?} is claimed by both connection {:?} and connection {:?}",
+                            other.id, conn.id
+                        ),
+                        "list each email domain under one connection only: sign-ins for it are routed there",
+                    ));
+                }
+            }
             connections.push(conn);
             secrets.push(secret);
         }
@@ -779,6 +839,22 @@ impl Config {
                 "add a [[connections]] table with id, metadata_url, client_id and a secret or certificate",
             ));
         }
+
+        if !MAX_HEADER_BYTES_RANGE.contains(&raw.forward_auth.max_header_bytes) {
+            return Err(invalid(
+                "forward_auth.max_header_bytes",
+                format!(
+                    "{} is outside {}..={}",
+                    raw.forward_auth.max_header_bytes,
+                    MAX_HEADER_BYTES_RANGE.start(),
+                    MAX_HEADER_BYTES_RANGE.end()
+                ),
+                "leave it out for 4096, or pick a size your proxy's header buffer can hold",
+            ));
+        }
+        let forward_auth = ForwardAuthSettings {
+            max_header_bytes: raw.forward_auth.max_header_bytes,
+        };
 
         let config = Config {
             listen,
@@ -794,6 +870,7 @@ impl Config {
             traces_per_connection: raw.traces.per_connection,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
+            forward_auth,
             connections,
         };
         Ok((config, secrets))
@@ -1221,6 +1298,12 @@ fn validate_connection(
         }
     };
 
+    let domains = email_domains(&rc.domains, &key("domains"))?;
+    let access = AccessPolicy {
+        groups: access_list(rc.allowed_groups.as_deref(), &key("allowed_groups"))?,
+        roles: access_list(rc.allowed_roles.as_deref(), &key("allowed_roles"))?,
+    };
+
     let conn = ConnectionConfig {
         name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
         id: rc.id,
@@ -1237,8 +1320,63 @@ fn validate_connection(
         verify_scope,
         issuer_template,
         allowed_tenants,
+        domains,
+        access,
     };
     Ok((conn, read))
+}
+
+/// `domains`: bare DNS names (ASCII; an internationalised domain in its `xn--` form),
+/// lower-cased, each once. Matched exactly against the part of a `login_hint` after `@`.
+fn email_domains(list: &[String], key: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for d in list {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !is_host_name(&d) {
+            return Err(invalid(
+                key,
+                format!("{d:?} is not a domain name"),
+                "list the email domains this connection's users sign in with, e.g. domains = [\"contoso.com\"] (no @, scheme or wildcard; punycode for international names)",
+            ));
+        }
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// A DNS host name with at least two labels: letters, digits and inner hyphens, 1–63 bytes
+/// a label, 253 in all.
+fn is_host_name(d: &str) -> bool {
+    d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// `allowed_groups` / `allowed_roles`: absent means no rule; a present list must name
+/// something, or nobody could sign in.
+fn access_list(list: Option<&[String]>, key: &str) -> Result<Vec<String>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<String> = list.iter().map(|v| v.trim().to_owned()).collect();
+    if list.is_empty() || list.iter().any(String::is_empty) {
+        return Err(invalid(
+            key,
+            "is empty or holds an empty value, so nobody could sign in",
+            "list group object IDs (allowed_groups) or app role values (allowed_roles), or remove the key to admit every user",
+        ));
+    }
+    Ok(list)
 }
 
 /// `allowed_tenants`: GUIDs (lower-cased) or exactly `["*"]`. A multi-tenant authority lets any
@@ -1795,6 +1933,97 @@ client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f"
             .to_owned();
         let toml = format!("{one}\n[[connections]]{second}");
         assert_eq!(err_key(&toml), "connections[1].id");
+    }
+
+    #[test]
+    fn domains_are_lower_cased_host_names_each_under_one_connection() {
+        let cfg = parse(&raw(
+            "client_secret_env = \"SECRET\"\ndomains = [\"Contoso.COM\", \"contoso.com.\", \"eu.contoso.com\"]",
+        ))
+        .expect("valid");
+        assert_eq!(
+            cfg.connections[0].domains,
+            ["contoso.com", "eu.contoso.com"]
+        );
+        for bad in [
+            "\"@contoso.com\"",
+            "\"*.contoso.com\"",
+            "\"https://contoso.com\"",
+            "\"contoso\"",
+            "\"\"",
+        ] {
+            assert_eq!(
+                err_key(&raw(&format!(
+                    "client_secret_env = \"SECRET\"\ndomains = [{bad}]"
+                ))),
+                "connections[0].domains",
+                "{bad}"
+            );
+        }
+        let one = raw("client_secret_env = \"SECRET\"\ndomains = [\"contoso.com\"]");
+        let second = one
+            .split("[[connections]]")
+            .nth(1)
+            .expect("has a connection")
+            .replace("id = \"contoso\"", "id = \"fabrikam\"")
+            .replace("[\"contoso.com\"]", "[\"fabrikam.com\", \"CONTOSO.com\"]");
+        let err = parse(&format!("{one}\n[[connections]]{second}")).expect_err("shared domain");
+        let text = err.to_string();
+        assert!(text.contains("connections[1].domains"), "{text}");
+        assert!(
+            text.contains("\"contoso\"") && text.contains("\"fabrikam\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn allowed_groups_and_roles_must_name_something() {
+        let cfg = parse(&raw(
+            "client_secret_env = \"SECRET\"\nallowed_groups = [\" g1 \"]\nallowed_roles = [\"App.Admin\"]",
+        ))
+        .expect("valid");
+        assert_eq!(cfg.connections[0].access.groups, ["g1"]);
+        assert_eq!(cfg.connections[0].access.roles, ["App.Admin"]);
+        assert!(
+            !parse(&raw("client_secret_env = \"SECRET\""))
+                .expect("valid")
+                .connections[0]
+                .access
+                .is_restricted()
+        );
+        for (line, key) in [
+            ("allowed_groups = []", "connections[0].allowed_groups"),
+            ("allowed_roles = [\"\"]", "connections[0].allowed_roles"),
+        ] {
+            assert_eq!(
+                err_key(&raw(&format!("client_secret_env = \"SECRET\"\n{line}"))),
+                key
+            );
+        }
+    }
+
+    #[test]
+    fn the_forward_auth_header_budget_has_a_default_and_bounds() {
+        let ok = raw("client_secret_env = \"SECRET\"");
+        assert_eq!(
+            parse(&ok).expect("valid").forward_auth.max_header_bytes,
+            4096
+        );
+        let set = |n: usize| {
+            ok.replacen(
+                "[[connections]]",
+                &format!("[forward_auth]\nmax_header_bytes = {n}\n[[connections]]"),
+                1,
+            )
+        };
+        assert_eq!(
+            parse(&set(8192))
+                .expect("valid")
+                .forward_auth
+                .max_header_bytes,
+            8192
+        );
+        assert_eq!(err_key(&set(10)), "forward_auth.max_header_bytes");
     }
 
     #[test]

@@ -997,6 +997,8 @@ mod tests {
             client_secret_expires_at: None,
             home_tenant: None,
             verify_scope: None,
+            domains: vec![],
+            access: Default::default(),
         }
     }
 

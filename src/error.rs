@@ -9,7 +9,8 @@ use axum::{
 use std::sync::Arc;
 
 use crate::{
-    entra, provider::NotReady, session::StateProblem, token::TokenError, verifier::Rejection,
+    entra, identity::Denial, provider::NotReady, session::StateProblem, token::TokenError,
+    verifier::Rejection,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,14 @@ pub enum AppError {
     UnknownConnection(String),
     #[error("no connection was chosen and several are configured")]
     ConnectionRequired,
+    #[error("no connection lists the email domain {0:?} in its domains")]
+    UnknownDomain(String),
+    #[error("{user} is not allowed by connection {connection:?}'s allowed_groups/allowed_roles{}", match .denial { Denial::GroupsUnknown => " (the token carried no groups: group overage)", Denial::NotListed => "" })]
+    NotPermitted {
+        connection: String,
+        user: String,
+        denial: Denial,
+    },
     #[error("connection {connection:?} is not ready: {reason}")]
     ConnectionNotReady {
         connection: String,
@@ -98,12 +107,13 @@ impl AppError {
         match self {
             AppError::UnknownConnection(_)
             | AppError::ConnectionRequired
+            | AppError::UnknownDomain(_)
             | AppError::MissingParameter(_)
             | AppError::BadRequest(_)
             | AppError::State { .. }
             | AppError::IssuerParameterMismatch { .. } => StatusCode::BAD_REQUEST,
             AppError::IdpError { error, .. } if error == "access_denied" => StatusCode::FORBIDDEN,
-            AppError::CrossSiteRequest => StatusCode::FORBIDDEN,
+            AppError::CrossSiteRequest | AppError::NotPermitted { .. } => StatusCode::FORBIDDEN,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -134,6 +144,8 @@ impl AppError {
         match self {
             AppError::UnknownConnection(_) => "unknown_connection",
             AppError::ConnectionRequired => "connection_required",
+            AppError::UnknownDomain(_) => "unknown_domain",
+            AppError::NotPermitted { .. } => "not_permitted",
             AppError::ConnectionNotReady { .. } => "connection_not_ready",
             AppError::MissingParameter(_) => "missing_parameter",
             AppError::BadRequest(_) => "bad_request",
@@ -172,6 +184,13 @@ impl AppError {
         match self {
             AppError::IdToken { rejection, .. } => Some(rejection.code().to_owned()),
             AppError::IdpError { error, .. } => Some(error.clone()),
+            AppError::NotPermitted { denial, .. } => Some(
+                match denial {
+                    Denial::NotListed => "not_listed",
+                    Denial::GroupsUnknown => "groups_overage",
+                }
+                .to_owned(),
+            ),
             AppError::Token { source, .. } => match &**source {
                 TokenError::Refused { error, .. } => Some(error.error.clone()),
                 _ => None,
@@ -190,7 +209,8 @@ impl AppError {
             AppError::ConnectionNotReady { connection, .. }
             | AppError::IdpError { connection, .. }
             | AppError::Token { connection, .. }
-            | AppError::IdToken { connection, .. } => Some(connection),
+            | AppError::IdToken { connection, .. }
+            | AppError::NotPermitted { connection, .. } => Some(connection),
             AppError::State { connection, .. } => connection.as_deref(),
             _ => None,
         }
@@ -233,6 +253,27 @@ impl AppError {
                 "Choose how to sign in",
                 "Several organisations sign in here: go to the start page and pick yours.",
             ),
+            AppError::UnknownDomain(domain) => Explanation {
+                admin: Some(format!(
+                    "No connection lists {domain:?} in its domains. If these users should sign in here, add it to their connection's domains = [...]."
+                )),
+                ..plain(
+                    "No sign-in for this address",
+                    &format!(
+                        "No sign-in is set up for {domain}. Check the email address, or ask your administrator."
+                    ),
+                )
+            },
+            AppError::NotPermitted { denial, .. } => Explanation {
+                admin: Some(match denial {
+                    Denial::NotListed => "The user is in none of this connection's allowed_groups and holds none of its allowed_roles. Add the user to one of the allowed groups or assign them an allowed app role in Entra (Enterprise applications → Users and groups), or change allowed_groups / allowed_roles.".to_owned(),
+                    Denial::GroupsUnknown => "The user's groups could not be read: they are in more groups than fit in a token (group overage), so Entra sent none and allowed_groups cannot be checked. In the app registration's Token configuration, edit the groups claim to emit \"Groups assigned to the application\" (and assign the allowed groups to the application), or grant access by app roles with allowed_roles instead.".to_owned(),
+                }),
+                ..plain(
+                    "Your account is not allowed to use this application",
+                    "You signed in, but your administrator has not given your account access to this application. Ask them to grant it.",
+                )
+            },
             AppError::ConnectionNotReady { name, reason, .. } => Explanation {
                 admin: Some(format!("{reason}. entrance retries by itself.")),
                 ..plain(

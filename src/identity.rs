@@ -30,6 +30,10 @@ pub struct Identity {
     pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Entra left `groups` out because the user is in too many (`hasgroups` or a `groups`
+    /// entry in `_claim_names`): `groups` is then unknown, not empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub groups_overage: bool,
 }
 
 impl Identity {
@@ -58,7 +62,56 @@ impl Identity {
             sid: c.sid.clone(),
             groups: c.groups.clone(),
             roles: c.roles.clone(),
+            groups_overage: c.groups_overage(),
         }
+    }
+}
+
+/// A connection's `allowed_groups` / `allowed_roles`. With both set, either admits: a user
+/// passes who is in one of the groups **or** holds one of the roles (an admin can then grant
+/// access by group membership or by app role assignment, whichever the tenant uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// Group object IDs (or whatever the token configuration emits), compared ignoring ASCII
+    /// case: GUIDs have no case.
+    pub groups: Vec<String>,
+    /// App role values, compared exactly as Entra defines them.
+    pub roles: Vec<String>,
+}
+
+/// Why [`AccessPolicy::check`] refused a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// In none of the groups and holding none of the roles.
+    NotListed,
+    /// `allowed_groups` is set but the token could not carry the user's groups (overage),
+    /// and no allowed role admitted them either.
+    GroupsUnknown,
+}
+
+impl AccessPolicy {
+    /// True when the connection restricts who may sign in.
+    pub fn is_restricted(&self) -> bool {
+        !self.groups.is_empty() || !self.roles.is_empty()
+    }
+
+    pub fn check(&self, id: &Identity) -> Result<(), Denial> {
+        if !self.is_restricted() {
+            return Ok(());
+        }
+        let in_group = id
+            .groups
+            .iter()
+            .any(|g| self.groups.iter().any(|a| a.eq_ignore_ascii_case(g)));
+        let has_role = id.roles.iter().any(|r| self.roles.contains(r));
+        if in_group || has_role {
+            return Ok(());
+        }
+        // Never read an overage's empty `groups` as "in no group": say why instead.
+        if id.groups_overage && !self.groups.is_empty() {
+            return Err(Denial::GroupsUnknown);
+        }
+        Err(Denial::NotListed)
     }
 }
 
@@ -87,6 +140,8 @@ mod tests {
             sid: None,
             groups: vec![],
             roles: vec![],
+            hasgroups: None,
+            groups_claim_source: false,
         }
     }
 
@@ -117,5 +172,61 @@ mod tests {
         assert!(Identity::from_claims("c", &c).email_verified);
         c.email = None;
         assert!(!Identity::from_claims("c", &c).email_verified);
+    }
+
+    #[test]
+    fn group_overage_is_carried_into_the_identity() {
+        let mut c = claims();
+        assert!(!Identity::from_claims("c", &c).groups_overage);
+        c.groups_claim_source = true;
+        assert!(Identity::from_claims("c", &c).groups_overage);
+    }
+
+    #[test]
+    fn access_policy_admits_by_group_or_role() {
+        let mut id = Identity::from_claims("c", &claims());
+        assert_eq!(AccessPolicy::default().check(&id), Ok(()));
+        let groups = AccessPolicy {
+            groups: vec!["AAAA-1".into()],
+            roles: vec![],
+        };
+        let roles = AccessPolicy {
+            groups: vec![],
+            roles: vec!["App.Admin".into()],
+        };
+        let both = AccessPolicy {
+            groups: vec!["aaaa-1".into()],
+            roles: vec!["App.Admin".into()],
+        };
+        assert_eq!(groups.check(&id), Err(Denial::NotListed));
+        assert_eq!(roles.check(&id), Err(Denial::NotListed));
+        id.groups = vec!["aaaa-1".into()];
+        assert_eq!(groups.check(&id), Ok(()), "group ids ignore case");
+        assert_eq!(both.check(&id), Ok(()));
+        assert_eq!(roles.check(&id), Err(Denial::NotListed));
+        id.groups.clear();
+        id.roles = vec!["app.admin".into()];
+        assert_eq!(roles.check(&id), Err(Denial::NotListed), "roles are exact");
+        id.roles = vec!["App.Admin".into()];
+        assert_eq!(roles.check(&id), Ok(()));
+        assert_eq!(both.check(&id), Ok(()));
+    }
+
+    #[test]
+    fn an_overage_is_reported_not_read_as_no_groups() {
+        let mut id = Identity::from_claims("c", &claims());
+        id.groups_overage = true;
+        let groups = AccessPolicy {
+            groups: vec!["g".into()],
+            roles: vec!["R".into()],
+        };
+        assert_eq!(groups.check(&id), Err(Denial::GroupsUnknown));
+        id.roles = vec!["R".into()];
+        assert_eq!(groups.check(&id), Ok(()), "a role still admits");
+        let roles_only = AccessPolicy {
+            groups: vec![],
+            roles: vec!["X".into()],
+        };
+        assert_eq!(roles_only.check(&id), Err(Denial::NotListed));
     }
 }

@@ -44,6 +44,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeaderLabels {
+    /// One of entrance's own header names, so the label set stays bounded.
+    pub header: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -67,6 +73,10 @@ pub struct Metrics {
     pub key_refreshes: Family<ResultLabels, Counter>,
     pub auth_outcomes: Family<OutcomeLabels, Counter>,
     pub session_store_errors: Counter,
+    pub header_overflows: Family<HeaderLabels, Counter>,
+    /// Unix second of the last header-overflow warning, so a busy `/auth` logs one a minute
+    /// instead of one per request.
+    last_overflow_warning: std::sync::atomic::AtomicI64,
     secret_expiry_days: Family<ConnectionLabels, Gauge>,
     /// (connection id, expiry) pairs, for the gauge computed at scrape time.
     secret_expiries: Vec<(String, OffsetDateTime)>,
@@ -138,6 +148,12 @@ impl Metrics {
             "Requests that failed because the session store did",
             session_store_errors.clone(),
         );
+        let header_overflows = Family::<HeaderLabels, Counter>::default();
+        registry.register(
+            "forward_auth_header_overflow",
+            "Forward-auth identity headers cut to forward_auth.max_header_bytes",
+            header_overflows.clone(),
+        );
         let secret_expiry_days = Family::<ConnectionLabels, Gauge>::default();
         registry.register(
             "client_secret_expiry_days",
@@ -161,6 +177,8 @@ impl Metrics {
             key_refreshes,
             auth_outcomes,
             session_store_errors,
+            header_overflows,
+            last_overflow_warning: std::sync::atomic::AtomicI64::new(i64::MIN),
             secret_expiry_days,
             secret_expiries,
         }
@@ -184,6 +202,24 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a header cut to the budget; true when the caller should also log a warning
+    /// (at most once a minute per process).
+    pub fn header_overflow(&self, header: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        self.header_overflows
+            .get_or_create(&HeaderLabels {
+                header: header.to_owned(),
+            })
+            .inc();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let last = self.last_overflow_warning.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 60
+            && self
+                .last_overflow_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// The Prometheus text exposition format.

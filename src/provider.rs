@@ -446,6 +446,8 @@ mod tests {
             verify_scope: None,
             issuer_template: None,
             allowed_tenants: Default::default(),
+            domains: vec![],
+            access: Default::default(),
         }
     }
 

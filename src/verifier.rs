@@ -15,9 +15,10 @@ use subtle::ConstantTimeEq as _;
 use crate::entra::{self, TENANT_PLACEHOLDER};
 use crate::jwks::{KeyFamily, KeySet, VerificationKey};
 
-/// Tokens longer than this are refused before any decoding: real ID tokens are a few KiB, and the cap bounds the
-/// work an attacker can make us do (base64, JSON, RSA) per request.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Tokens longer than this are refused before any decoding: the cap bounds the work an attacker can make us do
+/// (base64, JSON, RSA) per request. Most ID tokens are a few KiB, but an IdP without Entra's 200-group overage
+/// (Keycloak, Okta) puts every group in the token: 500 group GUIDs alone are ~26 KiB encoded.
+pub const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// How a token's `iss` is judged, decided once at discovery from the metadata and its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +137,20 @@ pub struct IdTokenClaims {
     pub sid: Option<String>,
     pub groups: Vec<String>,
     pub roles: Vec<String>,
+    /// Entra's overage marker of the implicit flow: the user is in more groups than fit in a
+    /// token, so `groups` is left out.
+    pub hasgroups: Option<bool>,
+    /// Entra's overage marker of the code flow: `_claim_names` has a `groups` member pointing
+    /// at Microsoft Graph, and `groups` is left out. Only its presence is kept.
+    pub groups_claim_source: bool,
+}
+
+impl IdTokenClaims {
+    /// The user's groups could not be put in the token (more than Entra's limit, 200 in a
+    /// JWT): an empty `groups` then means "unknown", never "none".
+    pub fn groups_overage(&self) -> bool {
+        self.hasgroups == Some(true) || self.groups_claim_source
+    }
 }
 
 /// Why a token was refused. Serialises (and `code()` returns) a stable snake_case reason, e.g. "issuer_mismatch".
@@ -404,6 +419,12 @@ struct RawClaims {
     sid: Option<String>,
     groups: Option<Vec<String>>,
     roles: Option<Vec<String>>,
+    hasgroups: Option<bool>,
+    #[serde(rename = "_claim_names")]
+    /// OIDC Core §5.6.2 distributed claims: claim name → source id. Only whether it names
+    /// `groups` matters; the values are skipped, but it must be an object (a map, not a
+    /// struct: serde would let a struct be read from an array).
+    claim_names: Option<std::collections::HashMap<String, serde::de::IgnoredAny>>,
 }
 
 pub fn verify_id_token(
@@ -533,6 +554,8 @@ fn check_claims(
         sid: raw.sid,
         groups: raw.groups.unwrap_or_default(),
         roles: raw.roles.unwrap_or_default(),
+        hasgroups: raw.hasgroups,
+        groups_claim_source: raw.claim_names.is_some_and(|n| n.contains_key("groups")),
     })
 }
 
@@ -772,8 +795,52 @@ mod tests {
                 sid: Some("s".into()),
                 groups: vec!["g1".into(), "g2".into()],
                 roles: vec!["Admin".into()],
+                hasgroups: None,
+                groups_claim_source: false,
             }
         );
+    }
+
+    #[test]
+    fn group_overage_is_detected_from_hasgroups_or_claim_names() {
+        let minimal = json!({"iss": ISSUER, "sub": "s", "aud": CLIENT, "exp": NOW + 60, "iat": NOW, "nonce": NONCE});
+        assert!(!check(&minimal).expect("accepted").groups_overage());
+        let implicit = with(minimal.clone(), "hasgroups", json!(true));
+        let got = check(&implicit).expect("accepted");
+        assert!(got.groups_overage() && got.groups.is_empty());
+        let code_flow = with(minimal.clone(), "_claim_names", json!({"groups": "src1"}));
+        let code_flow = with(
+            code_flow,
+            "_claim_sources",
+            json!({"src1": {"endpoint": "https://graph.microsoft.com/v1.0/users/x/getMemberObjects"}}),
+        );
+        assert!(check(&code_flow).expect("accepted").groups_overage());
+        // Another distributed claim is not a groups overage.
+        let other = with(minimal.clone(), "_claim_names", json!({"roles": "src1"}));
+        assert!(!check(&other).expect("accepted").groups_overage());
+        assert!(
+            !check(&with(minimal, "hasgroups", json!(false)))
+                .expect("accepted")
+                .groups_overage()
+        );
+    }
+
+    #[test]
+    fn overage_markers_of_the_wrong_type_are_refused() {
+        let minimal = json!({"iss": ISSUER, "sub": "s", "aud": CLIENT, "exp": NOW + 60, "iat": NOW, "nonce": NONCE});
+        for (claim, value) in [
+            ("hasgroups", json!("true")),
+            ("_claim_names", json!("groups")),
+            ("_claim_names", json!(["groups"])),
+        ] {
+            assert!(
+                matches!(
+                    check(&with(minimal.clone(), claim, value)),
+                    Err(Rejection::Malformed(_))
+                ),
+                "{claim}"
+            );
+        }
     }
 
     #[test]
@@ -889,8 +956,8 @@ mod tests {
     }
 
     #[test]
-    fn tokens_longer_than_16_kib_are_malformed_before_decoding() {
-        assert_eq!(MAX_TOKEN_LEN, 16384);
+    fn tokens_longer_than_64_kib_are_malformed_before_decoding() {
+        assert_eq!(MAX_TOKEN_LEN, 65536);
         assert!(verify(&token_of_len(MAX_TOKEN_LEN)).is_ok());
         let long = token_of_len(MAX_TOKEN_LEN + 1);
         assert_eq!(

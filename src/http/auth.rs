@@ -1,5 +1,11 @@
 //! `GET /auth`: forward-auth for reverse proxies (nginx `auth_request`, Traefik ForwardAuth,
 //! Caddy `forward_auth`) — 200 with identity headers, else 401 or a redirect to sign in.
+//!
+//! What entrance adds is bounded: every identity header value is at most
+//! `forward_auth.max_header_bytes`. A list (groups, roles) that does not fit keeps the whole
+//! items that do and says so in `…-Truncated: true`; a single value that does not fit is left
+//! out. Either way the answer is still 200 — an overflow is a warning and a metric, never a
+//! failed request.
 
 use axum::{
     extract::State,
@@ -9,7 +15,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{AppState, Params, urlencode};
-use crate::{error::AppError, return_to, session::MaybeUser};
+use crate::{error::AppError, metrics::Metrics, return_to, session::MaybeUser};
 
 #[derive(Debug, Deserialize)]
 pub struct AuthParams {
@@ -54,13 +60,27 @@ pub async fn auth(
         return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
     };
 
-    state.metrics.auth_outcome("authorized");
     let id = &user.identity;
+    // The configuration may have changed since this session signed in: a user the
+    // connection no longer admits is refused here too, not only at the next sign-in.
+    if let Ok(conn) = state.connection(&id.connection)
+        && let Err(denial) = conn.config.access.check(id)
+    {
+        state.metrics.auth_outcome("forbidden");
+        return Err(AppError::NotPermitted {
+            connection: id.connection.clone(),
+            user: id.user.clone(),
+            denial,
+        });
+    }
+
+    state.metrics.auth_outcome("authorized");
+    let max = state.config.forward_auth.max_header_bytes;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
-    // Room for these six and the security headers `render_errors` adds, so the map is
+    // Room for these and the security headers `render_errors` adds, so the map is
     // allocated once instead of grown three times.
-    h.reserve(16);
+    h.reserve(24);
     for (name, value) in [
         ("x-auth-request-user", Some(id.user.as_str())),
         ("x-auth-request-email", id.email.as_deref()),
@@ -75,11 +95,91 @@ pub async fn auth(
         ("x-auth-request-tenant", id.tid.as_deref()),
         ("x-auth-request-connection", Some(id.connection.as_str())),
     ] {
-        if let Some(v) = value.and_then(header_value) {
+        let Some(value) = value else { continue };
+        if value.len() > max {
+            overflow(&state.metrics, name, &id.user);
+            continue;
+        }
+        if let Some(v) = header_value(value) {
             h.insert(HeaderName::from_static(name), v);
         }
     }
+    for (name, flag, items) in [
+        (
+            "x-auth-request-groups",
+            "x-auth-request-groups-truncated",
+            &id.groups,
+        ),
+        (
+            "x-auth-request-roles",
+            "x-auth-request-roles-truncated",
+            &id.roles,
+        ),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        let (joined, truncated) = list_header(items, max);
+        if truncated {
+            overflow(&state.metrics, name, &id.user);
+            h.insert(
+                HeaderName::from_static(flag),
+                HeaderValue::from_static("true"),
+            );
+        }
+        // As bytes, like `header_value`: UTF-8 group names pass as oauth2-proxy passes them.
+        if let Ok(v) = HeaderValue::from_bytes(joined.as_bytes())
+            && !joined.is_empty()
+        {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if id.groups_overage {
+        h.insert(
+            HeaderName::from_static("x-auth-request-groups-overage"),
+            HeaderValue::from_static("true"),
+        );
+    }
     Ok(res)
+}
+
+fn overflow(metrics: &Metrics, header: &'static str, user: &str) {
+    if metrics.header_overflow(header) {
+        tracing::warn!(
+            header,
+            user,
+            "an identity header exceeds forward_auth.max_header_bytes and was cut; \
+             emit fewer groups (Entra: \"Groups assigned to the application\") or raise the budget \
+             (this warning repeats at most once a minute; see entrance_forward_auth_header_overflow_total)"
+        );
+    }
+}
+
+/// A list as one comma-separated header value of at most `max` bytes: as many whole items as
+/// fit, in order, never a cut item. Control characters and commas inside an item (which
+/// would split the header or the list) are dropped. Returns the value and whether items were
+/// left out.
+pub(crate) fn list_header(items: &[String], max: usize) -> (String, bool) {
+    let mut out = String::new();
+    for item in items {
+        let clean: String = item
+            .chars()
+            .filter(|c| !c.is_control() && *c != ',')
+            .collect();
+        let extra = clean.len() + usize::from(!out.is_empty());
+        if out.len() + extra > max {
+            return (out, true);
+        }
+        if clean.is_empty() {
+            // Nothing left of it to send; not a truncation.
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&clean);
+    }
+    (out, false)
 }
 
 /// A claim as a header value: control characters (which would split or corrupt the header)
@@ -104,4 +204,50 @@ fn original_url(headers: &HeaderMap) -> Option<String> {
     let proto = get("x-forwarded-proto").unwrap_or("https");
     let uri = get("x-forwarded-uri").unwrap_or("/");
     Some(format!("{proto}://{host}{uri}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{i:08}-0000-0000-0000-000000000000"))
+            .collect()
+    }
+
+    #[test]
+    fn a_list_that_fits_is_sent_whole() {
+        let (v, cut) = list_header(&items(3), 4096);
+        assert!(!cut);
+        assert_eq!(v.split(',').count(), 3);
+    }
+
+    #[test]
+    fn a_long_list_keeps_whole_items_within_the_budget() {
+        let all = items(500);
+        let (v, cut) = list_header(&all, 4096);
+        assert!(cut);
+        assert!(v.len() <= 4096);
+        let kept: Vec<&str> = v.split(',').collect();
+        assert_eq!(kept.len(), 4096 / 37, "36-byte GUIDs and commas");
+        for (k, a) in kept.iter().zip(&all) {
+            assert_eq!(k, a, "items are whole and in order");
+        }
+        assert!(HeaderValue::from_str(&v).is_ok());
+    }
+
+    #[test]
+    fn commas_and_control_characters_cannot_split_the_list() {
+        let (v, cut) = list_header(&["a,b".into(), "c\r\nX-Evil: 1".into()], 100);
+        assert!(!cut);
+        assert_eq!(v, "ab,cX-Evil: 1");
+        assert!(HeaderValue::from_str(&v).is_ok());
+    }
+
+    #[test]
+    fn a_first_item_bigger_than_the_budget_leaves_an_empty_truncated_list() {
+        let (v, cut) = list_header(&["x".repeat(300)], 256);
+        assert!(cut && v.is_empty());
+    }
 }

@@ -236,6 +236,42 @@ async fn finish_login(
         });
     }
     let identity = Identity::from_claims(&conn.config.id, &claims);
+    if identity.groups_overage {
+        tracing::warn!(
+            user = %identity.user,
+            connection = %conn.config.id,
+            correlation_id = %cid.0,
+            "group overage: the user is in more groups than fit in an ID token, so Entra sent none \
+             (hasgroups / _claim_names); X-Auth-Request-Groups stays empty. Fix: in the app \
+             registration's Token configuration emit \"Groups assigned to the application\" \
+             (and assign the groups to the application), or use app roles"
+        );
+    }
+    // allowed_groups / allowed_roles: after the token is proven, before any session is
+    // written, so a refused user leaves nothing signed in.
+    if let Err(denial) = conn.config.access.check(&identity) {
+        return Err(AppError::NotPermitted {
+            connection: conn.config.id.clone(),
+            user: identity.user.clone(),
+            denial,
+        });
+    }
+    // Warn once per sign-in (the /auth warnings are rate-limited per process) when the
+    // groups or roles will not fit in their forward-auth header.
+    let budget = state.config.forward_auth.max_header_bytes;
+    for (header, items) in [("groups", &identity.groups), ("roles", &identity.roles)] {
+        if super::auth::list_header(items, budget).1 {
+            tracing::warn!(
+                user = %identity.user,
+                connection = %conn.config.id,
+                count = items.len(),
+                header,
+                "this user's {header} exceed forward_auth.max_header_bytes ({budget}); \
+                 X-Auth-Request-{} will carry only the first ones and a -Truncated flag",
+                if header == "groups" { "Groups" } else { "Roles" }
+            );
+        }
+    }
     let now = session::now_unix();
     let signed_in = SignedIn {
         issued_at: now,

@@ -1,4 +1,5 @@
-//! `GET /`: who is signed in and a sign-out button, or a sign-in button per connection.
+//! `GET /`: who is signed in and a sign-out button, or a sign-in button per connection (and,
+//! when connections list email domains, an email box that picks the connection).
 
 use axum::{extract::State, response::Html};
 use serde::Deserialize;
@@ -51,6 +52,20 @@ pub async fn home(
                 &state.config.allowed_return_hosts,
             );
             let mut body = String::from("<h1>Sign in</h1>");
+            if state
+                .connections
+                .iter()
+                .any(|c| !c.config.domains.is_empty())
+            {
+                // A plain GET form: /login routes the address by its domain.
+                body.push_str(&format!(
+                    "<form method=\"get\" action=\"/login\"><p><label>Work email \
+<input type=\"email\" name=\"login_hint\" autocomplete=\"username\" required></label> \
+<input type=\"hidden\" name=\"return_to\" value=\"{}\">\
+<button type=\"submit\">Continue</button></p></form>",
+                    escape(&return_to),
+                ));
+            }
             for c in state.connections.iter() {
                 body.push_str(&format!(
                     "<p><a class=\"button\" href=\"/login?connection={}&amp;return_to={}\">Sign in with {}</a></p>",

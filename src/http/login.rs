@@ -1,5 +1,9 @@
 //! `GET /login`: starts a login — PKCE, state and nonce remembered in the session — and sends
 //! the browser to the connection's authorize endpoint.
+//!
+//! The connection is the one named by `connection`, else the one whose `domains` hold the
+//! domain of `login_hint` (an email address; Entra then also gets `domain_hint`), else the
+//! only one configured.
 
 use axum::{
     extract::State,
@@ -23,6 +27,19 @@ use crate::{
 pub struct LoginParams {
     connection: Option<String>,
     return_to: Option<String>,
+    /// The user's email address, from the start page's form or the app's link.
+    login_hint: Option<String>,
+}
+
+/// Longer than any email address (RFC 5321 allows 254); refused past this rather than
+/// forwarded to the IdP.
+const MAX_LOGIN_HINT: usize = 320;
+
+/// The lower-cased domain of an email-shaped `login_hint`.
+fn hint_domain(hint: &str) -> Option<String> {
+    let (local, domain) = hint.rsplit_once('@')?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    (!local.is_empty() && !domain.is_empty()).then_some(domain)
 }
 
 pub async fn login(
@@ -30,13 +47,46 @@ pub async fn login(
     session: Session,
     Params(params): Params<LoginParams>,
 ) -> Result<Response, AppError> {
-    let conn = match params.connection.as_deref() {
-        Some(id) => state.connection(id)?,
-        None => match state.connections.as_slice() {
+    let login_hint = match params.login_hint.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(h) if h.len() > MAX_LOGIN_HINT || h.chars().any(char::is_control) => {
+            return Err(AppError::BadRequest(
+                "login_hint is not an email address".into(),
+            ));
+        }
+        Some(h) => Some(h),
+    };
+    let domain = login_hint.and_then(hint_domain);
+    let routes_by_domain = state
+        .connections
+        .iter()
+        .any(|c| !c.config.domains.is_empty());
+    let conn = match (params.connection.as_deref(), login_hint) {
+        (Some(id), _) => state.connection(id)?,
+        // Domain routing is on as soon as one connection lists domains: then an address no
+        // connection claims is refused (400, before any session is written) instead of
+        // guessed.
+        (None, Some(hint)) if routes_by_domain => {
+            let Some(domain) = &domain else {
+                return Err(AppError::BadRequest(format!(
+                    "login_hint {:?} is not an email address",
+                    hint.chars().take(64).collect::<String>()
+                )));
+            };
+            state
+                .connections
+                .iter()
+                .find(|c| c.config.domains.contains(domain))
+                .ok_or_else(|| AppError::UnknownDomain(domain.clone()))?
+        }
+        (None, _) => match state.connections.as_slice() {
             [only] => only,
             _ => return Err(AppError::ConnectionRequired),
         },
     };
+    // domain_hint sends the user straight to their organisation's sign-in (federated IdP
+    // included) — only for a domain this connection claims.
+    let domain_hint = domain.filter(|d| conn.config.domains.contains(d));
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
@@ -72,6 +122,14 @@ pub async fn login(
         .append_pair("nonce", &login.nonce)
         .append_pair("code_challenge", challenge.as_str())
         .append_pair("code_challenge_method", challenge.method().as_str());
+    if let Some(hint) = login_hint {
+        authorize.query_pairs_mut().append_pair("login_hint", hint);
+    }
+    if let Some(domain) = &domain_hint {
+        authorize
+            .query_pairs_mut()
+            .append_pair("domain_hint", domain);
+    }
 
     let connection_id = login.connection.clone();
     session::push_pending(&session, login).await?;
@@ -87,4 +145,24 @@ pub async fn login(
     let location = HeaderValue::from_str(authorize.as_str())
         .map_err(|e| AppError::Internal(format!("authorize URL: {e}")))?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_domain_is_the_lower_cased_part_after_the_last_at() {
+        assert_eq!(
+            hint_domain("Ada@Contoso.COM").as_deref(),
+            Some("contoso.com")
+        );
+        assert_eq!(
+            hint_domain("\"a@b\"@fabrikam.com.").as_deref(),
+            Some("fabrikam.com")
+        );
+        assert_eq!(hint_domain("ada"), None);
+        assert_eq!(hint_domain("@contoso.com"), None);
+        assert_eq!(hint_domain("ada@"), None);
+    }
 }

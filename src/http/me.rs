@@ -2,11 +2,13 @@
 
 use axum::{
     Json,
+    extract::State,
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
 
-use crate::session::CurrentUser;
+use super::AppState;
+use crate::{error::AppError, session::CurrentUser};
 
 #[derive(Serialize)]
 pub struct Me<'a> {
@@ -19,12 +21,31 @@ pub struct Me<'a> {
     email: Option<&'a str>,
     email_verified: bool,
     preferred_username: Option<&'a str>,
+    groups: &'a [String],
+    roles: &'a [String],
+    /// True when Entra could not put the user's groups in the token: `groups` is then
+    /// unknown, not empty.
+    groups_overage: bool,
     issued_at: i64,
     expires_at: i64,
 }
 
-pub async fn me(CurrentUser(s): CurrentUser) -> Response {
+pub async fn me(
+    State(state): State<AppState>,
+    CurrentUser(s): CurrentUser,
+) -> Result<Response, AppError> {
     let id = &s.identity;
+    // As on /auth: a session the connection's current allowed_groups/allowed_roles no
+    // longer admit is refused.
+    if let Ok(conn) = state.connection(&id.connection)
+        && let Err(denial) = conn.config.access.check(id)
+    {
+        return Err(AppError::NotPermitted {
+            connection: id.connection.clone(),
+            user: id.user.clone(),
+            denial,
+        });
+    }
     let me = Me {
         user: &id.user,
         connection: &id.connection,
@@ -35,8 +56,11 @@ pub async fn me(CurrentUser(s): CurrentUser) -> Response {
         email: id.email.as_deref(),
         email_verified: id.email_verified,
         preferred_username: id.preferred_username.as_deref(),
+        groups: &id.groups,
+        roles: &id.roles,
+        groups_overage: id.groups_overage,
         issued_at: s.issued_at,
         expires_at: s.expires_at,
     };
-    Json(&me).into_response()
+    Ok(Json(&me).into_response())
 }

@@ -13,5 +13,6 @@ mod multitenant;
 mod process;
 mod readiness;
 mod redis;
+mod routing;
 mod sessions;
 mod traces;
