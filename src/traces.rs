@@ -258,7 +258,10 @@ pub fn step(err: &AppError) -> &'static str {
         AppError::Token { .. } => "token",
         AppError::IdToken { .. } => "id_token",
         AppError::Session(_) => "session",
-        AppError::ConnectionNotReady { .. } | AppError::UnknownConnection(_) => "connection",
+        AppError::ConnectionNotReady { .. }
+        | AppError::UnknownConnection(_)
+        | AppError::UnknownDomain(_) => "connection",
+        AppError::NotPermitted { .. } => "authorization",
         AppError::MissingParameter(_)
         | AppError::BadRequest(_)
         | AppError::UnsupportedMediaType
