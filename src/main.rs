@@ -152,7 +152,12 @@ async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(
         .first()
         .ok_or("the configuration has no connection")?;
     let (client_secrets, client_certificates) = match &conn.credential {
-        ClientCredential::Secret(s) => (vec![s.expose_secret().to_owned()], Vec::new()),
+        ClientCredential::Secrets(s) => (
+            s.iter()
+                .map(|s| s.value.expose_secret().to_owned())
+                .collect(),
+            Vec::new(),
+        ),
         ClientCredential::Certificate(c) => (Vec::new(), vec![c.certificate_pem.clone()]),
     };
     let idp = mock_idp::MockIdp::start(mock_idp::MockIdpSettings {

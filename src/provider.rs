@@ -436,7 +436,12 @@ mod tests {
                 .trim_end_matches("/.well-known/openid-configuration")
                 .into(),
             client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
-            credential: crate::config::ClientCredential::Secret(SecretString::from("x")),
+            credential: crate::config::ClientCredential::Secrets(vec![
+                crate::config::NamedSecret {
+                    label: "client_secret".into(),
+                    value: SecretString::from("x"),
+                },
+            ]),
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,
