@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
             json,
             verify_secret,
         } => return check(&config, connection.as_deref(), json, verify_secret).await,
-        Command::Serve { config } => serve(Config::load(&config)).await,
+        Command::Serve { config: path } => serve(Config::load(&path), path).await,
         Command::Demo { config } => {
             let config = match config {
                 Some(path) => Config::load(&path),
@@ -131,11 +131,16 @@ async fn check(
     }
 }
 
-async fn serve(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+async fn serve(
+    config: Result<Config, entrance::config::ConfigError>,
+    path: PathBuf,
+) -> Result<(), String> {
     let config = config.map_err(|e| e.to_string())?;
-    let app = Application::build(config)
+    let mut app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
+    app.reload_on_sighup(path)
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     tracing::info!(address = %app.local_addr(), "entrance listening");
     app.run_until_stopped(shutdown_signal())
         .await

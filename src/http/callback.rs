@@ -170,7 +170,7 @@ async fn finish_login(
 
     // Mix-up defence (RFC 9700 §4.4): the connection is the one this login was sent to, never
     // something the callback names.
-    let conn = state.connection(&login.connection)?.clone();
+    let conn = state.connection(&login.connection)?;
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;

@@ -51,7 +51,7 @@ pub async fn home(
                 &state.config.allowed_return_hosts,
             );
             let mut body = String::from("<h1>Sign in</h1>");
-            for c in state.connections.iter() {
+            for c in state.connections.load().iter() {
                 body.push_str(&format!(
                     "<p><a class=\"button\" href=\"/login?connection={}&amp;return_to={}\">Sign in with {}</a></p>",
                     escape(&urlencode(&c.config.id)),

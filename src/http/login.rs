@@ -32,8 +32,8 @@ pub async fn login(
 ) -> Result<Response, AppError> {
     let conn = match params.connection.as_deref() {
         Some(id) => state.connection(id)?,
-        None => match state.connections.as_slice() {
-            [only] => only,
+        None => match state.connections.load().as_slice() {
+            [only] => only.clone(),
             _ => return Err(AppError::ConnectionRequired),
         },
     };

@@ -13,4 +13,5 @@ mod multitenant;
 mod process;
 mod readiness;
 mod redis;
+mod rotation;
 mod sessions;
