@@ -1725,6 +1725,76 @@ client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f"
     }
 
     #[test]
+    fn secret_lists_keep_their_order_and_label_each_secret() {
+        let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("old");
+        std::fs::write(&file, "oldQ~secret-from-a-file-000000000000000\n").expect("write");
+        let toml = raw(&format!(
+            "client_secrets_env = [\"NEW\"]\nclient_secret_files = [{:?}]",
+            file.display().to_string()
+        ));
+        let raw_cfg: RawConfig = Figment::new()
+            .merge(Toml::string(&toml))
+            .extract()
+            .expect("parses");
+        let cfg = Config::from_raw(raw_cfg, &|name| {
+            (name == "NEW").then(|| "newQ~secret-from-the-env-00000000000000".to_owned())
+        })
+        .expect("valid");
+        let labels: Vec<String> = cfg.connections[0]
+            .credential
+            .secret_labels()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                "client_secrets_env NEW".to_owned(),
+                format!("client_secret_files {}", file.display())
+            ]
+        );
+        match &cfg.connections[0].credential {
+            ClientCredential::Secrets(s) => {
+                assert_eq!(
+                    s[1].value.expose_secret(),
+                    "oldQ~secret-from-a-file-000000000000000"
+                );
+            }
+            other => panic!("expected secrets, got {other:?}"),
+        }
+        // The single key still works and is labelled by its key and variable.
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
+        assert_eq!(
+            cfg.connections[0].credential.secret_labels(),
+            vec!["client_secret_env SECRET"]
+        );
+    }
+
+    #[test]
+    fn secret_lists_are_checked_by_item() {
+        assert_eq!(
+            err_key(&raw(
+                "client_secret_env = \"SECRET\"\nclient_secrets_env = [\"SECRET\"]"
+            )),
+            "connections[0].client_secrets_env"
+        );
+        assert_eq!(
+            err_key(&raw("client_secrets_env = []")),
+            "connections[0].client_secrets_env"
+        );
+        assert_eq!(
+            err_key(&raw("client_secrets_env = [\"SECRET\", \"UNSET_VAR\"]")),
+            "connections[0].client_secrets_env[1]"
+        );
+        assert_eq!(
+            err_key(&raw("client_secret_files = [\"/nonexistent/secret\"]")),
+            "connections[0].client_secret_files[0]"
+        );
+    }
+
+    #[test]
     fn missing_secret_names_the_key() {
         assert_eq!(err_key(&raw("")), "connections[0].client_secret_env");
         assert_eq!(
