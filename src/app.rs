@@ -132,9 +132,10 @@ impl Application {
             let reloader = self.reloader.clone();
             self.tasks.push(tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    // The outcome is logged by `reload`; an invalid file keeps the running
-                    // configuration.
-                    let _ = reloader.reload();
+                    // Reading the files blocks; off the request threads. The outcome is
+                    // logged by `reload`; an invalid file keeps the running configuration.
+                    let r = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
                 }
             }));
         }

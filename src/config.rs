@@ -1065,8 +1065,13 @@ fn validate_connection(
                     let raw_secret = value?;
                     // A list item's problems name the item's own key.
                     let item_key_fn = |k: &str| item_key.clone().unwrap_or_else(|| key(k));
-                    let secret =
-                        check_secret(raw_secret.expose_secret(), is_entra, &rc.id, &item_key_fn)?;
+                    let secret = check_secret(
+                        raw_secret.expose_secret(),
+                        is_entra,
+                        &rc.id,
+                        &label,
+                        &item_key_fn,
+                    )?;
                     secrets.push(NamedSecret {
                         label: label.clone(),
                         value: secret.into(),
@@ -1389,11 +1394,13 @@ fn check_secret(
     secret: &str,
     is_entra: bool,
     id: &str,
+    label: &str,
     key: &dyn Fn(&str) -> String,
 ) -> Result<String, ConfigError> {
     if secret != secret.trim() {
         tracing::warn!(
             connection = %id,
+            secret = label,
             "the client secret starts or ends with whitespace; it was trimmed"
         );
     }
@@ -1415,6 +1422,7 @@ fn check_secret(
         }
         tracing::warn!(
             connection = %id,
+            secret = label,
             "the client secret looks like a GUID; if this IdP shows a secret ID beside the secret, make sure the value was pasted"
         );
     }
