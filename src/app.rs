@@ -10,7 +10,7 @@ use crate::{
     http::{self, AppState},
     http_client::HttpClient,
     metrics::Metrics,
-    provider::{self, Connection},
+    rotation::{ReloadError, ReloadSummary, Reloader},
     store::{MemoryStore, OpenStore, StoreError},
 };
 
@@ -37,6 +37,8 @@ pub struct Application {
     tasks: Vec<JoinHandle<()>>,
     /// Closed once serving stops, so a new `Application` can open the same SQLite file.
     store: OpenStore,
+    /// The live connections and their maintainers; reloads the configuration on request.
+    reloader: Arc<Reloader>,
 }
 
 impl Application {
@@ -63,17 +65,6 @@ impl Application {
         // Opened first: an unusable SQLite path stops startup before anything is spawned.
         let store = OpenStore::open(&config.session).await?;
         let metrics = Arc::new(Metrics::new(&config));
-        let connections: Vec<Arc<Connection>> = config
-            .connections
-            .iter()
-            .map(|c| {
-                Arc::new(Connection::new(
-                    c.clone(),
-                    config.keys.refetch_cooldown,
-                    metrics.clone(),
-                ))
-            })
-            .collect();
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -84,13 +75,8 @@ impl Application {
         };
 
         let mut tasks = Vec::new();
-        for conn in &connections {
-            tasks.push(tokio::spawn(provider::maintain(
-                conn.clone(),
-                http.clone(),
-                config.keys.refresh_interval,
-            )));
-        }
+        let reloader = Reloader::start(&config, http.clone(), metrics.clone());
+        tasks.push(reloader.spawn_expiry_warnings());
         tasks.extend(store.spawn_sweeper());
 
         let traces = Arc::new(crate::traces::Traces::new(
@@ -100,7 +86,7 @@ impl Application {
         let state = AppState {
             traces,
             config: Arc::new(config),
-            connections: Arc::new(connections),
+            connections: reloader.connections(),
             http,
             store: store.store.clone(),
             metrics,
@@ -135,7 +121,41 @@ impl Application {
             state,
             tasks,
             store,
+            reloader,
         })
+    }
+
+    /// Makes SIGHUP reload the configuration from `path` (the file the service was started
+    /// with): connections and secrets change without dropping sessions or logins in flight.
+    /// The handler is installed before this returns, so a SIGHUP right after startup reloads
+    /// instead of killing the process (SIGHUP's default action).
+    pub fn reload_on_sighup(&mut self, path: std::path::PathBuf) -> std::io::Result<()> {
+        self.reloader.set_source(path);
+        #[cfg(unix)]
+        {
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            let reloader = self.reloader.clone();
+            self.tasks.push(tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // Reading the files blocks; off the request threads. The outcome is
+                    // logged by `reload`; an invalid file keeps the running configuration.
+                    let r = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    /// Reloads the configuration file now (what SIGHUP does).
+    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.reloader.reload()
+    }
+
+    /// A handle that reloads this application's configuration, usable after
+    /// [`Application::run_until_stopped`] has taken the application.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -170,6 +190,7 @@ impl Application {
             tasks,
             state,
             store,
+            reloader,
         } = self;
         let abort_on_exit = AbortOnDrop(tasks);
         let grace = state.config.shutdown_grace;
@@ -199,6 +220,7 @@ impl Application {
             }
         };
         drop(abort_on_exit);
+        reloader.stop();
         // Flushes and closes the store (SQLite's pool), so a new Application can open it.
         store.close().await;
         served

@@ -295,6 +295,12 @@ pub struct RawConnection {
     pub client_secret_env: Option<String>,
     #[serde(default)]
     pub client_secret_file: Option<String>,
+    /// Several secrets for rotation, newest first: environment variables…
+    #[serde(default)]
+    pub client_secrets_env: Option<Vec<String>>,
+    /// …and/or files (after the variables). Not combined with the single-secret keys.
+    #[serde(default)]
+    pub client_secret_files: Option<Vec<String>>,
     /// Instead of a secret: the certificate uploaded to the app registration (PEM or DER)…
     #[serde(default)]
     pub client_certificate_file: Option<String>,
@@ -455,11 +461,21 @@ pub enum ClientAuth {
     SecretBasic,
 }
 
+/// One client secret and where it came from. The label (e.g. `client_secrets_env CONTOSO_NEW`)
+/// is what logs and `/readyz` show; the value never is.
+#[derive(Debug, Clone)]
+pub struct NamedSecret {
+    pub label: String,
+    pub value: SecretString,
+}
+
 /// How a connection proves it is the client at the token endpoint.
 #[derive(Debug, Clone)]
 pub enum ClientCredential {
-    /// A client secret's Value, sent by `client_secret_post` or `client_secret_basic`.
-    Secret(SecretString),
+    /// Client secrets' Values, newest first and never empty, sent by `client_secret_post` or
+    /// `client_secret_basic`. Several are kept during a rotation: the code exchange falls back
+    /// to the next when the IdP refuses one as an invalid client.
+    Secrets(Vec<NamedSecret>),
     /// A certificate and its private key: a signed client assertion (`private_key_jwt`,
     /// RFC 7523), Entra's "certificate credentials".
     Certificate(Arc<CertificateCredential>),
@@ -469,7 +485,36 @@ impl ClientCredential {
     pub fn certificate(&self) -> Option<&CertificateCredential> {
         match self {
             ClientCredential::Certificate(c) => Some(c),
-            ClientCredential::Secret(_) => None,
+            ClientCredential::Secrets(_) => None,
+        }
+    }
+
+    /// The credentials to try at the token endpoint, in order: each secret (newest first) with
+    /// its label, or the certificate alone.
+    pub fn attempts(&self) -> Vec<(Option<&str>, crate::token::Credential<'_>)> {
+        match self {
+            ClientCredential::Secrets(secrets) => secrets
+                .iter()
+                .map(|s| {
+                    (
+                        Some(s.label.as_str()),
+                        crate::token::Credential::Secret(&s.value),
+                    )
+                })
+                .collect(),
+            ClientCredential::Certificate(c) => {
+                vec![(None, crate::token::Credential::Certificate(c))]
+            }
+        }
+    }
+
+    /// The secrets' labels, newest first; empty for a certificate.
+    pub fn secret_labels(&self) -> Vec<&str> {
+        match self {
+            ClientCredential::Secrets(secrets) => {
+                secrets.iter().map(|s| s.label.as_str()).collect()
+            }
+            ClientCredential::Certificate(_) => Vec::new(),
         }
     }
 }
@@ -550,6 +595,8 @@ impl std::fmt::Display for SecretSource {
 #[derive(Debug)]
 pub struct SecretAsRead {
     pub source: SecretSource,
+    /// The key and variable or file it came from, for logs (never the value).
+    pub label: String,
     pub value: Result<SecretString, ConfigError>,
 }
 
@@ -563,9 +610,9 @@ pub struct LenientConfig {
     /// [`Config::from_raw`] (a file that cannot be used is a mistake in the file), except
     /// that its expiry is left to the doctor.
     pub config: Config,
-    /// One per connection, in the order of `config.connections`; `None` for a connection
-    /// with a certificate instead of a secret.
-    pub secrets: Vec<Option<SecretAsRead>>,
+    /// One list per connection, in the order of `config.connections`: each secret as read,
+    /// newest first; empty for a connection with a certificate instead of a secret.
+    pub secrets: Vec<Vec<SecretAsRead>>,
 }
 
 impl Config {
@@ -619,7 +666,7 @@ impl Config {
         raw: RawConfig,
         env: &dyn Fn(&str) -> Option<String>,
         mode: Mode,
-    ) -> Result<(Config, Vec<Option<SecretAsRead>>), ConfigError> {
+    ) -> Result<(Config, Vec<Vec<SecretAsRead>>), ConfigError> {
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
@@ -1091,7 +1138,7 @@ fn validate_connection(
     rc: RawConnection,
     env: &dyn Fn(&str) -> Option<String>,
     mode: Mode,
-) -> Result<(ConnectionConfig, Option<SecretAsRead>), ConfigError> {
+) -> Result<(ConnectionConfig, Vec<SecretAsRead>), ConfigError> {
     let key = |k: &str| format!("connections[{i}].{k}");
     if rc.id.is_empty()
         || rc.id.len() > 64
@@ -1148,7 +1195,9 @@ fn validate_connection(
         rc.client_certificate_file.is_some() || rc.client_private_key_file.is_some();
     let has_secret = rc.client_secret.is_some()
         || rc.client_secret_env.is_some()
-        || rc.client_secret_file.is_some();
+        || rc.client_secret_file.is_some()
+        || rc.client_secrets_env.is_some()
+        || rc.client_secret_files.is_some();
     if has_certificate && has_secret {
         return Err(invalid(
             key("client_certificate_file"),
@@ -1168,31 +1217,61 @@ fn validate_connection(
     }
     let (credential, read) = if has_certificate {
         let cert = load_certificate(&rc, &key, mode)?;
-        (ClientCredential::Certificate(cert), None)
+        (ClientCredential::Certificate(cert), Vec::new())
     } else {
-        let SecretAsRead { source, value } = read_secret(&rc, &key, env);
-        match mode {
-            Mode::Strict => {
-                let raw_secret = value?;
-                let secret = check_secret(raw_secret.expose_secret(), is_entra, &rc.id, &key)?;
-                let read = SecretAsRead {
-                    source,
-                    value: Ok(raw_secret),
-                };
-                (ClientCredential::Secret(secret.into()), Some(read))
-            }
-            // `entrance check` judges both itself, so it can report every problem as a line.
-            Mode::Lenient => {
-                let secret = value
-                    .as_ref()
-                    .map(|s| s.expose_secret().trim().to_owned())
-                    .unwrap_or_default();
-                (
-                    ClientCredential::Secret(secret.into()),
-                    Some(SecretAsRead { source, value }),
-                )
+        let reads = read_secrets(&rc, &key, env);
+        let mut secrets = Vec::with_capacity(reads.len());
+        let mut kept = Vec::with_capacity(reads.len());
+        for (
+            SecretAsRead {
+                source,
+                label,
+                value,
+            },
+            item_key,
+        ) in reads
+        {
+            match mode {
+                Mode::Strict => {
+                    let raw_secret = value?;
+                    // A list item's problems name the item's own key.
+                    let item_key_fn = |k: &str| item_key.clone().unwrap_or_else(|| key(k));
+                    let secret = check_secret(
+                        raw_secret.expose_secret(),
+                        is_entra,
+                        &rc.id,
+                        &label,
+                        &item_key_fn,
+                    )?;
+                    secrets.push(NamedSecret {
+                        label: label.clone(),
+                        value: secret.into(),
+                    });
+                    kept.push(SecretAsRead {
+                        source,
+                        label,
+                        value: Ok(raw_secret),
+                    });
+                }
+                // `entrance check` judges both itself, so it can report every problem as a line.
+                Mode::Lenient => {
+                    let secret = value
+                        .as_ref()
+                        .map(|s| s.expose_secret().trim().to_owned())
+                        .unwrap_or_default();
+                    secrets.push(NamedSecret {
+                        label: label.clone(),
+                        value: secret.into(),
+                    });
+                    kept.push(SecretAsRead {
+                        source,
+                        label,
+                        value,
+                    });
+                }
             }
         }
+        (ClientCredential::Secrets(secrets), kept)
     };
 
     let client_secret_expires_at = match &rc.client_secret_expires_at {
@@ -1547,11 +1626,13 @@ fn check_secret(
     secret: &str,
     is_entra: bool,
     id: &str,
+    label: &str,
     key: &dyn Fn(&str) -> String,
 ) -> Result<String, ConfigError> {
     if secret != secret.trim() {
         tracing::warn!(
             connection = %id,
+            secret = label,
             "the client secret starts or ends with whitespace; it was trimmed"
         );
     }
@@ -1573,6 +1654,7 @@ fn check_secret(
         }
         tracing::warn!(
             connection = %id,
+            secret = label,
             "the client secret looks like a GUID; if this IdP shows a secret ID beside the secret, make sure the value was pasted"
         );
     }
@@ -1598,11 +1680,13 @@ fn parse_expiry(value: &str) -> Option<OffsetDateTime> {
 
 /// The secret comes from exactly one of: an environment variable (recommended), a file (e.g. a
 /// mounted Kubernetes secret), or the config itself (allowed, warned: config files get shared).
-fn read_secret(
+/// During a rotation, `client_secrets_env` and/or `client_secret_files` list several instead,
+/// newest first (variables before files). Each read comes with the key of its list item, if any.
+fn read_secrets(
     rc: &RawConnection,
     key: &dyn Fn(&str) -> String,
     env: &dyn Fn(&str) -> Option<String>,
-) -> SecretAsRead {
+) -> Vec<(SecretAsRead, Option<String>)> {
     let given = [
         rc.client_secret.is_some(),
         rc.client_secret_env.is_some(),
@@ -1611,60 +1695,129 @@ fn read_secret(
     .iter()
     .filter(|g| **g)
     .count();
-    let (source, value) = if given > 1 {
-        let err = invalid(
+    let listed = rc.client_secrets_env.is_some() || rc.client_secret_files.is_some();
+    let unknown = |err| {
+        vec![(
+            SecretAsRead {
+                source: SecretSource::Unknown,
+                label: "client_secret".to_owned(),
+                value: Err(err),
+            },
+            None,
+        )]
+    };
+    if given > 1 {
+        return unknown(invalid(
             key("client_secret_env"),
             "more than one of client_secret, client_secret_env and client_secret_file is set",
             "keep one; client_secret_env is recommended",
-        );
-        (SecretSource::Unknown, Err(err))
-    } else if let Some(var) = &rc.client_secret_env {
-        let value = env(var).ok_or_else(|| {
-            invalid(
-                key("client_secret_env"),
-                format!("the environment variable {var} is not set"),
-                format!("export {var}=<the secret's Value from Certificates & secrets>"),
-            )
-        });
-        (SecretSource::Env(var.clone()), value)
+        ));
+    }
+    if given == 1 && listed {
+        return unknown(invalid(
+            key("client_secrets_env"),
+            "both a single secret (client_secret, client_secret_env or client_secret_file) and a list (client_secrets_env, client_secret_files) are set",
+            "move the single secret into the list, newest first, e.g. client_secrets_env = [\"NEW\", \"OLD\"]",
+        ));
+    }
+    if listed {
+        let mut reads = Vec::new();
+        for (j, var) in rc.client_secrets_env.iter().flatten().enumerate() {
+            let item = key(&format!("client_secrets_env[{j}]"));
+            let read = read_env_secret(var, &item, format!("client_secrets_env {var}"), env);
+            reads.push((read, Some(item)));
+        }
+        for (j, path) in rc.client_secret_files.iter().flatten().enumerate() {
+            let item = key(&format!("client_secret_files[{j}]"));
+            let read = read_file_secret(path, &item, format!("client_secret_files {path}"));
+            reads.push((read, Some(item)));
+        }
+        if reads.is_empty() {
+            return unknown(invalid(
+                key("client_secrets_env"),
+                "the secret lists are empty",
+                "list at least one variable (client_secrets_env) or file (client_secret_files), newest first",
+            ));
+        }
+        return reads;
+    }
+    let read = if let Some(var) = &rc.client_secret_env {
+        read_env_secret(
+            var,
+            &key("client_secret_env"),
+            format!("client_secret_env {var}"),
+            env,
+        )
     } else if let Some(path) = &rc.client_secret_file {
-        let value = std::fs::read_to_string(path)
-            .map(|mut s| {
-                // A text file's final newline is a file convention, not part of the secret:
-                // dropping it here keeps the whitespace warning for real padding only.
-                if s.ends_with('\n') {
-                    s.pop();
-                    if s.ends_with('\r') {
-                        s.pop();
-                    }
-                }
-                s
-            })
-            .map_err(|e| {
-                invalid(
-                    key("client_secret_file"),
-                    format!("cannot read {path}: {e}"),
-                    "point it at a readable file holding only the secret's Value",
-                )
-            });
-        (SecretSource::File(path.clone()), value)
+        read_file_secret(
+            path,
+            &key("client_secret_file"),
+            format!("client_secret_file {path}"),
+        )
     } else if let Some(secret) = &rc.client_secret {
         tracing::warn!(
             connection = %rc.id,
             "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
         );
-        (SecretSource::Inline, Ok(secret.clone()))
+        SecretAsRead {
+            source: SecretSource::Inline,
+            label: "client_secret".to_owned(),
+            value: Ok(SecretString::from(secret.clone())),
+        }
     } else {
-        let err = invalid(
+        return unknown(invalid(
             key("client_secret_env"),
             "no client secret is configured",
             "set client_secret_env to the name of a variable holding the secret's Value (Certificates & secrets → Value), or use a certificate: client_certificate_file and client_private_key_file",
-        );
-        (SecretSource::Unknown, Err(err))
+        ));
     };
+    vec![(read, None)]
+}
+
+fn read_env_secret(
+    var: &str,
+    key: &str,
+    label: String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> SecretAsRead {
+    let value = env(var).map(SecretString::from).ok_or_else(|| {
+        invalid(
+            key,
+            format!("the environment variable {var} is not set"),
+            format!("export {var}=<the secret's Value from Certificates & secrets>"),
+        )
+    });
     SecretAsRead {
-        source,
-        value: value.map(SecretString::from),
+        source: SecretSource::Env(var.to_owned()),
+        label,
+        value,
+    }
+}
+
+fn read_file_secret(path: &str, key: &str, label: String) -> SecretAsRead {
+    let value = std::fs::read_to_string(path)
+        .map(|mut s| {
+            // A text file's final newline is a file convention, not part of the secret:
+            // dropping it here keeps the whitespace warning for real padding only.
+            if s.ends_with('\n') {
+                s.pop();
+                if s.ends_with('\r') {
+                    s.pop();
+                }
+            }
+            SecretString::from(s)
+        })
+        .map_err(|e| {
+            invalid(
+                key,
+                format!("cannot read {path}: {e}"),
+                "point it at a readable file holding only the secret's Value",
+            )
+        });
+    SecretAsRead {
+        source: SecretSource::File(path.to_owned()),
+        label,
+        value,
     }
 }
 
@@ -1890,6 +2043,76 @@ client_id = "entrance"
 client_secret = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f"
 "#;
         assert!(parse(toml).is_ok());
+    }
+
+    #[test]
+    fn secret_lists_keep_their_order_and_label_each_secret() {
+        let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("old");
+        std::fs::write(&file, "oldQ~secret-from-a-file-000000000000000\n").expect("write");
+        let toml = raw(&format!(
+            "client_secrets_env = [\"NEW\"]\nclient_secret_files = [{:?}]",
+            file.display().to_string()
+        ));
+        let raw_cfg: RawConfig = Figment::new()
+            .merge(Toml::string(&toml))
+            .extract()
+            .expect("parses");
+        let cfg = Config::from_raw(raw_cfg, &|name| {
+            (name == "NEW").then(|| "newQ~secret-from-the-env-00000000000000".to_owned())
+        })
+        .expect("valid");
+        let labels: Vec<String> = cfg.connections[0]
+            .credential
+            .secret_labels()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                "client_secrets_env NEW".to_owned(),
+                format!("client_secret_files {}", file.display())
+            ]
+        );
+        match &cfg.connections[0].credential {
+            ClientCredential::Secrets(s) => {
+                assert_eq!(
+                    s[1].value.expose_secret(),
+                    "oldQ~secret-from-a-file-000000000000000"
+                );
+            }
+            other => panic!("expected secrets, got {other:?}"),
+        }
+        // The single key still works and is labelled by its key and variable.
+        let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
+        assert_eq!(
+            cfg.connections[0].credential.secret_labels(),
+            vec!["client_secret_env SECRET"]
+        );
+    }
+
+    #[test]
+    fn secret_lists_are_checked_by_item() {
+        assert_eq!(
+            err_key(&raw(
+                "client_secret_env = \"SECRET\"\nclient_secrets_env = [\"SECRET\"]"
+            )),
+            "connections[0].client_secrets_env"
+        );
+        assert_eq!(
+            err_key(&raw("client_secrets_env = []")),
+            "connections[0].client_secrets_env"
+        );
+        assert_eq!(
+            err_key(&raw("client_secrets_env = [\"SECRET\", \"UNSET_VAR\"]")),
+            "connections[0].client_secrets_env[1]"
+        );
+        assert_eq!(
+            err_key(&raw("client_secret_files = [\"/nonexistent/secret\"]")),
+            "connections[0].client_secret_files[0]"
+        );
     }
 
     #[test]
@@ -2186,7 +2409,7 @@ home_tenant = "contoso.com""#)),
         let lenient = Config::from_raw_lenient(raw_cfg, &|_| None).expect("lenient loads");
         assert_eq!(lenient.config.connections.len(), 2);
         assert_eq!(lenient.secrets.len(), 2);
-        let secret = |i: usize| lenient.secrets[i].as_ref().expect("a secret connection");
+        let secret = |i: usize| lenient.secrets[i].first().expect("a secret connection");
         assert!(secret(0).value.is_err());
         assert_eq!(secret(1).source, SecretSource::Inline);
         let untrimmed = secret(1).value.as_ref().expect("read");
@@ -2307,7 +2530,7 @@ home_tenant = "contoso.com""#)),
             .extract()
             .expect("parses");
         let lenient = Config::from_raw_lenient(raw_cfg, &|_| None).expect("lenient loads");
-        assert!(lenient.secrets[0].is_none());
+        assert!(lenient.secrets[0].is_empty());
         assert!(
             lenient.config.connections[0]
                 .credential

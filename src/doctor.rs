@@ -230,7 +230,7 @@ pub async fn check(
         .map(|(conn, secret)| {
             check_connection(
                 conn,
-                secret.as_ref(),
+                secret.as_slice(),
                 redirect.clone(),
                 verify_secret,
                 http,
@@ -255,7 +255,7 @@ struct Discovered {
 
 async fn check_connection(
     conn: &ConnectionConfig,
-    secret: Option<&SecretAsRead>,
+    secrets: &[SecretAsRead],
     redirect: Check,
     verify_secret: bool,
     http: &HttpClient,
@@ -284,18 +284,29 @@ async fn check_connection(
     let issuer_ok = issuer_check.status == Status::Ok;
     let client_id_check = judge_client_id(conn, is_entra);
     // A certificate connection has no secret: its checks are the certificate's own.
-    let (secret_check, expiry_check, credential_usable) = match (&conn.credential, secret) {
+    let (secret_check, expiry_check, credential_usable) = match (&conn.credential, secrets) {
         (ClientCredential::Certificate(cert), _) => (
             judge_certificate(cert),
             judge_certificate_expiry(cert, now),
             true,
         ),
-        (ClientCredential::Secret(_), Some(secret)) => (
+        (ClientCredential::Secrets(_), [secret]) => (
             judge_secret(secret, is_entra),
             judge_expiry(conn.client_secret_expires_at, now),
             secret_usable(secret),
         ),
-        (ClientCredential::Secret(_), None) => (
+        // During a rotation: every secret is judged; the line shows the worst, named.
+        (ClientCredential::Secrets(_), [_, _, ..]) => (
+            worst(
+                secrets
+                    .iter()
+                    .map(|s| (s.label.as_str(), judge_secret(s, is_entra)))
+                    .collect(),
+            ),
+            judge_expiry(conn.client_secret_expires_at, now),
+            secrets.iter().all(secret_usable),
+        ),
+        (ClientCredential::Secrets(_), []) => (
             Check::error(
                 SECRET,
                 "no client secret was read",
@@ -333,6 +344,32 @@ async fn check_connection(
             credentials_check,
         ],
     }
+}
+
+/// One check from several secrets' checks: the worst (error, then warning), its message naming
+/// the secret; all ok → one ok line naming them all.
+fn worst(checks: Vec<(&str, Check)>) -> Check {
+    let rank = |s: Status| match s {
+        Status::Error => 3,
+        Status::Warning => 2,
+        Status::Skipped => 1,
+        Status::Ok => 0,
+    };
+    let all_ok = checks.iter().all(|(_, c)| c.status == Status::Ok);
+    let labels = checks
+        .iter()
+        .map(|(l, _)| *l)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some((label, mut check)) = checks.into_iter().max_by_key(|(_, c)| rank(c.status)) else {
+        return Check::skipped(SECRET, "no client secret was read");
+    };
+    check.message = if all_ok {
+        format!("{} ({labels})", check.message)
+    } else {
+        format!("{label}: {}", check.message)
+    };
+    check
 }
 
 fn secret_usable(secret: &SecretAsRead) -> bool {
@@ -773,33 +810,42 @@ async fn verify_credentials(
         Err(check) => return check,
     };
     let scope = verify_scope(conn, is_entra, d.graph_host.as_deref());
-    let result = token::client_credentials(
-        http,
-        &ClientCredentials {
-            token_endpoint: endpoint.as_str(),
-            client_id: &conn.client_id,
-            credential: &conn.credential,
-            client_auth: conn
-                .client_auth
-                .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
-            scope: scope.as_deref(),
-        },
-    )
-    .await;
     let tenant = is_entra
         .then(|| entra::tenant_segment(&endpoint).map(str::to_owned))
         .flatten();
     let what = match conn.credential {
-        ClientCredential::Secret(_) => "secret",
+        ClientCredential::Secrets(_) => "secret",
         ClientCredential::Certificate(_) => "certificate",
     };
-    judge_credentials(
-        result,
-        &conn.client_id,
-        tenant.as_deref(),
-        scope.as_deref(),
-        what,
-    )
+    // Every secret of a rotation is proven on its own: the old one may already be gone.
+    let mut checks = Vec::new();
+    for (label, credential) in conn.credential.attempts() {
+        let result = token::client_credentials(
+            http,
+            &ClientCredentials {
+                token_endpoint: endpoint.as_str(),
+                client_id: &conn.client_id,
+                credential,
+                client_auth: conn
+                    .client_auth
+                    .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
+                scope: scope.as_deref(),
+            },
+        )
+        .await;
+        let check = judge_credentials(
+            result,
+            &conn.client_id,
+            tenant.as_deref(),
+            scope.as_deref(),
+            what,
+        );
+        checks.push((label.unwrap_or(what), check));
+    }
+    if checks.len() == 1 {
+        return checks.remove(0).1;
+    }
+    worst(checks)
 }
 
 /// `verify_scope`, else Graph's `.default` for Entra, else none (the IdP's default scope:
@@ -989,7 +1035,12 @@ mod tests {
             metadata_url: url,
             expected_issuer,
             client_id: CLIENT.into(),
-            credential: crate::config::ClientCredential::Secret(SecretString::from("x")),
+            credential: crate::config::ClientCredential::Secrets(vec![
+                crate::config::NamedSecret {
+                    label: "client_secret".into(),
+                    value: SecretString::from("x"),
+                },
+            ]),
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,
@@ -1019,6 +1070,7 @@ mod tests {
     fn read(source: SecretSource, value: &str) -> SecretAsRead {
         SecretAsRead {
             source,
+            label: "client_secret".into(),
             value: Ok(SecretString::from(value)),
         }
     }
@@ -1064,6 +1116,7 @@ mod tests {
         );
         let missing = SecretAsRead {
             source: SecretSource::Unknown,
+            label: "client_secret".into(),
             value: Err(ConfigError::Invalid {
                 key: "connections[0].client_secret_env".into(),
                 problem: "no client secret is configured".into(),

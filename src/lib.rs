@@ -18,6 +18,7 @@
 //! - [`certificate`]: certificate credentials and the RFC 7523 client assertion they sign.
 //! - [`jwks`], [`verifier`]: signing keys and ID-token validation (OIDC Core §3.1.3.7).
 //! - [`return_to`]: open-redirect-proof post-login destinations.
+//! - [`rotation`]: live reload of connections and secrets (SIGHUP), secret-expiry warnings.
 //! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
 //! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
 //! - [`metrics`]: Prometheus metrics (one registry per application).
@@ -39,6 +40,7 @@ pub mod mock_idp;
 pub mod pages;
 pub mod provider;
 pub mod return_to;
+pub mod rotation;
 pub mod session;
 pub mod store;
 pub mod telemetry;

@@ -92,7 +92,7 @@ async fn main() -> ExitCode {
             connection,
             json,
         } => return traces(&config, &connection, json).await,
-        Command::Serve { config } => serve(Config::load(&config)).await,
+        Command::Serve { config: path } => serve(Config::load(&path), path).await,
         Command::Demo { config } => {
             let config = match config {
                 Some(path) => Config::load(&path),
@@ -208,11 +208,16 @@ async fn traces(path: &std::path::Path, connection: &str, json: bool) -> ExitCod
     }
 }
 
-async fn serve(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+async fn serve(
+    config: Result<Config, entrance::config::ConfigError>,
+    path: PathBuf,
+) -> Result<(), String> {
     let config = config.map_err(|e| e.to_string())?;
-    let app = Application::build(config)
+    let mut app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
+    app.reload_on_sighup(path)
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     tracing::info!(address = %app.local_addr(), "entrance listening");
     app.run_until_stopped(shutdown_signal())
         .await
@@ -229,7 +234,12 @@ async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(
         .first()
         .ok_or("the configuration has no connection")?;
     let (client_secrets, client_certificates) = match &conn.credential {
-        ClientCredential::Secret(s) => (vec![s.expose_secret().to_owned()], Vec::new()),
+        ClientCredential::Secrets(s) => (
+            s.iter()
+                .map(|s| s.value.expose_secret().to_owned())
+                .collect(),
+            Vec::new(),
+        ),
         ClientCredential::Certificate(c) => (Vec::new(), vec![c.certificate_pem.clone()]),
     };
     let idp = mock_idp::MockIdp::start(mock_idp::MockIdpSettings {

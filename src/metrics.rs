@@ -77,9 +77,20 @@ pub struct Metrics {
     /// Unix second of the last header-overflow warning, so a busy `/auth` logs one a minute
     /// instead of one per request.
     last_overflow_warning: std::sync::atomic::AtomicI64,
+    /// Code exchanges that succeeded only with a later (older) secret than the first.
+    pub client_secret_fallbacks: Family<ConnectionLabels, Counter>,
     secret_expiry_days: Family<ConnectionLabels, Gauge>,
     /// (connection id, expiry) pairs, for the gauge computed at scrape time.
-    secret_expiries: Vec<(String, OffsetDateTime)>,
+    /// Replaced when the configuration is reloaded.
+    secret_expiries: std::sync::Mutex<Vec<(String, OffsetDateTime)>>,
+}
+
+fn secret_expiries(config: &Config) -> Vec<(String, OffsetDateTime)> {
+    config
+        .connections
+        .iter()
+        .filter_map(|c| c.client_secret_expires_at.map(|t| (c.id.clone(), t)))
+        .collect()
 }
 
 impl Metrics {
@@ -160,11 +171,13 @@ impl Metrics {
             "Days until each connection's client secret expires (client_secret_expires_at)",
             secret_expiry_days.clone(),
         );
-        let secret_expiries = config
-            .connections
-            .iter()
-            .filter_map(|c| c.client_secret_expires_at.map(|t| (c.id.clone(), t)))
-            .collect();
+        let client_secret_fallbacks = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "client_secret_fallbacks",
+            "Code exchanges that succeeded only with an older client secret (remove the refused one)",
+            client_secret_fallbacks.clone(),
+        );
+        let secret_expiries = std::sync::Mutex::new(secret_expiries(config));
         Metrics {
             registry,
             requests,
@@ -179,9 +192,20 @@ impl Metrics {
             session_store_errors,
             header_overflows,
             last_overflow_warning: std::sync::atomic::AtomicI64::new(i64::MIN),
+            client_secret_fallbacks,
             secret_expiry_days,
             secret_expiries,
         }
+    }
+
+    /// After a configuration reload: the expiry gauge follows the new connections.
+    pub fn set_secret_expiries(&self, config: &Config) {
+        let next = secret_expiries(config);
+        self.secret_expiry_days.clear();
+        *self
+            .secret_expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = next;
     }
 
     pub fn connection(id: &str) -> ConnectionLabels {
@@ -225,7 +249,12 @@ impl Metrics {
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let now = OffsetDateTime::now_utc();
-        for (id, expires) in &self.secret_expiries {
+        let expiries = self
+            .secret_expiries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (id, expires) in &expiries {
             self.secret_expiry_days
                 .get_or_create(&Self::connection(id))
                 .set((*expires - now).whole_days());

@@ -209,6 +209,24 @@ impl Connection {
         }
     }
 
+    /// The same IdP under a reloaded configuration (new credentials, same metadata URL and
+    /// client): starts with `previous`'s fetched metadata and keys, so a reload neither drops
+    /// a ready connection back to "starting" nor refetches anything.
+    pub fn carry_over(
+        previous: &Connection,
+        config: ConnectionConfig,
+        key_refetch_cooldown: Duration,
+    ) -> Connection {
+        Connection {
+            config,
+            state: RwLock::new(previous.read_state().clone()),
+            refresh: tokio::sync::Mutex::new(None),
+            key_refetch_cooldown,
+            junk_kids: std::sync::Mutex::new(HashSet::new()),
+            metrics: previous.metrics.clone(),
+        }
+    }
+
     pub fn provider(&self) -> Result<Arc<Provider>, NotReady> {
         match &*self.read_state() {
             State::Ready(p) => Ok(p.clone()),
@@ -389,7 +407,9 @@ pub async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, Pro
 /// good metadata and keys.
 pub async fn maintain(conn: Arc<Connection>, http: HttpClient, refresh_interval: Duration) {
     let mut delay = Duration::from_millis(500);
-    loop {
+    // A connection carried over by a configuration reload is already ready: it waits for its
+    // next scheduled refresh.
+    while conn.provider().is_err() {
         match conn.refresh(&http).await {
             Ok(_) => {
                 tracing::info!(connection = %conn.config.id, "connection ready");
@@ -436,7 +456,12 @@ mod tests {
                 .trim_end_matches("/.well-known/openid-configuration")
                 .into(),
             client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
-            credential: crate::config::ClientCredential::Secret(SecretString::from("x")),
+            credential: crate::config::ClientCredential::Secrets(vec![
+                crate::config::NamedSecret {
+                    label: "client_secret".into(),
+                    value: SecretString::from("x"),
+                },
+            ]),
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: crate::config::ResponseMode::Query,

@@ -9,16 +9,42 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    certificate::CLIENT_ASSERTION_TYPE,
-    config::{ClientAuth, ClientCredential},
+    certificate::{CLIENT_ASSERTION_TYPE, CertificateCredential},
+    config::ClientAuth,
     entra,
     http_client::{FetchError, HttpClient},
 };
 
+/// The one credential a single token request carries: a connection may hold several secrets
+/// (see [`crate::config::ClientCredential::attempts`]), but each request sends one.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    Secret(&'a SecretString),
+    Certificate(&'a CertificateCredential),
+}
+
+impl fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Secret(_) => f.write_str("Credential::Secret(<redacted>)"),
+            Credential::Certificate(c) => {
+                write!(f, "Credential::Certificate({})", c.thumbprint_hex)
+            }
+        }
+    }
+}
+
+/// Entra's answers to a client secret it does not accept (`invalid_client`, AADSTS7000215
+/// wrong secret, AADSTS7000222 expired secret). The code is not consumed by such a refusal,
+/// so the same code may be sent again with another secret.
+pub fn is_client_auth_failure(error: &OAuthError) -> bool {
+    error.error == "invalid_client" || matches!(error.aadsts(), Some(7000215 | 7000222))
+}
+
 pub struct CodeExchange<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
-    pub credential: &'a ClientCredential,
+    pub credential: Credential<'a>,
     /// How a secret is sent; a certificate always sends a client assertion.
     pub client_auth: ClientAuth,
     pub code: &'a str,
@@ -133,19 +159,19 @@ enum ClientAuthentication<'a> {
 impl<'a> ClientAuthentication<'a> {
     /// For a certificate, signs a fresh assertion whose `aud` is this token endpoint.
     fn new(
-        credential: &'a ClientCredential,
+        credential: Credential<'a>,
         auth: ClientAuth,
         client_id: &'a str,
         token_endpoint: &str,
     ) -> Result<ClientAuthentication<'a>, TokenError> {
         Ok(match (credential, auth) {
-            (ClientCredential::Secret(secret), ClientAuth::SecretPost) => {
+            (Credential::Secret(secret), ClientAuth::SecretPost) => {
                 ClientAuthentication::SecretPost { client_id, secret }
             }
-            (ClientCredential::Secret(secret), ClientAuth::SecretBasic) => {
+            (Credential::Secret(secret), ClientAuth::SecretBasic) => {
                 ClientAuthentication::SecretBasic { client_id, secret }
             }
-            (ClientCredential::Certificate(cert), _) => {
+            (Credential::Certificate(cert), _) => {
                 let now = time::OffsetDateTime::now_utc();
                 if cert.not_after <= now {
                     // Sent anyway (the IdP decides), but the log says why it will fail.
@@ -207,7 +233,7 @@ impl<'a> ClientAuthentication<'a> {
 pub struct ClientCredentials<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
-    pub credential: &'a ClientCredential,
+    pub credential: Credential<'a>,
     pub client_auth: ClientAuth,
     /// `None` sends no `scope` (RFC 6749 §4.4.2: the IdP's default applies).
     pub scope: Option<&'a str>,

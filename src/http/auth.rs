@@ -45,7 +45,7 @@ pub async fn auth(
         );
         // With one connection /login picks it; with several the start page lets the user
         // choose, carrying return_to along.
-        let path = if state.connections.len() == 1 {
+        let path = if state.connections.load().len() == 1 {
             "/login"
         } else {
             "/"

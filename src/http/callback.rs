@@ -174,7 +174,7 @@ async fn finish_login(
 
     // Mix-up defence (RFC 9700 §4.4): the connection is the one this login was sent to, never
     // something the callback names.
-    let conn = state.connection(&login.connection)?.clone();
+    let conn = state.connection(&login.connection)?;
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
@@ -201,25 +201,8 @@ async fn finish_login(
         return Err(AppError::MissingParameter("code"));
     };
 
-    let started = std::time::Instant::now();
-    let tokens = token::exchange_code(
-        &state.http,
-        &CodeExchange {
-            token_endpoint: &provider.metadata.token_endpoint,
-            client_id: &conn.config.client_id,
-            credential: &conn.config.credential,
-            client_auth: provider.client_auth,
-            code,
-            redirect_uri: &state.config.redirect_uri(),
-            code_verifier: &login.pkce_verifier,
-        },
-    )
-    .await;
-    Metrics::observe(
-        &state.metrics.token_exchange_duration,
-        &conn.config.id,
-        started.elapsed(),
-    );
+    let tokens =
+        exchange_with_fallback(&state, &conn, &provider, code, &login.pkce_verifier, &cid).await;
     let tokens = tokens.map_err(|source| AppError::Token {
         connection: conn.config.id.clone(),
         name: conn.config.name.clone(),
@@ -301,6 +284,93 @@ async fn finish_login(
     );
 
     see_other(&login.return_to)
+}
+
+/// The code exchange with each of the connection's secrets in turn (newest first): during a
+/// rotation the first may not be registered in Entra yet, or the old one may have expired.
+/// Only a client-authentication refusal moves on — Entra does not consume the code then, so
+/// the same code is sent again; any other answer (invalid_grant, a timeout) is final.
+async fn exchange_with_fallback(
+    state: &AppState,
+    conn: &Connection,
+    provider: &crate::provider::Provider,
+    code: &str,
+    code_verifier: &str,
+    cid: &CorrelationId,
+) -> Result<token::TokenResponse, token::TokenError> {
+    let attempts = conn.config.credential.attempts();
+    let redirect_uri = state.config.redirect_uri();
+    let mut refused: Vec<(&str, Option<u32>)> = Vec::new();
+    let mut last = None;
+    for (i, (label, credential)) in attempts.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let result = token::exchange_code(
+            &state.http,
+            &CodeExchange {
+                token_endpoint: &provider.metadata.token_endpoint,
+                client_id: &conn.config.client_id,
+                credential: *credential,
+                client_auth: provider.client_auth,
+                code,
+                redirect_uri: &redirect_uri,
+                code_verifier,
+            },
+        )
+        .await;
+        Metrics::observe(
+            &state.metrics.token_exchange_duration,
+            &conn.config.id,
+            started.elapsed(),
+        );
+        match result {
+            Err(token::TokenError::Refused { ref error, .. })
+                if i + 1 < attempts.len() && token::is_client_auth_failure(error) =>
+            {
+                let label = label.unwrap_or("the credential");
+                tracing::warn!(
+                    connection = %conn.config.id,
+                    secret = label,
+                    aadsts = error.aadsts(),
+                    error = %error.error,
+                    correlation_id = %cid.0,
+                    "client secret {label} was refused; trying the next configured secret"
+                );
+                refused.push((label, error.aadsts()));
+                last = Some(result);
+            }
+            Ok(tokens) => {
+                if !refused.is_empty() {
+                    let worked = label.unwrap_or("the credential");
+                    let gone = refused
+                        .iter()
+                        .map(|(l, code)| match code {
+                            Some(c) => format!("{l} (AADSTS{c})"),
+                            None => (*l).to_owned(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    state
+                        .metrics
+                        .client_secret_fallbacks
+                        .get_or_create(&Metrics::connection(&conn.config.id))
+                        .inc();
+                    tracing::warn!(
+                        connection = %conn.config.id,
+                        secret = worked,
+                        correlation_id = %cid.0,
+                        "client secret {gone} was refused; {worked} worked — remove the refused secret from the configuration and from Entra (Certificates & secrets)"
+                    );
+                }
+                return Ok(tokens);
+            }
+            other => return other,
+        }
+    }
+    // Only reached when every secret but the last was refused and the loop moved past it; the
+    // last attempt always returns above. Kept total for an empty list (not configurable).
+    last.unwrap_or(Err(token::TokenError::Malformed(
+        "no client credential is configured".to_owned(),
+    )))
 }
 
 /// OpenID Connect Core §3.1.3.7, with one JWKS refetch when the token names a key we have

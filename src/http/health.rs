@@ -10,17 +10,17 @@ use axum::{
 use serde::Serialize;
 
 use super::AppState;
-use crate::provider::NotReady;
+use crate::{provider::NotReady, rotation};
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 #[derive(Serialize)]
-struct Readiness<'a> {
+struct Readiness {
     status: &'static str,
     store: StoreReadiness,
-    connections: Vec<ConnectionReadiness<'a>>,
+    connections: Vec<ConnectionReadiness>,
 }
 
 #[derive(Serialize)]
@@ -30,11 +30,16 @@ struct StoreReadiness {
 }
 
 #[derive(Serialize)]
-struct ConnectionReadiness<'a> {
-    id: &'a str,
-    name: &'a str,
+struct ConnectionReadiness {
+    id: String,
+    name: String,
     state: &'static str,
     reason: Option<&'static str>,
+    /// Whole days until `client_secret_expires_at` (negative once past); absent when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_expires_in_days: Option<i64>,
+    /// What an admin should act on (an expiring secret), each a sentence.
+    warnings: Vec<String>,
 }
 
 /// 200 when the session store answers, 503 when it does not. Connections are reported but
@@ -55,8 +60,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             }
         }
     };
+    let now = time::OffsetDateTime::now_utc();
     let connections = state
         .connections
+        .load()
         .iter()
         .map(|c| {
             let (state, reason) = match c.provider() {
@@ -64,11 +71,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                 Err(NotReady::Starting) => ("starting", None),
                 Err(NotReady::Failed(e)) => ("not_ready", Some(e.code())),
             };
+            let (secret_expires_in_days, warnings) = rotation::secret_expiry(&c.config, now);
             ConnectionReadiness {
-                id: &c.config.id,
-                name: &c.config.name,
+                id: c.config.id.clone(),
+                name: c.config.name.clone(),
                 state,
                 reason,
+                secret_expires_in_days,
+                warnings,
             }
         })
         .collect();

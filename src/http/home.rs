@@ -54,6 +54,7 @@ pub async fn home(
             let mut body = String::from("<h1>Sign in</h1>");
             if state
                 .connections
+                .load()
                 .iter()
                 .any(|c| !c.config.domains.is_empty())
             {
@@ -66,7 +67,7 @@ pub async fn home(
                     escape(&return_to),
                 ));
             }
-            for c in state.connections.iter() {
+            for c in state.connections.load().iter() {
                 body.push_str(&format!(
                     "<p><a class=\"button\" href=\"/login?connection={}&amp;return_to={}\">Sign in with {}</a></p>",
                     escape(&urlencode(&c.config.id)),

@@ -57,10 +57,8 @@ pub async fn login(
         Some(h) => Some(h),
     };
     let domain = login_hint.and_then(hint_domain);
-    let routes_by_domain = state
-        .connections
-        .iter()
-        .any(|c| !c.config.domains.is_empty());
+    let connections = state.connections.load();
+    let routes_by_domain = connections.iter().any(|c| !c.config.domains.is_empty());
     let conn = match (params.connection.as_deref(), login_hint) {
         (Some(id), _) => state.connection(id)?,
         // Domain routing is on as soon as one connection lists domains: then an address no
@@ -73,14 +71,14 @@ pub async fn login(
                     hint.chars().take(64).collect::<String>()
                 )));
             };
-            state
-                .connections
+            connections
                 .iter()
                 .find(|c| c.config.domains.contains(domain))
+                .cloned()
                 .ok_or_else(|| AppError::UnknownDomain(domain.clone()))?
         }
-        (None, _) => match state.connections.as_slice() {
-            [only] => only,
+        (None, _) => match connections.as_slice() {
+            [only] => only.clone(),
             _ => return Err(AppError::ConnectionRequired),
         },
     };

@@ -32,6 +32,7 @@ use crate::{
     metrics::{FailureLabels, Metrics, RouteLabels},
     pages,
     provider::Connection,
+    rotation::LiveConnections,
     session::PENDING_LIFETIME,
     store::AnyStore,
 };
@@ -39,8 +40,10 @@ use crate::{
 /// What every handler can reach. Cheap to clone: all `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
+    /// The startup configuration. Its `connections` are not reloaded: use
+    /// [`AppState::connections`], which a SIGHUP reload replaces.
     pub config: Arc<Config>,
-    pub connections: Arc<Vec<Arc<Connection>>>,
+    pub connections: LiveConnections,
     pub http: HttpClient,
     /// The session store, for `/readyz`'s probe; requests reach it through their `Session`.
     pub store: AnyStore,
@@ -50,10 +53,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn connection(&self, id: &str) -> Result<&Arc<Connection>, AppError> {
+    /// The live connection with this id (after a reload, the reloaded one: a pending login
+    /// names its connection by id, so it finishes under the new configuration).
+    pub fn connection(&self, id: &str) -> Result<Arc<Connection>, AppError> {
         self.connections
+            .load()
             .iter()
             .find(|c| c.config.id == id)
+            .cloned()
             .ok_or_else(|| AppError::UnknownConnection(id.to_owned()))
     }
 }

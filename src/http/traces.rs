@@ -66,20 +66,17 @@ pub fn is_local_operator(peer: Option<SocketAddr>, headers: &HeaderMap) -> bool 
 }
 
 fn report(state: &AppState, params: TracesParams) -> Result<Response, AppError> {
+    let connections = state.connections.load();
     let connection = match params.connection {
         Some(c) => c,
         // One connection: nothing to choose.
-        None if state.connections.len() == 1 => state.connections[0].config.id.clone(),
+        None if connections.len() == 1 => connections[0].config.id.clone(),
         None => return Err(AppError::MissingParameter("connection")),
     };
     match state.traces.report(&connection) {
         Some(report) => Ok(Json(report).into_response()),
         None => {
-            let mut known: Vec<&str> = state
-                .connections
-                .iter()
-                .map(|c| c.config.id.as_str())
-                .collect();
+            let mut known: Vec<&str> = connections.iter().map(|c| c.config.id.as_str()).collect();
             known.push(UNKNOWN);
             Ok((
                 StatusCode::NOT_FOUND,

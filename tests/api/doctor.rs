@@ -518,3 +518,34 @@ async fn the_binary_exits_non_zero_for_a_broken_connection_and_2_for_an_unknown_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("contoso"), "{stderr}");
 }
+
+#[tokio::test]
+async fn every_secret_of_a_rotation_is_judged_and_verified_by_name() {
+    let idp = idp().await;
+    let dir = std::env::temp_dir().join(format!("entrance-doc-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let new = dir.join("new");
+    let old = dir.join("old");
+    std::fs::write(&new, DEFAULT_CLIENT_SECRET).expect("write");
+    std::fs::write(&old, "oldQ~no-longer-registered-at-the-idp-000").expect("write");
+    let mut setup = Setup::healthy(&idp);
+    setup.secret_line = format!(
+        "client_secret_files = [{:?}, {:?}]",
+        new.display().to_string(),
+        old.display().to_string()
+    );
+    let report = setup.run(true).await;
+    let secret = assert_status(&report, doctor::SECRET, Status::Ok);
+    assert!(secret.contains(&new.display().to_string()), "{secret}");
+    let credentials = assert_status(&report, doctor::CREDENTIALS, Status::Error);
+    assert!(
+        credentials.starts_with(&format!("client_secret_files {}", old.display())),
+        "{credentials}"
+    );
+    // A Secret ID among them is an error naming that one.
+    std::fs::write(&old, SECRET_ID).expect("write");
+    let report = setup.run(false).await;
+    let secret = assert_status(&report, doctor::SECRET, Status::Error);
+    assert!(secret.contains(&old.display().to_string()), "{secret}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,7 @@ mod multitenant;
 mod process;
 mod readiness;
 mod redis;
+mod rotation;
 mod routing;
 mod sessions;
 mod traces;

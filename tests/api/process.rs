@@ -1,5 +1,6 @@
 //! The real `entrance` binary: no secret, code, token or cookie value in its logs even at
-//! `RUST_LOG=trace`, and a graceful SIGTERM in the middle of a login.
+//! `RUST_LOG=trace`, a graceful SIGTERM in the middle of a login, and a SIGHUP reload that
+//! rotates the client secret without dropping sessions or logins in flight.
 
 use std::{
     io::Read,
@@ -21,6 +22,8 @@ struct Running {
     child: Child,
     base: String,
     output: Arc<Mutex<String>>,
+    /// The configuration file the binary was started with.
+    config: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -49,11 +52,26 @@ fn free_port() -> u16 {
 
 /// Starts the binary on a config for `idp`, with stdout and stderr captured.
 async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml: &str) -> Running {
+    start_with(idp, extra_env, extra_toml, |_| {
+        "client_secret_env = \"ENTRANCE_TEST_SECRET\"".to_owned()
+    })
+    .await
+}
+
+/// [`start`] with the connection's credential lines written by `credential` (given the
+/// temporary directory the config lives in).
+async fn start_with(
+    idp: &MockIdp,
+    extra_env: &[(&str, &str)],
+    extra_toml: &str,
+    credential: impl FnOnce(&std::path::Path) -> String,
+) -> Running {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(format!("entrance-proc-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("entrance.toml");
+    let credential = credential(&dir);
     std::fs::write(
         &config,
         format!(
@@ -65,7 +83,7 @@ id = "contoso"
 name = "Contoso"
 metadata_url = "{}"
 client_id = "{DEFAULT_CLIENT_ID}"
-client_secret_env = "ENTRANCE_TEST_SECRET"
+{credential}
 "#,
             idp.metadata_url()
         ),
@@ -115,6 +133,7 @@ client_secret_env = "ENTRANCE_TEST_SECRET"
         child,
         base,
         output,
+        config,
         _dir: TempDir(dir),
     };
     let probe = browser();
@@ -133,8 +152,12 @@ client_secret_env = "ENTRANCE_TEST_SECRET"
 }
 
 fn sigterm(child: &Child) {
+    signal(child, "-TERM");
+}
+
+fn signal(child: &Child, which: &str) {
     let status = Command::new("kill")
-        .arg("-TERM")
+        .arg(which)
         .arg(child.id().to_string())
         .status()
         .expect("kill runs");
@@ -312,4 +335,146 @@ async fn sigterm_during_a_login_lets_it_finish_then_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "clean exit: {exit:?}");
+}
+
+impl Running {
+    fn logs(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the log has one more line containing `needle` than `before`.
+    async fn wait_for_log(&self, needle: &str, before: usize) {
+        for _ in 0..100 {
+            if self.logs().matches(needle).count() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no new log line with {needle:?}: {}", self.logs());
+    }
+
+    /// `/login` → authorize at the IdP → the callback URL, not yet followed.
+    async fn begin(&self, client: &reqwest::Client) -> String {
+        let res = client
+            .get(format!("{}/login", self.base))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        browser()
+            .get(location(&res))
+            .send()
+            .await
+            .map(|r| location(&r))
+            .expect("authorize")
+    }
+
+    async fn me(&self, client: &reqwest::Client) -> StatusCode {
+        client
+            .get(format!("{}/me", self.base))
+            .send()
+            .await
+            .expect("me")
+            .status()
+    }
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_secret_without_dropping_sessions_or_logins_in_flight() {
+    const NEW_SECRET: &str = "newQ~rotated-secret-value-0000000000000";
+    let idp = MockIdp::start(MockIdpSettings {
+        // Entra holds both secrets during the rotation.
+        client_secrets: vec![DEFAULT_CLIENT_SECRET.to_owned(), NEW_SECRET.to_owned()],
+        ..Default::default()
+    })
+    .await
+    .expect("IdP");
+    let mut secret_file = std::path::PathBuf::new();
+    let mut app = start_with(&idp, &[], "[session]\nstore = \"memory\"", |dir| {
+        secret_file = dir.join("client-secret");
+        std::fs::write(&secret_file, DEFAULT_CLIENT_SECRET).expect("secret file");
+        format!(
+            "client_secret_file = {:?}",
+            secret_file.display().to_string()
+        )
+    })
+    .await;
+
+    // Signed in before the reload, and a login started before it.
+    let signed_in = browser();
+    let callback = app.begin(&signed_in).await;
+    let res = signed_in.get(&callback).send().await.expect("callback");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "signed in with the old secret"
+    );
+    let in_flight = browser();
+    let pending_callback = app.begin(&in_flight).await;
+
+    // The new secret goes into the file; the old one stops working at the IdP, so every
+    // exchange from here on proves the new secret is used.
+    std::fs::write(&secret_file, format!("{NEW_SECRET}\n")).expect("rotate");
+    idp.set_behaviour(Behaviour {
+        expired_client_secrets: vec![DEFAULT_CLIENT_SECRET.to_owned()],
+        ..Default::default()
+    });
+    let reloaded = app.logs().matches("configuration reloaded").count();
+    signal(&app.child, "-HUP");
+    app.wait_for_log("configuration reloaded", reloaded).await;
+    assert!(
+        app.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+
+    assert_eq!(
+        app.me(&signed_in).await,
+        StatusCode::OK,
+        "the session survived"
+    );
+    let res = in_flight
+        .get(&pending_callback)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "the login started before the reload finished after it, with the new secret"
+    );
+    assert_eq!(app.me(&in_flight).await, StatusCode::OK);
+    let fresh = browser();
+    let callback = app.begin(&fresh).await;
+    let res = fresh.get(&callback).send().await.expect("callback");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "a new login signs in");
+
+    // An invalid configuration is refused, with the reason, and the running one kept.
+    let good = std::fs::read_to_string(&app.config).expect("config");
+    std::fs::write(&app.config, good.replace("client_id =", "client_idd =")).expect("break");
+    let refused = app.logs().matches("configuration reload refused").count();
+    signal(&app.child, "-HUP");
+    app.wait_for_log("configuration reload refused", refused)
+        .await;
+    assert!(
+        app.logs().contains("client_idd"),
+        "the log says why: {}",
+        app.logs()
+    );
+    let later = browser();
+    let callback = app.begin(&later).await;
+    let res = later.get(&callback).send().await.expect("callback");
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "still serving the old configuration"
+    );
+    assert_eq!(app.me(&signed_in).await, StatusCode::OK);
+
+    let logs = app.logs();
+    for secret in [DEFAULT_CLIENT_SECRET, NEW_SECRET] {
+        assert!(!logs.contains(secret), "a secret value reached the logs");
+    }
 }

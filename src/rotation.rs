@@ -1,0 +1,358 @@
+//! Secret rotation without downtime: the live set of connections, its reload from the
+//! configuration file (SIGHUP), and the daily client-secret expiry warnings.
+//!
+//! A reload re-reads the file (and the secret files and variables it names) through
+//! [`Config::load`]; an invalid file is refused with the reason and the running connections
+//! are kept. A valid one replaces the connections atomically: requests already holding a
+//! connection finish with it, later ones see the new one. Sessions and pending logins live in
+//! the session store and name their connection by id, so both survive. Settings outside
+//! `[[connections]]` (listener, store, cookies, public URL) are bound at startup: a change to
+//! them is logged as needing a restart, and not applied.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::{
+    config::{Config, ConfigError, ConnectionConfig},
+    http_client::HttpClient,
+    metrics::Metrics,
+    provider::{self, Connection},
+};
+
+/// The connections requests see; swapped whole on reload.
+pub type LiveConnections = Arc<ArcSwap<Vec<Arc<Connection>>>>;
+
+/// A secret expiring within this many days is warned about (daily, and in `/readyz`).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// How often the expiry warnings are logged.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a reload did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no configuration file to reload from (the service was not started with --config)")]
+    NoSource,
+    #[error("the new configuration is invalid, so the running one is kept: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// What a reload changed, for the log and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Connections that kept their fetched metadata and keys (new credentials only).
+    pub kept: Vec<String>,
+    /// New connections, or ones whose metadata URL, client ID or client auth changed: they
+    /// fetch their metadata afresh.
+    pub refetching: Vec<String>,
+    pub removed: Vec<String>,
+    /// Settings outside `[[connections]]` changed: they apply only after a restart.
+    pub needs_restart: bool,
+}
+
+/// Owns the live connections and the task that keeps each one's metadata and keys fresh.
+pub struct Reloader {
+    source: Mutex<Option<PathBuf>>,
+    /// The configuration last applied (the startup one, then each accepted reload).
+    running: Mutex<Config>,
+    connections: LiveConnections,
+    maintainers: Mutex<HashMap<String, JoinHandle<()>>>,
+    http: HttpClient,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Builds the connections of `config` and starts maintaining each.
+    pub fn start(config: &Config, http: HttpClient, metrics: Arc<Metrics>) -> Arc<Reloader> {
+        let connections: Vec<Arc<Connection>> = config
+            .connections
+            .iter()
+            .map(|c| {
+                Arc::new(Connection::new(
+                    c.clone(),
+                    config.keys.refetch_cooldown,
+                    metrics.clone(),
+                ))
+            })
+            .collect();
+        let reloader = Arc::new(Reloader {
+            source: Mutex::new(None),
+            running: Mutex::new(config.clone()),
+            connections: Arc::new(ArcSwap::from_pointee(connections.clone())),
+            maintainers: Mutex::new(HashMap::new()),
+            http,
+            metrics,
+        });
+        for conn in connections {
+            reloader.maintain(conn, config.keys.refresh_interval);
+        }
+        reloader
+    }
+
+    pub fn connections(&self) -> LiveConnections {
+        self.connections.clone()
+    }
+
+    /// The file [`Reloader::reload`] re-reads.
+    pub fn set_source(&self, path: PathBuf) {
+        *lock(&self.source) = Some(path);
+    }
+
+    /// Re-reads the configuration file and applies it, or logs why not and keeps the
+    /// running configuration.
+    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let path = lock(&self.source).clone().ok_or(ReloadError::NoSource)?;
+        tracing::info!(config = %path.display(), "reloading the configuration");
+        let result = Config::load(&path)
+            .map_err(ReloadError::from)
+            .map(|config| self.apply(config));
+        match &result {
+            Ok(summary) => tracing::info!(
+                kept = ?summary.kept,
+                refetching = ?summary.refetching,
+                removed = ?summary.removed,
+                "configuration reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(config = %path.display(), "configuration reload refused: {e}")
+            }
+        }
+        result
+    }
+
+    /// Swaps in the connections of a validated configuration.
+    pub fn apply(&self, config: Config) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let mut running = lock(&self.running);
+        summary.needs_restart = fixed_settings(&running) != fixed_settings(&config);
+        if summary.needs_restart {
+            tracing::warn!(
+                "settings outside [[connections]] changed (listener, session store, cookies, public URL, …); they take effect only after a restart"
+            );
+        }
+        let old = self.connections.load_full();
+        let mut next = Vec::with_capacity(config.connections.len());
+        for cc in &config.connections {
+            let previous = old.iter().find(|c| c.config.id == cc.id);
+            let conn = match previous {
+                Some(prev) if same_idp(&prev.config, cc) => {
+                    summary.kept.push(cc.id.clone());
+                    Connection::carry_over(prev, cc.clone(), config.keys.refetch_cooldown)
+                }
+                _ => {
+                    summary.refetching.push(cc.id.clone());
+                    Connection::new(
+                        cc.clone(),
+                        config.keys.refetch_cooldown,
+                        self.metrics.clone(),
+                    )
+                }
+            };
+            next.push(Arc::new(conn));
+        }
+        for c in old.iter() {
+            if config.connection(&c.config.id).is_none() {
+                summary.removed.push(c.config.id.clone());
+            }
+        }
+        self.connections.store(Arc::new(next.clone()));
+        // Old maintainers stop; each new connection gets its own (a carried-over, ready one
+        // waits for its next scheduled refresh instead of fetching at once).
+        {
+            let mut tasks = lock(&self.maintainers);
+            for (_, t) in tasks.drain() {
+                t.abort();
+            }
+        }
+        for conn in next {
+            self.maintain(conn, config.keys.refresh_interval);
+        }
+        self.metrics.set_secret_expiries(&config);
+        log_secret_expiries(&self.connections.load(), OffsetDateTime::now_utc());
+        *running = config;
+        summary
+    }
+
+    fn maintain(&self, conn: Arc<Connection>, refresh_interval: Duration) {
+        let id = conn.config.id.clone();
+        let task = tokio::spawn(provider::maintain(
+            conn,
+            self.http.clone(),
+            refresh_interval,
+        ));
+        if let Some(old) = lock(&self.maintainers).insert(id, task) {
+            old.abort();
+        }
+    }
+
+    /// Stops every maintainer (the service is stopping).
+    pub fn stop(&self) {
+        for (_, t) in lock(&self.maintainers).drain() {
+            t.abort();
+        }
+    }
+
+    /// Logs the expiry warnings now and then once a day, for the live connections.
+    pub fn spawn_expiry_warnings(self: &Arc<Self>) -> JoinHandle<()> {
+        let connections = self.connections.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                log_secret_expiries(&connections.load(), OffsetDateTime::now_utc());
+            }
+        })
+    }
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the value is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a connection's fetched metadata and keys still fit its new configuration.
+fn same_idp(old: &ConnectionConfig, new: &ConnectionConfig) -> bool {
+    old.metadata_url == new.metadata_url
+        && old.client_id == new.client_id
+        && old.client_auth == new.client_auth
+        && std::mem::discriminant(&old.credential) == std::mem::discriminant(&new.credential)
+}
+
+/// The settings bound at startup, comparable. `Debug` covers every field (secrets print
+/// redacted, so a changed Redis password alone is not noticed).
+fn fixed_settings(config: &Config) -> String {
+    let mut c = config.clone();
+    c.connections.clear();
+    format!("{c:?}")
+}
+
+/// A connection's secret expiry as `/readyz` shows it: whole days left (negative when past)
+/// and the warnings to act on.
+pub fn secret_expiry(conn: &ConnectionConfig, now: OffsetDateTime) -> (Option<i64>, Vec<String>) {
+    let Some(at) = conn.client_secret_expires_at else {
+        return (None, Vec::new());
+    };
+    let days = (at - now).whole_days();
+    let mut warnings = Vec::new();
+    if at <= now {
+        warnings.push(format!(
+            "the client secret expired on {}; sign-ins fail with AADSTS7000222 unless another configured secret works",
+            at.date()
+        ));
+    } else if days < EXPIRY_WARNING_DAYS {
+        warnings.push(format!(
+            "the client secret expires on {} (in {days} days); add a new secret in Entra and put it first in the configuration",
+            at.date()
+        ));
+    }
+    (Some(days), warnings)
+}
+
+/// One log line per connection whose secret expires within [`EXPIRY_WARNING_DAYS`] (a
+/// warning) or has expired (an error). Names the secrets by label, never by value.
+pub fn log_secret_expiries(connections: &[Arc<Connection>], now: OffsetDateTime) {
+    for c in connections {
+        let Some(at) = c.config.client_secret_expires_at else {
+            continue;
+        };
+        let days = (at - now).whole_days();
+        let secrets = c.config.credential.secret_labels().join(", ");
+        if at <= now {
+            tracing::error!(
+                connection = %c.config.id,
+                secrets,
+                expired_on = %at.date(),
+                "the client secret has expired (client_secret_expires_at); create a new secret in Entra, put it first in the configuration and reload"
+            );
+        } else if days < EXPIRY_WARNING_DAYS {
+            tracing::warn!(
+                connection = %c.config.id,
+                secrets,
+                expires_on = %at.date(),
+                days,
+                "the client secret expires soon (client_secret_expires_at); create a new secret in Entra, put it first in the configuration and reload"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::load_str(&format!(
+            r#"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:3000"
+[session]
+store = "memory"
+[[connections]]
+id = "a"
+metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"
+client_id = "client"
+client_secret = "s1"
+{extra}
+"#
+        ))
+        .expect("valid")
+    }
+
+    #[test]
+    fn expiry_days_and_warnings() {
+        let now = time::macros::datetime!(2027-01-01 00:00 UTC);
+        let c = config("client_secret_expires_at = 2027-01-11");
+        let (days, w) = secret_expiry(&c.connections[0], now);
+        assert_eq!(days, Some(10));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("in 10 days"), "{w:?}");
+        let c = config("client_secret_expires_at = 2026-12-01");
+        let (days, w) = secret_expiry(&c.connections[0], now);
+        assert_eq!(days, Some(-31));
+        assert!(w[0].contains("expired"), "{w:?}");
+        let c = config("client_secret_expires_at = 2028-01-01");
+        assert!(secret_expiry(&c.connections[0], now).1.is_empty());
+        assert_eq!(
+            secret_expiry(&config("").connections[0], now),
+            (None, vec![])
+        );
+    }
+
+    #[tokio::test]
+    async fn apply_keeps_unchanged_idps_refetches_changed_ones_and_notes_restart_settings() {
+        let first = config("");
+        let http = HttpClient::new(&first.http).expect("client");
+        let metrics = Arc::new(Metrics::new(&first));
+        let r = Reloader::start(&first, http, metrics);
+        let mut second = config("");
+        second.connections[0].credential = config("").connections[0].credential.clone();
+        let summary = r.apply(second);
+        assert_eq!(summary.kept, vec!["a".to_owned()]);
+        assert!(!summary.needs_restart);
+        let mut third = config("");
+        third.connections[0].metadata_url = "http://127.0.0.1:8/.well-known/openid-configuration"
+            .parse()
+            .expect("url");
+        third.allowed_return_hosts = vec!["app.example".into()];
+        let summary = r.apply(third);
+        assert_eq!(summary.refetching, vec!["a".to_owned()]);
+        assert!(summary.needs_restart);
+        assert_eq!(r.connections().load().len(), 1);
+        assert!(matches!(r.reload(), Err(ReloadError::NoSource)));
+        r.stop();
+    }
+}
