@@ -424,3 +424,19 @@ pub fn parse_form(html: &str) -> (String, Vec<(String, String)>) {
     }
     (action, fields)
 }
+
+/// An ID-token rule: the bad token is refused for `reason` (in the JSON error and the log),
+/// and its twin, differing only in that claim or header, signs in.
+pub async fn rule(app: &TestApp, bad: Behaviour, reason: &str, twin: Behaviour) {
+    let res = app.login_with_behaviour(bad).await;
+    assert_refused(
+        app,
+        res,
+        StatusCode::UNAUTHORIZED,
+        "id_token_rejected",
+        Some(reason),
+    )
+    .await;
+    let res = app.login_with_behaviour(twin).await;
+    assert_signed_in(app, res).await;
+}

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    AppOptions, TestApp, assert_refused, assert_signed_in, spawn_app, spawn_app_with,
+    AppOptions, assert_refused, assert_signed_in, rule, spawn_app, spawn_app_with,
 };
 
 fn now() -> i64 {
@@ -49,21 +49,6 @@ fn signing(s: Signing) -> Behaviour {
         signing: s,
         ..Default::default()
     }
-}
-
-/// The bad token is refused for `reason`; the twin signs in.
-async fn rule(app: &TestApp, bad: Behaviour, reason: &str, twin: Behaviour) {
-    let res = app.login_with_behaviour(bad).await;
-    assert_refused(
-        app,
-        res,
-        StatusCode::UNAUTHORIZED,
-        "id_token_rejected",
-        Some(reason),
-    )
-    .await;
-    let res = app.login_with_behaviour(twin).await;
-    assert_signed_in(app, res).await;
 }
 
 #[tokio::test]

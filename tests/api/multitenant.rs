@@ -7,7 +7,7 @@ use entrance::mock_idp::{Behaviour, DEFAULT_TENANT_ID, MockIdp, MockIdpSettings}
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{AppOptions, TestApp, assert_refused, assert_signed_in, spawn_app_with};
+use crate::helpers::{AppOptions, TestApp, assert_refused, assert_signed_in, rule, spawn_app_with};
 
 /// A customer tenant that is not the mock's own.
 const FABRIKAM: &str = "bbbbcccc-1111-dddd-2222-eeee3333ffff";
@@ -29,21 +29,6 @@ fn user_of(tenant: &str) -> Behaviour {
         user_tenant: Some(tenant.into()),
         ..Default::default()
     }
-}
-
-/// The bad login is refused for `reason`; the twin signs in.
-async fn rule(app: &TestApp, bad: Behaviour, reason: &str, twin: Behaviour) {
-    let res = app.login_with_behaviour(bad).await;
-    assert_refused(
-        app,
-        res,
-        StatusCode::UNAUTHORIZED,
-        "id_token_rejected",
-        Some(reason),
-    )
-    .await;
-    let res = app.login_with_behaviour(twin).await;
-    assert_signed_in(app, res).await;
 }
 
 #[tokio::test]
