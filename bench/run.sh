@@ -183,6 +183,10 @@ public_url = "$base"
 store = "$store"
 $extra
 
+[rate_limit]
+# Every benchmark login comes from 127.0.0.1; the per-IP login limit would stop them.
+per_ip_per_minute = 0
+
 [[connections]]
 id = "demo"
 name = "Contoso (mock Entra)"

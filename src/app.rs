@@ -83,14 +83,14 @@ impl Application {
             config.traces_per_connection,
             config.connections.iter().map(|c| c.id.as_str()),
         ));
-        let state = AppState {
+        let state = AppState::new(crate::http::Shared {
             traces,
             config: Arc::new(config),
             connections: reloader.connections(),
             http,
             store: store.store.clone(),
             metrics,
-        };
+        });
         let limiter = state
             .config
             .rate_limit

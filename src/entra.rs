@@ -63,6 +63,31 @@ pub fn multi_tenant_issuer_template(metadata_url: &Url, expected_issuer: &str) -
     Some(format!("{origin}/{TENANT_PLACEHOLDER}/v2.0"))
 }
 
+/// A multi-tenant connection's JWKS URL for one tenant: `jwks_uri`'s first path segment
+/// (`common` or `organizations`) replaced by the tenant GUID, everything else — including an
+/// `?appid=` query — kept. `None` when `tid` is not a GUID (it is put into a URL) or the URL
+/// has no multi-tenant segment to replace.
+pub fn tenant_jwks_uri(jwks_uri: &str, tid: &str) -> Option<String> {
+    if !is_guid(tid) {
+        return None;
+    }
+    let mut url = Url::parse(jwks_uri).ok()?;
+    let rest: Vec<String> = {
+        let mut segments = url.path_segments()?;
+        let first = segments.next()?;
+        if !first.eq_ignore_ascii_case("common") && !first.eq_ignore_ascii_case("organizations") {
+            return None;
+        }
+        segments.map(str::to_owned).collect()
+    };
+    url.path_segments_mut()
+        .ok()?
+        .clear()
+        .push(tid)
+        .extend(rest.iter().map(String::as_str));
+    Some(url.into())
+}
+
 /// Advice when the issuer in the metadata differs from the one implied by the metadata URL.
 pub fn issuer_mismatch_advice(metadata_url: &Url) -> &'static str {
     if is_entra_url(metadata_url) {
@@ -124,6 +149,56 @@ pub fn aadsts_code(description: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_jwks_uri_replaces_only_the_multi_tenant_segment() {
+        let tid = "bbbbcccc-1111-dddd-2222-eeee3333ffff";
+        assert_eq!(
+            tenant_jwks_uri(
+                "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+                tid
+            )
+            .as_deref(),
+            Some(
+                "https://login.microsoftonline.com/bbbbcccc-1111-dddd-2222-eeee3333ffff/discovery/v2.0/keys"
+            )
+        );
+        // The ?appid= variant keeps its query.
+        assert_eq!(
+            tenant_jwks_uri(
+                "https://login.microsoftonline.com/organizations/discovery/v2.0/keys?appid=x",
+                tid
+            )
+            .as_deref(),
+            Some(
+                "https://login.microsoftonline.com/bbbbcccc-1111-dddd-2222-eeee3333ffff/discovery/v2.0/keys?appid=x"
+            )
+        );
+        // Not a GUID: nothing is built (tid is put into a URL).
+        for bad in [
+            "../x",
+            "common",
+            "bbbbcccc-1111-dddd-2222-eeee3333ffff/../..",
+            "",
+        ] {
+            assert_eq!(
+                tenant_jwks_uri(
+                    "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+                    bad
+                ),
+                None,
+                "{bad}"
+            );
+        }
+        // A tenant's own URL has no multi-tenant segment to replace.
+        assert_eq!(
+            tenant_jwks_uri(
+                "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/discovery/v2.0/keys",
+                tid
+            ),
+            None
+        );
+    }
 
     #[test]
     fn guid_shape() {

@@ -13,6 +13,12 @@ use entrance::{
 };
 use secrecy::ExposeSecret;
 
+/// mimalloc instead of the system allocator: every request allocates (headers, the session
+/// record, the identity), and glibc's malloc showed up as ~10 % of `/auth`'s CPU under load
+/// (docs/BENCHMARKS.md, "Profile").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

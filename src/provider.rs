@@ -3,7 +3,7 @@
 //! customer's outage never touches another's.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -179,10 +179,29 @@ pub struct Connection {
     /// `kid`s still unknown after a refetch. They cause no further fetch until the next
     /// scheduled refresh, whatever the cooldown says. Bounded: cleared when full.
     junk_kids: std::sync::Mutex<HashSet<String>>,
+    /// Multi-tenant connections only: each tenant's own key set, fetched from that tenant's
+    /// JWKS (ENTRA.md §6: "discover keys from the tenant-specific endpoint and cache them per
+    /// tenant, even for multi-tenant apps"). One slot per tenant, each with its own lock, so a
+    /// slow tenant delays only its own users. Bounded: cleared when full.
+    tenant_keys: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantKeys>>>>,
     metrics: Arc<Metrics>,
 }
 
 const MAX_JUNK_KIDS: usize = 1024;
+
+/// At most this many tenants' key sets are cached per connection (Microsoft's guidance: room
+/// for 10–1000 keys); more tenants than that cost refetches, not memory.
+const MAX_CACHED_TENANTS: usize = 1000;
+
+/// One tenant's cached keys on a multi-tenant connection.
+#[derive(Default)]
+struct TenantKeys {
+    /// The last good key set and when it was fetched.
+    keys: Option<(KeySet, Instant)>,
+    /// The last fetch attempt, good or not: fetches for one tenant are at most one per
+    /// `key_refetch_cooldown`, whatever the tokens say.
+    attempted_at: Option<Instant>,
+}
 
 /// Why a connection cannot take a login right now.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -205,6 +224,7 @@ impl Connection {
             refresh: tokio::sync::Mutex::new(None),
             key_refetch_cooldown,
             junk_kids: std::sync::Mutex::new(HashSet::new()),
+            tenant_keys: std::sync::Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -223,6 +243,7 @@ impl Connection {
             refresh: tokio::sync::Mutex::new(None),
             key_refetch_cooldown,
             junk_kids: std::sync::Mutex::new(HashSet::new()),
+            tenant_keys: std::sync::Mutex::new(HashMap::new()),
             metrics: previous.metrics.clone(),
         }
     }
@@ -329,6 +350,66 @@ impl Connection {
                 Ok(current)
             }
         }
+    }
+}
+
+impl Connection {
+    /// The keys that may verify an ID token of tenant `tid` on a multi-tenant connection:
+    /// that tenant's own JWKS (the connection's `jwks_uri` with `common`/`organizations`
+    /// replaced by `tid`, its query — `?appid=` — kept), cached per tenant. A tenant's set is
+    /// fetched on its first login, again once the connection's scheduled refresh is newer than
+    /// it, and on demand when `kid` is not in it — each at most once per
+    /// `key_refetch_cooldown`. A failed fetch keeps the last good set; a tenant never fetched
+    /// successfully falls back to the connection's own keys (every key still passes the
+    /// key-issuer check). The caller has checked that `tid` is a GUID and an allowed tenant.
+    pub async fn tenant_keys(
+        &self,
+        http: &HttpClient,
+        provider: &Provider,
+        tid: &str,
+        kid: Option<&str>,
+    ) -> KeySet {
+        let Some(url) = entra::tenant_jwks_uri(&provider.metadata.jwks_uri, tid) else {
+            return provider.keys.clone();
+        };
+        let slot = self.tenant_slot(tid);
+        let mut cached = slot.lock().await;
+        let wanted = match &cached.keys {
+            None => true,
+            Some((keys, fetched_at)) => {
+                *fetched_at < provider.fetched_at || kid.is_some_and(|k| !keys.contains_kid(k))
+            }
+        };
+        let cooling = cached
+            .attempted_at
+            .is_some_and(|t| t.elapsed() < self.key_refetch_cooldown);
+        if wanted && !cooling {
+            cached.attempted_at = Some(Instant::now());
+            tracing::info!(connection = %self.config.id, tid, url, "fetching the tenant's signing keys");
+            let started = Instant::now();
+            let fetched = fetch_keys(http, &url).await;
+            self.observe_jwks(started.elapsed());
+            match fetched {
+                Ok(keys) => cached.keys = Some((keys, Instant::now())),
+                Err(e) => tracing::warn!(
+                    connection = %self.config.id, tid, error = %e,
+                    "fetching the tenant's signing keys failed; using the last good keys"
+                ),
+            }
+        }
+        match &cached.keys {
+            Some((keys, _)) => keys.clone(),
+            None => provider.keys.clone(),
+        }
+    }
+
+    fn tenant_slot(&self, tid: &str) -> Arc<tokio::sync::Mutex<TenantKeys>> {
+        let mut slots = self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let tid = tid.to_ascii_lowercase();
+        if !slots.contains_key(&tid) && slots.len() >= MAX_CACHED_TENANTS {
+            slots.clear();
+        }
+        slots.entry(tid).or_default().clone()
     }
 }
 

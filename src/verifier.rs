@@ -308,6 +308,20 @@ pub fn peek_kid(token: &str) -> Result<Option<String>, Rejection> {
     Ok(parse_header(parts.header)?.kid)
 }
 
+/// The `tid` claim of a token whose signature is not checked yet, to pick the tenant's key
+/// set on a multi-tenant connection. Only ever a key-selection hint: the token came straight
+/// from the token endpoint, and the signature, `iss`, `tid` and key-issuer checks that follow
+/// decide. `None` when the payload or the claim is unusable (verification then says why).
+pub fn peek_tid(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TidOnly {
+        tid: Option<String>,
+    }
+    let parts = split(token).ok()?;
+    let payload = decode_part(parts.payload, "payload").ok()?;
+    serde_json::from_slice::<TidOnly>(&payload).ok()?.tid
+}
+
 /// 3.1.3.7 step 7: the alg must be one the caller allows; `none` and HMAC are never acceptable.
 fn check_alg(
     alg: Option<&serde_json::Value>,

@@ -14,6 +14,7 @@ use tower_sessions::Session;
 use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
     config::ResponseMode,
+    entra,
     error::AppError,
     identity::Identity,
     metrics::Metrics,
@@ -21,7 +22,7 @@ use crate::{
     provider::Connection,
     session::{self, PendingLogin, SignedIn},
     token::{self, CodeExchange},
-    verifier::{self, Expectations, Rejection},
+    verifier::{self, Expectations, IssuerPolicy, Rejection},
 };
 
 /// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`).
@@ -388,14 +389,30 @@ async fn validate_id_token(
     let mut provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
-    if let Some(kid) = verifier::peek_kid(id_token).map_err(reject)?
-        && !provider.keys.contains_kid(&kid)
-    {
-        provider = conn
-            .keys_for_unknown_kid(&state.http, &kid)
-            .await
-            .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
-    }
+    let kid = verifier::peek_kid(id_token).map_err(reject)?;
+    // Multi-tenant: an allowed tenant's token is verified with that tenant's own keys.
+    let tenant = match &provider.issuer {
+        IssuerPolicy::EntraTemplate { .. } => verifier::peek_tid(id_token)
+            .filter(|tid| entra::is_guid(tid) && conn.config.allowed_tenants.allows(tid)),
+        IssuerPolicy::Exact(_) => None,
+    };
+    let keys = match tenant {
+        Some(tid) => {
+            conn.tenant_keys(&state.http, &provider, &tid, kid.as_deref())
+                .await
+        }
+        None => {
+            if let Some(kid) = kid
+                && !provider.keys.contains_kid(&kid)
+            {
+                provider = conn
+                    .keys_for_unknown_kid(&state.http, &kid)
+                    .await
+                    .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
+            }
+            provider.keys.clone()
+        }
+    };
     let expectations = Expectations {
         issuer: &provider.issuer,
         allowed_tenants: &conn.config.allowed_tenants,
@@ -406,7 +423,7 @@ async fn validate_id_token(
         now: session::now_unix(),
         nonce: &login.nonce,
     };
-    verifier::verify_id_token(id_token, &provider.keys, &expectations).map_err(reject)
+    verifier::verify_id_token(id_token, &keys, &expectations).map_err(reject)
 }
 
 #[cfg(test)]

@@ -192,7 +192,11 @@ fn unknown_tenant_json(tenant: &str) -> Response {
 // ---------------------------------------------------------------------------------------
 // Discovery and keys
 
-async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
+async fn metadata(
+    State(s): S,
+    Path(tenant): Path<String>,
+    Query(q): Query<AppIdQuery>,
+) -> Response {
     let behaviour = {
         let mut inner = s.lock();
         inner.counters.metadata += 1;
@@ -222,7 +226,14 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
     let doc = json!({
         "token_endpoint": format!("{base}/{t}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        "jwks_uri": format!("{base}/{t}/discovery/v2.0/keys"),
+        // `?appid=` on the metadata URL carries over to the keys URL (ENTRA.md §2).
+        "jwks_uri": match &q.appid {
+            Some(appid) => format!(
+                "{base}/{t}/discovery/v2.0/keys?appid={}",
+                url::form_urlencoded::byte_serialize(appid.as_bytes()).collect::<String>()
+            ),
+            None => format!("{base}/{t}/discovery/v2.0/keys"),
+        },
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -251,21 +262,32 @@ async fn metadata(State(s): S, Path(tenant): Path<String>) -> Response {
     post_fault(&behaviour.metadata_fault, discovery_response(&doc))
 }
 
-async fn jwks(State(s): S, Path(tenant): Path<String>) -> Response {
-    let (fault, published, replacement, key_issuer) = {
+/// `?appid=<client_id>` on the metadata and keys URLs.
+#[derive(serde::Deserialize)]
+struct AppIdQuery {
+    appid: Option<String>,
+}
+
+async fn jwks(State(s): S, Path(tenant): Path<String>, Query(q): Query<AppIdQuery>) -> Response {
+    let (fault, published, replacement, key_issuer, tenant_key, app_key) = {
         let mut inner = s.lock();
         inner.counters.jwks += 1;
+        *inner.jwks_by_authority.entry(tenant.clone()).or_default() += 1;
         (
             inner.behaviour.jwks_fault.clone(),
             inner.published.clone(),
             inner.behaviour.jwks_override.clone(),
             inner.behaviour.key_issuer.clone(),
+            inner.tenant_keys.get(&tenant).cloned(),
+            inner.app_key.clone(),
         )
     };
     if let Some(r) = pre_fault(&s, &fault).await {
         return r;
     }
-    if !s.serves(&tenant) {
+    // Entra publishes keys for every tenant (a tenant's JWKS is the common keys plus any
+    // of its own); the mock treats every GUID as an existing tenant here.
+    if !s.serves(&tenant) && !crate::entra::is_guid(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     // Entra's keys carry the templated issuer `{base}/{tenantid}/v2.0` (literal
@@ -274,7 +296,16 @@ async fn jwks(State(s): S, Path(tenant): Path<String>) -> Response {
     if let Some(doc) = replacement {
         return post_fault(&fault, discovery_response(&doc));
     }
-    let keys: Vec<Value> = published.iter().map(|k| k.jwk(&key_issuer)).collect();
+    let mut keys: Vec<Value> = published.iter().map(|k| k.jwk(&key_issuer)).collect();
+    // A tenant's own key carries that tenant's literal issuer.
+    if let Some(key) = tenant_key {
+        keys.push(key.jwk(&format!("{}/{tenant}/v2.0", s.base_url)));
+    }
+    if let (Some(key), Some(appid)) = (app_key, &q.appid)
+        && *appid == s.client_id
+    {
+        keys.push(key.jwk(&key_issuer));
+    }
     post_fault(&fault, discovery_response(&json!({ "keys": keys })))
 }
 
@@ -972,7 +1003,17 @@ async fn id_token(
     }
     let (current, header_kid, mut decoy) = {
         let inner = s.lock();
-        let current = Arc::clone(&inner.current);
+        // A tenant's or the app's own key signs instead of the current one when asked for
+        // (made by `MockIdp::set_behaviour`; the current key if it is missing).
+        let own = match &behaviour.signing {
+            Signing::TenantKey(tenant) => inner
+                .tenant_keys
+                .get(tenant.as_deref().unwrap_or(tid))
+                .cloned(),
+            Signing::AppKey => inner.app_key.clone(),
+            _ => None,
+        };
+        let current = own.unwrap_or_else(|| Arc::clone(&inner.current));
         // For UnpublishedKey the header names a key the RP can find, so only the signature
         // check can catch the forgery.
         let header_kid = if inner.published.iter().any(|k| k.kid == current.kid) {

@@ -124,7 +124,8 @@ impl OrderedHeader {
 /// store).
 pub struct SignWith<'a> {
     pub signing: &'a Signing,
-    /// The current signing key (used for Normal, CorruptSignature, Rs384).
+    /// The key to sign with for Normal, CorruptSignature and Rs384 — the current signing key —
+    /// and for TenantKey and AppKey, the tenant's or app's own key.
     pub current: &'a KeyPair,
     /// A key that is not in the JWKS (used for UnpublishedKey).
     pub unpublished: Option<&'a KeyPair>,
@@ -143,7 +144,11 @@ pub fn build_jwt(
     with: &SignWith<'_>,
 ) -> Result<String, KeyError> {
     let alg_name = match with.signing {
-        Signing::Normal | Signing::UnpublishedKey | Signing::CorruptSignature => "RS256",
+        Signing::Normal
+        | Signing::UnpublishedKey
+        | Signing::CorruptSignature
+        | Signing::TenantKey(_)
+        | Signing::AppKey => "RS256",
         Signing::AlgNone => "none",
         Signing::Hs256(_) => "HS256",
         Signing::Rs384 => "RS384",
@@ -164,7 +169,8 @@ pub fn build_jwt(
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
     );
     let signature = match with.signing {
-        Signing::Normal => jsonwebtoken::crypto::sign(
+        // For a tenant's or the app's own key the caller passes that key as `current`.
+        Signing::Normal | Signing::TenantKey(_) | Signing::AppKey => jsonwebtoken::crypto::sign(
             signing_input.as_bytes(),
             &with.current.encoding,
             Algorithm::RS256,

@@ -182,6 +182,14 @@ pub enum Signing {
     CorruptSignature,
     /// RS384 with the current key (alg not advertised).
     Rs384,
+    /// RS256 with a key of the named tenant's own (`None`: the signing-in user's tenant),
+    /// published only in that tenant's JWKS (`/{tenant}/discovery/v2.0/keys`), not in
+    /// `common`'s or `organizations`' — a tenant that has signing keys of its own (ENTRA.md §6).
+    TenantKey(Option<String>),
+    /// RS256 with the app's custom signing key, published only in the JWKS fetched with
+    /// `?appid=<client_id>` (an app with claims mapping, ENTRA.md §2; without it Entra's
+    /// relying parties fail with an unknown `kid`, AADSTS50146's territory).
+    AppKey,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -255,6 +263,13 @@ struct Inner {
     published: Vec<Arc<KeyPair>>,
     /// Key for `Signing::UnpublishedKey`, made on first use and never published.
     decoy: Option<Arc<KeyPair>>,
+    /// Keys of tenants' own (`Signing::TenantKey`), by tenant ID, each published only in its
+    /// tenant's JWKS.
+    tenant_keys: HashMap<String, Arc<KeyPair>>,
+    /// The app's custom signing key (`Signing::AppKey`), published only with `?appid=`.
+    app_key: Option<Arc<KeyPair>>,
+    /// JWKS requests by the authority segment of their path (tenant ID, `common`, …).
+    jwks_by_authority: HashMap<String, u64>,
     codes: HashMap<String, CodeRecord>,
     /// Every token issued (access and ID tokens), so tests can check none of them leaks.
     issued: Vec<String>,
@@ -346,6 +361,9 @@ impl MockIdp {
                 current: Arc::clone(&key),
                 published: vec![key],
                 decoy: None,
+                tenant_keys: HashMap::new(),
+                app_key: None,
+                jwks_by_authority: HashMap::new(),
                 codes: HashMap::new(),
                 issued: Vec::new(),
                 spent_codes: HashSet::new(),
@@ -428,19 +446,56 @@ impl MockIdp {
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
-        // Make the decoy key now, on the caller's time: generated inside a token request it
+        // Make extra keys now, on the caller's time: generated inside a token request they
         // can take long enough on a loaded machine to time the relying party out.
-        if matches!(b.signing, Signing::UnpublishedKey)
-            && self.shared.lock().decoy.is_none()
-            && let Ok(key) = KeyPair::generate()
-        {
-            self.shared.lock().decoy = Some(Arc::new(key));
+        match &b.signing {
+            Signing::UnpublishedKey => {
+                if self.shared.lock().decoy.is_none()
+                    && let Ok(key) = KeyPair::generate()
+                {
+                    self.shared.lock().decoy = Some(Arc::new(key));
+                }
+            }
+            Signing::TenantKey(tenant) => {
+                let tenant = tenant
+                    .clone()
+                    .or_else(|| b.user_tenant.clone())
+                    .unwrap_or_else(|| self.shared.tenant_id.clone());
+                if !self.shared.lock().tenant_keys.contains_key(&tenant)
+                    && let Ok(key) = KeyPair::generate()
+                {
+                    self.shared
+                        .lock()
+                        .tenant_keys
+                        .entry(tenant)
+                        .or_insert_with(|| Arc::new(key));
+                }
+            }
+            Signing::AppKey => {
+                if self.shared.lock().app_key.is_none()
+                    && let Ok(key) = KeyPair::generate()
+                {
+                    self.shared.lock().app_key = Some(Arc::new(key));
+                }
+            }
+            _ => {}
         }
         self.shared.lock().behaviour = b;
     }
 
     pub fn counters(&self) -> Counters {
         self.shared.lock().counters
+    }
+
+    /// JWKS requests for one authority (`/{authority}/discovery/v2.0/keys`): a tenant ID,
+    /// `common` or `organizations`.
+    pub fn jwks_requests(&self, authority: &str) -> u64 {
+        self.shared
+            .lock()
+            .jwks_by_authority
+            .get(authority)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every access and ID token this IdP has issued, in order.

@@ -120,6 +120,8 @@ pub struct AppOptions {
     /// Use the mock IdP's metadata for this authority (`common`, `organizations`) instead of
     /// its tenant's.
     pub authority: Option<&'static str>,
+    /// Appended to the mock IdP's metadata URL, e.g. `?appid=…`.
+    pub metadata_query: String,
 }
 
 impl Default for AppOptions {
@@ -136,6 +138,7 @@ impl Default for AppOptions {
             rate_limit: (100_000, 10_000),
             session_toml: r#"store = "memory""#.to_owned(),
             authority: None,
+            metadata_query: String::new(),
         }
     }
 }
@@ -178,13 +181,13 @@ burst = {burst}
         scheme = opts.public_scheme,
         top = opts.top_toml,
         tables = opts.tables_toml,
-        metadata = opts
-            .metadata_url
-            .clone()
-            .unwrap_or_else(|| match opts.authority {
+        metadata = opts.metadata_url.clone().unwrap_or_else(|| {
+            let url = match opts.authority {
                 Some(authority) => idp.metadata_url_for(authority),
                 None => idp.metadata_url(),
-            }),
+            };
+            format!("{url}{}", opts.metadata_query)
+        }),
         client_id = DEFAULT_CLIENT_ID,
         credential = opts
             .credential_toml

@@ -323,3 +323,31 @@ async fn a_token_response_without_id_token_fails() {
     let res = app.login_with_behaviour(Behaviour::default()).await;
     assert_signed_in(&app, res).await;
 }
+
+#[tokio::test]
+async fn an_app_specific_signing_key_is_found_through_the_appid_metadata_url() {
+    // An app with its own signing key (claims mapping): its tokens carry a kid that only the
+    // JWKS fetched with `?appid=<client_id>` publishes (ENTRA.md §2, AADSTS50146).
+    let with_appid = spawn_app_with(AppOptions {
+        metadata_query: format!("?appid={DEFAULT_CLIENT_ID}"),
+        ..Default::default()
+    })
+    .await;
+    let app_key = Behaviour {
+        signing: Signing::AppKey,
+        ..Default::default()
+    };
+    let res = with_appid.login_with_behaviour(app_key.clone()).await;
+    assert_signed_in(&with_appid, res).await;
+    // Twin: the plain metadata URL cannot find the app's key.
+    let plain = spawn_app().await;
+    let res = plain.login_with_behaviour(app_key).await;
+    assert_refused(
+        &plain,
+        res,
+        StatusCode::UNAUTHORIZED,
+        "id_token_rejected",
+        Some("unknown_kid"),
+    )
+    .await;
+}

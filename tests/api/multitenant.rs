@@ -3,7 +3,7 @@
 //! `tid`, `tid` must be in `allowed_tenants`, and the verifying key's `issuer` must agree. Each
 //! refusal comes with a twin that signs in, as in `id_token_rules.rs`.
 
-use entrance::mock_idp::{Behaviour, DEFAULT_TENANT_ID, MockIdp, MockIdpSettings};
+use entrance::mock_idp::{Behaviour, DEFAULT_TENANT_ID, MockIdp, MockIdpSettings, Signing};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -207,4 +207,60 @@ async fn a_templated_issuer_on_a_tenant_url_is_still_an_issuer_mismatch() {
     // Twin: the same mock's common authority publishes the template and gets ready.
     let app = multi_tenant_app("common", r#"["*"]"#).await;
     assert_signed_in(&app, app.login().await).await;
+}
+
+/// A Fabrikam user whose token is signed with a key of `key_tenant`'s own (`None`: Fabrikam's),
+/// published only in that tenant's JWKS.
+fn signed_with_tenant_key(key_tenant: Option<&str>) -> Behaviour {
+    Behaviour {
+        signing: Signing::TenantKey(key_tenant.map(str::to_owned)),
+        ..user_of(FABRIKAM)
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_own_key_is_fetched_from_its_jwks_and_cached_per_tenant() {
+    let app = multi_tenant_app("common", &format!(r#"["{FABRIKAM}"]"#)).await;
+    // Fabrikam's key is not in `common`'s JWKS: only Fabrikam's own JWKS can verify it.
+    let res = app.login_with_behaviour(signed_with_tenant_key(None)).await;
+    let me = assert_signed_in(&app, res).await;
+    assert_eq!(me["tid"], FABRIKAM);
+    assert_eq!(app.idp.jwks_requests(FABRIKAM), 1);
+    // The next sign-in of that tenant uses the cached keys.
+    let res = app.login_with_behaviour(signed_with_tenant_key(None)).await;
+    assert_signed_in(&app, res).await;
+    assert_eq!(app.idp.jwks_requests(FABRIKAM), 1, "cached per tenant");
+}
+
+#[tokio::test]
+async fn another_tenants_own_key_cannot_sign_for_a_tenant() {
+    // Both tenants allowed; refetches without cooldown so a cooldown cannot be what refuses.
+    let app = spawn_app_with(AppOptions {
+        authority: Some("common"),
+        connection_extra: format!(r#"allowed_tenants = ["{FABRIKAM}", "{STRANGER}"]"#),
+        tables_toml: "[keys]\nrefetch_cooldown_secs = 0".into(),
+        ..Default::default()
+    })
+    .await;
+    // A Fabrikam token signed with a key only the other tenant's JWKS publishes: looked up in
+    // Fabrikam's keys, it is not there.
+    rule(
+        &app,
+        signed_with_tenant_key(Some(STRANGER)),
+        "unknown_kid",
+        signed_with_tenant_key(None),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenant_outside_allowed_tenants_makes_entrance_fetch_nothing() {
+    let app = multi_tenant_app("common", &format!(r#"["{FABRIKAM}"]"#)).await;
+    let stranger = Behaviour {
+        signing: Signing::TenantKey(None),
+        ..user_of(STRANGER)
+    };
+    let res = app.login_with_behaviour(stranger).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.idp.jwks_requests(STRANGER), 0);
 }
