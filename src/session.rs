@@ -20,6 +20,9 @@ use crate::{
 
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
+/// The ID token, apart from the user: only logout reads it (`id_token_hint`), so the user
+/// that every `/auth` parses does not carry its ~1.5 KB.
+const ID_TOKEN_KEY: &str = "id_token";
 /// When the idle expiry was last pushed forward (unix seconds).
 const TOUCHED_KEY: &str = "touched";
 
@@ -29,21 +32,28 @@ const TOUCHED_KEY: &str = "touched";
 /// (ID token included) was ~45 allocations per copy, a third of the CPU of `GET /auth` and
 /// ~6 KB per stored session; as a string it is one allocation and ~2.3 KB
 /// (docs/BENCHMARKS.md). A user stored as an object (before this) is still read.
-async fn get_user(session: &Session) -> Result<Option<SignedIn>, AppError> {
-    let parsed = match session.get_value(USER_KEY).await? {
-        None => return Ok(None),
-        Some(serde_json::Value::String(json)) => serde_json::from_str(&json),
-        Some(object) => serde_json::from_value(object),
-    };
-    parsed
-        .map(Some)
-        .map_err(|e| AppError::Internal(format!("the session's user does not parse: {e}")))
+async fn get_user<U: serde::de::DeserializeOwned>(
+    session: &Session,
+) -> Result<Option<U>, AppError> {
+    match session.get_value(USER_KEY).await? {
+        None => Ok(None),
+        Some(value) => parse_user(value).map(Some),
+    }
+}
+
+fn parse_user<U: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<U, AppError> {
+    match value {
+        serde_json::Value::String(json) => serde_json::from_str(&json),
+        object => serde_json::from_value(object),
+    }
+    .map_err(|e| AppError::Internal(format!("the session's user does not parse: {e}")))
 }
 
 async fn put_user(session: &Session, user: &SignedIn) -> Result<(), AppError> {
     let json = serde_json::to_string(user)
         .map_err(|e| AppError::Internal(format!("serialising the session's user: {e}")))?;
     session.insert(USER_KEY, json).await?;
+    session.insert(ID_TOKEN_KEY, &user.id_token).await?;
     Ok(())
 }
 
@@ -85,8 +95,20 @@ pub struct SignedIn {
     /// timeout is the store's expiry; this second limit is kept as a timestamp because
     /// tower-sessions has one expiry mode per session.
     pub expires_at: i64,
-    /// Kept for RP-initiated logout (`id_token_hint`) at IdPs that want it.
+    /// Kept for RP-initiated logout (`id_token_hint`) at IdPs that want it, under its own
+    /// session key (see `ID_TOKEN_KEY`), not in the user's JSON.
+    #[serde(skip)]
     pub id_token: String,
+}
+
+/// A signed-in user as every request but logout reads it: [`SignedIn`] without the stored ID
+/// token, which serde skips over without copying (a third of the bytes the hot path used to
+/// parse on every `/auth`; docs/BENCHMARKS.md, "Profile").
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActiveUser {
+    pub identity: Identity,
+    pub issued_at: i64,
+    pub expires_at: i64,
 }
 
 /// Why a callback's `state` could not be matched.
@@ -239,7 +261,7 @@ pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>,
         .await
         .map_err(store_err)?
         .and_then(|r| r.data.get(USER_KEY).cloned())
-        .and_then(|v| serde_json::from_value::<SignedIn>(v).ok());
+        .and_then(|v| parse_user::<SignedIn>(v).ok());
     store.delete(&session_id).await.map_err(store_err)?;
     Ok(user)
 }
@@ -247,7 +269,13 @@ pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>,
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
 pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
-    let user = get_user(session).await?;
+    let mut user = get_user::<SignedIn>(session).await?;
+    if let Some(user) = &mut user {
+        user.id_token = session
+            .get::<String>(ID_TOKEN_KEY)
+            .await?
+            .unwrap_or_default();
+    }
     session.flush().await?;
     Ok(user)
 }
@@ -259,8 +287,8 @@ pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
 pub async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
-) -> Result<Option<SignedIn>, AppError> {
-    let Some(user) = get_user(session).await? else {
+) -> Result<Option<ActiveUser>, AppError> {
+    let Some(user) = get_user::<ActiveUser>(session).await? else {
         return Ok(None);
     };
     let now = now_unix();
@@ -280,7 +308,7 @@ pub async fn signed_in(
 }
 
 /// The guard for endpoints that need a signed-in user: rejects with `NotSignedIn`.
-pub struct CurrentUser(pub SignedIn);
+pub struct CurrentUser(pub ActiveUser);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
@@ -298,7 +326,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 /// The guard for pages that differ for signed-in users: never rejects for lack of a session.
-pub struct MaybeUser(pub Option<SignedIn>);
+pub struct MaybeUser(pub Option<ActiveUser>);
 
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = AppError;
@@ -362,17 +390,21 @@ mod tests {
         sign_in(&session, &user, Duration::from_secs(3600))
             .await
             .expect("sign in");
-        assert!(matches!(
-            session.get_value(USER_KEY).await.expect("get"),
-            Some(serde_json::Value::String(_))
-        ));
+        let Some(serde_json::Value::String(json)) = session.get_value(USER_KEY).await.expect("get")
+        else {
+            panic!("the user is stored as one JSON string");
+        };
+        // The ID token lives under its own key: the user every /auth parses does not carry it.
+        assert!(!json.contains(&user.id_token), "{json}");
         let back = signed_in(&session, Duration::from_secs(3600))
             .await
             .expect("read")
             .expect("signed in");
         assert_eq!(back.identity, user.identity);
-        assert_eq!(back.id_token, user.id_token);
         assert_eq!(back.expires_at, user.expires_at);
+        // The ID token is read back only on the way out, for logout.
+        let out = sign_out(&session).await.expect("sign out").expect("was in");
+        assert_eq!(out.id_token, user.id_token);
     }
 
     #[tokio::test]
@@ -387,7 +419,7 @@ mod tests {
             .expect("signed in");
         assert_eq!(back.identity, user.identity);
         let out = sign_out(&session).await.expect("sign out").expect("was in");
-        assert_eq!(out.id_token, user.id_token);
+        assert_eq!(out.identity, user.identity);
     }
 
     fn pending(state: &str, created_at: i64) -> PendingLogin {
