@@ -341,6 +341,10 @@ pub struct RawConnection {
     /// …or app role values (Entra `roles`) one of which the user must hold.
     #[serde(default)]
     pub allowed_roles: Option<Vec<String>>,
+    /// Also call the IdP's userinfo endpoint at sign-in: its claims fill what the ID token
+    /// left out, and its `sub` must be the ID token's.
+    #[serde(default)]
+    pub userinfo: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,6 +572,43 @@ pub struct ConnectionConfig {
     pub domains: Vec<String>,
     /// `allowed_groups` / `allowed_roles`; the default admits everyone.
     pub access: AccessPolicy,
+    /// Call the userinfo endpoint at sign-in (see [`crate::userinfo`]).
+    pub userinfo: bool,
+}
+
+#[cfg(test)]
+impl ConnectionConfig {
+    /// A connection for unit tests: id `c`, one secret `x`, the metadata URL given (its issuer
+    /// template set when it is a multi-tenant authority), everything else at its default.
+    pub(crate) fn for_tests(metadata_url: &str) -> ConnectionConfig {
+        let expected_issuer: String = metadata_url
+            .trim_end_matches("/.well-known/openid-configuration")
+            .into();
+        let url = Url::parse(metadata_url).expect("test metadata URL");
+        ConnectionConfig {
+            id: "c".into(),
+            name: "C".into(),
+            issuer_template: entra::multi_tenant_issuer_template(&url, &expected_issuer),
+            allowed_tenants: Default::default(),
+            metadata_url: url,
+            expected_issuer,
+            client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
+            credential: ClientCredential::Secrets(vec![NamedSecret {
+                label: "client_secret".into(),
+                value: SecretString::from("x"),
+            }]),
+            scopes: vec!["openid".into()],
+            client_auth: None,
+            response_mode: ResponseMode::Query,
+            trusted_audiences: vec![],
+            client_secret_expires_at: None,
+            home_tenant: None,
+            verify_scope: None,
+            domains: vec![],
+            access: Default::default(),
+            userinfo: false,
+        }
+    }
 }
 
 /// Where a connection's client secret came from, for `entrance check`'s messages.
@@ -1401,6 +1442,7 @@ fn validate_connection(
         allowed_tenants,
         domains,
         access,
+        userinfo: rc.userinfo,
     };
     Ok((conn, read))
 }

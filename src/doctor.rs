@@ -1023,34 +1023,7 @@ mod tests {
     const CLIENT: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
 
     fn conn(metadata_url: &str) -> ConnectionConfig {
-        let expected_issuer: String = metadata_url
-            .trim_end_matches("/.well-known/openid-configuration")
-            .into();
-        let url = Url::parse(metadata_url).expect("url");
-        ConnectionConfig {
-            id: "c".into(),
-            name: "C".into(),
-            issuer_template: entra::multi_tenant_issuer_template(&url, &expected_issuer),
-            allowed_tenants: Default::default(),
-            metadata_url: url,
-            expected_issuer,
-            client_id: CLIENT.into(),
-            credential: crate::config::ClientCredential::Secrets(vec![
-                crate::config::NamedSecret {
-                    label: "client_secret".into(),
-                    value: SecretString::from("x"),
-                },
-            ]),
-            scopes: vec!["openid".into()],
-            client_auth: None,
-            response_mode: crate::config::ResponseMode::Query,
-            trusted_audiences: vec![],
-            client_secret_expires_at: None,
-            home_tenant: None,
-            verify_scope: None,
-            domains: vec![],
-            access: Default::default(),
-        }
+        ConnectionConfig::for_tests(metadata_url)
     }
 
     fn entra_conn(tenant: &str) -> ConnectionConfig {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::{
     entra, identity::Denial, provider::NotReady, session::StateProblem, token::TokenError,
-    verifier::Rejection,
+    userinfo::UserinfoError, verifier::Rejection,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,12 @@ pub enum AppError {
         connection: String,
         name: String,
         source: Box<TokenError>,
+    },
+    #[error("the userinfo step with {name} failed: {source}")]
+    Userinfo {
+        connection: String,
+        name: String,
+        source: crate::userinfo::UserinfoError,
     },
     #[error("the ID token was rejected: {rejection}")]
     IdToken {
@@ -132,6 +138,12 @@ impl AppError {
                 TokenError::Assertion(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_GATEWAY,
             },
+            AppError::Userinfo { source, .. } => match source {
+                UserinfoError::Transport(crate::http_client::FetchError::Timeout(_)) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            },
             AppError::ConnectionNotReady { .. } | AppError::Session(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -171,6 +183,7 @@ impl AppError {
                 TokenError::Assertion(_) => "client_assertion_failed",
             },
             AppError::IdToken { .. } => "id_token_rejected",
+            AppError::Userinfo { .. } => "userinfo_failed",
             AppError::NotSignedIn => "not_signed_in",
             AppError::CrossSiteRequest => "cross_site_request",
             AppError::RateLimited { .. } => "rate_limited",
@@ -183,6 +196,7 @@ impl AppError {
     pub fn detail(&self) -> Option<String> {
         match self {
             AppError::IdToken { rejection, .. } => Some(rejection.code().to_owned()),
+            AppError::Userinfo { source, .. } => Some(source.code().to_owned()),
             AppError::IdpError { error, .. } => Some(error.clone()),
             AppError::NotPermitted { denial, .. } => Some(
                 match denial {
@@ -210,6 +224,7 @@ impl AppError {
             | AppError::IdpError { connection, .. }
             | AppError::Token { connection, .. }
             | AppError::IdToken { connection, .. }
+            | AppError::Userinfo { connection, .. }
             | AppError::NotPermitted { connection, .. } => Some(connection),
             AppError::State { connection, .. } => connection.as_deref(),
             _ => None,
@@ -366,6 +381,37 @@ impl AppError {
                     retry_connection: Some(connection.clone()),
                 }
             }
+            AppError::Userinfo {
+                connection,
+                name,
+                source,
+            } => Explanation {
+                admin: Some(match source {
+                    UserinfoError::NoEndpoint => format!(
+                        "This connection has userinfo = true, but {name}'s metadata publishes no userinfo_endpoint. Remove userinfo = true from the connection."
+                    ),
+                    UserinfoError::NoAccessToken => format!(
+                        "{name}'s token response carried no access_token, which the userinfo call needs. Remove userinfo = true from the connection."
+                    ),
+                    UserinfoError::Transport(e) => format!(
+                        "The userinfo endpoint could not be reached ({e}). Check that entrance can reach it (for Entra: graph.microsoft.com, through HTTPS_PROXY if outbound traffic needs a proxy)."
+                    ),
+                    UserinfoError::Refused(status) => format!(
+                        "The userinfo endpoint refused the access token (HTTP {status}). For Entra the access token must be for Microsoft Graph: with userinfo = true, do not add another API's scopes to the connection's scopes."
+                    ),
+                    UserinfoError::Malformed => "The userinfo response is not a JSON object with a sub (a signed application/jwt response is not supported). Remove userinfo = true or make the IdP answer plain JSON.".to_owned(),
+                    UserinfoError::SubMismatch { .. } => format!(
+                        "{source}: the answer was refused (OpenID Connect Core §5.3.4). The userinfo endpoint answered for someone else; check {name}'s configuration and any proxy in between."
+                    ),
+                }),
+                retry_connection: Some(connection.clone()),
+                ..plain(
+                    "Sign-in was not completed",
+                    &format!(
+                        "Signing in with {name} could not be completed. Please try again; if it keeps happening, contact your administrator."
+                    ),
+                )
+            },
             AppError::IdToken {
                 connection,
                 rejection,

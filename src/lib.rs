@@ -15,6 +15,7 @@
 //! - [`provider`]: per-connection IdP metadata and keys, readiness, refetching.
 //! - [`http_client`]: the one outbound HTTP client (timeouts, size limit, no redirects).
 //! - [`token`]: the code exchange at the token endpoint.
+//! - [`userinfo`]: the optional userinfo call at sign-in and its `sub` check.
 //! - [`certificate`]: certificate credentials and the RFC 7523 client assertion they sign.
 //! - [`jwks`], [`verifier`]: signing keys and ID-token validation (OIDC Core §3.1.3.7).
 //! - [`return_to`]: open-redirect-proof post-login destinations.
@@ -46,4 +47,5 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod traces;
+pub mod userinfo;
 pub mod verifier;

@@ -31,6 +31,8 @@ pub struct Metadata {
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
     #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
@@ -526,45 +528,16 @@ fn jittered(base: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
     fn conn(metadata_url: &str) -> ConnectionConfig {
-        ConnectionConfig {
-            id: "c".into(),
-            name: "C".into(),
-            metadata_url: Url::parse(metadata_url).expect("url"),
-            expected_issuer: metadata_url
-                .trim_end_matches("/.well-known/openid-configuration")
-                .into(),
-            client_id: "00001111-aaaa-2222-bbbb-3333cccc4444".into(),
-            credential: crate::config::ClientCredential::Secrets(vec![
-                crate::config::NamedSecret {
-                    label: "client_secret".into(),
-                    value: SecretString::from("x"),
-                },
-            ]),
-            scopes: vec!["openid".into()],
-            client_auth: None,
-            response_mode: crate::config::ResponseMode::Query,
-            trusted_audiences: vec![],
-            client_secret_expires_at: None,
-            home_tenant: None,
-            verify_scope: None,
-            issuer_template: None,
-            allowed_tenants: Default::default(),
-            domains: vec![],
-            access: Default::default(),
-        }
+        ConnectionConfig::for_tests(metadata_url)
     }
 
     fn multi_tenant_conn(authority: &str) -> ConnectionConfig {
         let url = format!(
             "https://login.microsoftonline.com/{authority}/v2.0/.well-known/openid-configuration"
         );
-        let mut c = conn(&url);
-        c.issuer_template =
-            entra::multi_tenant_issuer_template(&c.metadata_url, &c.expected_issuer);
-        c
+        conn(&url)
     }
 
     fn multi_tenant_metadata(authority: &str) -> Metadata {

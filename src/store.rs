@@ -271,8 +271,11 @@ struct CheckedSqlite {
 }
 
 impl CheckedSqlite {
+    /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
+    /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
+    /// support network filesystems), where a `stat` takes microseconds.
     async fn check(&self) -> session_store::Result<()> {
-        match tokio::fs::try_exists(&self.path).await {
+        match self.path.try_exists() {
             Ok(true) => Ok(()),
             Ok(false) => Err(session_store::Error::Backend(format!(
                 "the SQLite file {} is gone",

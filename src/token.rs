@@ -52,15 +52,17 @@ pub struct CodeExchange<'a> {
     pub code_verifier: &'a str,
 }
 
-/// What entrance keeps from a successful token response. The access and refresh tokens are
+/// What entrance keeps from a successful token response. The refresh token is dropped, and
+/// the access token is used only for the optional userinfo call during the callback, then
 /// dropped: entrance signs users in, it does not call APIs for them.
 pub struct TokenResponse {
     pub id_token: String,
+    pub access_token: Option<SecretString>,
 }
 
 impl fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenResponse { id_token: <redacted> }")
+        f.write_str("TokenResponse { id_token: <redacted>, access_token: <redacted> }")
     }
 }
 
@@ -110,6 +112,8 @@ pub enum TokenError {
 struct RawTokenResponse {
     #[serde(default)]
     id_token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
     #[serde(default)]
     token_type: Option<String>,
 }
@@ -297,7 +301,10 @@ pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, T
         return Err(TokenError::Malformed(format!("token_type {tt:?}")));
     }
     match raw.id_token {
-        Some(id_token) if !id_token.is_empty() => Ok(TokenResponse { id_token }),
+        Some(id_token) if !id_token.is_empty() => Ok(TokenResponse {
+            id_token,
+            access_token: raw.access_token.map(SecretString::from),
+        }),
         _ => Err(TokenError::MissingIdToken),
     }
 }
@@ -362,6 +369,7 @@ mod tests {
     fn debug_never_shows_the_token() {
         let t = TokenResponse {
             id_token: "eyJsecret".into(),
+            access_token: Some(SecretString::from("eyJaccess")),
         };
         assert!(!format!("{t:?}").contains("eyJ"));
     }

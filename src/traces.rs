@@ -257,6 +257,7 @@ pub fn step(err: &AppError) -> &'static str {
         AppError::IssuerParameterMismatch { .. } => "callback",
         AppError::Token { .. } => "token",
         AppError::IdToken { .. } => "id_token",
+        AppError::Userinfo { .. } => "userinfo",
         AppError::Session(_) => "session",
         AppError::ConnectionNotReady { .. }
         | AppError::UnknownConnection(_)

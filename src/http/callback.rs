@@ -22,6 +22,7 @@ use crate::{
     provider::Connection,
     session::{self, PendingLogin, SignedIn},
     token::{self, CodeExchange},
+    userinfo,
     verifier::{self, Expectations, IssuerPolicy, Rejection},
 };
 
@@ -210,7 +211,23 @@ async fn finish_login(
         source: Box::new(source),
     })?;
 
-    let claims = validate_id_token(&state, &conn, &login, &tokens.id_token).await?;
+    let mut claims = validate_id_token(&state, &conn, &login, &tokens.id_token).await?;
+    // After the ID token is proven, so the `sub` userinfo must match is one we trust.
+    if conn.config.userinfo {
+        let failed = |source| AppError::Userinfo {
+            connection: conn.config.id.clone(),
+            name: conn.config.name.clone(),
+            source,
+        };
+        let answer = userinfo::fetch(
+            &state.http,
+            provider.metadata.userinfo_endpoint.as_deref(),
+            tokens.access_token.as_ref(),
+        )
+        .await
+        .map_err(failed)?;
+        userinfo::merge(&mut claims, answer).map_err(failed)?;
+    }
     if let Some(iss) = &params.iss
         && iss != &claims.iss
     {

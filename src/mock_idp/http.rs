@@ -309,18 +309,52 @@ async fn jwks(State(s): S, Path(tenant): Path<String>, Query(q): Query<AppIdQuer
     post_fault(&fault, discovery_response(&json!({ "keys": keys })))
 }
 
-/// Entra's userinfo lives on Microsoft Graph and needs a Graph access token; the mock
-/// issues none, so it always refuses (kept local so an RP never calls out of loopback).
-async fn userinfo() -> Response {
-    let mut resp = json_response(
-        StatusCode::UNAUTHORIZED,
-        &json!({"error": {"code": "InvalidAuthenticationToken", "message": "Mock IdP: no userinfo."}}),
-    );
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    resp
+/// `GET`/`POST /oidc/userinfo`: Entra's userinfo lives on Microsoft Graph
+/// (`https://graph.microsoft.com/oidc/userinfo`) and answers a Graph access token with the
+/// user's `sub` (the ID token's), `name` and `email`; the mock answers its own access tokens
+/// the same way (kept local so a relying party never calls out of loopback). Anything else
+/// gets Graph's 401.
+async fn userinfo(State(s): S, headers: HeaderMap) -> Response {
+    let fault = {
+        let mut inner = s.lock();
+        inner.counters.userinfo += 1;
+        inner.behaviour.userinfo_fault.clone()
+    };
+    if let Some(r) = pre_fault(&s, &fault).await {
+        return r;
+    }
+    let answer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| s.lock().userinfo.get(token).cloned());
+    let Some(answer) = answer else {
+        let mut resp = json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token is empty."}}),
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        return resp;
+    };
+    post_fault(&fault, json_response(StatusCode::OK, &answer))
+}
+
+/// What userinfo answers for the user a token is issued to, with [`Behaviour`]'s edits.
+fn userinfo_answer(s: &Shared, behaviour: &Behaviour) -> Value {
+    let u = &s.user;
+    let mut c = Map::new();
+    c.insert("sub".into(), json!(u.sub));
+    c.insert("name".into(), json!(u.name));
+    if let Some(email) = &u.email {
+        c.insert("email".into(), json!(email));
+    }
+    for (k, v) in &behaviour.userinfo_claims_set {
+        c.insert(k.clone(), v.clone());
+    }
+    Value::Object(c)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -914,7 +948,13 @@ async fn authorization_code(
     body.insert("expires_in".into(), json!(3599));
     body.insert("ext_expires_in".into(), json!(3599));
     let access_token = format!("mock-access-token.{}", keys::random_b64(32));
-    s.lock().issued.push(access_token.clone());
+    {
+        let mut inner = s.lock();
+        inner.issued.push(access_token.clone());
+        inner
+            .userinfo
+            .insert(access_token.clone(), userinfo_answer(s, behaviour));
+    }
     body.insert("access_token".into(), json!(access_token));
     if !behaviour.omit_id_token {
         match id_token(s, behaviour, &record).await {

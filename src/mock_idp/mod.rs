@@ -119,6 +119,8 @@ pub struct Counters {
     pub jwks: u64,
     pub authorize: u64,
     pub token: u64,
+    #[serde(default)]
+    pub userinfo: u64,
 }
 
 /// Switchable misbehaviour. Default = behave like Entra.
@@ -165,6 +167,9 @@ pub struct Behaviour {
     /// passed: a certificate that expires while the relying party keeps running, without a
     /// test that sleeps. Assertion claims (`exp`, `nbf`) still use the real clock.
     pub certificate_clock_offset_secs: i64,
+    /// Override/add claims of the userinfo answer (e.g. another `sub`).
+    pub userinfo_claims_set: serde_json::Map<String, serde_json::Value>,
+    pub userinfo_fault: Fault,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -270,6 +275,8 @@ struct Inner {
     app_key: Option<Arc<KeyPair>>,
     /// JWKS requests by the authority segment of their path (tenant ID, `common`, …).
     jwks_by_authority: HashMap<String, u64>,
+    /// The userinfo answer for each access token issued.
+    userinfo: HashMap<String, serde_json::Value>,
     codes: HashMap<String, CodeRecord>,
     /// Every token issued (access and ID tokens), so tests can check none of them leaks.
     issued: Vec<String>,
@@ -364,6 +371,7 @@ impl MockIdp {
                 tenant_keys: HashMap::new(),
                 app_key: None,
                 jwks_by_authority: HashMap::new(),
+                userinfo: HashMap::new(),
                 codes: HashMap::new(),
                 issued: Vec::new(),
                 spent_codes: HashSet::new(),

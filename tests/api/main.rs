@@ -17,3 +17,4 @@ mod rotation;
 mod routing;
 mod sessions;
 mod traces;
+mod userinfo;
