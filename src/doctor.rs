@@ -36,6 +36,7 @@ pub const REDIRECT_URI: &str = "redirect_uri";
 pub const CERTIFICATE: &str = "certificate";
 pub const CERTIFICATE_EXPIRY: &str = "cert_expiry";
 pub const CREDENTIALS: &str = "credentials";
+pub const USERINFO: &str = "userinfo";
 
 /// A secret expiring within this many days is a warning: time to rotate.
 const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -330,19 +331,38 @@ async fn check_connection(
         Check::skipped(CREDENTIALS, "needs the metadata (for the token endpoint)")
     };
 
+    let mut checks = vec![
+        metadata_check,
+        issuer_check,
+        jwks_check,
+        client_id_check,
+        secret_check,
+        expiry_check,
+        redirect,
+        credentials_check,
+    ];
+    // Only a connection that asks for userinfo gets the line.
+    if conn.userinfo {
+        checks.push(judge_userinfo(discovered.as_ref().map(|d| &d.meta)));
+    }
     ConnectionReport {
         id: conn.id.clone(),
         name: conn.name.clone(),
-        checks: vec![
-            metadata_check,
-            issuer_check,
-            jwks_check,
-            client_id_check,
-            secret_check,
-            expiry_check,
-            redirect,
-            credentials_check,
-        ],
+        checks,
+    }
+}
+
+/// `userinfo = true` needs a `userinfo_endpoint` in the metadata; without one every sign-in
+/// would fail.
+fn judge_userinfo(meta: Option<&Metadata>) -> Check {
+    match meta.map(|m| m.userinfo_endpoint.as_deref()) {
+        None => Check::skipped(USERINFO, "needs the metadata"),
+        Some(Some(url)) => Check::ok(USERINFO, format!("the IdP publishes {url}")),
+        Some(None) => Check::error(
+            USERINFO,
+            "userinfo = true, but the metadata publishes no userinfo_endpoint: every sign-in would fail",
+            "remove userinfo = true from this connection",
+        ),
     }
 }
 
@@ -1030,6 +1050,29 @@ mod tests {
         conn(&format!(
             "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
         ))
+    }
+
+    #[test]
+    fn userinfo_needs_an_endpoint_in_the_metadata() {
+        let mut meta = fixture("tenant");
+        let ok = judge_userinfo(Some(&meta));
+        assert_eq!(ok.status, Status::Ok);
+        assert!(
+            ok.message
+                .contains("https://graph.microsoft.com/oidc/userinfo"),
+            "{}",
+            ok.message
+        );
+        meta.userinfo_endpoint = None;
+        let missing = judge_userinfo(Some(&meta));
+        assert_eq!(missing.status, Status::Error);
+        assert!(
+            missing
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("remove userinfo = true"))
+        );
+        assert_eq!(judge_userinfo(None).status, Status::Skipped);
     }
 
     fn fixture(name: &str) -> Metadata {

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = verifier::peek_kid(token);
+    let _ = verifier::peek_tid(token);
     let issuer = IssuerPolicy::Exact(
         "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0".into(),
     );
