@@ -301,12 +301,61 @@ impl SessionStore for CheckedSqlite {
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.check().await?;
-        self.store.load(session_id).await
+        match sqlite_fast_read(&self.path, session_id) {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                tracing::debug!(error = %e, "SQLite read on the calling thread failed; reading through the pool");
+                self.store.load(session_id).await
+            }
+        }
     }
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.check().await?;
         self.store.delete(session_id).await
     }
+}
+
+thread_local! {
+    /// One plain SQLite connection per runtime thread and database file, for reads only.
+    static SQLITE_READERS: std::cell::RefCell<HashMap<PathBuf, rusqlite::Connection>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Reads a session on the calling thread. sqlx runs every SQLite statement on a worker
+/// thread of its own and hands rows back through a channel; for the one-row read every
+/// `/auth` makes, that hand-off (futex wake-ups, context switches) was two thirds of the
+/// request's CPU (docs/BENCHMARKS.md). The read is the same SELECT on the same file and
+/// table, with the same decoding (MessagePack); with WAL a reader never waits for a writer,
+/// and `busy_timeout` 0 means a lock is an error here, never a wait: any error falls back to
+/// the pool, whose calls are bounded by the store timeout. Writes always go through the pool,
+/// and every write has finished before the next read starts, so a sign-out is seen at once.
+fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, rusqlite::Error> {
+    SQLITE_READERS.with(|readers| {
+        let mut readers = readers.borrow_mut();
+        let conn = match readers.entry(path.to_path_buf()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::ZERO)?;
+                e.insert(conn)
+            }
+        };
+        let mut statement = conn.prepare_cached("select data from tower_sessions where id = ?1")?;
+        let mut rows = statement.query([id.to_string()])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let data = row.get_ref(0)?.as_blob()?;
+        let record: Record = rmp_serde::from_slice(data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })?;
+        // The pool's query compares expiry_date in SQL; the decoded record carries the same.
+        Ok((record.expiry_date > OffsetDateTime::now_utc()).then_some(record))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,6 +594,47 @@ mod tests {
         let err = store.probe().await.expect_err("times out");
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(err.to_string().contains("50 ms"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_thread_local_sqlite_read_sees_what_the_pool_wrote_and_deleted() {
+        let dir = std::env::temp_dir().join(format!("entrance-store-{}", Id::default()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sessions.db");
+        let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
+            .await
+            .expect("opens");
+        let mut live = Record {
+            id: Id::default(),
+            data: [("user".to_owned(), serde_json::json!("ada"))]
+                .into_iter()
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        let mut dead = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        };
+        store.create(&mut live).await.expect("create");
+        store.create(&mut dead).await.expect("create");
+        let read = sqlite_fast_read(&path, &live.id).expect("reads");
+        assert_eq!(read.map(|r| r.data), Some(live.data.clone()));
+        assert!(
+            sqlite_fast_read(&path, &dead.id).expect("reads").is_none(),
+            "expired"
+        );
+        assert!(
+            sqlite_fast_read(&path, &Id::default())
+                .expect("reads")
+                .is_none(),
+            "unknown"
+        );
+        // A sign-out through the pool is seen by the next read on this thread.
+        store.delete(&live.id).await.expect("delete");
+        assert!(sqlite_fast_read(&path, &live.id).expect("reads").is_none());
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -68,6 +68,29 @@ async fn sqlite_sessions_survive_a_restart() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn with_sqlite_a_sign_out_is_seen_at_once_by_auth_and_me() {
+    // Reads take a faster path than writes (docs/BENCHMARKS.md); a sign-out must still be
+    // seen by the very next request.
+    let dir = TempDir::new();
+    let mut app = spawn_sqlite_app(&dir.path().join("sessions.db")).await;
+    assert_signed_in(&app, app.login().await).await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/auth").await.status(), StatusCode::OK);
+    }
+    let res = app
+        .browser
+        .post(app.url("/logout"))
+        .header(reqwest::header::ORIGIN, app.base.clone())
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.get("/auth").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
 /// Asserts a 503 page for a store failure: HTML, with the correlation id as its reference.
 async fn assert_store_unavailable_page(res: reqwest::Response) {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
