@@ -62,6 +62,38 @@ const SQLITE_FIX: &str = "point session.sqlite_path at a file in an existing dir
 pub struct AnyStore {
     inner: Arc<dyn SessionStore>,
     timeout: Duration,
+    /// The last save per session id, to skip an identical repeat (see [`AnyStore::save`]).
+    recent_saves: Arc<Mutex<HashMap<Id, RecentSave>>>,
+}
+
+/// What a save wrote: a digest of the record's data, its expiry, and when.
+#[derive(Clone, Copy)]
+struct RecentSave {
+    digest: u64,
+    expiry: OffsetDateTime,
+    at: std::time::Instant,
+}
+
+/// A repeat of a save within this long, with the same data and an expiry at most this far
+/// off, is skipped.
+const REPEAT_WINDOW: Duration = Duration::from_secs(2);
+/// Bound on remembered saves; older ones are dropped when it is reached.
+const MAX_RECENT_SAVES: usize = 4096;
+
+fn digest(record: &Record) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    // Serialised as the stores serialise it; the same `Record` value gives the same bytes.
+    let bytes = rmp_serde::to_vec(&record.data).ok()?;
+    let mut hasher = digest_keys().build_hasher();
+    hasher.write(&bytes);
+    Some(hasher.finish())
+}
+
+/// One randomly keyed SipHash for the process: digests are compared, never stored or sent.
+fn digest_keys() -> &'static std::collections::hash_map::RandomState {
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
 impl fmt::Debug for AnyStore {
@@ -75,7 +107,47 @@ impl fmt::Debug for AnyStore {
 
 impl AnyStore {
     pub fn new(inner: Arc<dyn SessionStore>, timeout: Duration) -> AnyStore {
-        AnyStore { inner, timeout }
+        AnyStore {
+            inner,
+            timeout,
+            recent_saves: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<Id, RecentSave>> {
+        self.recent_saves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `record` repeats the last save of its id: same data, expiry within the window.
+    fn is_repeat(&self, record: &Record, digest: Option<u64>) -> bool {
+        let Some(digest) = digest else { return false };
+        self.recent().get(&record.id).is_some_and(|last| {
+            last.digest == digest
+                && last.at.elapsed() < REPEAT_WINDOW
+                && (record.expiry_date - last.expiry).unsigned_abs() < REPEAT_WINDOW
+        })
+    }
+
+    fn remember(&self, record: &Record, digest: Option<u64>) {
+        let mut recent = self.recent();
+        let Some(digest) = digest else {
+            recent.remove(&record.id);
+            return;
+        };
+        if recent.len() >= MAX_RECENT_SAVES {
+            recent.retain(|_, s| s.at.elapsed() < REPEAT_WINDOW);
+            if recent.len() >= MAX_RECENT_SAVES {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            record.id,
+            RecentSave {
+                digest,
+                expiry: record.expiry_date,
+                at: std::time::Instant::now(),
+            },
+        );
     }
 
     pub fn memory(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
@@ -107,15 +179,37 @@ impl AnyStore {
 #[async_trait]
 impl SessionStore for AnyStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.bounded("create", self.inner.create(record)).await
+        self.bounded("create", self.inner.create(record)).await?;
+        // The layer's save after a handler's first save of a new session is a repeat too.
+        self.remember(record, digest(record));
+        Ok(())
     }
+    /// Saves, unless this exact record was just saved. tower-sessions' layer saves every
+    /// session marked modified after the handler ran, and `Session::save` does not clear that
+    /// mark, so each explicit save in a handler (made there so a store failure is that
+    /// handler's to report) was written twice. A repeat — same id, same data, an expiry less
+    /// than [`REPEAT_WINDOW`] apart (the layer recomputes it), within that window — is
+    /// skipped. If the record changed in between (another request, another replica's
+    /// sign-out), skipping leaves the newer state in place rather than writing an old copy.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.bounded("save", self.inner.save(record)).await
+        let digest = digest(record);
+        if self.is_repeat(record, digest) {
+            return Ok(());
+        }
+        let result = self.bounded("save", self.inner.save(record)).await;
+        match &result {
+            Ok(()) => self.remember(record, digest),
+            Err(_) => {
+                self.recent().remove(&record.id);
+            }
+        }
+        result
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.bounded("load", self.inner.load(session_id)).await
     }
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.recent().remove(session_id);
         self.bounded("delete", self.inner.delete(session_id)).await
     }
 }
@@ -594,6 +688,60 @@ mod tests {
         let err = store.probe().await.expect_err("times out");
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(err.to_string().contains("50 ms"), "{err}");
+    }
+
+    /// Counts the saves that reach it.
+    #[derive(Debug, Default)]
+    struct CountingStore {
+        inner: MemoryStore,
+        saves: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SessionStore for CountingStore {
+        async fn save(&self, record: &Record) -> session_store::Result<()> {
+            self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.save(record).await
+        }
+        async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+            self.inner.load(id).await
+        }
+        async fn delete(&self, id: &Id) -> session_store::Result<()> {
+            self.inner.delete(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_save_of_the_same_record_is_written_once() {
+        let counting = Arc::new(CountingStore::default());
+        let store = AnyStore::new(counting.clone(), Duration::from_secs(1));
+        let saves = || counting.saves.load(std::sync::atomic::Ordering::SeqCst);
+        let mut record = Record {
+            id: Id::default(),
+            data: [("user".to_owned(), serde_json::json!("ada"))]
+                .into_iter()
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        store.save(&record).await.expect("save");
+        // The layer's repeat: same data, expiry recomputed a moment later.
+        record.expiry_date += time::Duration::milliseconds(3);
+        store.save(&record).await.expect("save");
+        assert_eq!(saves(), 1, "the repeat is skipped");
+        // Changed data is written.
+        record
+            .data
+            .insert("touched".to_owned(), serde_json::json!(1));
+        store.save(&record).await.expect("save");
+        assert_eq!(saves(), 2);
+        // An expiry pushed forward (idle timeout) is written.
+        record.expiry_date += time::Duration::minutes(1);
+        store.save(&record).await.expect("save");
+        assert_eq!(saves(), 3);
+        // After a delete (sign-out), the same record is written again, not skipped.
+        store.delete(&record.id).await.expect("delete");
+        store.save(&record).await.expect("save");
+        assert_eq!(saves(), 4);
     }
 
     #[tokio::test]
