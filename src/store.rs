@@ -342,6 +342,9 @@ async fn open_sqlite(
         .busy_timeout(timeout);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // A connection to a local file does not go stale; the default ping before every
+        // acquire was one more hand-off to sqlx's worker thread per write.
+        .test_before_acquire(false)
         .acquire_timeout(timeout)
         .connect_with(options)
         .await
