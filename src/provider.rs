@@ -353,9 +353,7 @@ impl Connection {
             }
         }
     }
-}
 
-impl Connection {
     /// The keys that may verify an ID token of tenant `tid` on a multi-tenant connection:
     /// that tenant's own JWKS (the connection's `jwks_uri` with `common`/`organizations`
     /// replaced by `tid`, its query — `?appid=` — kept), cached per tenant. A tenant's set is

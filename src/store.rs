@@ -645,19 +645,24 @@ impl ExpiredDeletion for MemoryStore {
 mod tests {
     use super::*;
 
+    /// A fresh record expiring `expires_in` from now (negative: already expired), holding
+    /// `user` when given.
+    fn record(user: Option<&str>, expires_in: time::Duration) -> Record {
+        Record {
+            id: Id::default(),
+            data: user
+                .map(|u| ("user".to_owned(), serde_json::json!(u)))
+                .into_iter()
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc() + expires_in,
+        }
+    }
+
     #[tokio::test]
     async fn memory_store_evicts_expired_records() {
         let store = MemoryStore::default();
-        let mut live = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        };
-        let mut dead = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-        };
+        let mut live = record(None, time::Duration::minutes(5));
+        let mut dead = record(None, -time::Duration::seconds(1));
         store.create(&mut live).await.expect("create");
         store.create(&mut dead).await.expect("create");
         assert!(store.load(&dead.id).await.expect("load").is_none());
@@ -719,13 +724,7 @@ mod tests {
         let counting = Arc::new(CountingStore::default());
         let store = AnyStore::new(counting.clone(), Duration::from_secs(1));
         let saves = || counting.saves.load(std::sync::atomic::Ordering::SeqCst);
-        let mut record = Record {
-            id: Id::default(),
-            data: [("user".to_owned(), serde_json::json!("ada"))]
-                .into_iter()
-                .collect(),
-            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        };
+        let mut record = record(Some("ada"), time::Duration::minutes(5));
         store.save(&record).await.expect("save");
         // The layer's repeat: same data, expiry recomputed a moment later.
         record.expiry_date += time::Duration::milliseconds(3);
@@ -755,18 +754,8 @@ mod tests {
         let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
             .await
             .expect("opens");
-        let mut live = Record {
-            id: Id::default(),
-            data: [("user".to_owned(), serde_json::json!("ada"))]
-                .into_iter()
-                .collect(),
-            expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        };
-        let mut dead = Record {
-            id: Id::default(),
-            data: Default::default(),
-            expiry_date: OffsetDateTime::now_utc() - time::Duration::seconds(1),
-        };
+        let mut live = record(Some("ada"), time::Duration::minutes(5));
+        let mut dead = record(None, -time::Duration::seconds(1));
         store.create(&mut live).await.expect("create");
         store.create(&mut dead).await.expect("create");
         let read = sqlite_fast_read(&path, &live.id).expect("reads");
