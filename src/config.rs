@@ -25,11 +25,11 @@ use time::{
 };
 use url::Url;
 
+use crate::loopback::is_loopback_host;
+use crate::expiry::{Expiry, RENEW_CERTIFICATE};
 use crate::{
     certificate::{AssertionAlg, CertificateCredential, CredentialFile},
     entra,
-    identity::AccessPolicy,
-    verifier::TenantAllowList,
 };
 
 /// The demo configuration, embedded so `entrance demo` works from any directory.
@@ -251,13 +251,15 @@ pub struct RawTraces {
 impl Default for RawTraces {
     fn default() -> Self {
         Self {
-            per_connection: crate::traces::DEFAULT_PER_CONNECTION,
+            per_connection: DEFAULT_TRACES_PER_CONNECTION,
         }
     }
 }
 
 /// The most failures `traces.per_connection` may keep: each is a few hundred bytes, and the
 /// ring is for the recent past, not an archive.
+/// The default number of failed logins kept per connection (`traces.per_connection`).
+pub const DEFAULT_TRACES_PER_CONNECTION: usize = 50;
 const MAX_TRACES_PER_CONNECTION: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
@@ -493,25 +495,6 @@ impl ClientCredential {
         }
     }
 
-    /// The credentials to try at the token endpoint, in order: each secret (newest first) with
-    /// its label, or the certificate alone.
-    pub fn attempts(&self) -> Vec<(Option<&str>, crate::token::Credential<'_>)> {
-        match self {
-            ClientCredential::Secrets(secrets) => secrets
-                .iter()
-                .map(|s| {
-                    (
-                        Some(s.label.as_str()),
-                        crate::token::Credential::Secret(&s.value),
-                    )
-                })
-                .collect(),
-            ClientCredential::Certificate(c) => {
-                vec![(None, crate::token::Credential::Certificate(c))]
-            }
-        }
-    }
-
     /// The secrets' labels, newest first; empty for a certificate.
     pub fn secret_labels(&self) -> Vec<&str> {
         match self {
@@ -520,6 +503,45 @@ impl ClientCredential {
             }
             ClientCredential::Certificate(_) => Vec::new(),
         }
+    }
+}
+
+/// Which tenants (`tid`) may sign in (ENTRA.md §5.3d).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TenantAllowList {
+    /// No restriction: `allowed_tenants = ["*"]`, or a single-tenant connection that sets none
+    /// (its issuer already fixes the tenant).
+    #[default]
+    Any,
+    /// Only these tenant GUIDs (lower-case; compared case-insensitively, as GUIDs are).
+    Only(Vec<String>),
+}
+
+impl TenantAllowList {
+    pub fn allows(&self, tid: &str) -> bool {
+        match self {
+            TenantAllowList::Any => true,
+            TenantAllowList::Only(tenants) => tenants.iter().any(|t| t.eq_ignore_ascii_case(tid)),
+        }
+    }
+}
+
+/// A connection's `allowed_groups` / `allowed_roles`. With both set, either admits: a user
+/// passes who is in one of the groups **or** holds one of the roles (an admin can then grant
+/// access by group membership or by app role assignment, whichever the tenant uses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// Group object IDs (or whatever the token configuration emits), compared ignoring ASCII
+    /// case: GUIDs have no case.
+    pub groups: Vec<String>,
+    /// App role values, compared exactly as Entra defines them.
+    pub roles: Vec<String>,
+}
+
+impl AccessPolicy {
+    /// True when the connection restricts who may sign in.
+    pub fn is_restricted(&self) -> bool {
+        !self.groups.is_empty() || !self.roles.is_empty()
     }
 }
 
@@ -1165,15 +1187,6 @@ fn parse_public_url(value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-pub(crate) fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 fn validate_connection(
     i: usize,
     rc: RawConnection,
@@ -1554,9 +1567,6 @@ fn allowed_tenants(
     Ok(TenantAllowList::Only(tenants))
 }
 
-/// Days before a certificate's notAfter from which startup warns (as the doctor does).
-const CERTIFICATE_WARNING_DAYS: i64 = 30;
-
 /// Loads and checks `client_certificate_file` and `client_private_key_file`. An expired
 /// certificate stops the service (Entra refuses every assertion it signs, AADSTS700027); the
 /// lenient path leaves expiry to `entrance check`, which reports it as a line.
@@ -1603,33 +1613,33 @@ fn load_certificate(
     Ok(Arc::new(cred))
 }
 
-/// Past notAfter: an error. Within [`CERTIFICATE_WARNING_DAYS`] or not yet valid: a warning.
+/// Past notAfter: an error. Expiring soon ([`Expiry`]) or not yet valid: a warning.
 fn check_certificate_dates(
     cred: &CertificateCredential,
     now: OffsetDateTime,
     id: &str,
     key: &dyn Fn(&str) -> String,
 ) -> Result<(), ConfigError> {
-    if cred.not_after <= now {
-        return Err(invalid(
-            key("client_certificate_file"),
-            format!(
-                "the certificate (thumbprint {}) expired on {}; Entra refuses assertions signed for it (AADSTS700027)",
-                cred.thumbprint_hex,
-                cred.not_after.date()
-            ),
-            "upload a new certificate under Certificates & secrets → Certificates, point client_certificate_file and client_private_key_file at it, then delete the expired one",
-        ));
-    }
-    let days = (cred.not_after - now).whole_days();
-    if days < CERTIFICATE_WARNING_DAYS {
-        tracing::warn!(
+    match Expiry::judge(cred.not_after, now) {
+        Expiry::Expired { .. } => {
+            return Err(invalid(
+                key("client_certificate_file"),
+                format!(
+                    "the certificate (thumbprint {}) expired on {}; Entra refuses assertions signed for it (AADSTS700027)",
+                    cred.thumbprint_hex,
+                    cred.not_after.date()
+                ),
+                RENEW_CERTIFICATE,
+            ));
+        }
+        Expiry::Soon { days } => tracing::warn!(
             connection = %id,
             thumbprint = %cred.thumbprint_hex,
             not_after = %cred.not_after,
             days,
-            "the client certificate expires soon; upload a new certificate, point the configuration at it, then delete the old one"
-        );
+            "the client certificate expires soon; {RENEW_CERTIFICATE}"
+        ),
+        Expiry::Later { .. } => {}
     }
     if cred.not_before > now {
         tracing::warn!(

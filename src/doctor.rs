@@ -11,6 +11,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use url::Url;
 
+use crate::expiry::{Expiry, RENEW_CERTIFICATE};
 use crate::{
     certificate::CertificateCredential,
     config::{
@@ -37,9 +38,6 @@ pub const CERTIFICATE: &str = "certificate";
 pub const CERTIFICATE_EXPIRY: &str = "cert_expiry";
 pub const CREDENTIALS: &str = "credentials";
 pub const USERINFO: &str = "userinfo";
-
-/// A secret expiring within this many days is a warning: time to rotate.
-const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Entra's default `--verify-secret` scope: every confidential client may ask for an app-only
 /// Graph token (`.default` needs no granted permission to be issued).
@@ -656,17 +654,16 @@ fn judge_certificate(cert: &CertificateCredential) -> Check {
 
 /// Like [`judge_expiry`], from the certificate's own notBefore/notAfter.
 fn judge_certificate_expiry(cert: &CertificateCredential, now: OffsetDateTime) -> Check {
-    const UPLOAD: &str = "upload a new certificate under Certificates & secrets → Certificates, point client_certificate_file and client_private_key_file at it, then delete the old one";
     let date = cert.not_after.date();
-    let days = (cert.not_after - now).whole_days();
-    if cert.not_after <= now {
+    let expiry = Expiry::judge(cert.not_after, now);
+    if let Expiry::Expired { days } = expiry {
         return Check::error(
             CERTIFICATE_EXPIRY,
             format!(
                 "the certificate expired on {date} ({} days ago); Entra refuses its assertions (AADSTS700027)",
                 -days
             ),
-            UPLOAD,
+            RENEW_CERTIFICATE,
         );
     }
     if cert.not_before > now {
@@ -679,17 +676,17 @@ fn judge_certificate_expiry(cert: &CertificateCredential, now: OffsetDateTime) -
             "wait, or check this host's clock",
         );
     }
-    if days < EXPIRY_WARNING_DAYS {
-        return Check::warning(
+    match expiry {
+        Expiry::Soon { days } => Check::warning(
             CERTIFICATE_EXPIRY,
             format!("the certificate expires on {date}, in {days} days"),
-            UPLOAD,
-        );
+            RENEW_CERTIFICATE,
+        ),
+        Expiry::Expired { days } | Expiry::Later { days } => Check::ok(
+            CERTIFICATE_EXPIRY,
+            format!("the certificate expires on {date}, in {days} days"),
+        ),
     }
-    Check::ok(
-        CERTIFICATE_EXPIRY,
-        format!("the certificate expires on {date}, in {days} days"),
-    )
 }
 
 fn judge_expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Check {
@@ -700,41 +697,45 @@ fn judge_expiry(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> Chec
         );
     };
     let date = at.date();
-    let days = (at - now).whole_days();
-    if at <= now {
+    let days = match Expiry::judge(at, now) {
+        Expiry::Expired { days } => days,
+        Expiry::Soon { days } => {
+            return Check::warning(
+                SECRET_EXPIRY,
+                format!(
+                    "the client secret expires on {date}, {}",
+                    match days {
+                        0 => "within a day".to_owned(),
+                        1 => "in 1 day".to_owned(),
+                        n => format!("in {n} days"),
+                    }
+                ),
+                "create a new secret now (an app may hold several), deploy it and update client_secret_expires_at, then delete the old one",
+            );
+        }
+        Expiry::Later { days } => {
+            return Check::ok(
+                SECRET_EXPIRY,
+                format!("the client secret expires on {date}, in {days} days"),
+            );
+        }
+    };
+    {
         let fix = entra::aadsts(7000222)
             .map(|r| r.fix.clone())
             .unwrap_or_else(|| {
                 "create a new secret, update the configuration, then delete the expired one"
                     .to_owned()
             });
-        return Check::error(
+        Check::error(
             SECRET_EXPIRY,
             format!(
                 "the client secret expired on {date} ({} days ago); sign-ins fail with AADSTS7000222",
                 -days
             ),
             fix,
-        );
+        )
     }
-    if days < EXPIRY_WARNING_DAYS {
-        return Check::warning(
-            SECRET_EXPIRY,
-            format!(
-                "the client secret expires on {date}, {}",
-                match days {
-                    0 => "within a day".to_owned(),
-                    1 => "in 1 day".to_owned(),
-                    n => format!("in {n} days"),
-                }
-            ),
-            "create a new secret now (an app may hold several), deploy it and update client_secret_expires_at, then delete the old one",
-        );
-    }
-    Check::ok(
-        SECRET_EXPIRY,
-        format!("the client secret expires on {date}, in {days} days"),
-    )
 }
 
 fn judge_redirect_uri(public_url: &Url, redirect_uri: &str) -> Check {
@@ -839,7 +840,7 @@ async fn verify_credentials(
     };
     // Every secret of a rotation is proven on its own: the old one may already be gone.
     let mut checks = Vec::new();
-    for (label, credential) in conn.credential.attempts() {
+    for (label, credential) in crate::token::attempts(&conn.credential) {
         let result = token::client_credentials(
             http,
             &ClientCredentials {

@@ -44,7 +44,7 @@ pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 /// (ENTRA.md §1). Loopback hosts count too: that is the bundled mock IdP (tests and the demo),
 /// which serves the same authorities; no other host does.
 pub fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
-    if !is_entra_url(metadata_url) && !crate::config::is_loopback_host(metadata_url) {
+    if !is_entra_url(metadata_url) && !crate::loopback::is_loopback_host(metadata_url) {
         return None;
     }
     match tenant_segment(metadata_url)? {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::AccessPolicy;
 use crate::verifier::IdTokenClaims;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,17 +68,6 @@ impl Identity {
     }
 }
 
-/// A connection's `allowed_groups` / `allowed_roles`. With both set, either admits: a user
-/// passes who is in one of the groups **or** holds one of the roles (an admin can then grant
-/// access by group membership or by app role assignment, whichever the tenant uses).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccessPolicy {
-    /// Group object IDs (or whatever the token configuration emits), compared ignoring ASCII
-    /// case: GUIDs have no case.
-    pub groups: Vec<String>,
-    /// App role values, compared exactly as Entra defines them.
-    pub roles: Vec<String>,
-}
 
 /// Why [`AccessPolicy::check`] refused a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +80,6 @@ pub enum Denial {
 }
 
 impl AccessPolicy {
-    /// True when the connection restricts who may sign in.
-    pub fn is_restricted(&self) -> bool {
-        !self.groups.is_empty() || !self.roles.is_empty()
-    }
-
     pub fn check(&self, id: &Identity) -> Result<(), Denial> {
         if !self.is_restricted() {
             return Ok(());

@@ -28,6 +28,10 @@
 
 pub mod app;
 pub mod certificate;
+mod clock;
+mod expiry;
+mod loopback;
+mod sync;
 pub mod config;
 pub mod doctor;
 pub mod entra;

@@ -15,6 +15,7 @@ use prometheus_client::{
 };
 use time::OffsetDateTime;
 
+use crate::sync;
 use crate::config::Config;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,10 +203,7 @@ impl Metrics {
     pub fn set_secret_expiries(&self, config: &Config) {
         let next = secret_expiries(config);
         self.secret_expiry_days.clear();
-        *self
-            .secret_expiries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = next;
+        *sync::lock(&self.secret_expiries) = next;
     }
 
     pub fn connection(id: &str) -> ConnectionLabels {
@@ -237,7 +235,7 @@ impl Metrics {
                 header: header.to_owned(),
             })
             .inc();
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = crate::clock::now_unix();
         let last = self.last_overflow_warning.load(Ordering::Relaxed);
         now.saturating_sub(last) >= 60
             && self
@@ -249,11 +247,7 @@ impl Metrics {
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let now = OffsetDateTime::now_utc();
-        let expiries = self
-            .secret_expiries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let expiries = sync::lock(&self.secret_expiries).clone();
         for (id, expires) in &expiries {
             self.secret_expiry_days
                 .get_or_create(&Self::connection(id))

@@ -12,8 +12,10 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use url::Url;
 
+use crate::sync;
 use crate::{
-    config::{ClientAuth, ConnectionConfig, is_loopback_host},
+    config::{ClientAuth, ConnectionConfig},
+    loopback::is_loopback_host,
     entra,
     http_client::{FetchError, HttpClient},
     jwks::{JwksError, KeySet},
@@ -259,13 +261,12 @@ impl Connection {
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        // A poisoned lock only means a panic elsewhere while holding it; the value is still a
-        // whole `State` (it is replaced, never mutated in place).
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        // `State` is replaced whole, never mutated in place (see `crate::sync`).
+        sync::read(&self.state)
     }
 
     fn junk(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.junk_kids.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.junk_kids)
     }
 
     fn observe_jwks(&self, took: Duration) {
@@ -273,7 +274,7 @@ impl Connection {
     }
 
     fn set_state(&self, state: State) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
+        *sync::write(&self.state) = state;
     }
 
     /// Fetches metadata and keys. On failure the last good provider is kept (a refresh failing
@@ -404,7 +405,7 @@ impl Connection {
     }
 
     fn tenant_slot(&self, tid: &str) -> Arc<tokio::sync::Mutex<TenantKeys>> {
-        let mut slots = self.tenant_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = sync::lock(&self.tenant_keys);
         let tid = tid.to_ascii_lowercase();
         if !slots.contains_key(&tid) && slots.len() >= MAX_CACHED_TENANTS {
             slots.clear();

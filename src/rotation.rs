@@ -20,6 +20,8 @@ use arc_swap::ArcSwap;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
+use crate::expiry::Expiry;
+use crate::sync::lock;
 use crate::{
     config::{Config, ConfigError, ConnectionConfig},
     http_client::HttpClient,
@@ -29,9 +31,6 @@ use crate::{
 
 /// The connections requests see; swapped whole on reload.
 pub type LiveConnections = Arc<ArcSwap<Vec<Arc<Connection>>>>;
-
-/// A secret expiring within this many days is warned about (daily, and in `/readyz`).
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// How often the expiry warnings are logged.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -219,10 +218,6 @@ impl Drop for Reloader {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic elsewhere; the value is still whole.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Whether a connection's fetched metadata and keys still fit its new configuration.
 fn same_idp(old: &ConnectionConfig, new: &ConnectionConfig) -> bool {
@@ -246,46 +241,50 @@ pub fn secret_expiry(conn: &ConnectionConfig, now: OffsetDateTime) -> (Option<i6
     let Some(at) = conn.client_secret_expires_at else {
         return (None, Vec::new());
     };
-    let days = (at - now).whole_days();
     let mut warnings = Vec::new();
-    if at <= now {
-        warnings.push(format!(
-            "the client secret expired on {}; sign-ins fail with AADSTS7000222 unless another configured secret works",
-            at.date()
-        ));
-    } else if days < EXPIRY_WARNING_DAYS {
-        warnings.push(format!(
-            "the client secret expires on {} (in {days} days); add a new secret in Entra and put it first in the configuration",
-            at.date()
-        ));
-    }
+    let days = match Expiry::judge(at, now) {
+        Expiry::Expired { days } => {
+            warnings.push(format!(
+                "the client secret expired on {}; sign-ins fail with AADSTS7000222 unless another configured secret works",
+                at.date()
+            ));
+            days
+        }
+        Expiry::Soon { days } => {
+            warnings.push(format!(
+                "the client secret expires on {} (in {days} days); add a new secret in Entra and put it first in the configuration",
+                at.date()
+            ));
+            days
+        }
+        Expiry::Later { days } => days,
+    };
     (Some(days), warnings)
 }
 
-/// One log line per connection whose secret expires within [`EXPIRY_WARNING_DAYS`] (a
+/// One log line per connection whose secret expires within [`crate::expiry::WARNING_DAYS`] (a
 /// warning) or has expired (an error). Names the secrets by label, never by value.
 pub fn log_secret_expiries(connections: &[Arc<Connection>], now: OffsetDateTime) {
     for c in connections {
         let Some(at) = c.config.client_secret_expires_at else {
             continue;
         };
-        let days = (at - now).whole_days();
         let secrets = c.config.credential.secret_labels().join(", ");
-        if at <= now {
-            tracing::error!(
+        match Expiry::judge(at, now) {
+            Expiry::Expired { .. } => tracing::error!(
                 connection = %c.config.id,
                 secrets,
                 expired_on = %at.date(),
                 "the client secret has expired (client_secret_expires_at); create a new secret in Entra, put it first in the configuration and reload"
-            );
-        } else if days < EXPIRY_WARNING_DAYS {
-            tracing::warn!(
+            ),
+            Expiry::Soon { days } => tracing::warn!(
                 connection = %c.config.id,
                 secrets,
                 expires_on = %at.date(),
                 days,
                 "the client secret expires soon (client_secret_expires_at); create a new secret in Entra, put it first in the configuration and reload"
-            );
+            ),
+            Expiry::Later { .. } => {}
         }
     }
 }

@@ -8,12 +8,12 @@ use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use time::OffsetDateTime;
 use tower_sessions::{
     Expiry, Session, SessionStore,
     session::{Id, Record},
 };
 
+use crate::clock::now_unix;
 use crate::{
     config::ResponseMode, error::AppError, http::AppState, identity::Identity, store::AnyStore,
 };
@@ -121,9 +121,6 @@ pub enum StateProblem {
     Expired,
 }
 
-pub fn now_unix() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`].
 pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), AppError> {

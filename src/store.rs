@@ -33,6 +33,7 @@ use tower_sessions_sqlx_store::{
     },
 };
 
+use crate::sync;
 use crate::config::{RedisSettings, SessionSettings, StoreKind};
 
 /// How often expired sessions are deleted from stores that do not expire them themselves.
@@ -115,7 +116,7 @@ impl AnyStore {
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<Id, RecentSave>> {
-        self.recent_saves.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.recent_saves)
     }
 
     /// Whether `record` repeats the last save of its id: same data, expiry within the window.
@@ -591,8 +592,7 @@ pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
 
 impl MemoryStore {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
-        // Records are replaced whole, so a poisoned map is still consistent.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.0)
     }
 
     pub fn len(&self) -> usize {

@@ -10,17 +10,36 @@ use serde::Deserialize;
 
 use crate::{
     certificate::{CLIENT_ASSERTION_TYPE, CertificateCredential},
-    config::ClientAuth,
+    config::{ClientAuth, ClientCredential},
     entra,
     http_client::{FetchError, HttpClient},
 };
 
 /// The one credential a single token request carries: a connection may hold several secrets
-/// (see [`crate::config::ClientCredential::attempts`]), but each request sends one.
+/// (see [`attempts`]), but each request sends one.
 #[derive(Clone, Copy)]
 pub enum Credential<'a> {
     Secret(&'a SecretString),
     Certificate(&'a CertificateCredential),
+}
+
+/// The credentials to try at the token endpoint, in order: each secret (newest first) with
+/// its label, or the certificate alone.
+pub fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<'_>)> {
+    match credential {
+        ClientCredential::Secrets(secrets) => secrets
+            .iter()
+            .map(|s| {
+                (
+                    Some(s.label.as_str()),
+                    Credential::Secret(&s.value),
+                )
+            })
+            .collect(),
+        ClientCredential::Certificate(c) => {
+            vec![(None, Credential::Certificate(c))]
+        }
+    }
 }
 
 impl fmt::Debug for Credential<'_> {

@@ -13,13 +13,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::sync;
 use crate::{error::AppError, token::TokenError};
 
 /// Where failures go whose connection is not known (an unknown or expired state).
 pub const UNKNOWN: &str = "unknown";
-
-/// The default number of failures kept per connection.
-pub const DEFAULT_PER_CONNECTION: usize = 50;
 
 /// How much of an IdP's `error_description` is kept: enough for Entra's sentence, too little
 /// to make the ring a place to park data.
@@ -99,9 +97,7 @@ impl Traces {
             .and_then(|c| self.rings.get(c))
             .or_else(|| self.rings.get(UNKNOWN));
         let Some(ring) = ring else { return };
-        // A poisoned lock only means another request panicked mid-push; the ring is still a
-        // valid VecDeque.
-        let mut ring = ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ring = sync::lock(ring);
         while ring.len() >= self.capacity {
             ring.pop_front();
         }
@@ -111,7 +107,7 @@ impl Traces {
     /// The failures of `connection`, newest first; `None` for a connection that has no ring.
     pub fn report(&self, connection: &str) -> Option<TracesReport> {
         let ring = self.rings.get(connection)?;
-        let ring = ring.lock().unwrap_or_else(|p| p.into_inner());
+        let ring = sync::lock(ring);
         Some(TracesReport {
             connection: connection.to_owned(),
             capacity: self.capacity,

@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
+use crate::config::TenantAllowList;
 use crate::entra::{self, TENANT_PLACEHOLDER};
 use crate::jwks::{KeyFamily, KeySet, VerificationKey};
 
@@ -60,25 +61,6 @@ fn template_tenant<'i>(template: &str, iss: &'i str) -> Option<&'i str> {
     (!middle.is_empty() && !middle.contains('/')).then_some(middle)
 }
 
-/// Which tenants (`tid`) may sign in (ENTRA.md §5.3d).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum TenantAllowList {
-    /// No restriction: `allowed_tenants = ["*"]`, or a single-tenant connection that sets none
-    /// (its issuer already fixes the tenant).
-    #[default]
-    Any,
-    /// Only these tenant GUIDs (lower-case; compared case-insensitively, as GUIDs are).
-    Only(Vec<String>),
-}
-
-impl TenantAllowList {
-    pub fn allows(&self, tid: &str) -> bool {
-        match self {
-            TenantAllowList::Any => true,
-            TenantAllowList::Only(tenants) => tenants.iter().any(|t| t.eq_ignore_ascii_case(tid)),
-        }
-    }
-}
 
 /// What the caller expects of the token, fixed before the token is seen.
 pub struct Expectations<'a> {

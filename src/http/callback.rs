@@ -273,7 +273,7 @@ async fn finish_login(
             );
         }
     }
-    let now = session::now_unix();
+    let now = crate::clock::now_unix();
     let signed_in = SignedIn {
         issued_at: now,
         expires_at: now + state.config.session.absolute_lifetime.as_secs() as i64,
@@ -316,7 +316,7 @@ async fn exchange_with_fallback(
     code_verifier: &str,
     cid: &CorrelationId,
 ) -> Result<token::TokenResponse, token::TokenError> {
-    let attempts = conn.config.credential.attempts();
+    let attempts = crate::token::attempts(&conn.config.credential);
     let redirect_uri = state.config.redirect_uri();
     let mut refused: Vec<(&str, Option<u32>)> = Vec::new();
     let mut last = None;
@@ -437,7 +437,7 @@ async fn validate_id_token(
         trusted_audiences: &conn.config.trusted_audiences,
         allowed_algs: &provider.allowed_algs,
         clock_skew: state.config.clock_skew,
-        now: session::now_unix(),
+        now: crate::clock::now_unix(),
         nonce: &login.nonce,
     };
     verifier::verify_id_token(id_token, &keys, &expectations).map_err(reject)

@@ -104,7 +104,7 @@ pub async fn login(
             &state.config.allowed_return_hosts,
         ),
         response_mode: conn.config.response_mode.as_str().to_owned(),
-        created_at: session::now_unix(),
+        created_at: crate::clock::now_unix(),
     };
 
     let mut authorize = Url::parse(&provider.metadata.authorization_endpoint)
