@@ -5,7 +5,7 @@
 //! [`Config::from_raw`] turns it into typed values (URLs, durations, secrets) or stops with an
 //! error that names the key and the fix. Only what the file itself gets wrong stops startup:
 //! anything that needs the network (an unreachable IdP, an issuer mismatch) is checked later by
-//! [`crate::provider`], which marks that one connection not ready instead.
+//! the provider module (`oidc::provider`), which marks that one connection not ready instead.
 
 use std::{
     net::SocketAddr,
@@ -25,8 +25,8 @@ use time::{
 };
 use url::Url;
 
-use crate::loopback::is_loopback_host;
 use crate::expiry::{Expiry, RENEW_CERTIFICATE};
+use crate::loopback::is_loopback_host;
 use crate::{
     certificate::{AssertionAlg, CertificateCredential, CredentialFile},
     entra,
@@ -594,7 +594,7 @@ pub struct ConnectionConfig {
     pub domains: Vec<String>,
     /// `allowed_groups` / `allowed_roles`; the default admits everyone.
     pub access: AccessPolicy,
-    /// Call the userinfo endpoint at sign-in (see [`crate::userinfo`]).
+    /// Call the userinfo endpoint at sign-in (the `userinfo` module of `oidc`).
     pub userinfo: bool,
 }
 

@@ -68,7 +68,6 @@ impl Identity {
     }
 }
 
-
 /// Why [`AccessPolicy::check`] refused a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {

@@ -7,8 +7,6 @@ use clap::{Parser, Subcommand};
 use entrance::{
     app::Application,
     config::{ClientCredential, Config},
-    doctor,
-    http_client::HttpClient,
     mock_idp,
 };
 use secrecy::ExposeSecret;
@@ -92,12 +90,14 @@ async fn main() -> ExitCode {
             connection,
             json,
             verify_secret,
-        } => return check(&config, connection.as_deref(), json, verify_secret).await,
+        } => {
+            return entrance::cli::check(&config, connection.as_deref(), json, verify_secret).await;
+        }
         Command::Traces {
             config,
             connection,
             json,
-        } => return traces(&config, &connection, json).await,
+        } => return entrance::cli::traces(&config, &connection, json).await,
         Command::Serve { config: path } => serve(Config::load(&path), path).await,
         Command::Demo { config } => {
             let config = match config {
@@ -113,104 +113,6 @@ async fn main() -> ExitCode {
             eprintln!("entrance: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `entrance check`: 0 all pass, 1 a check failed, 2 the check could not run.
-async fn check(
-    path: &std::path::Path,
-    only: Option<&str>,
-    json: bool,
-    verify_secret: bool,
-) -> ExitCode {
-    let fail = |message: String| {
-        eprintln!("entrance: {message}");
-        ExitCode::from(2)
-    };
-    let loaded = match Config::load_lenient(path) {
-        Ok(l) => l,
-        Err(e) => return fail(e.to_string()),
-    };
-    let http = match HttpClient::new(&loaded.config.http) {
-        Ok(h) => h,
-        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
-    };
-    let now = time::OffsetDateTime::now_utc();
-    let report = match doctor::check(&loaded, only, verify_secret, &http, now).await {
-        Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
-    };
-    if json {
-        match report.to_json() {
-            Ok(text) => println!("{text}"),
-            Err(e) => return fail(format!("cannot write the report as JSON: {e}")),
-        }
-    } else {
-        print!("{}", report.render());
-    }
-    if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// `entrance traces`: 0 printed, 1 the server refused, 2 it could not be asked.
-async fn traces(path: &std::path::Path, connection: &str, json: bool) -> ExitCode {
-    let fail = |code: u8, message: String| {
-        eprintln!("entrance: {message}");
-        ExitCode::from(code)
-    };
-    // Lenient: the operator's shell need not hold the client secrets to read the traces.
-    let loaded = match Config::load_lenient(path) {
-        Ok(l) => l,
-        Err(e) => return fail(2, e.to_string()),
-    };
-    let config = &loaded.config;
-    let (addr, key) = match config.admin_listen {
-        Some(a) => (a, "admin_listen"),
-        None => (config.listen, "listen"),
-    };
-    let addr = entrance::traces::loopback(addr);
-    let url = format!(
-        "http://{addr}{}?connection={}",
-        entrance::http::traces::PATH,
-        url::form_urlencoded::byte_serialize(connection.as_bytes()).collect::<String>()
-    );
-    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
-    };
-    let res = match client.get(&url).send().await {
-        Ok(r) => r,
-        Err(e) if e.is_connect() => {
-            return fail(
-                2,
-                format!(
-                    "entrance is not running at {addr} (`{key}` in {}): nothing answered. Start it with `entrance serve --config {}`.",
-                    path.display(),
-                    path.display()
-                ),
-            );
-        }
-        Err(e) => return fail(2, format!("asking {url} failed: {e}")),
-    };
-    let status = res.status();
-    let body = match res.text().await {
-        Ok(b) => b,
-        Err(e) => return fail(2, format!("reading the answer from {url} failed: {e}")),
-    };
-    match entrance::traces::render(status.as_u16(), &body, json, key) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(message) => fail(1, message),
     }
 }
 

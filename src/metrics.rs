@@ -15,8 +15,8 @@ use prometheus_client::{
 };
 use time::OffsetDateTime;
 
-use crate::sync;
 use crate::config::Config;
+use crate::sync;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {

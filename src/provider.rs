@@ -15,10 +15,10 @@ use url::Url;
 use crate::sync;
 use crate::{
     config::{ClientAuth, ConnectionConfig},
-    loopback::is_loopback_host,
     entra,
     http_client::{FetchError, HttpClient},
     jwks::{JwksError, KeySet},
+    loopback::is_loopback_host,
     metrics::{Metrics, ResultLabels},
     verifier::{self, IssuerPolicy},
 };

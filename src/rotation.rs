@@ -218,7 +218,6 @@ impl Drop for Reloader {
     }
 }
 
-
 /// Whether a connection's fetched metadata and keys still fit its new configuration.
 fn same_idp(old: &ConnectionConfig, new: &ConnectionConfig) -> bool {
     old.metadata_url == new.metadata_url

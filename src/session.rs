@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -14,9 +13,7 @@ use tower_sessions::{
 };
 
 use crate::clock::now_unix;
-use crate::{
-    config::ResponseMode, error::AppError, http::AppState, identity::Identity, store::AnyStore,
-};
+use crate::{config::ResponseMode, identity::Identity, store::AnyStore};
 
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
@@ -34,24 +31,24 @@ const TOUCHED_KEY: &str = "touched";
 /// (docs/BENCHMARKS.md). A user stored as an object (before this) is still read.
 async fn get_user<U: serde::de::DeserializeOwned>(
     session: &Session,
-) -> Result<Option<U>, AppError> {
+) -> Result<Option<U>, SessionError> {
     match session.get_value(USER_KEY).await? {
         None => Ok(None),
         Some(value) => parse_user(value).map(Some),
     }
 }
 
-fn parse_user<U: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<U, AppError> {
+fn parse_user<U: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<U, SessionError> {
     match value {
         serde_json::Value::String(json) => serde_json::from_str(&json),
         object => serde_json::from_value(object),
     }
-    .map_err(|e| AppError::Internal(format!("the session's user does not parse: {e}")))
+    .map_err(|e| SessionError::Corrupt(format!("the session's user does not parse: {e}")))
 }
 
-async fn put_user(session: &Session, user: &SignedIn) -> Result<(), AppError> {
+async fn put_user(session: &Session, user: &SignedIn) -> Result<(), SessionError> {
     let json = serde_json::to_string(user)
-        .map_err(|e| AppError::Internal(format!("serialising the session's user: {e}")))?;
+        .map_err(|e| SessionError::Corrupt(format!("serialising the session's user: {e}")))?;
     session.insert(USER_KEY, json).await?;
     session.insert(ID_TOKEN_KEY, &user.id_token).await?;
     Ok(())
@@ -121,9 +118,26 @@ pub enum StateProblem {
     Expired,
 }
 
+/// What can go wrong with a session: the store failed, a record does not parse, or a
+/// callback's `state` matches no pending login. The HTTP layer turns each into a response.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Store(#[from] tower_sessions::session::Error),
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("the sign-in state is {}", match .problem { StateProblem::Unknown => "unknown or already used", StateProblem::Expired => "expired" })]
+    State {
+        problem: StateProblem,
+        /// The connection to offer "Sign in again" for, when known.
+        connection: Option<String>,
+        /// Where the login was headed, when known.
+        return_to: Option<String>,
+    },
+}
 
 /// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`].
-pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), AppError> {
+pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), SessionError> {
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
     let now = now_unix();
     pending.retain(|p| now - p.created_at < PENDING_LIFETIME.as_secs() as i64);
@@ -145,7 +159,7 @@ pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), 
 /// Takes the pending login for `state` out of the session (single use) and saves the session
 /// at once, so the removal sticks whatever the callback answers afterwards: a replayed or
 /// failed callback can never use that state again.
-pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin, AppError> {
+pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin, SessionError> {
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
     // Compare against every entry in constant time, so the time taken does not reveal how
     // much of a guessed state matched.
@@ -156,7 +170,7 @@ pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin
         }
     }
     let Some(i) = found else {
-        return Err(AppError::State {
+        return Err(SessionError::State {
             problem: StateProblem::Unknown,
             connection: None,
             return_to: None,
@@ -170,7 +184,7 @@ pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin
     }
     session.save().await?;
     if now_unix() - login.created_at >= PENDING_LIFETIME.as_secs() as i64 {
-        return Err(AppError::State {
+        return Err(SessionError::State {
             problem: StateProblem::Expired,
             connection: Some(login.connection),
             return_to: Some(login.return_to),
@@ -185,7 +199,7 @@ pub async fn sign_in(
     session: &Session,
     signed_in: &SignedIn,
     idle_timeout: Duration,
-) -> Result<(), AppError> {
+) -> Result<(), SessionError> {
     let result = async {
         session.cycle_id().await?;
         put_user(session, signed_in).await?;
@@ -193,7 +207,7 @@ pub async fn sign_in(
         session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
             idle_timeout.as_secs() as i64,
         ))));
-        session.save().await.map_err(AppError::from)
+        session.save().await.map_err(SessionError::from)
     }
     .await;
     if let Err(e) = result {
@@ -220,7 +234,7 @@ fn sid_index_id(sid: &str) -> Id {
 
 const SID_INDEX_KEY: &str = "sid_index_for";
 
-pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result<(), AppError> {
+pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result<(), SessionError> {
     let Some(id) = session.id() else {
         return Ok(());
     };
@@ -234,12 +248,12 @@ pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result
     store
         .save(&record)
         .await
-        .map_err(|e| AppError::Session(tower_sessions::session::Error::Store(e)))
+        .map_err(|e| SessionError::Store(tower_sessions::session::Error::Store(e)))
 }
 
 /// Ends the session that signed in with IdP session `sid`, if any. Returns whether one was.
-pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>, AppError> {
-    let store_err = |e| AppError::Session(tower_sessions::session::Error::Store(e));
+pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>, SessionError> {
+    let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
     let index_id = sid_index_id(sid);
     let Some(index) = store.load(&index_id).await.map_err(store_err)? else {
         return Ok(None);
@@ -265,7 +279,7 @@ pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>,
 
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
-pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
+pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, SessionError> {
     let mut user = get_user::<SignedIn>(session).await?;
     if let Some(user) = &mut user {
         user.id_token = session
@@ -284,7 +298,7 @@ pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, AppError> {
 pub async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
-) -> Result<Option<ActiveUser>, AppError> {
+) -> Result<Option<ActiveUser>, SessionError> {
     let Some(user) = get_user::<ActiveUser>(session).await? else {
         return Ok(None);
     };
@@ -302,49 +316,6 @@ pub async fn signed_in(
         session.save().await?;
     }
     Ok(Some(user))
-}
-
-/// The guard for endpoints that need a signed-in user: rejects with `NotSignedIn`.
-pub struct CurrentUser(pub ActiveUser);
-
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let session = session_from_parts(parts)?;
-        signed_in(&session, state.config.session.idle_timeout)
-            .await?
-            .map(CurrentUser)
-            .ok_or(AppError::NotSignedIn)
-    }
-}
-
-/// The guard for pages that differ for signed-in users: never rejects for lack of a session.
-pub struct MaybeUser(pub Option<ActiveUser>);
-
-impl FromRequestParts<AppState> for MaybeUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let session = session_from_parts(parts)?;
-        Ok(MaybeUser(
-            signed_in(&session, state.config.session.idle_timeout).await?,
-        ))
-    }
-}
-
-fn session_from_parts(parts: &Parts) -> Result<Session, AppError> {
-    parts
-        .extensions
-        .get::<Session>()
-        .cloned()
-        .ok_or_else(|| AppError::Internal("the session layer is missing".into()))
 }
 
 #[cfg(test)]
@@ -431,9 +402,9 @@ mod tests {
         }
     }
 
-    fn problem(r: Result<PendingLogin, AppError>) -> StateProblem {
+    fn problem(r: Result<PendingLogin, SessionError>) -> StateProblem {
         match r {
-            Err(AppError::State { problem, .. }) => problem,
+            Err(SessionError::State { problem, .. }) => problem,
             other => panic!("expected a state error, got {other:?}"),
         }
     }
@@ -540,7 +511,7 @@ mod tests {
         let err = sign_in(&session, &user, Duration::from_secs(3600))
             .await
             .expect_err("the store refuses the write");
-        assert!(matches!(err, AppError::Session(_)), "{err:?}");
+        assert!(matches!(err, SessionError::Store(_)), "{err:?}");
         assert!(
             signed_in(&session, Duration::from_secs(3600))
                 .await

@@ -33,8 +33,8 @@ use tower_sessions_sqlx_store::{
     },
 };
 
-use crate::sync;
 use crate::config::{RedisSettings, SessionSettings, StoreKind};
+use crate::sync;
 
 /// How often expired sessions are deleted from stores that do not expire them themselves.
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);

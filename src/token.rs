@@ -29,12 +29,7 @@ pub fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<
     match credential {
         ClientCredential::Secrets(secrets) => secrets
             .iter()
-            .map(|s| {
-                (
-                    Some(s.label.as_str()),
-                    Credential::Secret(&s.value),
-                )
-            })
+            .map(|s| (Some(s.label.as_str()), Credential::Secret(&s.value)))
             .collect(),
         ClientCredential::Certificate(c) => {
             vec![(None, Credential::Certificate(c))]

@@ -61,7 +61,6 @@ fn template_tenant<'i>(template: &str, iss: &'i str) -> Option<&'i str> {
     (!middle.is_empty() && !middle.contains('/')).then_some(middle)
 }
 
-
 /// What the caller expects of the token, fixed before the token is seen.
 pub struct Expectations<'a> {
     /// How `iss` must look: the metadata issuer exactly, or Entra's multi-tenant template.

@@ -15,7 +15,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{AppState, Params, urlencode};
-use crate::{error::AppError, metrics::Metrics, return_to, session::MaybeUser};
+use crate::{http::error::AppError, http::extract::MaybeUser, metrics::Metrics, return_to};
 
 #[derive(Debug, Deserialize)]
 pub struct AuthParams {

@@ -15,10 +15,10 @@ use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
     config::ResponseMode,
     entra,
-    error::AppError,
+    http::error::AppError,
+    http::pages,
     identity::Identity,
     metrics::Metrics,
-    pages,
     provider::Connection,
     session::{self, PendingLogin, SignedIn},
     token::{self, CodeExchange},

@@ -6,10 +6,10 @@ use serde::Deserialize;
 
 use super::{AppState, Params, urlencode};
 use crate::{
-    error::AppError,
-    pages::{self, escape},
+    http::error::AppError,
+    http::extract::MaybeUser,
+    http::pages::{self, escape},
     return_to,
-    session::MaybeUser,
 };
 
 #[derive(Debug, Deserialize)]

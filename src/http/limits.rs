@@ -19,7 +19,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use super::AppState;
 use crate::{
     config::{ClientIpHeader, RateLimitSettings},
-    error::AppError,
+    http::error::AppError,
 };
 
 #[derive(Clone)]

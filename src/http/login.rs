@@ -17,7 +17,7 @@ use url::Url;
 
 use super::{AppState, Params};
 use crate::{
-    error::AppError,
+    http::error::AppError,
     metrics::Metrics,
     return_to,
     session::{self, PendingLogin},

@@ -11,7 +11,10 @@ use tower_sessions::Session;
 use url::Url;
 
 use super::{AppState, CorrelationId, limits::ClientIp};
-use crate::{error::AppError, pages, session};
+use crate::{
+    http::{error::AppError, pages},
+    session,
+};
 
 pub async fn confirm() -> Html<String> {
     Html(pages::page(

@@ -8,7 +8,7 @@ use axum::{
 use serde::Serialize;
 
 use super::AppState;
-use crate::{error::AppError, session::CurrentUser};
+use crate::{http::error::AppError, http::extract::CurrentUser};
 
 #[derive(Serialize)]
 pub struct Me<'a> {

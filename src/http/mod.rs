@@ -3,12 +3,15 @@
 
 mod auth;
 mod callback;
+pub mod error;
+mod extract;
 mod health;
 mod home;
 pub mod limits;
 mod login;
 mod logout;
 mod me;
+pub mod pages;
 pub mod traces;
 
 use std::sync::Arc;
@@ -27,10 +30,9 @@ use tracing::Instrument;
 
 use crate::{
     config::Config,
-    error::AppError,
+    http::error::AppError,
     http_client::HttpClient,
     metrics::{FailureLabels, Metrics, RouteLabels},
-    pages,
     provider::Connection,
     rotation::LiveConnections,
     session::PENDING_LIFETIME,
@@ -207,9 +209,10 @@ async fn track_metrics(
             // Rate-limited requests are counted above but not kept: a flood of them would
             // push the failures an operator is looking for out of the ring.
             if !matches!(**err, AppError::RateLimited { .. }) {
-                state
-                    .traces
-                    .record(err, correlation_id.as_deref().unwrap_or(""));
+                state.traces.record(
+                    traces::failed_login(err),
+                    correlation_id.as_deref().unwrap_or(""),
+                );
             }
         }
     }

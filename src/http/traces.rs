@@ -12,8 +12,12 @@ use axum::{
 };
 use serde::Deserialize;
 
+use super::error::AppError;
 use super::{AppState, Params};
-use crate::{error::AppError, traces::UNKNOWN};
+use crate::{
+    token::TokenError,
+    traces::{FailedLogin, UNKNOWN},
+};
 
 pub const PATH: &str = "/admin/traces";
 
@@ -91,11 +95,64 @@ fn report(state: &AppState, params: TracesParams) -> Result<Response, AppError> 
     }
 }
 
+/// A failed login as the traces ring keeps it: the step, our code and reason, and the IdP's
+/// own words and ids where it gave any.
+pub fn failed_login(err: &AppError) -> FailedLogin<'_> {
+    let (description, entra_ids) = match err {
+        AppError::IdpError { description, .. } => (Some(description.as_str()), None),
+        AppError::Token { source, .. } => match &**source {
+            TokenError::Refused { error, .. } => (
+                error.error_description.as_deref(),
+                Some((error.trace_id.as_deref(), error.correlation_id.as_deref())),
+            ),
+            _ => (None, None),
+        },
+        _ => (None, None),
+    };
+    FailedLogin {
+        connection: err.connection(),
+        step: step(err),
+        error: err.code(),
+        reason: err.detail().unwrap_or_else(|| err.code().to_owned()),
+        aadsts: err.aadsts(),
+        description,
+        entra_ids,
+    }
+}
+
+/// Which stage of the login failed, from the error alone.
+pub fn step(err: &AppError) -> &'static str {
+    match err {
+        AppError::State { .. } | AppError::MissingParameter("state") => "state",
+        AppError::IdpError { .. } => "idp_error",
+        AppError::IssuerParameterMismatch { .. } => "callback",
+        AppError::Token { .. } => "token",
+        AppError::IdToken { .. } => "id_token",
+        AppError::Userinfo { .. } => "userinfo",
+        AppError::Session(_) => "session",
+        AppError::ConnectionNotReady { .. }
+        | AppError::UnknownConnection(_)
+        | AppError::UnknownDomain(_) => "connection",
+        AppError::NotPermitted { .. } => "authorization",
+        AppError::MissingParameter(_)
+        | AppError::BadRequest(_)
+        | AppError::UnsupportedMediaType
+        | AppError::PayloadTooLarge
+        | AppError::ConnectionRequired
+        | AppError::CrossSiteRequest
+        | AppError::RateLimited { .. }
+        | AppError::NotSignedIn => "request",
+        AppError::Internal(_) => "internal",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+    use crate::token::OAuthError;
+    use crate::traces::{DESCRIPTION_CHARS, Failure, Traces};
 
     fn peer(s: &str) -> Option<SocketAddr> {
         Some(s.parse().expect("socket address"))
@@ -122,5 +179,125 @@ mod tests {
         let mut forwarded = HeaderMap::new();
         forwarded.insert("forwarded", HeaderValue::from_static("for=203.0.113.9"));
         assert!(!is_local_operator(peer("127.0.0.1:5000"), &forwarded));
+    }
+
+    const ENTRA_TEXT: &str = "AADSTS50105: Your administrator has configured the application to block users unless they are specifically granted access. Trace ID: 0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f Correlation ID: 7d1c2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f Timestamp: 2026-11-26 07:31:04Z";
+
+    fn idp_error(description: &str) -> AppError {
+        AppError::IdpError {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            error: "access_denied".into(),
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn an_idp_error_becomes_a_failure_with_step_aadsts_and_ids() {
+        let f = Failure::new(
+            failed_login(&idp_error(ENTRA_TEXT)),
+            "abc123",
+            time::macros::datetime!(2026-11-26 07:31:04 UTC),
+        );
+        assert_eq!(f.time, "2026-11-26T07:31:04Z");
+        assert_eq!(f.step, "idp_error");
+        assert_eq!(f.error, "idp_error");
+        assert_eq!(f.reason, "access_denied");
+        assert_eq!(f.aadsts, Some(50105));
+        assert_eq!(
+            f.entra_trace_id.as_deref(),
+            Some("0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f")
+        );
+        assert_eq!(
+            f.entra_correlation_id.as_deref(),
+            Some("7d1c2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f")
+        );
+        let d = f.description.expect("description");
+        assert!(d.starts_with("AADSTS50105: Your administrator"), "{d}");
+        assert!(!d.contains("Trace ID"), "{d}");
+        assert_eq!(f.correlation_id, "abc123");
+    }
+
+    #[test]
+    fn a_token_refusal_takes_entras_json_ids() {
+        let err = AppError::Token {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            source: Box::new(TokenError::Refused {
+                status: 401,
+                error: OAuthError {
+                    error: "invalid_client".into(),
+                    error_description: Some(
+                        "AADSTS7000215: Invalid client secret provided.".into(),
+                    ),
+                    error_codes: vec![7000215],
+                    trace_id: Some("11111111-2222-3333-4444-555555555555".into()),
+                    correlation_id: Some("66666666-7777-8888-9999-000000000000".into()),
+                },
+            }),
+        };
+        let f = Failure::new(failed_login(&err), "cid", time::OffsetDateTime::now_utc());
+        assert_eq!(
+            (f.step.as_str(), f.error.as_str(), f.reason.as_str()),
+            ("token", "token_refused", "invalid_client")
+        );
+        assert_eq!(f.aadsts, Some(7000215));
+        assert_eq!(
+            f.entra_trace_id.as_deref(),
+            Some("11111111-2222-3333-4444-555555555555")
+        );
+        assert_eq!(
+            f.entra_correlation_id.as_deref(),
+            Some("66666666-7777-8888-9999-000000000000")
+        );
+    }
+
+    #[test]
+    fn hostile_descriptions_are_cut_and_cleaned() {
+        let long = format!("line1\nline2\u{1b}[31m{}", "x".repeat(10_000));
+        let f = Failure::new(
+            failed_login(&idp_error(&long)),
+            "cid",
+            time::OffsetDateTime::now_utc(),
+        );
+        let d = f.description.expect("description");
+        assert!(d.chars().count() <= DESCRIPTION_CHARS + 1, "{}", d.len());
+        assert!(!d.chars().any(char::is_control), "{d:?}");
+    }
+
+    #[test]
+    fn rings_are_bounded_newest_first_and_unknown_connections_share_one() {
+        let traces = Traces::new(3, ["contoso"]);
+        for i in 0..5 {
+            traces.record(failed_login(&idp_error(ENTRA_TEXT)), &format!("c{i}"));
+        }
+        let report = traces.report("contoso").expect("contoso");
+        let ids: Vec<_> = report
+            .failures
+            .iter()
+            .map(|f| f.correlation_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c4", "c3", "c2"]);
+
+        let stray = AppError::IdToken {
+            connection: "not-configured".into(),
+            rejection: crate::verifier::Rejection::BadSignature,
+        };
+        traces.record(failed_login(&stray), "s1");
+        traces.record(failed_login(&AppError::MissingParameter("state")), "s2");
+        let unknown = traces.report(UNKNOWN).expect("unknown");
+        assert_eq!(unknown.failures.len(), 2);
+        assert_eq!(unknown.failures[0].step, "state");
+        assert!(
+            traces.report("not-configured").is_none(),
+            "no ring is made on demand"
+        );
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let traces = Traces::new(0, ["contoso"]);
+        traces.record(failed_login(&idp_error(ENTRA_TEXT)), "c");
+        assert!(traces.report("contoso").expect("ring").failures.is_empty());
     }
 }

@@ -89,7 +89,7 @@ async fn a_key_the_idp_does_not_know_is_explained_by_aadsts700027_and_its_fix() 
     let row = entra::aadsts(700027).expect("700027 is in the table");
     assert!(html.contains("AADSTS700027"), "{html}");
     assert!(
-        html.contains(&entrance::pages::escape(&row.fix)),
+        html.contains(&entrance::http::pages::escape(&row.fix)),
         "the admin's fix is shown: {html}"
     );
     assert!(html.contains("/login?connection=contoso"), "offers a retry");

@@ -9,9 +9,32 @@ use axum::{
 use std::sync::Arc;
 
 use crate::{
-    entra, identity::Denial, provider::NotReady, session::StateProblem, token::TokenError,
-    userinfo::UserinfoError, verifier::Rejection,
+    entra,
+    identity::Denial,
+    provider::NotReady,
+    session::{SessionError, StateProblem},
+    token::TokenError,
+    userinfo::UserinfoError,
+    verifier::Rejection,
 };
+
+impl From<SessionError> for AppError {
+    fn from(e: SessionError) -> AppError {
+        match e {
+            SessionError::Store(e) => AppError::Session(e),
+            SessionError::Corrupt(message) => AppError::Internal(message),
+            SessionError::State {
+                problem,
+                connection,
+                return_to,
+            } => AppError::State {
+                problem,
+                connection,
+                return_to,
+            },
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -1,0 +1,276 @@
+//! The subcommands that answer a person at a terminal: `entrance check` prints the setup
+//! doctor's report; `entrance traces` asks a running entrance for a connection's last failed
+//! logins and prints them as a table.
+
+use std::process::ExitCode;
+
+use serde::Deserialize;
+
+use crate::{config::Config, doctor, http_client::HttpClient, traces::TracesReport};
+
+/// `entrance check`: 0 all pass, 1 a check failed, 2 the check could not run.
+pub async fn check(
+    path: &std::path::Path,
+    only: Option<&str>,
+    json: bool,
+    verify_secret: bool,
+) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(2)
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string()),
+    };
+    let http = match HttpClient::new(&loaded.config.http) {
+        Ok(h) => h,
+        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let report = match doctor::check(&loaded, only, verify_secret, &http, now).await {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if json {
+        match report.to_json() {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(format!("cannot write the report as JSON: {e}")),
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `entrance traces`: 0 printed, 1 the server refused, 2 it could not be asked.
+pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> ExitCode {
+    let fail = |code: u8, message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(code)
+    };
+    // Lenient: the operator's shell need not hold the client secrets to read the traces.
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let config = &loaded.config;
+    let (addr, key) = match config.admin_listen {
+        Some(a) => (a, "admin_listen"),
+        None => (config.listen, "listen"),
+    };
+    let addr = loopback(addr);
+    let url = format!(
+        "http://{addr}{}?connection={}",
+        crate::http::traces::PATH,
+        url::form_urlencoded::byte_serialize(connection.as_bytes()).collect::<String>()
+    );
+    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+    };
+    let res = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return fail(
+                2,
+                format!(
+                    "entrance is not running at {addr} (`{key}` in {}): nothing answered. Start it with `entrance serve --config {}`.",
+                    path.display(),
+                    path.display()
+                ),
+            );
+        }
+        Err(e) => return fail(2, format!("asking {url} failed: {e}")),
+    };
+    let status = res.status();
+    let body = match res.text().await {
+        Ok(b) => b,
+        Err(e) => return fail(2, format!("reading the answer from {url} failed: {e}")),
+    };
+    match render(status.as_u16(), &body, json, key) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(1, message),
+    }
+}
+
+/// Where `entrance traces` connects for a listen address: an unspecified address (`0.0.0.0`,
+/// `::`) is reached on loopback.
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// What `entrance traces` prints for the server's answer: the JSON as is, or a table, newest
+/// first; `Err` with the message when the server refused. `key` is the config key the address
+/// came from, for the advice.
+fn render(status: u16, body: &str, json: bool, key: &str) -> Result<String, String> {
+    if status == 200 && json {
+        return Ok(format!("{}\n", body.trim_end()));
+    }
+    if status == 404 {
+        #[derive(Deserialize)]
+        struct Unknown {
+            connection: String,
+            connections: Vec<String>,
+        }
+        return Err(match serde_json::from_str::<Unknown>(body) {
+            Ok(u) => format!(
+                "the running entrance has no connection {:?}; it has: {}",
+                u.connection,
+                u.connections.join(", ")
+            ),
+            Err(_) if key == "listen" => "this address does not serve /admin/traces: without \
+                 admin_listen it is answered only to loopback clients, and `listen` is not a \
+                 loopback or unspecified address; set admin_listen (e.g. \"127.0.0.1:9100\")"
+                .to_owned(),
+            Err(_) => "this address does not serve /admin/traces (is it entrance?)".to_owned(),
+        });
+    }
+    if status != 200 {
+        return Err(format!("the server answered HTTP {status}"));
+    }
+    let report: TracesReport = serde_json::from_str(body)
+        .map_err(|e| format!("the server's answer is not a traces report: {e}"))?;
+    if report.failures.is_empty() {
+        return Ok(format!(
+            "no failed logins for {} since entrance started (it keeps the last {})\n",
+            report.connection, report.capacity
+        ));
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let mut rows = vec![[
+        "TIME".to_owned(),
+        "STEP".to_owned(),
+        "REASON".to_owned(),
+        "AADSTS".to_owned(),
+        "ENTRA TRACE ID".to_owned(),
+        "ENTRA CORRELATION ID".to_owned(),
+        "REFERENCE".to_owned(),
+    ]];
+    for f in &report.failures {
+        let reason = if f.reason == f.error {
+            f.error.clone()
+        } else {
+            format!("{}: {}", f.error, f.reason)
+        };
+        rows.push([
+            f.time.clone(),
+            f.step.clone(),
+            reason,
+            f.aadsts
+                .map_or_else(|| "-".to_owned(), |c| format!("AADSTS{c}")),
+            dash(f.entra_trace_id.as_deref()),
+            dash(f.entra_correlation_id.as_deref()),
+            f.correlation_id.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traces::{FailedLogin, Traces};
+
+    const ENTRA_TEXT: &str = "AADSTS50105: Your administrator has configured the application to block users unless they are specifically granted access. Trace ID: 0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f Correlation ID: 7d1c2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f Timestamp: 2026-11-26 07:31:04Z";
+
+    #[test]
+    fn the_cli_table_has_one_line_per_failure_newest_first() {
+        let traces = Traces::new(5, ["contoso"]);
+        traces.record(
+            FailedLogin {
+                connection: Some("contoso"),
+                step: "idp_error",
+                error: "idp_error",
+                reason: "access_denied".into(),
+                aadsts: Some(50105),
+                description: Some(ENTRA_TEXT),
+                entra_ids: None,
+            },
+            "first",
+        );
+        traces.record(
+            FailedLogin {
+                connection: Some("contoso"),
+                step: "id_token",
+                error: "id_token_rejected",
+                reason: "bad_signature".into(),
+                aadsts: None,
+                description: None,
+                entra_ids: None,
+            },
+            "second",
+        );
+        let body = serde_json::to_string(&traces.report("contoso").expect("ring")).expect("json");
+        let text = render(200, &body, false, "listen").expect("rendered");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("TIME"), "{text}");
+        assert!(
+            lines[1].contains("id_token") && lines[1].contains("second"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("AADSTS50105")
+                && lines[2].contains("0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f")
+                && lines[2].contains("first"),
+            "{text}"
+        );
+
+        let unknown = r#"{"error":"unknown_connection","connection":"x","connections":["contoso","unknown"]}"#;
+        let err = render(404, unknown, false, "listen").expect_err("refused");
+        assert!(err.contains("contoso, unknown"), "{err}");
+        assert!(
+            render(404, "", false, "listen")
+                .expect_err("refused")
+                .contains("admin_listen")
+        );
+        let empty =
+            serde_json::to_string(&Traces::new(5, ["c"]).report("c").expect("ring")).expect("json");
+        assert!(
+            render(200, &empty, false, "listen")
+                .expect("ok")
+                .contains("no failed logins")
+        );
+    }
+
+    #[test]
+    fn unspecified_listen_addresses_are_reached_on_loopback() {
+        let a: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(loopback(a).to_string(), "127.0.0.1:8080");
+        let b: std::net::SocketAddr = "[::]:8080".parse().expect("addr");
+        assert_eq!(loopback(b).to_string(), "[::1]:8080");
+        let c: std::net::SocketAddr = "127.0.0.1:9100".parse().expect("addr");
+        assert_eq!(loopback(c), c);
+    }
+}
