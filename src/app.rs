@@ -8,10 +8,10 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use crate::{
     config::Config,
     http::{self, AppState},
-    http_client::HttpClient,
     metrics::Metrics,
+    oidc::http_client::HttpClient,
     rotation::{ReloadError, ReloadSummary, Reloader},
-    store::{MemoryStore, OpenStore, StoreError},
+    session::store::{MemoryStore, OpenStore, StoreError},
 };
 
 /// Why the service could not start.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde::Deserialize;
 
-use crate::{config::Config, doctor, http_client::HttpClient, traces::TracesReport};
+use crate::{config::Config, doctor, oidc::http_client::HttpClient, traces::TracesReport};
 
 /// `entrance check`: 0 all pass, 1 a check failed, 2 the check could not run.
 pub async fn check(

@@ -1939,7 +1939,7 @@ client_id = "00001111-aaaa-2222-bbbb-3333cccc4444"
         );
         let cfg = parse(&toml).expect("valid");
         assert_eq!(cfg.http.extra_roots.len(), 2);
-        crate::http_client::HttpClient::new(&cfg.http).expect("the client takes the roots");
+        crate::oidc::http_client::HttpClient::new(&cfg.http).expect("the client takes the roots");
         assert!(
             parse(&raw(r#"client_secret_env = "SECRET""#))
                 .expect("valid")

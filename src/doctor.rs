@@ -19,10 +19,10 @@ use crate::{
         SECRET_ID_PROBLEM, SecretAsRead,
     },
     entra,
-    http_client::{FetchError, HttpClient},
-    provider::{self, Metadata, ProviderError},
-    token::{self, ClientCredentials, TokenError},
-    verifier::IssuerPolicy,
+    oidc::http_client::{FetchError, HttpClient},
+    oidc::provider::{self, Metadata, ProviderError},
+    oidc::token::{self, ClientCredentials, TokenError},
+    oidc::verifier::IssuerPolicy,
 };
 
 /// Check names, as printed and in the JSON.
@@ -523,7 +523,7 @@ fn judge_issuer(meta: &Metadata, conn: &ConnectionConfig) -> Check {
     }
 }
 
-fn judge_jwks(jwks_uri: &str, keys: Result<crate::jwks::KeySet, ProviderError>) -> Check {
+fn judge_jwks(jwks_uri: &str, keys: Result<crate::oidc::jwks::KeySet, ProviderError>) -> Check {
     match keys {
         Ok(keys) => {
             let n = keys.len();
@@ -840,7 +840,7 @@ async fn verify_credentials(
     };
     // Every secret of a rotation is proven on its own: the old one may already be gone.
     let mut checks = Vec::new();
-    for (label, credential) in crate::token::attempts(&conn.credential) {
+    for (label, credential) in crate::oidc::token::attempts(&conn.credential) {
         let result = token::client_credentials(
             http,
             &ClientCredentials {
@@ -1209,8 +1209,9 @@ mod tests {
 
     #[test]
     fn jwks_without_usable_keys_is_an_error() {
-        let keys = crate::jwks::KeySet::from_jwks_json(br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#)
-            .map_err(|e| ProviderError::BadJwks(e.to_string()));
+        let keys =
+            crate::oidc::jwks::KeySet::from_jwks_json(br#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#)
+                .map_err(|e| ProviderError::BadJwks(e.to_string()));
         let c = judge_jwks("https://idp/keys", keys);
         assert_eq!(c.status, Status::Error);
         assert!(c.message.contains("no usable"), "{}", c.message);

@@ -24,9 +24,9 @@ use crate::expiry::Expiry;
 use crate::sync::lock;
 use crate::{
     config::{Config, ConfigError, ConnectionConfig},
-    http_client::HttpClient,
     metrics::Metrics,
-    provider::{self, Connection},
+    oidc::http_client::HttpClient,
+    oidc::provider::{self, Connection},
 };
 
 /// The connections requests see; swapped whole on reload.

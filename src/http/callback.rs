@@ -17,13 +17,13 @@ use crate::{
     entra,
     http::error::AppError,
     http::pages,
-    identity::Identity,
     metrics::Metrics,
-    provider::Connection,
+    oidc::identity::Identity,
+    oidc::provider::Connection,
+    oidc::token::{self, CodeExchange},
+    oidc::userinfo,
+    oidc::verifier::{self, Expectations, IssuerPolicy, Rejection},
     session::{self, PendingLogin, SignedIn},
-    token::{self, CodeExchange},
-    userinfo,
-    verifier::{self, Expectations, IssuerPolicy, Rejection},
 };
 
 /// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`).
@@ -311,12 +311,12 @@ async fn finish_login(
 async fn exchange_with_fallback(
     state: &AppState,
     conn: &Connection,
-    provider: &crate::provider::Provider,
+    provider: &crate::oidc::provider::Provider,
     code: &str,
     code_verifier: &str,
     cid: &CorrelationId,
 ) -> Result<token::TokenResponse, token::TokenError> {
-    let attempts = crate::token::attempts(&conn.config.credential);
+    let attempts = crate::oidc::token::attempts(&conn.config.credential);
     let redirect_uri = state.config.redirect_uri();
     let mut refused: Vec<(&str, Option<u32>)> = Vec::new();
     let mut last = None;
@@ -398,7 +398,7 @@ async fn validate_id_token(
     conn: &Connection,
     login: &PendingLogin,
     id_token: &str,
-) -> Result<crate::verifier::IdTokenClaims, AppError> {
+) -> Result<crate::oidc::verifier::IdTokenClaims, AppError> {
     let reject = |rejection: Rejection| AppError::IdToken {
         connection: conn.config.id.clone(),
         rejection,

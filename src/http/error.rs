@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use crate::{
     entra,
-    identity::Denial,
-    provider::NotReady,
+    oidc::identity::Denial,
+    oidc::provider::NotReady,
+    oidc::token::TokenError,
+    oidc::userinfo::UserinfoError,
+    oidc::verifier::Rejection,
     session::{SessionError, StateProblem},
-    token::TokenError,
-    userinfo::UserinfoError,
-    verifier::Rejection,
 };
 
 impl From<SessionError> for AppError {
@@ -93,7 +93,7 @@ pub enum AppError {
     Userinfo {
         connection: String,
         name: String,
-        source: crate::userinfo::UserinfoError,
+        source: crate::oidc::userinfo::UserinfoError,
     },
     #[error("the ID token was rejected: {rejection}")]
     IdToken {
@@ -154,7 +154,7 @@ impl AppError {
                 TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
                     StatusCode::BAD_REQUEST
                 }
-                TokenError::Transport(crate::http_client::FetchError::Timeout(_)) => {
+                TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 // Our own signing failed: nothing reached the IdP.
@@ -162,7 +162,7 @@ impl AppError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             AppError::Userinfo { source, .. } => match source {
-                UserinfoError::Transport(crate::http_client::FetchError::Timeout(_)) => {
+                UserinfoError::Transport(crate::oidc::http_client::FetchError::Timeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 _ => StatusCode::BAD_GATEWAY,

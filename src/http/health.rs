@@ -10,7 +10,7 @@ use axum::{
 use serde::Serialize;
 
 use super::AppState;
-use crate::{provider::NotReady, rotation};
+use crate::{oidc::provider::NotReady, rotation};
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))

@@ -31,12 +31,12 @@ use tracing::Instrument;
 use crate::{
     config::Config,
     http::error::AppError,
-    http_client::HttpClient,
     metrics::{FailureLabels, Metrics, RouteLabels},
-    provider::Connection,
+    oidc::http_client::HttpClient,
+    oidc::provider::Connection,
     rotation::LiveConnections,
     session::PENDING_LIFETIME,
-    store::AnyStore,
+    session::store::AnyStore,
 };
 
 /// What every handler can reach. Cloned several times per request (each `State` extractor

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::error::AppError;
 use super::{AppState, Params};
 use crate::{
-    token::TokenError,
+    oidc::token::TokenError,
     traces::{FailedLogin, UNKNOWN},
 };
 
@@ -151,7 +151,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-    use crate::token::OAuthError;
+    use crate::oidc::token::OAuthError;
     use crate::traces::{DESCRIPTION_CHARS, Failure, Traces};
 
     fn peer(s: &str) -> Option<SocketAddr> {
@@ -281,7 +281,7 @@ mod tests {
 
         let stray = AppError::IdToken {
             connection: "not-configured".into(),
-            rejection: crate::verifier::Rejection::BadSignature,
+            rejection: crate::oidc::verifier::Rejection::BadSignature,
         };
         traces.record(failed_login(&stray), "s1");
         traces.record(failed_login(&AppError::MissingParameter("state")), "s2");

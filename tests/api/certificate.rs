@@ -6,8 +6,8 @@ use entrance::{
     config::Config,
     doctor::{self, Status},
     entra,
-    http_client::HttpClient,
     mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate},
+    oidc::http_client::HttpClient,
 };
 use reqwest::StatusCode;
 

@@ -4,11 +4,11 @@
 use entrance::{
     config::Config,
     doctor::{self, Report, Status},
-    http_client::HttpClient,
     mock_idp::{
         Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
         MockIdpSettings, TokenError,
     },
+    oidc::http_client::HttpClient,
 };
 use time::{Duration, OffsetDateTime, macros::datetime};
 

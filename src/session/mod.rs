@@ -1,6 +1,6 @@
 //! What entrance keeps in a browser session — pending logins and the signed-in identity —
 //! behind typed accessors, and the `CurrentUser` guard. Where sessions are stored is
-//! [`crate::store`].
+//! [`store`].
 
 use std::time::Duration;
 
@@ -12,8 +12,11 @@ use tower_sessions::{
     session::{Id, Record},
 };
 
+pub mod store;
+
 use crate::clock::now_unix;
-use crate::{config::ResponseMode, identity::Identity, store::AnyStore};
+use crate::{config::ResponseMode, oidc::identity::Identity};
+use store::AnyStore;
 
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
@@ -323,7 +326,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::AnyStore;
+    use crate::session::store::AnyStore;
 
     fn ada() -> SignedIn {
         SignedIn {
@@ -449,7 +452,7 @@ mod tests {
     /// A store that refuses to create records (the write that stores a sign-in under its new
     /// id) and otherwise behaves.
     #[derive(Debug, Default)]
-    struct CreateFails(crate::store::MemoryStore);
+    struct CreateFails(crate::session::store::MemoryStore);
 
     #[async_trait::async_trait]
     impl tower_sessions::SessionStore for CreateFails {
@@ -487,7 +490,7 @@ mod tests {
         let store = Arc::new(CreateFails::default());
         let session = Session::new(None, store.clone(), None);
         let user = SignedIn {
-            identity: crate::identity::Identity {
+            identity: crate::oidc::identity::Identity {
                 user: "entra:t:o".into(),
                 connection: "c".into(),
                 iss: "https://idp.example".into(),

@@ -12,7 +12,7 @@ use crate::{
     certificate::{CLIENT_ASSERTION_TYPE, CertificateCredential},
     config::{ClientAuth, ClientCredential},
     entra,
-    http_client::{FetchError, HttpClient},
+    oidc::http_client::{FetchError, HttpClient},
 };
 
 /// The one credential a single token request carries: a connection may hold several secrets
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn entra_error_body_is_read_with_its_aadsts_code() {
-        let body = include_bytes!("../tests/fixtures/entra/token-response.error.json");
+        let body = include_bytes!("../../tests/fixtures/entra/token-response.error.json");
         match parse_token_response(401, body) {
             Err(TokenError::Refused { status, error }) => {
                 assert_eq!(status, 401);
@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn success_body_yields_the_id_token_and_missing_one_fails() {
-        let body = include_bytes!("../tests/fixtures/entra/token-response.success.json");
+        let body = include_bytes!("../../tests/fixtures/entra/token-response.success.json");
         let ok = parse_token_response(200, body).expect("success");
         assert!(ok.id_token.starts_with("eyJ"));
         assert!(matches!(

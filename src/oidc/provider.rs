@@ -16,11 +16,11 @@ use crate::sync;
 use crate::{
     config::{ClientAuth, ConnectionConfig},
     entra,
-    http_client::{FetchError, HttpClient},
-    jwks::{JwksError, KeySet},
     loopback::is_loopback_host,
     metrics::{Metrics, ResultLabels},
-    verifier::{self, IssuerPolicy},
+    oidc::http_client::{FetchError, HttpClient},
+    oidc::jwks::{JwksError, KeySet},
+    oidc::verifier::{self, IssuerPolicy},
 };
 
 /// The part of an OpenID Provider's metadata entrance uses.
@@ -541,8 +541,8 @@ mod tests {
 
     fn multi_tenant_metadata(authority: &str) -> Metadata {
         let doc = match authority {
-            "common" => include_str!("../tests/fixtures/entra/openid-configuration.common.json"),
-            _ => include_str!("../tests/fixtures/entra/openid-configuration.organizations.json"),
+            "common" => include_str!("../../tests/fixtures/entra/openid-configuration.common.json"),
+            _ => include_str!("../../tests/fixtures/entra/openid-configuration.organizations.json"),
         };
         serde_json::from_str(doc).expect("fixture parses")
     }
@@ -584,7 +584,7 @@ mod tests {
 
     fn fixture_metadata() -> Metadata {
         serde_json::from_str(include_str!(
-            "../tests/fixtures/entra/openid-configuration.tenant.json"
+            "../../tests/fixtures/entra/openid-configuration.tenant.json"
         ))
         .expect("fixture parses")
     }

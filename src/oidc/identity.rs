@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::AccessPolicy;
-use crate::verifier::IdTokenClaims;
+use crate::oidc::verifier::IdTokenClaims;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Identity {

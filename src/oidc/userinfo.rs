@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    http_client::{FetchError, HttpClient},
-    verifier::IdTokenClaims,
+    oidc::http_client::{FetchError, HttpClient},
+    oidc::verifier::IdTokenClaims,
 };
 
 /// Why the userinfo step failed. Every variant fails the sign-in: the connection asked for

@@ -6,18 +6,12 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
-    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use async_trait::async_trait;
-use fred::{
-    interfaces::{ClientLike, KeysInterface},
-    prelude::{Builder, Config as RedisConfig, Options, Pool as RedisPool, ReconnectPolicy},
-    types::{Expiration, SetOptions},
-};
-use secrecy::ExposeSecret;
+use fred::{interfaces::ClientLike, prelude::Pool as RedisPool};
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tower_sessions::{
@@ -25,16 +19,20 @@ use tower_sessions::{
     session::{Id, Record},
     session_store::{self, ExpiredDeletion},
 };
-use tower_sessions_sqlx_store::{
-    SqliteStore,
-    sqlx::{
-        SqlitePool,
-        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    },
-};
+use tower_sessions_sqlx_store::{SqliteStore, sqlx::SqlitePool};
 
-use crate::config::{RedisSettings, SessionSettings, StoreKind};
+use crate::config::{SessionSettings, StoreKind};
 use crate::sync;
+
+mod memory;
+mod redis;
+mod sqlite;
+
+pub use memory::MemoryStore;
+use redis::{RedisSessions, open_redis};
+#[cfg(test)]
+use sqlite::sqlite_fast_read;
+use sqlite::{CheckedSqlite, open_sqlite};
 
 /// How often expired sessions are deleted from stores that do not expire them themselves.
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
@@ -320,330 +318,11 @@ fn spawn_sweep<S: ExpiredDeletion>(store: Arc<S>) -> JoinHandle<()> {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// SQLite
-// ---------------------------------------------------------------------------------------------
-
-async fn open_sqlite(
-    path: &Path,
-    timeout: Duration,
-) -> Result<(SqliteStore, SqlitePool), StoreError> {
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Sqlite {
-        path: path.display().to_string(),
-        source,
-        fix: SQLITE_FIX,
-    };
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // WAL: readers (every /me) never wait for a writer (a sign-in).
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        // Wait for a lock no longer than a store call may take anyway.
-        .busy_timeout(timeout);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        // A connection to a local file does not go stale; the default ping before every
-        // acquire was one more hand-off to sqlx's worker thread per write.
-        .test_before_acquire(false)
-        .acquire_timeout(timeout)
-        .connect_with(options)
-        .await
-        .map_err(|e| fail(Box::new(e)))?;
-    let store = SqliteStore::new(pool.clone());
-    if let Err(e) = store.migrate().await {
-        pool.close().await;
-        return Err(fail(Box::new(e)));
-    }
-    Ok((store, pool))
-}
-
-/// The SQLite store, refusing to work once its file is gone. Open connections keep writing
-/// to a deleted (or moved-away) file without error, so sessions would silently go nowhere;
-/// checking that the path still exists turns that into a store error (503, `/readyz` not
-/// ready) that clears by itself when the file is put back.
-#[derive(Debug)]
-struct CheckedSqlite {
-    store: SqliteStore,
-    path: PathBuf,
-}
-
-impl CheckedSqlite {
-    /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
-    /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
-    /// support network filesystems), where a `stat` takes microseconds.
-    async fn check(&self) -> session_store::Result<()> {
-        match self.path.try_exists() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(session_store::Error::Backend(format!(
-                "the SQLite file {} is gone",
-                self.path.display()
-            ))),
-            Err(e) => Err(session_store::Error::Backend(format!(
-                "cannot check the SQLite file {}: {e}",
-                self.path.display()
-            ))),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for CheckedSqlite {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        self.check().await?;
-        self.store.create(record).await
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.check().await?;
-        self.store.save(record).await
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        self.check().await?;
-        match sqlite_fast_read(&self.path, session_id) {
-            Ok(record) => Ok(record),
-            Err(e) => {
-                tracing::debug!(error = %e, "SQLite read on the calling thread failed; reading through the pool");
-                self.store.load(session_id).await
-            }
-        }
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.check().await?;
-        self.store.delete(session_id).await
-    }
-}
-
-thread_local! {
-    /// One plain SQLite connection per runtime thread and database file, for reads only.
-    static SQLITE_READERS: std::cell::RefCell<HashMap<PathBuf, rusqlite::Connection>> =
-        std::cell::RefCell::new(HashMap::new());
-}
-
-/// Reads a session on the calling thread. sqlx runs every SQLite statement on a worker
-/// thread of its own and hands rows back through a channel; for the one-row read every
-/// `/auth` makes, that hand-off (futex wake-ups, context switches) was two thirds of the
-/// request's CPU (docs/BENCHMARKS.md). The read is the same SELECT on the same file and
-/// table, with the same decoding (MessagePack); with WAL a reader never waits for a writer,
-/// and `busy_timeout` 0 means a lock is an error here, never a wait: any error falls back to
-/// the pool, whose calls are bounded by the store timeout. Writes always go through the pool,
-/// and every write has finished before the next read starts, so a sign-out is seen at once.
-fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, rusqlite::Error> {
-    SQLITE_READERS.with(|readers| {
-        let mut readers = readers.borrow_mut();
-        let conn = match readers.entry(path.to_path_buf()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.busy_timeout(Duration::ZERO)?;
-                e.insert(conn)
-            }
-        };
-        let mut statement = conn.prepare_cached("select data from tower_sessions where id = ?1")?;
-        let mut rows = statement.query([id.to_string()])?;
-        let Some(row) = rows.next()? else {
-            return Ok(None);
-        };
-        let data = row.get_ref(0)?.as_blob()?;
-        let record: Record = rmp_serde::from_slice(data).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-        })?;
-        // The pool's query compares expiry_date in SQL; the decoded record carries the same.
-        Ok((record.expiry_date > OffsetDateTime::now_utc()).then_some(record))
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Redis
-// ---------------------------------------------------------------------------------------------
-
-fn open_redis(settings: &RedisSettings, timeout: Duration) -> Result<RedisPool, StoreError> {
-    let config = RedisConfig::from_url(settings.url.expose_secret()).map_err(|e| {
-        StoreError::Redis {
-            // fred's message describes the part it could not parse, not the URL itself,
-            // which may hold a password.
-            problem: format!("not a usable Redis URL: {}", e.details()),
-            fix: "write it like \"redis://host:6379\", \"redis://user:password@host:6379/0\" or \"rediss://host:6380\" (TLS)",
-        }
-    })?;
-    let mut config = config;
-    // Keep retrying when Redis is down at startup, as after a connection loss.
-    config.fail_fast = false;
-    let pool = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = timeout;
-            c.internal_command_timeout = timeout;
-            // A command is tried once: a retry would outlive the store timeout anyway.
-            c.max_command_attempts = 1;
-        })
-        .with_performance_config(|p| p.default_command_timeout = timeout)
-        // Reconnect forever, every half second, so service resumes by itself.
-        .set_policy(ReconnectPolicy::new_constant(0, 500))
-        .build_pool(settings.pool_size)
-        .map_err(|e| StoreError::Redis {
-            problem: format!("cannot set up the Redis client: {}", e.details()),
-            fix: "check session.redis_url and session.redis_pool_size",
-        })?;
-    // The connection tasks run until `quit`; their handles are not needed.
-    drop(pool.connect_pool());
-    Ok(pool)
-}
-
-/// Sessions in Redis under `session.redis_key_prefix`. The record encoding (MessagePack) and
-/// the commands (`SET … EXAT … NX` to create, `XX` to save) are those of
-/// tower-sessions-redis-store, which has no key prefix.
-#[derive(Debug)]
-struct RedisSessions {
-    pool: RedisPool,
-    prefix: String,
-}
-
-impl RedisSessions {
-    fn key(&self, id: &Id) -> String {
-        format!("{}{id}", self.prefix)
-    }
-
-    /// A client for one command. While every connection is down, fred would queue commands
-    /// until it reconnects; failing at once instead answers requests in milliseconds rather
-    /// than after the store timeout (which still bounds a Redis that is connected but not
-    /// answering).
-    fn client(&self) -> session_store::Result<fred::clients::WithOptions<fred::clients::Client>> {
-        if !self.pool.clients().iter().any(|c| c.is_connected()) {
-            return Err(session_store::Error::Backend(
-                "Redis is not connected (reconnecting)".into(),
-            ));
-        }
-        // fail_fast: a command whose connection drops is failed, not kept for the reconnect.
-        Ok(self.pool.next_connected().with_options(&Options {
-            fail_fast: true,
-            ..Default::default()
-        }))
-    }
-
-    async fn set(&self, record: &Record, options: SetOptions) -> session_store::Result<bool> {
-        let client = self.client()?;
-        let value =
-            rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let expire = Expiration::EXAT(record.expiry_date.unix_timestamp());
-        let set: Option<String> = client
-            .set(
-                self.key(&record.id),
-                value.as_slice(),
-                Some(expire),
-                Some(options),
-                false,
-            )
-            .await
-            .map_err(redis_error)?;
-        // `SET … NX/XX` answers OK when it wrote and nil when the condition failed.
-        Ok(set.is_some())
-    }
-}
-
-fn redis_error(e: fred::error::Error) -> session_store::Error {
-    session_store::Error::Backend(format!("Redis: {e}"))
-}
-
-#[async_trait]
-impl SessionStore for RedisSessions {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        while !self.set(record, SetOptions::NX).await? {
-            record.id = Id::default();
-        }
-        Ok(())
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        // XX: a session deleted meanwhile (expired, cycled at sign-in) is not brought back.
-        self.set(record, SetOptions::XX).await.map(|_| ())
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let data: Option<Vec<u8>> = self
-            .client()?
-            .get(self.key(session_id))
-            .await
-            .map_err(redis_error)?;
-        data.map(|d| {
-            rmp_serde::from_slice(&d).map_err(|e| session_store::Error::Decode(e.to_string()))
-        })
-        .transpose()
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        let _: i64 = self
-            .client()?
-            .del(self.key(session_id))
-            .await
-            .map_err(redis_error)?;
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Memory
-// ---------------------------------------------------------------------------------------------
-
-/// An in-memory store whose expired records are deleted by a periodic task
-/// ([`ExpiredDeletion::continuously_delete_expired`]); tower-sessions' own memory store never
-/// evicts, so abandoned logins would grow it forever.
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
-
-impl MemoryStore {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
-        sync::lock(&self.0)
-    }
-
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
-    }
-}
-
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let mut map = self.map();
-        while map.contains_key(&record.id) {
-            record.id = Id::default();
-        }
-        map.insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.map().insert(record.id, record.clone());
-        Ok(())
-    }
-    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
-        let now = OffsetDateTime::now_utc();
-        Ok(self
-            .map()
-            .get(session_id)
-            .filter(|r| r.expiry_date > now)
-            .cloned())
-    }
-    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
-        self.map().remove(session_id);
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ExpiredDeletion for MemoryStore {
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        let now = OffsetDateTime::now_utc();
-        self.map().retain(|_, r| r.expiry_date > now);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fred::prelude::Config as RedisConfig;
+    use std::path::Path;
 
     /// A fresh record expiring `expires_in` from now (negative: already expired), holding
     /// `user` when given.

@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::config::TenantAllowList;
 use crate::entra::{self, TENANT_PLACEHOLDER};
-use crate::jwks::{KeyFamily, KeySet, VerificationKey};
+use crate::oidc::jwks::{KeyFamily, KeySet, VerificationKey};
 
 /// Tokens longer than this are refused before any decoding: the cap bounds the work an attacker can make us do
 /// (base64, JSON, RSA) per request. Most ID tokens are a few KiB, but an IdP without Entra's 200-group overage
@@ -642,7 +642,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::jwks::test_keys::{TestKey, primary, secondary};
+    use crate::oidc::jwks::test_keys::{TestKey, primary, secondary};
 
     const ISSUER: &str =
         "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0";
@@ -1781,7 +1781,7 @@ mod proptests {
     use serde_json::{Map, Value};
 
     use super::*;
-    use crate::jwks::test_keys::primary;
+    use crate::oidc::jwks::test_keys::primary;
 
     const ISSUER: &str =
         "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0";

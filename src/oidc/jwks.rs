@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn parses_the_entra_fixture() {
-        let body = include_bytes!("../tests/fixtures/entra/jwks.example.json");
+        let body = include_bytes!("../../tests/fixtures/entra/jwks.example.json");
         let set = KeySet::from_jwks_json(body).expect("fixture parses");
         assert_eq!(set.len(), 3);
         assert!(!set.is_empty());

@@ -1,0 +1,157 @@
+//! The SQLite session store: opened through sqlx's pool for writes, read on the calling
+//! thread, and refusing to work once its file is gone.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tower_sessions::{
+    SessionStore,
+    session::{Id, Record},
+    session_store::{self},
+};
+use tower_sessions_sqlx_store::{
+    SqliteStore,
+    sqlx::{
+        SqlitePool,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    },
+};
+
+use super::{SQLITE_FIX, StoreError};
+
+pub(super) async fn open_sqlite(
+    path: &Path,
+    timeout: Duration,
+) -> Result<(SqliteStore, SqlitePool), StoreError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+        fix: SQLITE_FIX,
+    };
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // WAL: readers (every /me) never wait for a writer (a sign-in).
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // Wait for a lock no longer than a store call may take anyway.
+        .busy_timeout(timeout);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        // A connection to a local file does not go stale; the default ping before every
+        // acquire was one more hand-off to sqlx's worker thread per write.
+        .test_before_acquire(false)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| fail(Box::new(e)))?;
+    let store = SqliteStore::new(pool.clone());
+    if let Err(e) = store.migrate().await {
+        pool.close().await;
+        return Err(fail(Box::new(e)));
+    }
+    Ok((store, pool))
+}
+
+/// The SQLite store, refusing to work once its file is gone. Open connections keep writing
+/// to a deleted (or moved-away) file without error, so sessions would silently go nowhere;
+/// checking that the path still exists turns that into a store error (503, `/readyz` not
+/// ready) that clears by itself when the file is put back.
+#[derive(Debug)]
+pub(super) struct CheckedSqlite {
+    pub(super) store: SqliteStore,
+    pub(super) path: PathBuf,
+}
+
+impl CheckedSqlite {
+    /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
+    /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
+    /// support network filesystems), where a `stat` takes microseconds.
+    async fn check(&self) -> session_store::Result<()> {
+        match self.path.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(session_store::Error::Backend(format!(
+                "the SQLite file {} is gone",
+                self.path.display()
+            ))),
+            Err(e) => Err(session_store::Error::Backend(format!(
+                "cannot check the SQLite file {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for CheckedSqlite {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.create(record).await
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.save(record).await
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.check().await?;
+        match sqlite_fast_read(&self.path, session_id) {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                tracing::debug!(error = %e, "SQLite read on the calling thread failed; reading through the pool");
+                self.store.load(session_id).await
+            }
+        }
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.check().await?;
+        self.store.delete(session_id).await
+    }
+}
+
+thread_local! {
+    /// One plain SQLite connection per runtime thread and database file, for reads only.
+    static SQLITE_READERS: std::cell::RefCell<HashMap<PathBuf, rusqlite::Connection>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Reads a session on the calling thread. sqlx runs every SQLite statement on a worker
+/// thread of its own and hands rows back through a channel; for the one-row read every
+/// `/auth` makes, that hand-off (futex wake-ups, context switches) was two thirds of the
+/// request's CPU (docs/BENCHMARKS.md). The read is the same SELECT on the same file and
+/// table, with the same decoding (MessagePack); with WAL a reader never waits for a writer,
+/// and `busy_timeout` 0 means a lock is an error here, never a wait: any error falls back to
+/// the pool, whose calls are bounded by the store timeout. Writes always go through the pool,
+/// and every write has finished before the next read starts, so a sign-out is seen at once.
+pub(super) fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, rusqlite::Error> {
+    SQLITE_READERS.with(|readers| {
+        let mut readers = readers.borrow_mut();
+        let conn = match readers.entry(path.to_path_buf()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(Duration::ZERO)?;
+                e.insert(conn)
+            }
+        };
+        let mut statement = conn.prepare_cached("select data from tower_sessions where id = ?1")?;
+        let mut rows = statement.query([id.to_string()])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let data = row.get_ref(0)?.as_blob()?;
+        let record: Record = rmp_serde::from_slice(data).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })?;
+        // The pool's query compares expiry_date in SQL; the decoded record carries the same.
+        Ok((record.expiry_date > OffsetDateTime::now_utc()).then_some(record))
+    })
+}
