@@ -11,8 +11,7 @@
 use std::str::FromStr;
 
 use entrance::{
-    app::Application,
-    config::Config,
+    Application, Config,
     mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
 };
 use reqwest::{Client, StatusCode, header};

@@ -10,7 +10,7 @@ use crate::{
     http::{self, AppState},
     metrics::Metrics,
     oidc::http_client::HttpClient,
-    rotation::{ReloadError, ReloadSummary, Reloader},
+    rotation::Reloader,
     session::store::{MemoryStore, OpenStore, StoreError},
 };
 
@@ -147,17 +147,6 @@ impl Application {
         Ok(())
     }
 
-    /// Reloads the configuration file now (what SIGHUP does).
-    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
-        self.reloader.reload()
-    }
-
-    /// A handle that reloads this application's configuration, usable after
-    /// [`Application::run_until_stopped`] has taken the application.
-    pub fn reloader(&self) -> Arc<Reloader> {
-        self.reloader.clone()
-    }
-
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -166,10 +155,6 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().port()
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
     }
 
     /// The in-memory session store, when that is the configured store (the benchmark fills

@@ -33,15 +33,16 @@ use x509_cert::{
 };
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
-pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const CLIENT_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// How long an assertion is valid. Entra's docs ask for `exp` no more than 10 minutes after
 /// `nbf`; 5 minutes covers a slow token request and keeps a leaked assertion short-lived
 /// (RFC 7523 §3 item 4: an `exp` "in the near future").
-pub const ASSERTION_LIFETIME_SECS: i64 = 300;
+pub(crate) const ASSERTION_LIFETIME_SECS: i64 = 300;
 
 /// Entra accepts RSA keys of 2048 bits or more for certificate credentials.
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// The assertion's signature algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,14 +282,14 @@ impl CertificateCredential {
 
 /// A certificate's thumbprints in the forms JWS headers and the Entra portal use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Thumbprints {
+pub(crate) struct Thumbprints {
     pub x5t_s256: String,
     pub x5t: String,
     pub sha1_hex: String,
 }
 
 impl Thumbprints {
-    pub fn of(der: &[u8]) -> Thumbprints {
+    pub(crate) fn of(der: &[u8]) -> Thumbprints {
         let sha256 = sha2::Sha256::digest(der);
         let sha1 = sha1::Sha1::digest(der);
         Thumbprints {
@@ -309,7 +310,7 @@ fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
 }
 
 /// The certificate's DER and parsed form, from PEM (first CERTIFICATE block) or DER.
-pub fn parse_certificate(bytes: &[u8]) -> Result<(Vec<u8>, Certificate), CertificateError> {
+pub(crate) fn parse_certificate(bytes: &[u8]) -> Result<(Vec<u8>, Certificate), CertificateError> {
     let bad = |e: &dyn fmt::Display| CertificateError::Certificate(e.to_string());
     let cert = match std::str::from_utf8(bytes).ok() {
         Some(text) if text.contains("-----BEGIN") => {
@@ -325,7 +326,7 @@ pub fn parse_certificate(bytes: &[u8]) -> Result<(Vec<u8>, Certificate), Certifi
 }
 
 /// The certificate's RSA public key.
-pub fn certificate_public_key(cert: &Certificate) -> Result<RsaPublicKey, CertificateError> {
+pub(crate) fn certificate_public_key(cert: &Certificate) -> Result<RsaPublicKey, CertificateError> {
     let spki = cert
         .tbs_certificate
         .subject_public_key_info
@@ -335,7 +336,7 @@ pub fn certificate_public_key(cert: &Certificate) -> Result<RsaPublicKey, Certif
 }
 
 /// notBefore and notAfter.
-pub fn validity(cert: &Certificate) -> (OffsetDateTime, OffsetDateTime) {
+pub(crate) fn validity(cert: &Certificate) -> (OffsetDateTime, OffsetDateTime) {
     let at = |t: x509_cert::time::Time| {
         let secs = i64::try_from(t.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
         OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)

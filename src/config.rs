@@ -259,7 +259,7 @@ impl Default for RawTraces {
 /// The most failures `traces.per_connection` may keep: each is a few hundred bytes, and the
 /// ring is for the recent past, not an archive.
 /// The default number of failed logins kept per connection (`traces.per_connection`).
-pub const DEFAULT_TRACES_PER_CONNECTION: usize = 50;
+pub(crate) const DEFAULT_TRACES_PER_CONNECTION: usize = 50;
 const MAX_TRACES_PER_CONNECTION: usize = 10_000;
 
 #[derive(Debug, Deserialize)]
@@ -1714,9 +1714,9 @@ fn check_secret(
 }
 
 /// Shared with `entrance check`, which says the same about a Secret ID.
-pub const SECRET_ID_PROBLEM: &str =
+pub(crate) const SECRET_ID_PROBLEM: &str =
     "the client secret is a GUID: that is the Secret ID, not the secret's Value";
-pub const SECRET_ID_FIX: &str = "in Certificates & secrets, copy the Value column (shown only right after creation; create a new secret if it is hidden)";
+pub(crate) const SECRET_ID_FIX: &str = "in Certificates & secrets, copy the Value column (shown only right after creation; create a new secret if it is hidden)";
 
 /// `2027-05-01` (00:00 UTC that day) or an RFC 3339 date-time such as Graph's
 /// `endDateTime`, `2027-05-01T09:30:00Z`.

@@ -16,13 +16,13 @@ const ENTRA_HOSTS: &[&str] = &[
     "login.microsoftonline.de",
 ];
 
-pub fn is_entra_url(url: &Url) -> bool {
+pub(crate) fn is_entra_url(url: &Url) -> bool {
     url.host_str()
         .is_some_and(|h| ENTRA_HOSTS.iter().any(|e| h.eq_ignore_ascii_case(e)))
 }
 
 /// `8-4-4-4-12` hexadecimal digits: the shape of client IDs, tenant IDs and Secret IDs.
-pub fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups
@@ -32,18 +32,18 @@ pub fn is_guid(s: &str) -> bool {
 }
 
 /// The tenant segment of an Entra URL (`https://login.microsoftonline.com/{tenant}/v2.0/...`).
-pub fn tenant_segment(url: &Url) -> Option<&str> {
+pub(crate) fn tenant_segment(url: &Url) -> Option<&str> {
     url.path_segments()?.next().filter(|s| !s.is_empty())
 }
 
 /// The placeholder Entra's multi-tenant metadata and keys carry in their `issuer` (ENTRA.md §2–§3).
-pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+pub(crate) const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 /// `common` or `organizations` when the metadata URL is one of Entra's multi-tenant v2.0
 /// authorities, whose metadata publishes the templated issuer `https://<host>/{tenantid}/v2.0`
 /// (ENTRA.md §1). Loopback hosts count too: that is the bundled mock IdP (tests and the demo),
 /// which serves the same authorities; no other host does.
-pub fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
+pub(crate) fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
     if !is_entra_url(metadata_url) && !crate::loopback::is_loopback_host(metadata_url) {
         return None;
     }
@@ -57,7 +57,10 @@ pub fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
 /// The issuer template a multi-tenant authority's metadata must publish: `expected_issuer`
 /// (`https://<host>/common/v2.0`) with its tenant segment replaced by `{tenantid}`. `None` for
 /// any other URL, including a v1.0 (`/common/.well-known/…`) one.
-pub fn multi_tenant_issuer_template(metadata_url: &Url, expected_issuer: &str) -> Option<String> {
+pub(crate) fn multi_tenant_issuer_template(
+    metadata_url: &Url,
+    expected_issuer: &str,
+) -> Option<String> {
     let authority = multi_tenant_authority(metadata_url)?;
     let origin = expected_issuer.strip_suffix(&format!("/{authority}/v2.0"))?;
     Some(format!("{origin}/{TENANT_PLACEHOLDER}/v2.0"))
@@ -67,7 +70,7 @@ pub fn multi_tenant_issuer_template(metadata_url: &Url, expected_issuer: &str) -
 /// (`common` or `organizations`) replaced by the tenant GUID, everything else — including an
 /// `?appid=` query — kept. `None` when `tid` is not a GUID (it is put into a URL) or the URL
 /// has no multi-tenant segment to replace.
-pub fn tenant_jwks_uri(jwks_uri: &str, tid: &str) -> Option<String> {
+pub(crate) fn tenant_jwks_uri(jwks_uri: &str, tid: &str) -> Option<String> {
     if !is_guid(tid) {
         return None;
     }
@@ -89,7 +92,7 @@ pub fn tenant_jwks_uri(jwks_uri: &str, tid: &str) -> Option<String> {
 }
 
 /// Advice when the issuer in the metadata differs from the one implied by the metadata URL.
-pub fn issuer_mismatch_advice(metadata_url: &Url) -> &'static str {
+pub(crate) fn issuer_mismatch_advice(metadata_url: &Url) -> &'static str {
     if is_entra_url(metadata_url) {
         match tenant_segment(metadata_url) {
             Some("common" | "organizations") => {
@@ -140,7 +143,7 @@ pub fn aadsts(code: u32) -> Option<&'static Aadsts> {
 }
 
 /// The AADSTS code at the start of an Entra `error_description` (`"AADSTS7000215: …"`).
-pub fn aadsts_code(description: &str) -> Option<u32> {
+pub(crate) fn aadsts_code(description: &str) -> Option<u32> {
     let rest = description.trim_start().strip_prefix("AADSTS")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

@@ -1,48 +1,64 @@
 //! entrance: the OpenID Connect login callback endpoint for Microsoft Entra ID and any OIDC
 //! provider.
 //!
-//! Crate map:
-//! - [`config`]: raw settings → validated [`config::Config`].
-//! - [`doctor`]: `entrance check`, the setup doctor (one judged line per check, with the fix).
-//! - [`app`]: [`app::Application`] — bind, build, serve until shutdown.
-//! - [`http`]: router, handlers (`/login`, `/login/callback`, `/me`, `/healthz`, `/readyz`),
-//!   middleware.
-//! - [`error`]: the one HTTP error type, its statuses and explanations.
-//! - [`pages`]: HTML pages and the Content-Security-Policy.
-//! - [`session`]: pending logins and the signed-in identity kept in a session.
-//! - [`store`]: where sessions live (memory, SQLite, Redis), timeouts, readiness probe.
-//! - [`identity`]: the stable user key and claims kept after sign-in.
-//! - [`provider`]: per-connection IdP metadata and keys, readiness, refetching.
-//! - [`http_client`]: the one outbound HTTP client (timeouts, size limit, no redirects).
-//! - [`token`]: the code exchange at the token endpoint.
-//! - [`userinfo`]: the optional userinfo call at sign-in and its `sub` check.
-//! - [`certificate`]: certificate credentials and the RFC 7523 client assertion they sign.
-//! - [`jwks`], [`verifier`]: signing keys and ID-token validation (OIDC Core §3.1.3.7).
-//! - [`return_to`]: open-redirect-proof post-login destinations.
-//! - [`rotation`]: live reload of connections and secrets (SIGHUP), secret-expiry warnings.
-//! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
-//! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
-//! - [`metrics`]: Prometheus metrics (one registry per application).
-//! - [`traces`]: the last failed logins per connection (`entrance traces`, `/admin/traces`).
-//! - [`telemetry`]: log setup.
+//! Crate map, from the top floor down; a module imports only from floors below its own
+//! (`tests/api/layers.rs` holds the code to this map; docs/ARCHITECTURE.md walks a login and an
+//! `/auth` request through it):
+//!
+//! 1. `app` — [`Application`]: bind, build state, serve until shutdown; [`cli`]: the
+//!    `check` and `traces` subcommands.
+//! 2. `http` — the only code that knows status codes, cookies and pages: the router, one
+//!    module per endpoint, the extractors that guard handlers, the one error type
+//!    (`http::error`) and the HTML pages (`http::pages`).
+//! 3. The domain: `session` (pending logins and the signed-in user, and the stores they live
+//!    in: memory, SQLite, Redis), [`doctor`] (`entrance check`), `rotation` (reloads and
+//!    secret-expiry warnings), `traces` (the last failed logins per connection).
+//! 4. `oidc` — the IdP protocol: discovery and keys per connection, the ID-token verifier
+//!    (OpenID Connect Core §3.1.3.7), the token endpoint, userinfo, the identity derived from
+//!    the claims, and the one outbound HTTP client.
+//! 5. `metrics` — Prometheus metrics, one registry per application.
+//! 6. `config` — raw settings → the validated [`Config`]; plain data, imports nothing above.
+//! 7. Leaves that import nothing of entrance: `entra` (Entra facts: hosts, GUIDs, the AADSTS
+//!    table), `certificate` (certificate credentials and RFC 7523 client assertions),
+//!    `expiry` (when a credential counts as expiring), `return_to`, `loopback`, `clock`,
+//!    `sync`, `telemetry`.
+//!
+//! Everything is `pub(crate)` unless a binary, a test, the fuzz target or a bench example
+//! needs it; those items are re-exported here.
+#![warn(unreachable_pub)]
 
-pub mod app;
-pub mod certificate;
+mod app;
+mod certificate;
 pub mod cli;
 mod clock;
-pub mod config;
+mod config;
 pub mod doctor;
-pub mod entra;
+mod entra;
 mod expiry;
-pub mod http;
+mod http;
 mod loopback;
-pub mod metrics;
+mod metrics;
 pub mod mock_idp;
-pub mod oidc;
-pub mod return_to;
-pub mod rotation;
-pub mod session;
-
+mod oidc;
+mod return_to;
+mod rotation;
+mod session;
 mod sync;
-pub mod telemetry;
-pub mod traces;
+mod telemetry;
+mod traces;
+
+pub use app::Application;
+pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML};
+pub use entra::aadsts;
+pub use http::pages::escape as escape_html;
+pub use oidc::http_client::HttpClient;
+pub use telemetry::init_with_default as init_logging;
+
+/// The ID-token verifier on its own, for the fuzz target (`fuzz/fuzz_targets/id_token.rs`).
+pub mod id_token {
+    pub use crate::config::TenantAllowList;
+    pub use crate::oidc::jwks::KeySet;
+    pub use crate::oidc::verifier::{
+        Expectations, IssuerPolicy, allowed_algs, peek_kid, peek_tid, verify_id_token,
+    };
+}

@@ -4,11 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use entrance::{
-    app::Application,
-    config::{ClientCredential, Config},
-    mock_idp,
-};
+use entrance::{Application, ClientCredential, Config, mock_idp};
 use secrecy::ExposeSecret;
 
 /// mimalloc instead of the system allocator: every request allocates (headers, the session
@@ -83,7 +79,7 @@ async fn main() -> ExitCode {
         Command::Check { .. } | Command::Traces { .. } => "error",
         _ => "info",
     };
-    entrance::telemetry::init_with_default(cli.log_json, default_level);
+    entrance::init_logging(cli.log_json, default_level);
     let result = match cli.command {
         Command::Check {
             config,
@@ -102,7 +98,7 @@ async fn main() -> ExitCode {
         Command::Demo { config } => {
             let config = match config {
                 Some(path) => Config::load(&path),
-                None => Config::load_str(entrance::config::DEMO_TOML),
+                None => Config::load_str(entrance::DEMO_TOML),
             };
             demo(config).await
         }
@@ -116,10 +112,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(
-    config: Result<Config, entrance::config::ConfigError>,
-    path: PathBuf,
-) -> Result<(), String> {
+async fn serve(config: Result<Config, entrance::ConfigError>, path: PathBuf) -> Result<(), String> {
     let config = config.map_err(|e| e.to_string())?;
     let mut app = Application::build(config)
         .await
@@ -132,7 +125,7 @@ async fn serve(
         .map_err(|e| e.to_string())
 }
 
-async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+async fn demo(config: Result<Config, entrance::ConfigError>) -> Result<(), String> {
     let config = config.map_err(|e| e.to_string())?;
     let listen = config
         .demo_mock_idp_listen

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::sync;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     /// The route template (`/login/callback`), never the raw path: raw paths would let anyone
     /// create unbounded label values.
     pub route: String,
@@ -28,30 +28,30 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
+pub(crate) struct ConnectionLabels {
     pub connection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
+pub(crate) struct FailureLabels {
     pub connection: String,
     pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
+pub(crate) struct ResultLabels {
     pub connection: String,
     pub result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HeaderLabels {
+pub(crate) struct HeaderLabels {
     /// One of entrance's own header names, so the label set stays bounded.
     pub header: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
+pub(crate) struct OutcomeLabels {
     pub outcome: String,
 }
 
@@ -62,7 +62,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RouteLabels, Counter>,
     pub request_duration: HistogramFamily<RouteLabels>,
@@ -95,7 +95,7 @@ fn secret_expiries(config: &Config) -> Vec<(String, OffsetDateTime)> {
 }
 
 impl Metrics {
-    pub fn new(config: &Config) -> Metrics {
+    pub(crate) fn new(config: &Config) -> Metrics {
         let mut registry = Registry::with_prefix("entrance");
         let requests = Family::<RouteLabels, Counter>::default();
         registry.register(
@@ -200,25 +200,25 @@ impl Metrics {
     }
 
     /// After a configuration reload: the expiry gauge follows the new connections.
-    pub fn set_secret_expiries(&self, config: &Config) {
+    pub(crate) fn set_secret_expiries(&self, config: &Config) {
         let next = secret_expiries(config);
         self.secret_expiry_days.clear();
         *sync::lock(&self.secret_expiries) = next;
     }
 
-    pub fn connection(id: &str) -> ConnectionLabels {
+    pub(crate) fn connection(id: &str) -> ConnectionLabels {
         ConnectionLabels {
             connection: id.to_owned(),
         }
     }
 
-    pub fn observe(histogram: &HistogramFamily<ConnectionLabels>, id: &str, took: Duration) {
+    pub(crate) fn observe(histogram: &HistogramFamily<ConnectionLabels>, id: &str, took: Duration) {
         histogram
             .get_or_create(&Self::connection(id))
             .observe(took.as_secs_f64());
     }
 
-    pub fn auth_outcome(&self, outcome: &str) {
+    pub(crate) fn auth_outcome(&self, outcome: &str) {
         self.auth_outcomes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
@@ -228,7 +228,7 @@ impl Metrics {
 
     /// Counts a header cut to the budget; true when the caller should also log a warning
     /// (at most once a minute per process).
-    pub fn header_overflow(&self, header: &str) -> bool {
+    pub(crate) fn header_overflow(&self, header: &str) -> bool {
         use std::sync::atomic::Ordering;
         self.header_overflows
             .get_or_create(&HeaderLabels {
@@ -245,7 +245,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let now = OffsetDateTime::now_utc();
         let expiries = sync::lock(&self.secret_expiries).clone();
         for (id, expires) in &expiries {

@@ -15,7 +15,11 @@ const MAX_LEN: usize = 2048;
 /// string checks miss: `//evil.example` and `/\evil.example` (protocol-relative; browsers read
 /// `\` as `/`), `javascript:`, tabs and newlines that URL parsers silently drop, and dot
 /// segments that collapse into `//`.
-pub fn sanitize(candidate: Option<&str>, public_origin: &Url, allowed_hosts: &[String]) -> String {
+pub(crate) fn sanitize(
+    candidate: Option<&str>,
+    public_origin: &Url,
+    allowed_hosts: &[String],
+) -> String {
     candidate
         .and_then(|c| {
             allowed_absolute(c, public_origin, allowed_hosts)

@@ -30,14 +30,14 @@ use crate::{
 };
 
 /// The connections requests see; swapped whole on reload.
-pub type LiveConnections = Arc<ArcSwap<Vec<Arc<Connection>>>>;
+pub(crate) type LiveConnections = Arc<ArcSwap<Vec<Arc<Connection>>>>;
 
 /// How often the expiry warnings are logged.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a reload did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub(crate) enum ReloadError {
     #[error("no configuration file to reload from (the service was not started with --config)")]
     NoSource,
     #[error("the new configuration is invalid, so the running one is kept: {0}")]
@@ -46,7 +46,7 @@ pub enum ReloadError {
 
 /// What a reload changed, for the log and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReloadSummary {
+pub(crate) struct ReloadSummary {
     /// Connections that kept their fetched metadata and keys (new credentials only).
     pub kept: Vec<String>,
     /// New connections, or ones whose metadata URL, client ID or client auth changed: they
@@ -58,7 +58,7 @@ pub struct ReloadSummary {
 }
 
 /// Owns the live connections and the task that keeps each one's metadata and keys fresh.
-pub struct Reloader {
+pub(crate) struct Reloader {
     source: Mutex<Option<PathBuf>>,
     /// The configuration last applied (the startup one, then each accepted reload).
     running: Mutex<Config>,
@@ -70,7 +70,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Builds the connections of `config` and starts maintaining each.
-    pub fn start(config: &Config, http: HttpClient, metrics: Arc<Metrics>) -> Arc<Reloader> {
+    pub(crate) fn start(config: &Config, http: HttpClient, metrics: Arc<Metrics>) -> Arc<Reloader> {
         let connections: Vec<Arc<Connection>> = config
             .connections
             .iter()
@@ -96,18 +96,18 @@ impl Reloader {
         reloader
     }
 
-    pub fn connections(&self) -> LiveConnections {
+    pub(crate) fn connections(&self) -> LiveConnections {
         self.connections.clone()
     }
 
     /// The file [`Reloader::reload`] re-reads.
-    pub fn set_source(&self, path: PathBuf) {
+    pub(crate) fn set_source(&self, path: PathBuf) {
         *lock(&self.source) = Some(path);
     }
 
     /// Re-reads the configuration file and applies it, or logs why not and keeps the
     /// running configuration.
-    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+    pub(crate) fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let path = lock(&self.source).clone().ok_or(ReloadError::NoSource)?;
         tracing::info!(config = %path.display(), "reloading the configuration");
         let result = Config::load(&path)
@@ -128,7 +128,7 @@ impl Reloader {
     }
 
     /// Swaps in the connections of a validated configuration.
-    pub fn apply(&self, config: Config) -> ReloadSummary {
+    pub(crate) fn apply(&self, config: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let mut running = lock(&self.running);
         summary.needs_restart = fixed_settings(&running) != fixed_settings(&config);
@@ -193,14 +193,14 @@ impl Reloader {
     }
 
     /// Stops every maintainer (the service is stopping).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for (_, t) in lock(&self.maintainers).drain() {
             t.abort();
         }
     }
 
     /// Logs the expiry warnings now and then once a day, for the live connections.
-    pub fn spawn_expiry_warnings(self: &Arc<Self>) -> JoinHandle<()> {
+    pub(crate) fn spawn_expiry_warnings(self: &Arc<Self>) -> JoinHandle<()> {
         let connections = self.connections.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
@@ -236,7 +236,10 @@ fn fixed_settings(config: &Config) -> String {
 
 /// A connection's secret expiry as `/readyz` shows it: whole days left (negative when past)
 /// and the warnings to act on.
-pub fn secret_expiry(conn: &ConnectionConfig, now: OffsetDateTime) -> (Option<i64>, Vec<String>) {
+pub(crate) fn secret_expiry(
+    conn: &ConnectionConfig,
+    now: OffsetDateTime,
+) -> (Option<i64>, Vec<String>) {
     let Some(at) = conn.client_secret_expires_at else {
         return (None, Vec::new());
     };
@@ -263,7 +266,7 @@ pub fn secret_expiry(conn: &ConnectionConfig, now: OffsetDateTime) -> (Option<i6
 
 /// One log line per connection whose secret expires within [`crate::expiry::WARNING_DAYS`] (a
 /// warning) or has expired (an error). Names the secrets by label, never by value.
-pub fn log_secret_expiries(connections: &[Arc<Connection>], now: OffsetDateTime) {
+pub(crate) fn log_secret_expiries(connections: &[Arc<Connection>], now: OffsetDateTime) {
     for c in connections {
         let Some(at) = c.config.client_secret_expires_at else {
             continue;

@@ -3,11 +3,8 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-pub fn init(json: bool) {
-    init_with_default(json, "info");
-}
-
-/// [`init`] with another level when `RUST_LOG` is unset (`entrance check` logs only errors).
+/// Installs the global subscriber; `default_filter` is the level when `RUST_LOG` is unset
+/// (`entrance check` logs only errors).
 pub fn init_with_default(json: bool, default_filter: &str) {
     let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));

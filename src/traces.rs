@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::sync;
 
 /// Where failures go whose connection is not known (an unknown or expired state).
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 
 /// How much of an IdP's `error_description` is kept: enough for Entra's sentence, too little
 /// to make the ring a place to park data.
@@ -28,7 +28,7 @@ const ID_CHARS: usize = 64;
 
 /// One failed login.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// UTC, RFC 3339 to the second.
     pub time: String,
     /// The stage that failed: state, idp_error, callback, token, id_token, session,
@@ -55,7 +55,7 @@ pub struct Failure {
 
 /// The body of `GET /admin/traces?connection=ID`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TracesReport {
+pub(crate) struct TracesReport {
     pub connection: String,
     /// How many failures are kept per connection.
     pub capacity: usize,
@@ -66,13 +66,16 @@ pub struct TracesReport {
 /// A bounded ring of failures per configured connection, plus one for [`UNKNOWN`]. The set of
 /// rings is fixed at startup, so neither their number nor their length can grow with traffic.
 #[derive(Debug)]
-pub struct Traces {
+pub(crate) struct Traces {
     capacity: usize,
     rings: HashMap<String, Mutex<VecDeque<Failure>>>,
 }
 
 impl Traces {
-    pub fn new<'a>(capacity: usize, connections: impl IntoIterator<Item = &'a str>) -> Traces {
+    pub(crate) fn new<'a>(
+        capacity: usize,
+        connections: impl IntoIterator<Item = &'a str>,
+    ) -> Traces {
         let mut rings: HashMap<String, Mutex<VecDeque<Failure>>> = connections
             .into_iter()
             .map(|id| (id.to_owned(), Mutex::new(VecDeque::new())))
@@ -81,12 +84,8 @@ impl Traces {
         Traces { capacity, rings }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Records a failed login callback under its connection (or [`UNKNOWN`]).
-    pub fn record(&self, failed: FailedLogin<'_>, correlation_id: &str) {
+    pub(crate) fn record(&self, failed: FailedLogin<'_>, correlation_id: &str) {
         if self.capacity == 0 {
             return;
         }
@@ -104,7 +103,7 @@ impl Traces {
     }
 
     /// The failures of `connection`, newest first; `None` for a connection that has no ring.
-    pub fn report(&self, connection: &str) -> Option<TracesReport> {
+    pub(crate) fn report(&self, connection: &str) -> Option<TracesReport> {
         let ring = self.rings.get(connection)?;
         let ring = sync::lock(ring);
         Some(TracesReport {
@@ -117,7 +116,7 @@ impl Traces {
 
 /// A failed login as the ring takes it; the HTTP layer classifies its error into one.
 #[derive(Debug)]
-pub struct FailedLogin<'a> {
+pub(crate) struct FailedLogin<'a> {
     /// The connection's id, when known; the ring for [`UNKNOWN`] otherwise.
     pub connection: Option<&'a str>,
     /// The stage that failed (see [`Failure::step`]).
@@ -135,7 +134,7 @@ pub struct FailedLogin<'a> {
 }
 
 impl Failure {
-    pub fn new(
+    pub(crate) fn new(
         failed: FailedLogin<'_>,
         correlation_id: &str,
         now: time::OffsetDateTime,
@@ -167,13 +166,13 @@ impl Failure {
 /// Entra's ids from the trailer of its error text: `… Trace ID: <guid> Correlation ID: <guid>
 /// Timestamp: <time>`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct EntraIds<'a> {
+pub(crate) struct EntraIds<'a> {
     pub trace_id: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
 }
 
 impl<'a> EntraIds<'a> {
-    pub fn parse(description: &'a str) -> EntraIds<'a> {
+    pub(crate) fn parse(description: &'a str) -> EntraIds<'a> {
         EntraIds {
             trace_id: value_after(description, "Trace ID:"),
             correlation_id: value_after(description, "Correlation ID:"),

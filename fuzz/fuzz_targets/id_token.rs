@@ -4,10 +4,7 @@
 
 use std::sync::OnceLock;
 
-use entrance::{
-    jwks::KeySet,
-    verifier::{self, Expectations, IssuerPolicy, TenantAllowList},
-};
+use entrance::id_token::{self as verifier, Expectations, IssuerPolicy, KeySet, TenantAllowList};
 use libfuzzer_sys::fuzz_target;
 
 fn keys() -> &'static KeySet {

@@ -18,14 +18,14 @@ use super::{AppState, Params, urlencode};
 use crate::{http::error::AppError, http::extract::MaybeUser, metrics::Metrics, return_to};
 
 #[derive(Debug, Deserialize)]
-pub struct AuthParams {
+pub(super) struct AuthParams {
     /// `?redirect=true`: answer an anonymous request with a 302 to the login page (Traefik and
     /// Caddy pass it to the browser) instead of 401 (what nginx's `auth_request` needs).
     #[serde(default)]
     redirect: bool,
 }
 
-pub async fn auth(
+pub(super) async fn auth(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     Params(params): Params<AuthParams>,

@@ -28,7 +28,7 @@ use crate::{
 
 /// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`).
 #[derive(Debug, Deserialize)]
-pub struct CallbackParams {
+pub(super) struct CallbackParams {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
@@ -44,7 +44,7 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(v.is_some_and(|v| v == "1" || v == "true"))
 }
 
-pub async fn callback_get(
+pub(super) async fn callback_get(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
     client_ip: ClientIp,
@@ -55,7 +55,7 @@ pub async fn callback_get(
 }
 
 /// `POST /login/callback` (response_mode=form_post, Entra's recommendation for web apps).
-pub async fn callback_post(
+pub(super) async fn callback_post(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
     client_ip: ClientIp,

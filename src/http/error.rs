@@ -37,7 +37,7 @@ impl From<SessionError> for AppError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     #[error("there is no connection {0:?}")]
     UnknownConnection(String),
     #[error("no connection was chosen and several are configured")]
@@ -113,7 +113,7 @@ pub enum AppError {
 }
 
 /// Who should act, and how, on an error page.
-pub struct Explanation {
+pub(crate) struct Explanation {
     pub title: String,
     /// Plain words for the person signing in.
     pub user: String,
@@ -124,7 +124,7 @@ pub struct Explanation {
 }
 
 impl AppError {
-    pub fn not_ready(conn: &crate::config::ConnectionConfig, reason: NotReady) -> AppError {
+    pub(crate) fn not_ready(conn: &crate::config::ConnectionConfig, reason: NotReady) -> AppError {
         AppError::ConnectionNotReady {
             connection: conn.id.clone(),
             name: conn.name.clone(),
@@ -132,7 +132,7 @@ impl AppError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             AppError::UnknownConnection(_)
             | AppError::ConnectionRequired
@@ -175,7 +175,7 @@ impl AppError {
     }
 
     /// A stable snake_case reason for JSON bodies, logs and metrics.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AppError::UnknownConnection(_) => "unknown_connection",
             AppError::ConnectionRequired => "connection_required",
@@ -216,7 +216,7 @@ impl AppError {
     }
 
     /// A finer reason where there is one: the ID-token rule that failed, the OAuth error.
-    pub fn detail(&self) -> Option<String> {
+    pub(crate) fn detail(&self) -> Option<String> {
         match self {
             AppError::IdToken { rejection, .. } => Some(rejection.code().to_owned()),
             AppError::Userinfo { source, .. } => Some(source.code().to_owned()),
@@ -241,7 +241,7 @@ impl AppError {
     }
 
     /// The connection the error belongs to, when known.
-    pub fn connection(&self) -> Option<&str> {
+    pub(crate) fn connection(&self) -> Option<&str> {
         match self {
             AppError::ConnectionNotReady { connection, .. }
             | AppError::IdpError { connection, .. }
@@ -255,7 +255,7 @@ impl AppError {
     }
 
     /// The AADSTS code behind the error, when Entra gave one.
-    pub fn aadsts(&self) -> Option<u32> {
+    pub(crate) fn aadsts(&self) -> Option<u32> {
         match self {
             AppError::IdpError { description, .. } => entra::aadsts_code(description),
             AppError::Token { source, .. } => match &**source {
@@ -266,7 +266,7 @@ impl AppError {
         }
     }
 
-    pub fn explain(&self) -> Explanation {
+    pub(crate) fn explain(&self) -> Explanation {
         let aadsts_fix = self
             .aadsts()
             .and_then(entra::aadsts)

@@ -8,7 +8,7 @@ use super::{AppState, error::AppError};
 use crate::session::{ActiveUser, signed_in};
 
 /// The guard for endpoints that need a signed-in user: rejects with `NotSignedIn`.
-pub struct CurrentUser(pub ActiveUser);
+pub(super) struct CurrentUser(pub ActiveUser);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
@@ -26,7 +26,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 /// The guard for pages that differ for signed-in users: never rejects for lack of a session.
-pub struct MaybeUser(pub Option<ActiveUser>);
+pub(super) struct MaybeUser(pub Option<ActiveUser>);
 
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = AppError;

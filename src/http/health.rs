@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::AppState;
 use crate::{oidc::provider::NotReady, rotation};
 
-pub async fn healthz() -> Json<serde_json::Value> {
+pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
@@ -45,7 +45,7 @@ struct ConnectionReadiness {
 /// 200 when the session store answers, 503 when it does not. Connections are reported but
 /// never decide the status: one customer's IdP outage must not take entrance out of the load
 /// balancer for every other customer.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     // The probe goes through the store's own timeout, so a hung store answers 503 promptly.
     let store = match state.store.probe().await {
         Ok(()) => StoreReadiness {

@@ -13,11 +13,11 @@ use crate::{
 };
 
 #[derive(Debug, Deserialize)]
-pub struct HomeParams {
+pub(super) struct HomeParams {
     return_to: Option<String>,
 }
 
-pub async fn home(
+pub(super) async fn home(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     Params(params): Params<HomeParams>,

@@ -23,13 +23,13 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct LoginLimiter {
+pub(crate) struct LoginLimiter {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     client_ip_header: Option<ClientIpHeader>,
 }
 
 impl LoginLimiter {
-    pub fn new(settings: &RateLimitSettings) -> LoginLimiter {
+    pub(crate) fn new(settings: &RateLimitSettings) -> LoginLimiter {
         let quota = Quota::per_minute(settings.per_minute).allow_burst(settings.burst);
         LoginLimiter {
             limiter: Arc::new(RateLimiter::keyed(quota)),
@@ -38,7 +38,7 @@ impl LoginLimiter {
     }
 
     /// Forgets clients whose budget is full again, so the table stays small.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
     }
@@ -47,7 +47,11 @@ impl LoginLimiter {
 /// The client's address: the configured header's, when a trusted proxy sets one and it
 /// parses, else the TCP peer's. `X-Forwarded-For` is read from the right: the entry the
 /// nearest (trusted) proxy appended, not one the client made up.
-pub fn client_ip(header: Option<&ClientIpHeader>, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn client_ip(
+    header: Option<&ClientIpHeader>,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> IpAddr {
     let from_header = match header {
         None => None,
         Some(ClientIpHeader::XForwardedFor) => headers
@@ -68,7 +72,7 @@ pub fn client_ip(header: Option<&ClientIpHeader>, peer: IpAddr, headers: &Header
 /// The request's client IP for audit lines, by [`client_ip`] with `rate_limit.client_ip_header`.
 /// `None` only when the server runs without connect info (some unit tests); never a rejection,
 /// so an audit line can never stop a sign-in.
-pub struct ClientIp(pub Option<IpAddr>);
+pub(crate) struct ClientIp(pub Option<IpAddr>);
 
 impl std::fmt::Display for ClientIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,7 +104,7 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
-pub async fn limit(
+pub(crate) async fn limit(
     State(limiter): State<LoginLimiter>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,

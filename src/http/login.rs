@@ -24,7 +24,7 @@ use crate::{
 };
 
 #[derive(Debug, Deserialize)]
-pub struct LoginParams {
+pub(super) struct LoginParams {
     connection: Option<String>,
     return_to: Option<String>,
     /// The user's email address, from the start page's form or the app's link.
@@ -42,7 +42,7 @@ fn hint_domain(hint: &str) -> Option<String> {
     (!local.is_empty() && !domain.is_empty()).then_some(domain)
 }
 
-pub async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     session: Session,
     Params(params): Params<LoginParams>,

@@ -16,14 +16,14 @@ use crate::{
     session,
 };
 
-pub async fn confirm() -> Html<String> {
+pub(super) async fn confirm() -> Html<String> {
     Html(pages::page(
         "Sign out",
         "<h1>Sign out?</h1><form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
     ))
 }
 
-pub async fn logout(
+pub(super) async fn logout(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
     client_ip: ClientIp,
@@ -85,7 +85,7 @@ pub async fn logout(
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct FrontChannelParams {
+pub(super) struct FrontChannelParams {
     sid: Option<String>,
 }
 
@@ -93,7 +93,7 @@ pub struct FrontChannelParams {
 /// iframe when the user signs out elsewhere. It sends `sid` but no `iss` (unlike OIDC
 /// Front-Channel Logout 1.0), and third-party cookie blocking usually keeps our cookie out,
 /// so the session is found by `sid` alone. Always 200: the IdP only needs the page to load.
-pub async fn front_channel(
+pub(super) async fn front_channel(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
     client_ip: ClientIp,

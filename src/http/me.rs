@@ -11,7 +11,7 @@ use super::AppState;
 use crate::{http::error::AppError, http::extract::CurrentUser};
 
 #[derive(Serialize)]
-pub struct Me<'a> {
+pub(super) struct Me<'a> {
     user: &'a str,
     connection: &'a str,
     sub: &'a str,
@@ -30,7 +30,7 @@ pub struct Me<'a> {
     expires_at: i64,
 }
 
-pub async fn me(
+pub(super) async fn me(
     State(state): State<AppState>,
     CurrentUser(s): CurrentUser,
 ) -> Result<Response, AppError> {

@@ -3,16 +3,16 @@
 
 mod auth;
 mod callback;
-pub mod error;
+pub(crate) mod error;
 mod extract;
 mod health;
 mod home;
-pub mod limits;
+pub(crate) mod limits;
 mod login;
 mod logout;
 mod me;
-pub mod pages;
-pub mod traces;
+pub(crate) mod pages;
+pub(crate) mod traces;
 
 use std::sync::Arc;
 
@@ -42,10 +42,10 @@ use crate::{
 /// What every handler can reach. Cloned several times per request (each `State` extractor
 /// and middleware), so it is one `Arc`: one reference count to touch, not six.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(shared: Shared) -> AppState {
+    pub(crate) fn new(shared: Shared) -> AppState {
         AppState(Arc::new(shared))
     }
 }
@@ -59,7 +59,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The state behind [`AppState`].
-pub struct Shared {
+pub(crate) struct Shared {
     /// The startup configuration. Its `connections` are not reloaded: use
     /// [`AppState::connections`], which a SIGHUP reload replaces.
     pub config: Arc<Config>,
@@ -75,7 +75,7 @@ pub struct Shared {
 impl Shared {
     /// The live connection with this id (after a reload, the reloaded one: a pending login
     /// names its connection by id, so it finishes under the new configuration).
-    pub fn connection(&self, id: &str) -> Result<Arc<Connection>, AppError> {
+    pub(crate) fn connection(&self, id: &str) -> Result<Arc<Connection>, AppError> {
         self.connections
             .load()
             .iter()
@@ -87,9 +87,9 @@ impl Shared {
 
 /// The request's correlation id, also in every log line of the request and on error pages.
 #[derive(Clone, Debug)]
-pub struct CorrelationId(pub Arc<str>);
+pub(crate) struct CorrelationId(pub Arc<str>);
 
-pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router {
+pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router {
     let mut sessions = SessionManagerLayer::new(state.store.clone())
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
@@ -142,7 +142,7 @@ pub fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router 
 }
 
 /// The admin listener's router: metrics and readiness details, nothing a browser uses.
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_endpoint))
         .route("/readyz", get(health::readyz))
@@ -244,7 +244,7 @@ async fn session_layer_failures(req: Request, next: Next) -> Response {
 /// Query parameters, with a malformed query (bad percent-encoding, a duplicated field, a
 /// wrong type) answered through [`AppError`] like every other error instead of axum's bare
 /// text rejection.
-pub struct Params<T>(pub T);
+pub(crate) struct Params<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     type Rejection = AppError;

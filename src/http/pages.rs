@@ -12,7 +12,7 @@ h1{font-size:1.4rem}.admin{background:#f4f4f4;padding:.75rem;border-radius:4px;f
 
 /// The Content-Security-Policy of every response: nothing may load but our one inline style
 /// (allowed by its hash), no framing (clickjacking), no `<base>` tricks.
-pub fn content_security_policy() -> &'static str {
+pub(crate) fn content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
         let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
@@ -39,7 +39,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A whole page. `body` must already be escaped HTML.
-pub fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -52,7 +52,7 @@ pub fn page(title: &str, body: &str) -> String {
 const RELAY_SCRIPT: &str = "document.forms[0].submit();";
 
 /// The relay page's policy: the base policy plus exactly its one script, by hash.
-pub fn relay_content_security_policy() -> &'static str {
+pub(crate) fn relay_content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
         let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(RELAY_SCRIPT));
@@ -66,7 +66,7 @@ pub fn relay_content_security_policy() -> &'static str {
 /// Re-posts a form_post callback to ourselves. The IdP's cross-site POST arrives without the
 /// `SameSite=Lax` session cookie; the same fields posted from our own page are same-site, so
 /// the browser sends the cookie with them. Without script the user clicks Continue.
-pub fn relay_page(fields: &[(&str, &str)]) -> String {
+pub(crate) fn relay_page(fields: &[(&str, &str)]) -> String {
     let mut inputs = String::new();
     for (name, value) in fields {
         inputs.push_str(&format!(
@@ -85,7 +85,7 @@ pub fn relay_page(fields: &[(&str, &str)]) -> String {
     )
 }
 
-pub struct ErrorPage<'a> {
+pub(crate) struct ErrorPage<'a> {
     pub title: &'a str,
     pub user_message: &'a str,
     pub admin_message: Option<&'a str>,
@@ -93,7 +93,7 @@ pub struct ErrorPage<'a> {
     pub correlation_id: &'a str,
 }
 
-pub fn error_page(p: &ErrorPage<'_>) -> String {
+pub(crate) fn error_page(p: &ErrorPage<'_>) -> String {
     let mut body = format!(
         "<h1>{}</h1><p>{}</p>",
         escape(p.title),

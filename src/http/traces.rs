@@ -19,15 +19,15 @@ use crate::{
     traces::{FailedLogin, UNKNOWN},
 };
 
-pub const PATH: &str = "/admin/traces";
+pub(crate) const PATH: &str = "/admin/traces";
 
 #[derive(Debug, Deserialize)]
-pub struct TracesParams {
+pub(crate) struct TracesParams {
     connection: Option<String>,
 }
 
 /// On the admin listener: whoever reaches that address is the operator.
-pub async fn admin(
+pub(crate) async fn admin(
     State(state): State<AppState>,
     Params(params): Params<TracesParams>,
 ) -> Result<Response, AppError> {
@@ -36,7 +36,7 @@ pub async fn admin(
 
 /// On the public listener: answered only to a local operator, 404 to everyone else, as if
 /// the route did not exist.
-pub async fn local_only(
+pub(crate) async fn local_only(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -64,7 +64,7 @@ const FORWARDING_HEADERS: &[&str] = &[
 
 /// May this request read the traces on the public listener? Only from a loopback peer
 /// (IPv4, IPv6, or IPv4-mapped) and only when no proxy relayed it.
-pub fn is_local_operator(peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+pub(crate) fn is_local_operator(peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
     let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
     loopback && !FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h))
 }
@@ -97,7 +97,7 @@ fn report(state: &AppState, params: TracesParams) -> Result<Response, AppError> 
 
 /// A failed login as the traces ring keeps it: the step, our code and reason, and the IdP's
 /// own words and ids where it gave any.
-pub fn failed_login(err: &AppError) -> FailedLogin<'_> {
+pub(crate) fn failed_login(err: &AppError) -> FailedLogin<'_> {
     let (description, entra_ids) = match err {
         AppError::IdpError { description, .. } => (Some(description.as_str()), None),
         AppError::Token { source, .. } => match &**source {
@@ -121,7 +121,7 @@ pub fn failed_login(err: &AppError) -> FailedLogin<'_> {
 }
 
 /// Which stage of the login failed, from the error alone.
-pub fn step(err: &AppError) -> &'static str {
+pub(crate) fn step(err: &AppError) -> &'static str {
     match err {
         AppError::State { .. } | AppError::MissingParameter("state") => "state",
         AppError::IdpError { .. } => "idp_error",

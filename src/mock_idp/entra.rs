@@ -6,10 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// `Content-Type` Entra uses for every JSON document.
-pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+pub(super) const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 /// Entra's timestamp format in error bodies: `2026-01-01 00:00:00Z`.
-pub fn entra_timestamp() -> String {
+pub(super) fn entra_timestamp() -> String {
     let t = time::OffsetDateTime::now_utc();
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
@@ -24,7 +24,7 @@ pub fn entra_timestamp() -> String {
 
 /// A JSON response with Entra's content type and `Cache-Control: no-store` (token responses
 /// must not be cached, RFC 6749 §5.1; Entra sends the same on errors).
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
@@ -35,7 +35,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 /// The token-endpoint error body exactly as in `tests/fixtures/entra/token-response.error.json`:
 /// `error_description` starts with `AADSTSnnnn: ` and ends with the trace/correlation/timestamp
 /// trailer; `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri` beside it.
-pub fn token_error_body(error: &str, code: u32, text: &str) -> Value {
+pub(super) fn token_error_body(error: &str, code: u32, text: &str) -> Value {
     let trace_id = uuid::Uuid::new_v4().to_string();
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let timestamp = entra_timestamp();
@@ -54,7 +54,7 @@ pub fn token_error_body(error: &str, code: u32, text: &str) -> Value {
 }
 
 /// A token-endpoint error response: 401 for `invalid_client`, as Entra answers, 400 otherwise.
-pub fn token_error(error: &str, code: u32, text: &str) -> Response {
+pub(super) fn token_error(error: &str, code: u32, text: &str) -> Response {
     let status = if error == "invalid_client" {
         StatusCode::UNAUTHORIZED
     } else {
@@ -64,7 +64,7 @@ pub fn token_error(error: &str, code: u32, text: &str) -> Response {
 }
 
 /// Escapes text for HTML element content and double-quoted attribute values.
-pub fn html_escape(s: &str) -> String {
+pub(super) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -92,7 +92,7 @@ fn html_response(status: StatusCode, html: String) -> Response {
 
 /// Entra's own error page, shown instead of redirecting when the client or the redirect URI
 /// cannot be trusted (AADSTS50011, AADSTS700016, AADSTS900144 on /authorize). Status 400.
-pub fn error_page(code: u32, text: &str) -> Response {
+pub(super) fn error_page(code: u32, text: &str) -> Response {
     let request_id = uuid::Uuid::new_v4();
     let correlation_id = uuid::Uuid::new_v4();
     let html = format!(
@@ -111,7 +111,7 @@ pub fn error_page(code: u32, text: &str) -> Response {
 
 /// The page that carries a `response_mode=form_post` response: a form auto-submitted by an
 /// inline script, with a submit button for browsers without JavaScript.
-pub fn form_post_page(action: &str, fields: &[(&str, &str)]) -> Response {
+pub(super) fn form_post_page(action: &str, fields: &[(&str, &str)]) -> Response {
     let inputs: String = fields
         .iter()
         .map(|(k, v)| {
@@ -135,7 +135,7 @@ pub fn form_post_page(action: &str, fields: &[(&str, &str)]) -> Response {
 
 /// The generic page Entra leaves the user on after sign-out without a (registered)
 /// `post_logout_redirect_uri`.
-pub fn signed_out_page() -> Response {
+pub(super) fn signed_out_page() -> Response {
     html_response(
         StatusCode::OK,
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign out</title></head>\n\
@@ -148,7 +148,7 @@ pub fn signed_out_page() -> Response {
 
 /// Form-urldecodes one component (`+` is a space, `%XX` a byte), as RFC 6749 §2.3.1 asks
 /// for the parts of HTTP Basic client credentials. `None` on a malformed escape or non-UTF-8.
-pub fn form_urldecode(s: &str) -> Option<String> {
+pub(super) fn form_urldecode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

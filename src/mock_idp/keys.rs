@@ -31,7 +31,7 @@ pub enum KeyError {
 
 /// One RSA signing key, kept in the forms the mock needs (signing key for jsonwebtoken and
 /// the public JWK members).
-pub struct KeyPair {
+pub(super) struct KeyPair {
     pub kid: String,
     encoding: EncodingKey,
     n: String,
@@ -50,7 +50,7 @@ impl std::fmt::Debug for KeyPair {
 impl KeyPair {
     /// Generates a fresh RSA 2048 key. CPU-heavy (tens to hundreds of ms even optimised):
     /// callers inside async code run it on a blocking thread.
-    pub fn generate() -> Result<KeyPair, KeyError> {
+    pub(super) fn generate() -> Result<KeyPair, KeyError> {
         let private = rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS)?;
         let public_der = private
             .to_public_key()
@@ -75,7 +75,7 @@ impl KeyPair {
 
     /// The key as Entra publishes it: no `alg`, `x5t` = `kid`, and Entra's non-standard
     /// `issuer` member. `x5c` is left out because the mock has no certificate.
-    pub fn jwk(&self, key_issuer: &str) -> Value {
+    pub(super) fn jwk(&self, key_issuer: &str) -> Value {
         json!({
             "kty": "RSA",
             "use": "sig",
@@ -91,17 +91,17 @@ impl KeyPair {
 /// A JWT header whose members keep their insertion order, so the default header serialises
 /// exactly as Entra's `{"typ":"JWT","alg":"RS256","kid":…}` and tests can inject any member.
 #[derive(Debug, Clone, Default)]
-pub struct OrderedHeader(Vec<(String, Value)>);
+pub(super) struct OrderedHeader(Vec<(String, Value)>);
 
 impl OrderedHeader {
-    pub fn set(&mut self, name: &str, value: Value) {
+    pub(super) fn set(&mut self, name: &str, value: Value) {
         match self.0.iter_mut().find(|(k, _)| k == name) {
             Some((_, v)) => *v = value,
             None => self.0.push((name.to_owned(), value)),
         }
     }
 
-    pub fn remove(&mut self, name: &str) {
+    pub(super) fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| k != name);
     }
 
@@ -122,7 +122,7 @@ impl OrderedHeader {
 
 /// What a token is signed with, resolved from [`Signing`] by the caller (which owns the key
 /// store).
-pub struct SignWith<'a> {
+pub(super) struct SignWith<'a> {
     pub signing: &'a Signing,
     /// The key to sign with for Normal, CorruptSignature and Rs384 — the current signing key —
     /// and for TenantKey and AppKey, the tenant's or app's own key.
@@ -137,7 +137,7 @@ pub struct SignWith<'a> {
 /// Builds and signs a JWT. The header is built here, not by jsonwebtoken, so tests can
 /// inject arbitrary members (`crit`, a bogus `alg`, …); `header_set` wins over the defaults
 /// but does not change which algorithm is actually used to sign.
-pub fn build_jwt(
+pub(super) fn build_jwt(
     claims: &Map<String, Value>,
     header_set: &Map<String, Value>,
     header_remove: &[String],
@@ -219,7 +219,7 @@ fn corrupt(sig_b64: &str) -> String {
 /// `n` random bytes from the OS, base64url without padding (codes, opaque token values).
 /// `OsRng` is rsa's re-export of rand_core's; its `getrandom` feature is enabled by the
 /// dependency graph (jsonwebtoken's rust_crypto backend pulls `rand` with `std`).
-pub fn random_b64(n: usize) -> String {
+pub(super) fn random_b64(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

@@ -276,7 +276,7 @@ pub(crate) mod test_keys {
     use rsa::pkcs1::EncodeRsaPrivateKey as _;
     use rsa::traits::PublicKeyParts as _;
 
-    pub struct TestKey {
+    pub(crate) struct TestKey {
         pub der: Vec<u8>,
         pub n: String,
         pub e: String,
@@ -293,12 +293,12 @@ pub(crate) mod test_keys {
             }
         }
 
-        pub fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
+        pub(crate) fn encoding_key(&self) -> jsonwebtoken::EncodingKey {
             jsonwebtoken::EncodingKey::from_rsa_der(&self.der)
         }
 
         /// The public half as an Entra-shaped JWK.
-        pub fn jwk(&self, kid: &str) -> serde_json::Value {
+        pub(crate) fn jwk(&self, kid: &str) -> serde_json::Value {
             serde_json::json!({
                 "kty": "RSA", "use": "sig", "kid": kid, "x5t": kid, "n": self.n, "e": self.e,
                 "issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"
@@ -306,12 +306,12 @@ pub(crate) mod test_keys {
         }
     }
 
-    pub fn primary() -> &'static TestKey {
+    pub(crate) fn primary() -> &'static TestKey {
         static KEY: OnceLock<TestKey> = OnceLock::new();
         KEY.get_or_init(|| TestKey::generate(2048))
     }
 
-    pub fn secondary() -> &'static TestKey {
+    pub(crate) fn secondary() -> &'static TestKey {
         static KEY: OnceLock<TestKey> = OnceLock::new();
         KEY.get_or_init(|| TestKey::generate(2048))
     }

@@ -3,10 +3,10 @@
 //! the token endpoint ([`token`]), userinfo ([`userinfo`]), the user derived from the claims
 //! ([`identity`]), and the one outbound HTTP client ([`http_client`]).
 
-pub mod http_client;
-pub mod identity;
-pub mod jwks;
-pub mod provider;
-pub mod token;
-pub mod userinfo;
-pub mod verifier;
+pub(crate) mod http_client;
+pub(crate) mod identity;
+pub(crate) mod jwks;
+pub(crate) mod provider;
+pub(crate) mod token;
+pub(crate) mod userinfo;
+pub(crate) mod verifier;

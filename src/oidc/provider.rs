@@ -25,7 +25,7 @@ use crate::{
 
 /// The part of an OpenID Provider's metadata entrance uses.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
@@ -42,7 +42,7 @@ pub struct Metadata {
 
 /// Why a connection's IdP could not be used. Shown to admins in logs and `/readyz`.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error("fetching the metadata document {url} failed: {source}")]
     Metadata { url: String, source: FetchError },
     #[error(
@@ -63,7 +63,7 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// A short reason code for metrics, JSON errors and `/readyz`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ProviderError::Metadata { .. } => "metadata_unreachable",
             ProviderError::IssuerMismatch { .. } => "issuer_mismatch",
@@ -76,7 +76,7 @@ impl ProviderError {
 
 /// Validates a metadata document against the connection's configuration. Pure, so it is
 /// tested without sockets.
-pub fn check_metadata(
+pub(crate) fn check_metadata(
     meta: &Metadata,
     conn: &ConnectionConfig,
 ) -> Result<IssuerPolicy, ProviderError> {
@@ -87,7 +87,7 @@ pub fn check_metadata(
 
 /// The issuer half of [`check_metadata`] (`entrance check` reports it on a line of its own):
 /// how the connection's ID tokens' `iss` will be judged.
-pub fn check_issuer(
+pub(crate) fn check_issuer(
     meta: &Metadata,
     conn: &ConnectionConfig,
 ) -> Result<IssuerPolicy, ProviderError> {
@@ -119,7 +119,7 @@ pub fn check_issuer(
 }
 
 /// The endpoint half of [`check_metadata`]: every endpoint entrance calls is https.
-pub fn check_endpoints(meta: &Metadata) -> Result<(), ProviderError> {
+pub(crate) fn check_endpoints(meta: &Metadata) -> Result<(), ProviderError> {
     for (name, value) in [
         ("authorization_endpoint", &meta.authorization_endpoint),
         ("token_endpoint", &meta.token_endpoint),
@@ -152,7 +152,7 @@ fn endpoint_url(name: &str, value: &str) -> Result<Url, ProviderError> {
 
 /// A connection's usable IdP: metadata and keys that passed every check.
 #[derive(Clone)]
-pub struct Provider {
+pub(crate) struct Provider {
     pub metadata: Metadata,
     /// How `iss` is judged: exactly the metadata issuer, or Entra's multi-tenant template.
     pub issuer: IssuerPolicy,
@@ -172,7 +172,7 @@ enum State {
 }
 
 /// A connection: its configuration and live IdP state.
-pub struct Connection {
+pub(crate) struct Connection {
     pub config: ConnectionConfig,
     state: RwLock<State>,
     /// Serialises refetches so concurrent callbacks with a new `kid` cause one JWKS fetch.
@@ -209,7 +209,7 @@ struct TenantKeys {
 
 /// Why a connection cannot take a login right now.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     #[error("entrance is still fetching this connection's IdP metadata")]
     Starting,
     #[error(transparent)]
@@ -217,7 +217,7 @@ pub enum NotReady {
 }
 
 impl Connection {
-    pub fn new(
+    pub(crate) fn new(
         config: ConnectionConfig,
         key_refetch_cooldown: Duration,
         metrics: Arc<Metrics>,
@@ -236,7 +236,7 @@ impl Connection {
     /// The same IdP under a reloaded configuration (new credentials, same metadata URL and
     /// client): starts with `previous`'s fetched metadata and keys, so a reload neither drops
     /// a ready connection back to "starting" nor refetches anything.
-    pub fn carry_over(
+    pub(crate) fn carry_over(
         previous: &Connection,
         config: ConnectionConfig,
         key_refetch_cooldown: Duration,
@@ -252,7 +252,7 @@ impl Connection {
         }
     }
 
-    pub fn provider(&self) -> Result<Arc<Provider>, NotReady> {
+    pub(crate) fn provider(&self) -> Result<Arc<Provider>, NotReady> {
         match &*self.read_state() {
             State::Ready(p) => Ok(p.clone()),
             State::Starting => Err(NotReady::Starting),
@@ -280,7 +280,7 @@ impl Connection {
     /// Fetches metadata and keys. On failure the last good provider is kept (a refresh failing
     /// must not take a working connection down); only a connection that never worked is
     /// marked failed.
-    pub async fn refresh(&self, http: &HttpClient) -> Result<Arc<Provider>, ProviderError> {
+    pub(crate) async fn refresh(&self, http: &HttpClient) -> Result<Arc<Provider>, ProviderError> {
         let result = fetch_provider(http, &self.config, &|took| self.observe_jwks(took)).await;
         self.metrics
             .key_refreshes
@@ -310,7 +310,7 @@ impl Connection {
     /// Called when an ID token names a `kid` the cached keys lack: the IdP may have rotated its
     /// keys. Concurrent callers share one fetch; after a fetch, further fetches wait for the
     /// cooldown. Returns the provider to verify with (refreshed or not).
-    pub async fn keys_for_unknown_kid(
+    pub(crate) async fn keys_for_unknown_kid(
         &self,
         http: &HttpClient,
         kid: &str,
@@ -363,7 +363,7 @@ impl Connection {
     /// `key_refetch_cooldown`. A failed fetch keeps the last good set; a tenant never fetched
     /// successfully falls back to the connection's own keys (every key still passes the
     /// key-issuer check). The caller has checked that `tid` is a GUID and an allowed tenant.
-    pub async fn tenant_keys(
+    pub(crate) async fn tenant_keys(
         &self,
         http: &HttpClient,
         provider: &Provider,
@@ -453,7 +453,7 @@ async fn fetch_provider(
 /// `client_secret_post` unless the IdP lists only `client_secret_basic`. Post is preferred:
 /// Entra secrets contain `~`, which Basic's form-encoding turns into `%7E`, and whether Entra
 /// decodes it is unconfirmed.
-pub fn pick_client_auth(meta: &Metadata) -> ClientAuth {
+pub(crate) fn pick_client_auth(meta: &Metadata) -> ClientAuth {
     match &meta.token_endpoint_auth_methods_supported {
         Some(methods)
             if !methods.iter().any(|m| m == "client_secret_post")
@@ -467,7 +467,7 @@ pub fn pick_client_auth(meta: &Metadata) -> ClientAuth {
     }
 }
 
-pub async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
+pub(crate) async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
     let body: serde_json::Value = http
         .get_json(jwks_uri)
         .await
@@ -487,7 +487,7 @@ pub async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, Pro
 /// it is back, without a restart), then refreshes metadata and keys every `refresh_interval`
 /// with ±10 % jitter so replicas do not refresh in lockstep. A failed refresh keeps the last
 /// good metadata and keys.
-pub async fn maintain(conn: Arc<Connection>, http: HttpClient, refresh_interval: Duration) {
+pub(crate) async fn maintain(conn: Arc<Connection>, http: HttpClient, refresh_interval: Duration) {
     let mut delay = Duration::from_millis(500);
     // A connection carried over by a configuration reload is already ready: it waits for its
     // next scheduled refresh.

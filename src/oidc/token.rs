@@ -18,14 +18,14 @@ use crate::{
 /// The one credential a single token request carries: a connection may hold several secrets
 /// (see [`attempts`]), but each request sends one.
 #[derive(Clone, Copy)]
-pub enum Credential<'a> {
+pub(crate) enum Credential<'a> {
     Secret(&'a SecretString),
     Certificate(&'a CertificateCredential),
 }
 
 /// The credentials to try at the token endpoint, in order: each secret (newest first) with
 /// its label, or the certificate alone.
-pub fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<'_>)> {
+pub(crate) fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<'_>)> {
     match credential {
         ClientCredential::Secrets(secrets) => secrets
             .iter()
@@ -51,11 +51,11 @@ impl fmt::Debug for Credential<'_> {
 /// Entra's answers to a client secret it does not accept (`invalid_client`, AADSTS7000215
 /// wrong secret, AADSTS7000222 expired secret). The code is not consumed by such a refusal,
 /// so the same code may be sent again with another secret.
-pub fn is_client_auth_failure(error: &OAuthError) -> bool {
+pub(crate) fn is_client_auth_failure(error: &OAuthError) -> bool {
     error.error == "invalid_client" || matches!(error.aadsts(), Some(7000215 | 7000222))
 }
 
-pub struct CodeExchange<'a> {
+pub(crate) struct CodeExchange<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
     pub credential: Credential<'a>,
@@ -69,7 +69,7 @@ pub struct CodeExchange<'a> {
 /// What entrance keeps from a successful token response. The refresh token is dropped, and
 /// the access token is used only for the optional userinfo call during the callback, then
 /// dropped: entrance signs users in, it does not call APIs for them.
-pub struct TokenResponse {
+pub(crate) struct TokenResponse {
     pub id_token: String,
     pub access_token: Option<SecretString>,
 }
@@ -82,7 +82,7 @@ impl fmt::Debug for TokenResponse {
 
 /// An OAuth error answer (RFC 6749 §5.2), with Entra's extra members when present.
 #[derive(Debug, Clone, Deserialize)]
-pub struct OAuthError {
+pub(crate) struct OAuthError {
     pub error: String,
     #[serde(default)]
     pub error_description: Option<String>,
@@ -96,7 +96,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     /// The AADSTS code: Entra's `error_codes[0]`, else the `AADSTSnnnn:` prefix.
-    pub fn aadsts(&self) -> Option<u32> {
+    pub(crate) fn aadsts(&self) -> Option<u32> {
         self.error_codes.first().copied().or_else(|| {
             self.error_description
                 .as_deref()
@@ -106,7 +106,7 @@ impl OAuthError {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("the token endpoint could not be used: {0}")]
     Transport(#[from] FetchError),
     #[error("the token endpoint refused the code (HTTP {status}, {})", .error.error)]
@@ -132,7 +132,7 @@ struct RawTokenResponse {
     token_type: Option<String>,
 }
 
-pub async fn exchange_code(
+pub(crate) async fn exchange_code(
     http: &HttpClient,
     req: &CodeExchange<'_>,
 ) -> Result<TokenResponse, TokenError> {
@@ -248,7 +248,7 @@ impl<'a> ClientAuthentication<'a> {
 
 /// A client-credentials token request: the one way to prove a client ID and secret without a
 /// user. The token is never kept.
-pub struct ClientCredentials<'a> {
+pub(crate) struct ClientCredentials<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
     pub credential: Credential<'a>,
@@ -258,7 +258,7 @@ pub struct ClientCredentials<'a> {
 }
 
 /// `Ok(())` when the IdP issued a token, i.e. accepted the credentials.
-pub async fn client_credentials(
+pub(crate) async fn client_credentials(
     http: &HttpClient,
     req: &ClientCredentials<'_>,
 ) -> Result<(), TokenError> {
@@ -279,7 +279,10 @@ pub async fn client_credentials(
 
 /// Pure: reads a client-credentials answer. Any 2xx means the credentials were accepted; the
 /// body (an access token) is not looked at, so it is never held longer than the read.
-pub fn parse_client_credentials_response(status: u16, body: &[u8]) -> Result<(), TokenError> {
+pub(crate) fn parse_client_credentials_response(
+    status: u16,
+    body: &[u8],
+) -> Result<(), TokenError> {
     if (200..300).contains(&status) {
         return Ok(());
     }
@@ -300,7 +303,7 @@ fn basic_auth(client_id: &str, secret: &str) -> String {
 }
 
 /// Pure: reads a token endpoint answer.
-pub fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+pub(crate) fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
     if !(200..300).contains(&status) {
         return match serde_json::from_slice::<OAuthError>(body) {
             Ok(error) => Err(TokenError::Refused { status, error }),

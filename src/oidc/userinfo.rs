@@ -17,7 +17,7 @@ use crate::{
 /// Why the userinfo step failed. Every variant fails the sign-in: the connection asked for
 /// userinfo, so a user without it is not the user the admin configured.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UserinfoError {
+pub(crate) enum UserinfoError {
     #[error("the IdP's metadata publishes no userinfo_endpoint")]
     NoEndpoint,
     #[error("the token response carried no access_token to call userinfo with")]
@@ -36,7 +36,7 @@ pub enum UserinfoError {
 
 impl UserinfoError {
     /// A stable machine-readable reason for logs, metrics and JSON errors.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             UserinfoError::NoEndpoint => "userinfo_no_endpoint",
             UserinfoError::NoAccessToken => "userinfo_no_access_token",
@@ -50,7 +50,7 @@ impl UserinfoError {
 
 /// The claims of a userinfo response that entrance reads.
 #[derive(Debug, Deserialize)]
-pub struct UserinfoClaims {
+pub(crate) struct UserinfoClaims {
     sub: String,
     #[serde(default)]
     name: Option<String>,
@@ -65,7 +65,7 @@ pub struct UserinfoClaims {
 /// GETs the userinfo endpoint with the access token as a Bearer token (RFC 6750 §2.1), through
 /// the shared client: its timeouts, size limit and no redirects apply. A signed or encrypted
 /// (`application/jwt`) response is refused as not JSON.
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &HttpClient,
     endpoint: Option<&str>,
     access_token: Option<&SecretString>,
@@ -87,7 +87,10 @@ pub async fn fetch(
 }
 
 /// Checks `sub` and fills what the ID token left out.
-pub fn merge(claims: &mut IdTokenClaims, userinfo: UserinfoClaims) -> Result<(), UserinfoError> {
+pub(crate) fn merge(
+    claims: &mut IdTokenClaims,
+    userinfo: UserinfoClaims,
+) -> Result<(), UserinfoError> {
     if userinfo.sub != claims.sub {
         return Err(UserinfoError::SubMismatch {
             userinfo: userinfo.sub,

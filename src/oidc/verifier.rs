@@ -19,7 +19,7 @@ use crate::oidc::jwks::{KeyFamily, KeySet, VerificationKey};
 /// Tokens longer than this are refused before any decoding: the cap bounds the work an attacker can make us do
 /// (base64, JSON, RSA) per request. Most ID tokens are a few KiB, but an IdP without Entra's 200-group overage
 /// (Keycloak, Okta) puts every group in the token: 500 group GUIDs alone are ~26 KiB encoded.
-pub const MAX_TOKEN_LEN: usize = 64 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// How a token's `iss` is judged, decided once at discovery from the metadata and its URL.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tower_sessions::{
     session::{Id, Record},
 };
 
-pub mod store;
+pub(crate) mod store;
 
 use crate::clock::now_unix;
 use crate::{config::ResponseMode, oidc::identity::Identity};
@@ -59,7 +59,7 @@ async fn put_user(session: &Session, user: &SignedIn) -> Result<(), SessionError
 
 /// A login that went to the IdP and has not come back yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingLogin {
+pub(crate) struct PendingLogin {
     pub state: String,
     pub connection: String,
     pub nonce: String,
@@ -70,7 +70,7 @@ pub struct PendingLogin {
 }
 
 impl PendingLogin {
-    pub fn mode(&self) -> ResponseMode {
+    pub(crate) fn mode(&self) -> ResponseMode {
         match self.response_mode.as_str() {
             "form_post" => ResponseMode::FormPost,
             _ => ResponseMode::Query,
@@ -80,15 +80,15 @@ impl PendingLogin {
 
 /// How long a login may take at the IdP; also the lifetime of a session that holds only
 /// pending logins. Entra's codes live about 10 minutes too.
-pub const PENDING_LIFETIME: Duration = Duration::from_secs(600);
+pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
 
 /// Logins one browser session may have in flight (several tabs). Past this the oldest is
 /// dropped, so a bot hammering /login cannot grow one session without bound.
-pub const MAX_PENDING: usize = 8;
+pub(crate) const MAX_PENDING: usize = 8;
 
 /// A signed-in user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedIn {
+pub(crate) struct SignedIn {
     pub identity: Identity,
     pub issued_at: i64,
     /// Absolute end of the session (`session.absolute_lifetime_secs` after sign-in). The idle
@@ -105,7 +105,7 @@ pub struct SignedIn {
 /// token, which serde skips over without copying (a third of the bytes the hot path used to
 /// parse on every `/auth`; docs/BENCHMARKS.md, "Profile").
 #[derive(Debug, Clone, Deserialize)]
-pub struct ActiveUser {
+pub(crate) struct ActiveUser {
     pub identity: Identity,
     pub issued_at: i64,
     pub expires_at: i64,
@@ -113,7 +113,7 @@ pub struct ActiveUser {
 
 /// Why a callback's `state` could not be matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateProblem {
+pub(crate) enum StateProblem {
     /// No pending login in this browser carries that state: never started here, started in
     /// another browser, or already used.
     Unknown,
@@ -124,7 +124,7 @@ pub enum StateProblem {
 /// What can go wrong with a session: the store failed, a record does not parse, or a
 /// callback's `state` matches no pending login. The HTTP layer turns each into a response.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error(transparent)]
     Store(#[from] tower_sessions::session::Error),
     #[error("{0}")]
@@ -140,7 +140,10 @@ pub enum SessionError {
 }
 
 /// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`].
-pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), SessionError> {
+pub(crate) async fn push_pending(
+    session: &Session,
+    login: PendingLogin,
+) -> Result<(), SessionError> {
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
     let now = now_unix();
     pending.retain(|p| now - p.created_at < PENDING_LIFETIME.as_secs() as i64);
@@ -162,7 +165,10 @@ pub async fn push_pending(session: &Session, login: PendingLogin) -> Result<(), 
 /// Takes the pending login for `state` out of the session (single use) and saves the session
 /// at once, so the removal sticks whatever the callback answers afterwards: a replayed or
 /// failed callback can never use that state again.
-pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin, SessionError> {
+pub(crate) async fn take_pending(
+    session: &Session,
+    state: &str,
+) -> Result<PendingLogin, SessionError> {
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
     // Compare against every entry in constant time, so the time taken does not reveal how
     // much of a guessed state matched.
@@ -198,7 +204,7 @@ pub async fn take_pending(session: &Session, state: &str) -> Result<PendingLogin
 
 /// Signs the user in: a new session id (so a session id planted before login is worthless —
 /// session fixation), the identity, the idle expiry, and an explicit save.
-pub async fn sign_in(
+pub(crate) async fn sign_in(
     session: &Session,
     signed_in: &SignedIn,
     idle_timeout: Duration,
@@ -237,7 +243,11 @@ fn sid_index_id(sid: &str) -> Id {
 
 const SID_INDEX_KEY: &str = "sid_index_for";
 
-pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result<(), SessionError> {
+pub(crate) async fn index_sid(
+    store: &AnyStore,
+    sid: &str,
+    session: &Session,
+) -> Result<(), SessionError> {
     let Some(id) = session.id() else {
         return Ok(());
     };
@@ -255,7 +265,10 @@ pub async fn index_sid(store: &AnyStore, sid: &str, session: &Session) -> Result
 }
 
 /// Ends the session that signed in with IdP session `sid`, if any. Returns whether one was.
-pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>, SessionError> {
+pub(crate) async fn end_by_sid(
+    store: &AnyStore,
+    sid: &str,
+) -> Result<Option<SignedIn>, SessionError> {
     let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
     let index_id = sid_index_id(sid);
     let Some(index) = store.load(&index_id).await.map_err(store_err)? else {
@@ -282,7 +295,7 @@ pub async fn end_by_sid(store: &AnyStore, sid: &str) -> Result<Option<SignedIn>,
 
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
-pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, SessionError> {
+pub(crate) async fn sign_out(session: &Session) -> Result<Option<SignedIn>, SessionError> {
     let mut user = get_user::<SignedIn>(session).await?;
     if let Some(user) = &mut user {
         user.id_token = session
@@ -298,7 +311,7 @@ pub async fn sign_out(session: &Session) -> Result<Option<SignedIn>, SessionErro
 /// forward (one store write) only when it has moved meaningfully — a tenth of the idle
 /// timeout, at least a minute — so `/auth` and `/me` are reads, not writes, on almost every
 /// request.
-pub async fn signed_in(
+pub(crate) async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
 ) -> Result<Option<ActiveUser>, SessionError> {

@@ -3,11 +3,9 @@
 //! Certificates and keys are made here, per test: none is committed.
 
 use entrance::{
-    config::Config,
+    Config, HttpClient, aadsts,
     doctor::{self, Status},
-    entra,
     mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate},
-    oidc::http_client::HttpClient,
 };
 use reqwest::StatusCode;
 
@@ -86,10 +84,10 @@ async fn a_key_the_idp_does_not_know_is_explained_by_aadsts700027_and_its_fix() 
     let res = app.callback_with(&app.browser, &callback, false).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     let html = res.text().await.expect("html");
-    let row = entra::aadsts(700027).expect("700027 is in the table");
+    let row = aadsts(700027).expect("700027 is in the table");
     assert!(html.contains("AADSTS700027"), "{html}");
     assert!(
-        html.contains(&entrance::http::pages::escape(&row.fix)),
+        html.contains(&entrance::escape_html(&row.fix)),
         "the admin's fix is shown: {html}"
     );
     assert!(html.contains("/login?connection=contoso"), "offers a retry");

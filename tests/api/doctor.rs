@@ -2,13 +2,12 @@
 //! and broken, and the real binary's exit status and JSON.
 
 use entrance::{
-    config::Config,
+    Config, HttpClient,
     doctor::{self, Report, Status},
     mock_idp::{
         Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
         MockIdpSettings, TokenError,
     },
-    oidc::http_client::HttpClient,
 };
 use time::{Duration, OffsetDateTime, macros::datetime};
 

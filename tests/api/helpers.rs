@@ -7,8 +7,7 @@ use std::{
 };
 
 use entrance::{
-    app::Application,
-    config::Config,
+    Application, Config,
     mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
 };
 use reqwest::{StatusCode, header};

@@ -233,7 +233,7 @@ refetch_cooldown_secs = 0
         entrance::mock_idp::DEFAULT_CLIENT_ID,
         entrance::mock_idp::DEFAULT_CLIENT_SECRET,
     );
-    let config = entrance::config::Config::load_str(&toml).expect("config");
+    let config = entrance::Config::load_str(&toml).expect("config");
     let (tx, _server) = crate::helpers::serve(config, listener).await;
     let r = Replica {
         base,

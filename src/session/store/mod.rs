@@ -28,7 +28,7 @@ mod memory;
 mod redis;
 mod sqlite;
 
-pub use memory::MemoryStore;
+pub(crate) use memory::MemoryStore;
 use redis::{RedisSessions, open_redis};
 #[cfg(test)]
 use sqlite::sqlite_fast_read;
@@ -58,7 +58,7 @@ const SQLITE_FIX: &str = "point session.sqlite_path at a file in an existing dir
 /// unreachable Redis) becomes an error the request answers with 503, instead of a request
 /// that hangs until the client gives up.
 #[derive(Clone)]
-pub struct AnyStore {
+pub(crate) struct AnyStore {
     inner: Arc<dyn SessionStore>,
     timeout: Duration,
     /// The last save per session id, to skip an identical repeat (see [`AnyStore::save`]).
@@ -105,7 +105,7 @@ impl fmt::Debug for AnyStore {
 }
 
 impl AnyStore {
-    pub fn new(inner: Arc<dyn SessionStore>, timeout: Duration) -> AnyStore {
+    pub(crate) fn new(inner: Arc<dyn SessionStore>, timeout: Duration) -> AnyStore {
         AnyStore {
             inner,
             timeout,
@@ -149,7 +149,7 @@ impl AnyStore {
         );
     }
 
-    pub fn memory(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
+    pub(crate) fn memory(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
         let store = Arc::new(MemoryStore::default());
         (AnyStore::new(store.clone(), timeout), store)
     }
@@ -170,7 +170,7 @@ impl AnyStore {
 
     /// A cheap round trip for `/readyz`: loading an id that does not exist reads the store
     /// without writing to it.
-    pub async fn probe(&self) -> session_store::Result<()> {
+    pub(crate) async fn probe(&self) -> session_store::Result<()> {
         self.load(&Id::default()).await.map(|_| ())
     }
 }
@@ -214,7 +214,7 @@ impl SessionStore for AnyStore {
 }
 
 /// The store the configuration asks for, opened, with what it takes to sweep and close it.
-pub struct OpenStore {
+pub(crate) struct OpenStore {
     pub store: AnyStore,
     backend: Backend,
 }
@@ -234,7 +234,7 @@ impl OpenStore {
     /// migrated, and an unusable path stops startup. Redis: connecting happens in the
     /// background, like an IdP's metadata, so a Redis that is down at startup only makes
     /// `/readyz` (and requests needing a session) fail until it is reachable.
-    pub async fn open(settings: &SessionSettings) -> Result<OpenStore, StoreError> {
+    pub(crate) async fn open(settings: &SessionSettings) -> Result<OpenStore, StoreError> {
         let timeout = settings.store_timeout;
         match &settings.store {
             StoreKind::Memory => {
@@ -274,7 +274,7 @@ impl OpenStore {
     }
 
     /// The in-memory store, when that is the backend.
-    pub fn memory(&self) -> Option<Arc<MemoryStore>> {
+    pub(crate) fn memory(&self) -> Option<Arc<MemoryStore>> {
         match &self.backend {
             Backend::Memory(m) => Some(m.clone()),
             _ => None,
@@ -283,7 +283,7 @@ impl OpenStore {
 
     /// Starts the periodic deletion of expired sessions, for stores that need it. Abandoned
     /// logins would otherwise grow the store forever.
-    pub fn spawn_sweeper(&self) -> Option<JoinHandle<()>> {
+    pub(crate) fn spawn_sweeper(&self) -> Option<JoinHandle<()>> {
         match &self.backend {
             Backend::Memory(memory) => Some(spawn_sweep(memory.clone())),
             Backend::Sqlite { store, .. } => Some(spawn_sweep(Arc::new(store.clone()))),
@@ -293,7 +293,7 @@ impl OpenStore {
 
     /// Releases the store: closes the SQLite pool (so the next `Application` can open the
     /// same file) or the Redis connections.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         match self.backend {
             Backend::Memory(_) => {}
             Backend::Sqlite { pool, .. } => pool.close().await,
