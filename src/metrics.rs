@@ -95,6 +95,8 @@ fn secret_expiries(config: &Config) -> Vec<(String, OffsetDateTime)> {
 }
 
 impl Metrics {
+    /// Every metric, registered with its help text. One piece on purpose: it is the list of
+    /// what `/metrics` exposes, read top to bottom; splitting it would scatter that list.
     pub(crate) fn new(config: &Config) -> Metrics {
         let mut registry = Registry::with_prefix("entrance");
         let requests = Family::<RouteLabels, Counter>::default();

@@ -197,6 +197,106 @@ pub(super) fn validate_connection(
     mode: Mode,
 ) -> Result<(ConnectionConfig, Vec<SecretAsRead>), ConfigError> {
     let key = |k: &str| format!("connections[{i}].{k}");
+    let (metadata_url, expected_issuer) = check_id_and_metadata_url(&rc, &key)?;
+
+    let is_entra = entra::is_entra_url(&metadata_url);
+    let client_id = rc.client_id.trim().to_owned();
+    let has_certificate =
+        rc.client_certificate_file.is_some() || rc.client_private_key_file.is_some();
+    if mode == Mode::Strict {
+        check_client_id(&client_id, is_entra, &key)?;
+    }
+    let (credential, read) = credential(&rc, has_certificate, is_entra, &key, env, mode)?;
+
+    let client_secret_expires_at = match &rc.client_secret_expires_at {
+        None => None,
+        Some(_) if has_certificate => {
+            return Err(invalid(
+                key("client_secret_expires_at"),
+                "is set, but this connection uses a certificate, whose expiry entrance reads from the certificate itself",
+                "remove client_secret_expires_at",
+            ));
+        }
+        Some(value) => Some(parse_expiry(value).ok_or_else(|| {
+            invalid(
+                key("client_secret_expires_at"),
+                format!("{value:?} is not an RFC 3339 date or date-time"),
+                "copy the Expires date from Certificates & secrets, e.g. \"2027-05-01\"",
+            )
+        })?),
+    };
+    let home_tenant = match &rc.home_tenant {
+        None => None,
+        Some(t) if entra::is_guid(t.trim()) => Some(t.trim().to_owned()),
+        Some(t) => {
+            return Err(invalid(
+                key("home_tenant"),
+                format!("{t:?} is not a tenant GUID"),
+                "paste the Directory (tenant) ID from the app registration's Overview page",
+            ));
+        }
+    };
+    let verify_scope = match &rc.verify_scope {
+        None => None,
+        Some(s) if !s.trim().is_empty() && !s.bytes().any(|b| b == b'"' || b == b'\\') => {
+            Some(s.trim().to_owned())
+        }
+        Some(s) => {
+            return Err(invalid(
+                key("verify_scope"),
+                format!("{s:?} is not a usable scope"),
+                "leave it out for the default, or write e.g. \"https://graph.microsoft.com/.default\"",
+            ));
+        }
+    };
+
+    let issuer_template = entra::multi_tenant_issuer_template(&metadata_url, &expected_issuer);
+    let allowed_tenants = allowed_tenants(
+        &rc,
+        entra::multi_tenant_authority(&metadata_url),
+        &key("allowed_tenants"),
+    )?;
+
+    let scopes = scopes(rc.scopes.clone(), &key)?;
+    let client_auth = client_auth(rc.client_auth.as_deref(), has_certificate, &key)?;
+    let response_mode = response_mode(rc.response_mode.as_deref(), &key)?;
+
+    let domains = email_domains(&rc.domains, &key("domains"))?;
+    let access = AccessPolicy {
+        groups: access_list(rc.allowed_groups.as_deref(), &key("allowed_groups"))?,
+        roles: access_list(rc.allowed_roles.as_deref(), &key("allowed_roles"))?,
+    };
+
+    let conn = ConnectionConfig {
+        name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
+        id: rc.id,
+        metadata_url,
+        expected_issuer,
+        client_id,
+        credential,
+        scopes,
+        client_auth,
+        response_mode,
+        trusted_audiences: rc.trusted_audiences,
+        client_secret_expires_at,
+        home_tenant,
+        verify_scope,
+        issuer_template,
+        allowed_tenants,
+        domains,
+        access,
+        userinfo: rc.userinfo,
+    };
+    Ok((conn, read))
+}
+
+/// `id` and `metadata_url`: a usable id, and an https metadata URL ending in the well-known
+/// path (plain http on loopback only); the issuer expected in the metadata is that URL without
+/// the well-known path.
+fn check_id_and_metadata_url(
+    rc: &RawConnection,
+    key: &dyn Fn(&str) -> String,
+) -> Result<(Url, String), ConfigError> {
     if rc.id.is_empty()
         || rc.id.len() > 64
         || !rc
@@ -212,12 +312,12 @@ pub(super) fn validate_connection(
     }
 
     let metadata_url = Url::parse(&rc.metadata_url).map_err(|e| {
-        invalid(
-            key("metadata_url"),
-            format!("{:?} is not a URL ({e})", rc.metadata_url),
-            "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade",
-        )
-    })?;
+    invalid(
+        key("metadata_url"),
+        format!("{:?} is not a URL ({e})", rc.metadata_url),
+        "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade",
+    )
+})?;
     match metadata_url.scheme() {
         "https" => {}
         "http" if is_loopback_host(&metadata_url) => {}
@@ -245,11 +345,19 @@ pub(super) fn validate_connection(
             "paste the \"OpenID Connect metadata document\" URL from the Endpoints blade, e.g. https://login.microsoftonline.com/<tenant-id>/v2.0/.well-known/openid-configuration",
         ));
     };
+    Ok((metadata_url, expected_issuer))
+}
 
-    let is_entra = entra::is_entra_url(&metadata_url);
-    let client_id = rc.client_id.trim().to_owned();
-    let has_certificate =
-        rc.client_certificate_file.is_some() || rc.client_private_key_file.is_some();
+/// The client credential: a certificate, or the secrets in order — each checked for shape in
+/// strict mode, kept as read in lenient mode (`entrance check` judges them itself).
+fn credential(
+    rc: &RawConnection,
+    has_certificate: bool,
+    is_entra: bool,
+    key: &dyn Fn(&str) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+    mode: Mode,
+) -> Result<(ClientCredential, Vec<SecretAsRead>), ConfigError> {
     let has_secret = rc.client_secret.is_some()
         || rc.client_secret_env.is_some()
         || rc.client_secret_file.is_some()
@@ -269,14 +377,11 @@ pub(super) fn validate_connection(
             "set client_certificate_file and client_private_key_file, or remove client_assertion_alg",
         ));
     }
-    if mode == Mode::Strict {
-        check_client_id(&client_id, is_entra, &key)?;
-    }
-    let (credential, read) = if has_certificate {
-        let cert = load_certificate(&rc, &key, mode)?;
+    Ok(if has_certificate {
+        let cert = load_certificate(rc, key, mode)?;
         (ClientCredential::Certificate(cert), Vec::new())
     } else {
-        let reads = read_secrets(&rc, &key, env);
+        let reads = read_secrets(rc, key, env);
         let mut secrets = Vec::with_capacity(reads.len());
         let mut kept = Vec::with_capacity(reads.len());
         for (
@@ -329,60 +434,15 @@ pub(super) fn validate_connection(
             }
         }
         (ClientCredential::Secrets(secrets), kept)
-    };
+    })
+}
 
-    let client_secret_expires_at = match &rc.client_secret_expires_at {
-        None => None,
-        Some(_) if has_certificate => {
-            return Err(invalid(
-                key("client_secret_expires_at"),
-                "is set, but this connection uses a certificate, whose expiry entrance reads from the certificate itself",
-                "remove client_secret_expires_at",
-            ));
-        }
-        Some(value) => Some(parse_expiry(value).ok_or_else(|| {
-            invalid(
-                key("client_secret_expires_at"),
-                format!("{value:?} is not an RFC 3339 date or date-time"),
-                "copy the Expires date from Certificates & secrets, e.g. \"2027-05-01\"",
-            )
-        })?),
-    };
-    let home_tenant = match &rc.home_tenant {
-        None => None,
-        Some(t) if entra::is_guid(t.trim()) => Some(t.trim().to_owned()),
-        Some(t) => {
-            return Err(invalid(
-                key("home_tenant"),
-                format!("{t:?} is not a tenant GUID"),
-                "paste the Directory (tenant) ID from the app registration's Overview page",
-            ));
-        }
-    };
-    let verify_scope = match &rc.verify_scope {
-        None => None,
-        Some(s) if !s.trim().is_empty() && !s.bytes().any(|b| b == b'"' || b == b'\\') => {
-            Some(s.trim().to_owned())
-        }
-        Some(s) => {
-            return Err(invalid(
-                key("verify_scope"),
-                format!("{s:?} is not a usable scope"),
-                "leave it out for the default, or write e.g. \"https://graph.microsoft.com/.default\"",
-            ));
-        }
-    };
-
-    let issuer_template = entra::multi_tenant_issuer_template(&metadata_url, &expected_issuer);
-    let allowed_tenants = allowed_tenants(
-        &rc,
-        entra::multi_tenant_authority(&metadata_url),
-        &key("allowed_tenants"),
-    )?;
-
-    let scopes = rc
-        .scopes
-        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+/// `scopes`: default `openid profile email`; must hold `openid`; each a valid scope token.
+fn scopes(
+    scopes: Option<Vec<String>>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<String>, ConfigError> {
+    let scopes = scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
     if !scopes.iter().any(|s| s == "openid") {
         return Err(invalid(
             key("scopes"),
@@ -400,8 +460,16 @@ pub(super) fn validate_connection(
             "list each scope as its own string, without spaces",
         ));
     }
+    Ok(scopes)
+}
 
-    let client_auth = match rc.client_auth.as_deref() {
+/// `client_auth`: how a secret is sent; a certificate always uses `private_key_jwt`.
+fn client_auth(
+    value: Option<&str>,
+    has_certificate: bool,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Option<ClientAuth>, ConfigError> {
+    Ok(match value {
         None => None,
         // A certificate always authenticates by private_key_jwt; saying so is allowed.
         Some("private_key_jwt") if has_certificate => None,
@@ -421,8 +489,15 @@ pub(super) fn validate_connection(
                 "use \"client_secret_post\" (recommended for Entra) or \"client_secret_basic\"",
             ));
         }
-    };
-    let response_mode = match rc.response_mode.as_deref() {
+    })
+}
+
+/// `response_mode`: `query` (default) or `form_post`.
+fn response_mode(
+    value: Option<&str>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<ResponseMode, ConfigError> {
+    Ok(match value {
         None | Some("query") => ResponseMode::Query,
         Some("form_post") => ResponseMode::FormPost,
         Some(other) => {
@@ -432,35 +507,7 @@ pub(super) fn validate_connection(
                 "use \"query\" (default) or \"form_post\"",
             ));
         }
-    };
-
-    let domains = email_domains(&rc.domains, &key("domains"))?;
-    let access = AccessPolicy {
-        groups: access_list(rc.allowed_groups.as_deref(), &key("allowed_groups"))?,
-        roles: access_list(rc.allowed_roles.as_deref(), &key("allowed_roles"))?,
-    };
-
-    let conn = ConnectionConfig {
-        name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
-        id: rc.id,
-        metadata_url,
-        expected_issuer,
-        client_id,
-        credential,
-        scopes,
-        client_auth,
-        response_mode,
-        trusted_audiences: rc.trusted_audiences,
-        client_secret_expires_at,
-        home_tenant,
-        verify_scope,
-        issuer_template,
-        allowed_tenants,
-        domains,
-        access,
-        userinfo: rc.userinfo,
-    };
-    Ok((conn, read))
+    })
 }
 
 /// `domains`: bare DNS names (ASCII; an internationalised domain in its `xn--` form),

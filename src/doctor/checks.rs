@@ -566,6 +566,9 @@ pub(super) fn verify_scope(
 /// Translates the token endpoint's answer. Entra's codes first (its `unauthorized_client`
 /// can mean AADSTS700016, an unknown client); then the OAuth errors that say only that this
 /// client may not use the grant, which prove nothing either way.
+///
+/// One piece on purpose: a single ordered `match` from the IdP's answer to one verdict, so
+/// which code wins over which is visible in one place (the order is the judgement).
 pub(super) fn judge_credentials(
     result: Result<(), TokenError>,
     client_id: &str,

@@ -211,7 +211,61 @@ async fn finish_login(
         source: Box::new(source),
     })?;
 
-    let mut claims = validate_id_token(&state, &conn, &login, &tokens.id_token).await?;
+    let identity = identify(
+        &state,
+        &conn,
+        &provider,
+        &login,
+        &tokens,
+        params.iss.as_deref(),
+        &cid,
+    )
+    .await?;
+    let now = crate::clock::now_unix();
+    let signed_in = SignedIn {
+        issued_at: now,
+        expires_at: now + state.config.session.absolute_lifetime.as_secs() as i64,
+        id_token: tokens.id_token,
+        identity,
+    };
+    session::sign_in(&session, &signed_in, state.config.session.idle_timeout).await?;
+    if let Some(sid) = &signed_in.identity.sid {
+        session::index_sid(&state.store, sid, &session).await?;
+    }
+    state
+        .metrics
+        .logins_succeeded
+        .get_or_create(&Metrics::connection(&conn.config.id))
+        .inc();
+    tracing::info!(
+        target: "entrance::audit",
+        event = "sign_in",
+        user = %signed_in.identity.user,
+        connection = %conn.config.id,
+        tid = signed_in.identity.tid.as_deref().unwrap_or(""),
+        oid = signed_in.identity.oid.as_deref().unwrap_or(""),
+        client_ip = %client_ip,
+        correlation_id = %cid.0,
+        "signed in"
+    );
+
+    see_other(&login.return_to)
+}
+
+/// From a redeemed code to the person: the ID token validated, userinfo merged when the
+/// connection asks for it, the callback's `iss` held to the token's, the identity derived, and
+/// `allowed_groups` / `allowed_roles` applied — all before any session is written, so a refused
+/// user leaves nothing signed in.
+async fn identify(
+    state: &AppState,
+    conn: &Connection,
+    provider: &crate::oidc::provider::Provider,
+    login: &PendingLogin,
+    tokens: &token::TokenResponse,
+    iss: Option<&str>,
+    cid: &CorrelationId,
+) -> Result<Identity, AppError> {
+    let mut claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
     // After the ID token is proven, so the `sub` userinfo must match is one we trust.
     if conn.config.userinfo {
         let failed = |source| AppError::Userinfo {
@@ -228,12 +282,12 @@ async fn finish_login(
         .map_err(failed)?;
         userinfo::merge(&mut claims, answer).map_err(failed)?;
     }
-    if let Some(iss) = &params.iss
-        && iss != &claims.iss
+    if let Some(iss) = iss
+        && iss != claims.iss
     {
         return Err(AppError::IssuerParameterMismatch {
             expected: claims.iss.clone(),
-            actual: iss.clone(),
+            actual: iss.to_owned(),
         });
     }
     let identity = Identity::from_claims(&conn.config.id, &claims);
@@ -273,35 +327,7 @@ async fn finish_login(
             );
         }
     }
-    let now = crate::clock::now_unix();
-    let signed_in = SignedIn {
-        issued_at: now,
-        expires_at: now + state.config.session.absolute_lifetime.as_secs() as i64,
-        id_token: tokens.id_token,
-        identity,
-    };
-    session::sign_in(&session, &signed_in, state.config.session.idle_timeout).await?;
-    if let Some(sid) = &signed_in.identity.sid {
-        session::index_sid(&state.store, sid, &session).await?;
-    }
-    state
-        .metrics
-        .logins_succeeded
-        .get_or_create(&Metrics::connection(&conn.config.id))
-        .inc();
-    tracing::info!(
-        target: "entrance::audit",
-        event = "sign_in",
-        user = %signed_in.identity.user,
-        connection = %conn.config.id,
-        tid = signed_in.identity.tid.as_deref().unwrap_or(""),
-        oid = signed_in.identity.oid.as_deref().unwrap_or(""),
-        client_ip = %client_ip,
-        correlation_id = %cid.0,
-        "signed in"
-    );
-
-    see_other(&login.return_to)
+    Ok(identity)
 }
 
 /// The code exchange with each of the connection's secrets in turn (newest first): during a

@@ -266,6 +266,10 @@ impl AppError {
         }
     }
 
+    /// What the person signing in and the admin are told. One piece on purpose: a single
+    /// `match` over every variant is the table a reviewer reads to see that each failure has a
+    /// status, a user message that leaks nothing, and an admin fix; the compiler then holds
+    /// the table complete whenever a variant is added.
     pub(crate) fn explain(&self) -> Explanation {
         let aadsts_fix = self
             .aadsts()
