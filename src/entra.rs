@@ -36,12 +36,12 @@ pub(crate) fn tenant_segment(url: &Url) -> Option<&str> {
     url.path_segments()?.next().filter(|s| !s.is_empty())
 }
 
-/// The placeholder Entra's multi-tenant metadata and keys carry in their `issuer` (ENTRA.md §2–§3).
+/// The placeholder Entra's multi-tenant metadata and keys carry in their `issuer` (docs/reference/ENTRA.md §2–§3).
 pub(crate) const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 /// `common` or `organizations` when the metadata URL is one of Entra's multi-tenant v2.0
 /// authorities, whose metadata publishes the templated issuer `https://<host>/{tenantid}/v2.0`
-/// (ENTRA.md §1). Loopback hosts count too: that is the bundled mock IdP (tests and the demo),
+/// (docs/reference/ENTRA.md §1). Loopback hosts count too: that is the bundled mock IdP (tests and the demo),
 /// which serves the same authorities; no other host does.
 pub(crate) fn multi_tenant_authority(metadata_url: &Url) -> Option<&'static str> {
     if !is_entra_url(metadata_url) && !crate::loopback::is_loopback_host(metadata_url) {

@@ -63,7 +63,7 @@ impl ClientCredential {
     }
 }
 
-/// Which tenants (`tid`) may sign in (ENTRA.md §5.3d).
+/// Which tenants (`tid`) may sign in (docs/reference/ENTRA.md §5.3d).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum TenantAllowList {
     /// No restriction: `allowed_tenants = ["*"]`, or a single-tenant connection that sets none
@@ -564,7 +564,7 @@ pub(super) fn access_list(list: Option<&[String]>, key: &str) -> Result<Vec<Stri
 }
 
 /// `allowed_tenants`: GUIDs (lower-cased) or exactly `["*"]`. A multi-tenant authority lets any
-/// Entra tenant's users sign in, so it must say which (ENTRA.md §5.3d); elsewhere the key is
+/// Entra tenant's users sign in, so it must say which (docs/reference/ENTRA.md §5.3d); elsewhere the key is
 /// optional and, when set, enforced on `tid` as well.
 pub(super) fn allowed_tenants(
     rc: &RawConnection,
@@ -604,7 +604,7 @@ pub(super) fn allowed_tenants(
     }
     let mut tenants = Vec::with_capacity(list.len());
     for t in list {
-        // `tid` is always the GUID (ENTRA.md §4), never a domain such as contoso.com.
+        // `tid` is always the GUID (docs/reference/ENTRA.md §4), never a domain such as contoso.com.
         if !entra::is_guid(t) {
             return Err(invalid(
                 key,

@@ -253,7 +253,7 @@ pub struct RawConnection {
     #[serde(default)]
     pub verify_scope: Option<String>,
     /// Tenant GUIDs (`tid`) allowed to sign in, or `["*"]` for any; required for a
-    /// `common`/`organizations` metadata URL (ENTRA.md §5.3d).
+    /// `common`/`organizations` metadata URL (docs/reference/ENTRA.md §5.3d).
     #[serde(default)]
     pub allowed_tenants: Option<Vec<String>>,
     /// Email domains whose users this connection signs in (`/login?login_hint=…`).

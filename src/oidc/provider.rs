@@ -97,7 +97,7 @@ pub(crate) fn check_issuer(
     if meta.issuer == conn.expected_issuer {
         return Ok(IssuerPolicy::Exact(meta.issuer.clone()));
     }
-    // The one exception (ENTRA.md §2): Entra's `common`/`organizations` v2.0 metadata publishes
+    // The one exception (docs/reference/ENTRA.md §2): Entra's `common`/`organizations` v2.0 metadata publishes
     // the literal `https://<host>/{tenantid}/v2.0`. Only for those URLs (the template is derived
     // from the URL, so the host must be the one the metadata came from); a tenant URL whose
     // metadata publishes the template is still a mismatch.
@@ -184,7 +184,7 @@ pub(crate) struct Connection {
     /// scheduled refresh, whatever the cooldown says. Bounded: cleared when full.
     junk_kids: std::sync::Mutex<HashSet<String>>,
     /// Multi-tenant connections only: each tenant's own key set, fetched from that tenant's
-    /// JWKS (ENTRA.md §6: "discover keys from the tenant-specific endpoint and cache them per
+    /// JWKS (docs/reference/ENTRA.md §6: "discover keys from the tenant-specific endpoint and cache them per
     /// tenant, even for multi-tenant apps"). One slot per tenant, each with its own lock, so a
     /// slow tenant delays only its own users. Bounded: cleared when full.
     tenant_keys: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantKeys>>>>,

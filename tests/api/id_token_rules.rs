@@ -327,7 +327,7 @@ async fn a_token_response_without_id_token_fails() {
 #[tokio::test]
 async fn an_app_specific_signing_key_is_found_through_the_appid_metadata_url() {
     // An app with its own signing key (claims mapping): its tokens carry a kid that only the
-    // JWKS fetched with `?appid=<client_id>` publishes (ENTRA.md §2, AADSTS50146).
+    // JWKS fetched with `?appid=<client_id>` publishes (docs/reference/ENTRA.md §2, AADSTS50146).
     let with_appid = spawn_app_with(AppOptions {
         metadata_query: format!("?appid={DEFAULT_CLIENT_ID}"),
         ..Default::default()

@@ -1,4 +1,4 @@
-//! Multi-tenant connections (`common`/`organizations`, ENTRA.md §5.3): the templated issuer is
+//! Multi-tenant connections (`common`/`organizations`, docs/reference/ENTRA.md §5.3): the templated issuer is
 //! accepted only for those authorities, each token's `iss` must be the template with its own
 //! `tid`, `tid` must be in `allowed_tenants`, and the verifying key's `issuer` must agree. Each
 //! refusal comes with a twin that signs in, as in `id_token_rules.rs`.

@@ -28,7 +28,7 @@ pub enum IssuerPolicy {
     Exact(String),
     /// Entra's multi-tenant authorities (`common`, `organizations`) publish the literal issuer
     /// `https://<host>/{tenantid}/v2.0`; each token's `iss` must be that template with the token's
-    /// own `tid` substituted (ENTRA.md §5.3a–b).
+    /// own `tid` substituted (docs/reference/ENTRA.md §5.3a–b).
     EntraTemplate { template: String },
 }
 
@@ -567,7 +567,7 @@ fn check_issuer(iss: &str, tid: Option<&str>, policy: &IssuerPolicy) -> Result<(
             }
         }
         IssuerPolicy::EntraTemplate { template } => {
-            // ENTRA.md §5.3a: tid must be a GUID, so the substitution below cannot smuggle in
+            // docs/reference/ENTRA.md §5.3a: tid must be a GUID, so the substitution below cannot smuggle in
             // a path ("x/v2.0/..") or an empty segment.
             let tid = tid.ok_or(Rejection::MissingClaim("tid"))?;
             if !entra::is_guid(tid) {
@@ -596,7 +596,7 @@ fn check_issuer(iss: &str, tid: Option<&str>, policy: &IssuerPolicy) -> Result<(
     Ok(())
 }
 
-/// ENTRA.md §5.3d: the app's own allow-list of tenants.
+/// docs/reference/ENTRA.md §5.3d: the app's own allow-list of tenants.
 fn check_tenant(tid: Option<&str>, allowed: &TenantAllowList) -> Result<(), Rejection> {
     if let TenantAllowList::Only(_) = allowed {
         let tid = tid.ok_or(Rejection::MissingClaim("tid"))?;
@@ -607,7 +607,7 @@ fn check_tenant(tid: Option<&str>, allowed: &TenantAllowList) -> Result<(), Reje
     Ok(())
 }
 
-/// ENTRA.md §5.3c: Entra's keys carry an `issuer` member saying which tenants they sign for.
+/// docs/reference/ENTRA.md §5.3c: Entra's keys carry an `issuer` member saying which tenants they sign for.
 /// A templated one is substituted with the token's `tid`, a literal one is compared as is; either
 /// way it must equal `iss`, so a key published for one tenant (or for personal accounts) cannot
 /// vouch for a token of another. Keys without the member (every other IdP) are not judged.

@@ -843,7 +843,7 @@ fn empty_expected_nonce_never_matches() {
     assert!(verify_with(&twin, &keys(), |e| e.nonce = "z").is_ok());
 }
 
-// ---- multi-tenant issuers, tenants and key issuers (ENTRA.md §5.3) ---------------------------------------
+// ---- multi-tenant issuers, tenants and key issuers (docs/reference/ENTRA.md §5.3) ---------------------------------------
 
 const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
 const HOME: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
