@@ -10,11 +10,8 @@
 
 use std::str::FromStr;
 
-use entrance::{
-    app::Application,
-    config::Config,
-    mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
-};
+use entrance::{app::Application, config::Config};
+use mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{Client, StatusCode, header};
 use tower_sessions::{SessionStore, session::Id};
 

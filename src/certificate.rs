@@ -368,7 +368,7 @@ fn parse_private_key(bytes: &[u8]) -> Result<RsaPrivateKey, CertificateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock_idp::TestCertificate;
+    use mock_idp::TestCertificate;
     use secrecy::ExposeSecret;
 
     const ENDPOINT: &str =

@@ -21,7 +21,6 @@
 //! - [`return_to`]: open-redirect-proof post-login destinations.
 //! - [`rotation`]: live reload of connections and secrets (SIGHUP), secret-expiry warnings.
 //! - [`entra`]: Entra-specific knowledge (hosts, GUIDs, AADSTS table).
-//! - [`mock_idp`]: an Entra-shaped OpenID provider for tests and the demo.
 //! - [`metrics`]: Prometheus metrics (one registry per application).
 //! - [`traces`]: the last failed logins per connection (`entrance traces`, `/admin/traces`).
 //! - [`telemetry`]: log setup.
@@ -37,7 +36,6 @@ pub mod http_client;
 pub mod identity;
 pub mod jwks;
 pub mod metrics;
-pub mod mock_idp;
 pub mod pages;
 pub mod provider;
 pub mod return_to;

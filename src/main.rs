@@ -4,14 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use entrance::{
-    app::Application,
-    config::{ClientCredential, Config},
-    doctor,
-    http_client::HttpClient,
-    mock_idp,
-};
-use secrecy::ExposeSecret;
+use entrance::{app::Application, config::Config, doctor, http_client::HttpClient};
 
 /// mimalloc instead of the system allocator: every request allocates (headers, the session
 /// record, the identity), and glibc's malloc showed up as ~10 % of `/auth`'s CPU under load
@@ -230,7 +223,17 @@ async fn serve(
         .map_err(|e| e.to_string())
 }
 
+/// Without the `demo` feature the mock IdP is not in the binary.
+#[cfg(not(feature = "demo"))]
+async fn demo(_config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+    Err("this build has no demo: rebuild with the default `demo` feature".to_owned())
+}
+
+#[cfg(feature = "demo")]
 async fn demo(config: Result<Config, entrance::config::ConfigError>) -> Result<(), String> {
+    use entrance::config::ClientCredential;
+    use secrecy::ExposeSecret as _;
+
     let config = config.map_err(|e| e.to_string())?;
     let listen = config
         .demo_mock_idp_listen

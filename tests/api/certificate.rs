@@ -7,8 +7,8 @@ use entrance::{
     doctor::{self, Status},
     entra,
     http_client::HttpClient,
-    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate},
 };
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate};
 use reqwest::StatusCode;
 
 use crate::helpers::{

@@ -5,10 +5,10 @@ use entrance::{
     config::Config,
     doctor::{self, Report, Status},
     http_client::HttpClient,
-    mock_idp::{
-        Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
-        MockIdpSettings, TokenError,
-    },
+};
+use mock_idp::{
+    Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
+    MockIdpSettings, TokenError,
 };
 use time::{Duration, OffsetDateTime, macros::datetime};
 

@@ -6,11 +6,8 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use entrance::{
-    app::Application,
-    config::Config,
-    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
-};
+use entrance::{app::Application, config::Config};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use tokio::{sync::oneshot, task::JoinHandle};
 use url::Url;

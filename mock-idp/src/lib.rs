@@ -18,6 +18,7 @@ mod http;
 mod keys;
 #[cfg(test)]
 mod tests;
+mod x509;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +33,7 @@ use keys::KeyPair;
 
 pub use certificates::TestCertificate;
 pub use keys::KeyError;
+pub use x509::CertificateError;
 
 pub const DEFAULT_TENANT_ID: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
 pub const DEFAULT_CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
@@ -440,10 +442,7 @@ impl MockIdp {
     }
 
     /// Uploads a client certificate (PEM, public part) for `private_key_jwt`.
-    pub fn register_certificate(
-        &self,
-        pem: &str,
-    ) -> Result<(), crate::certificate::CertificateError> {
+    pub fn register_certificate(&self, pem: &str) -> Result<(), CertificateError> {
         let cert = RegisteredCertificate::from_pem(pem)?;
         self.shared.lock().client_certificates.push(cert);
         Ok(())

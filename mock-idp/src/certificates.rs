@@ -21,9 +21,7 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
 use super::keys::KeyError;
-use crate::certificate::{
-    self, CLIENT_ASSERTION_TYPE, CertificateError, MIN_RSA_BITS, Thumbprints,
-};
+use super::x509::{self, CLIENT_ASSERTION_TYPE, CertificateError, MIN_RSA_BITS, Thumbprints};
 
 /// A self-signed RSA 2048 certificate and its private key, for tests and the demo. The key
 /// is kept as a [`SecretString`] and left out of `Debug`, like any key.
@@ -137,9 +135,9 @@ pub(super) struct RegisteredCertificate {
 
 impl RegisteredCertificate {
     pub(super) fn from_pem(pem: &str) -> Result<RegisteredCertificate, CertificateError> {
-        let (der, cert) = certificate::parse_certificate(pem.as_bytes())?;
-        let public = certificate::certificate_public_key(&cert)?;
-        let (not_before, not_after) = certificate::validity(&cert);
+        let (der, cert) = x509::parse_certificate(pem)?;
+        let public = x509::certificate_public_key(&cert)?;
+        let (not_before, not_after) = x509::validity(&cert);
         Ok(RegisteredCertificate {
             thumbprints: Thumbprints::of(&der),
             n: public.n().to_bytes_be(),

@@ -287,7 +287,7 @@ async fn jwks(State(s): S, Path(tenant): Path<String>, Query(q): Query<AppIdQuer
     }
     // Entra publishes keys for every tenant (a tenant's JWKS is the common keys plus any
     // of its own); the mock treats every GUID as an existing tenant here.
-    if !s.serves(&tenant) && !crate::entra::is_guid(&tenant) {
+    if !s.serves(&tenant) && !crate::x509::is_guid(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     // Entra's keys carry the templated issuer `{base}/{tenantid}/v2.0` (literal
