@@ -178,8 +178,10 @@ const NBF_SKEW_SECS: i64 = 300;
 /// RS256), `aud` = the token endpoint, `iss` = `sub` = the client ID, `exp` in the future and
 /// a `jti`. Replay is checked by the caller, which holds the seen `jti`s.
 ///
-/// Codes: ENTRA.md lists AADSTS700027 (bad signature, unknown or expired certificate) and
-/// AADSTS50012 for assertion failures; the mock uses 50012 for claim problems. The texts
+/// Codes: AADSTS700027 for a bad signature, an unknown or an expired certificate
+/// (`tests/fixtures/entra/aadsts-errors.json`) and AADSTS50012 for other assertion failures
+/// (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>); the mock
+/// uses 50012 for claim problems. The texts
 /// follow Entra's "[Reason - …, Thumbprint of key used by client: …]" form.
 pub(super) fn verify_assertion(
     registered: &[RegisteredCertificate],
