@@ -118,8 +118,8 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || { echo "bench: curl is needed" >&2; exit 1; }
 
-log "building release binaries and bench examples"
-cargo build --release --bins --examples
+log "building release binaries (entrance, mock-idp) and bench examples"
+cargo build --release --workspace --bins --examples
 
 CLK_TCK=$(getconf CLK_TCK)
 export CLK_TCK

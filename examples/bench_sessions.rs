@@ -10,10 +10,8 @@
 
 use std::str::FromStr;
 
-use entrance::{
-    Application, Config,
-    mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
-};
+use entrance::{Application, Config};
+use mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{Client, StatusCode, header};
 use tower_sessions::{SessionStore, session::Id};
 

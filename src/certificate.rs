@@ -33,7 +33,7 @@ use x509_cert::{
 };
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
-pub(crate) const CLIENT_ASSERTION_TYPE: &str =
+pub const CLIENT_ASSERTION_TYPE: &str =
     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// How long an assertion is valid. Entra's docs ask for `exp` no more than 10 minutes after
@@ -369,7 +369,7 @@ fn parse_private_key(bytes: &[u8]) -> Result<RsaPrivateKey, CertificateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock_idp::TestCertificate;
+    use mock_idp::TestCertificate;
     use secrecy::ExposeSecret;
 
     const ENDPOINT: &str =

@@ -38,7 +38,6 @@ mod expiry;
 mod http;
 mod loopback;
 mod metrics;
-pub mod mock_idp;
 mod oidc;
 mod return_to;
 mod rotation;
@@ -48,6 +47,7 @@ mod telemetry;
 mod traces;
 
 pub use app::Application;
+pub use certificate::{AssertionAlg, CLIENT_ASSERTION_TYPE, CertificateCredential};
 pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML};
 pub use entra::aadsts;
 pub use http::pages::escape as escape_html;

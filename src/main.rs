@@ -4,8 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use entrance::{Application, ClientCredential, Config, mock_idp};
-use secrecy::ExposeSecret;
+use entrance::{Application, Config};
 
 /// mimalloc instead of the system allocator: every request allocates (headers, the session
 /// record, the identity), and glibc's malloc showed up as ~10 % of `/auth`'s CPU under load
@@ -125,7 +124,17 @@ async fn serve(config: Result<Config, entrance::ConfigError>, path: PathBuf) -> 
         .map_err(|e| e.to_string())
 }
 
+/// Without the `demo` feature the mock IdP is not in the binary.
+#[cfg(not(feature = "demo"))]
+async fn demo(_config: Result<Config, entrance::ConfigError>) -> Result<(), String> {
+    Err("this build has no demo: rebuild with the default `demo` feature".to_owned())
+}
+
+#[cfg(feature = "demo")]
 async fn demo(config: Result<Config, entrance::ConfigError>) -> Result<(), String> {
+    use entrance::ClientCredential;
+    use secrecy::ExposeSecret as _;
+
     let config = config.map_err(|e| e.to_string())?;
     let listen = config
         .demo_mock_idp_listen

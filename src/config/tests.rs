@@ -55,8 +55,8 @@ fn temp_file(name: &str, contents: &[u8]) -> (PathBuf, impl Drop) {
 
 #[test]
 fn an_extra_ca_bundle_is_loaded_with_every_certificate() {
-    let a = crate::mock_idp::TestCertificate::generate_valid_for_days("ca-a", 30).expect("cert");
-    let b = crate::mock_idp::TestCertificate::generate_valid_for_days("ca-b", 30).expect("cert");
+    let a = mock_idp::TestCertificate::generate_valid_for_days("ca-a", 30).expect("cert");
+    let b = mock_idp::TestCertificate::generate_valid_for_days("ca-b", 30).expect("cert");
     let bundle = format!("# corporate roots\n{}\n{}", a.cert_pem, b.cert_pem);
     let (path, _dir) = temp_file("ca.pem", bundle.as_bytes());
     // `[http]` must come after the top-level keys: put it last.
@@ -600,7 +600,7 @@ fn the_lenient_path_keeps_secret_and_client_id_problems_for_the_doctor() {
 }
 
 /// Writes a test certificate and key to fresh files; returns the TOML lines naming them.
-fn cert_files(tc: &crate::mock_idp::TestCertificate, key_pem: &str) -> String {
+fn cert_files(tc: &mock_idp::TestCertificate, key_pem: &str) -> String {
     let dir = std::env::temp_dir().join(format!("entrance-cfg-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let cert = dir.join("cert.pem");
@@ -623,7 +623,7 @@ fn err_of(toml: &str) -> (String, String, String) {
 
 #[test]
 fn a_certificate_connection_loads_with_ps256_by_default_and_rs256_on_request() {
-    let tc = crate::mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
+    let tc = mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
     let files = cert_files(&tc, tc.key_pem());
     let cfg = parse(&raw(&files)).expect("valid");
     let cert = cfg.connections[0]
@@ -644,7 +644,7 @@ fn a_certificate_connection_loads_with_ps256_by_default_and_rs256_on_request() {
 
 #[test]
 fn secret_and_certificate_together_or_half_a_certificate_are_refused() {
-    let tc = crate::mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
+    let tc = mock_idp::TestCertificate::generate_valid_for_days("cfg", 90).expect("cert");
     let files = cert_files(&tc, tc.key_pem());
     let (key, problem, fix) = err_of(&raw(&format!("{files}\nclient_secret_env = \"SECRET\"")));
     assert_eq!(key, "connections[0].client_certificate_file");
@@ -681,8 +681,8 @@ fn secret_and_certificate_together_or_half_a_certificate_are_refused() {
 
 #[test]
 fn a_key_that_is_not_the_certificates_is_refused_by_name() {
-    let a = crate::mock_idp::TestCertificate::generate_valid_for_days("a", 90).expect("a");
-    let b = crate::mock_idp::TestCertificate::generate_valid_for_days("b", 90).expect("b");
+    let a = mock_idp::TestCertificate::generate_valid_for_days("a", 90).expect("a");
+    let b = mock_idp::TestCertificate::generate_valid_for_days("b", 90).expect("b");
     let (key, problem, fix) = err_of(&raw(&cert_files(&a, b.key_pem())));
     assert_eq!(key, "connections[0].client_private_key_file");
     assert!(problem.contains("does not belong"), "{problem}");
@@ -697,8 +697,7 @@ fn a_key_that_is_not_the_certificates_is_refused_by_name() {
 fn an_expired_certificate_stops_startup_but_not_the_doctor() {
     let now = std::time::SystemTime::now();
     let day = std::time::Duration::from_secs(86_400);
-    let tc = crate::mock_idp::TestCertificate::generate("old", now - 400 * day, now - day)
-        .expect("cert");
+    let tc = mock_idp::TestCertificate::generate("old", now - 400 * day, now - day).expect("cert");
     let toml = raw(&cert_files(&tc, tc.key_pem()));
     let (key, problem, fix) = err_of(&toml);
     assert_eq!(key, "connections[0].client_certificate_file");

@@ -5,8 +5,8 @@
 use entrance::{
     Config, HttpClient, aadsts,
     doctor::{self, Status},
-    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate},
 };
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, MockIdp, MockIdpSettings, TestCertificate};
 use reqwest::StatusCode;
 
 use crate::helpers::{

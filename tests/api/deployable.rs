@@ -1,7 +1,7 @@
 //! form_post through a same-site relay, key rotation, an IdP down at startup, forward-auth,
 //! logout and the start page.
 
-use entrance::mock_idp::{Behaviour, DEFAULT_TENANT_ID, Fault, MockIdp, MockIdpSettings};
+use mock_idp::{Behaviour, DEFAULT_TENANT_ID, Fault, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use serde_json::json;
 use url::Url;
@@ -484,7 +484,7 @@ async fn front_channel_logout_ends_the_session_by_sid_without_cookies() {
     let app = spawn_app().await;
     let res = app.login().await;
     assert_signed_in(&app, res).await;
-    let sid = entrance::mock_idp::MockUser::default().sid;
+    let sid = mock_idp::MockUser::default().sid;
     // Another session of another sid is untouched.
     let res = reqwest::Client::new()
         .get(app.url("/logout/frontchannel?sid=some-other-sid"))

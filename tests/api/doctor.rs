@@ -4,10 +4,10 @@
 use entrance::{
     Config, HttpClient,
     doctor::{self, Report, Status},
-    mock_idp::{
-        Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
-        MockIdpSettings, TokenError,
-    },
+};
+use mock_idp::{
+    Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Fault, MockIdp,
+    MockIdpSettings, TokenError,
 };
 use time::{Duration, OffsetDateTime, macros::datetime};
 

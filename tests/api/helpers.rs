@@ -6,10 +6,8 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use entrance::{
-    Application, Config,
-    mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings},
-};
+use entrance::{Application, Config};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use tokio::{sync::oneshot, task::JoinHandle};
 use url::Url;

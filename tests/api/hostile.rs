@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use entrance::mock_idp::{Behaviour, Fault, MockIdp, MockIdpSettings};
+use mock_idp::{Behaviour, Fault, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 
 use crate::helpers::{

@@ -2,7 +2,7 @@
 //! typed reason in the JSON error and the log, and a twin that differs only in that claim or
 //! header and signs in.
 
-use entrance::mock_idp::{Behaviour, DEFAULT_CLIENT_ID, Signing};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, Signing};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -92,9 +92,7 @@ async fn hmac_signed_with_the_client_secret_is_refused() {
     let app = spawn_app().await;
     rule(
         &app,
-        signing(Signing::Hs256(
-            entrance::mock_idp::DEFAULT_CLIENT_SECRET.into(),
-        )),
+        signing(Signing::Hs256(mock_idp::DEFAULT_CLIENT_SECRET.into())),
         "unsupported_alg",
         signing(Signing::Normal),
     )

@@ -1,7 +1,7 @@
 //! The login path end to end: happy path, state handling, replays, interleaved logins,
 //! open-redirect defences, IdP and token-endpoint errors, cookie attributes.
 
-use entrance::mock_idp::{AuthorizeError, Behaviour, TokenError};
+use mock_idp::{AuthorizeError, Behaviour, TokenError};
 use reqwest::{StatusCode, header};
 use url::Url;
 

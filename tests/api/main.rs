@@ -9,6 +9,7 @@ mod hostile;
 mod id_token_rules;
 mod login_flow;
 mod metrics;
+mod mock_certificates;
 mod multitenant;
 mod process;
 mod readiness;

@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text labelled by route template, login outcomes by connection and
 //! reason, and the admin listener that takes metrics off the public address.
 
-use entrance::mock_idp::Behaviour;
+use mock_idp::Behaviour;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! `tid`, `tid` must be in `allowed_tenants`, and the verifying key's `issuer` must agree. Each
 //! refusal comes with a twin that signs in, as in `id_token_rules.rs`.
 
-use entrance::mock_idp::{Behaviour, DEFAULT_TENANT_ID, MockIdp, MockIdpSettings, Signing};
+use mock_idp::{Behaviour, DEFAULT_TENANT_ID, MockIdp, MockIdpSettings, Signing};
 use reqwest::StatusCode;
 use serde_json::json;
 

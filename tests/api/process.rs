@@ -10,7 +10,7 @@ use std::{
 };
 
 use base64::Engine;
-use entrance::mock_idp::{
+use mock_idp::{
     Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Fault, MockIdp, MockIdpSettings,
 };
 use reqwest::{StatusCode, header};

@@ -207,7 +207,7 @@ impl Drop for Replica {
 
 async fn replica(
     redis: &RedisServer,
-    idp: &entrance::mock_idp::MockIdp,
+    idp: &mock_idp::MockIdp,
     public_url: &str,
     listener: tokio::net::TcpListener,
 ) -> Replica {
@@ -230,8 +230,8 @@ refetch_cooldown_secs = 0
 "#,
         redis.url(),
         idp.metadata_url(),
-        entrance::mock_idp::DEFAULT_CLIENT_ID,
-        entrance::mock_idp::DEFAULT_CLIENT_SECRET,
+        mock_idp::DEFAULT_CLIENT_ID,
+        mock_idp::DEFAULT_CLIENT_SECRET,
     );
     let config = entrance::Config::load_str(&toml).expect("config");
     let (tx, _server) = crate::helpers::serve(config, listener).await;
@@ -286,7 +286,7 @@ async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let idp = entrance::mock_idp::MockIdp::start(Default::default())
+    let idp = mock_idp::MockIdp::start(Default::default())
         .await
         .expect("IdP");
     let la = tokio::net::TcpListener::bind("127.0.0.1:0")

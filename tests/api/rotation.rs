@@ -1,7 +1,7 @@
 //! Secret rotation: several secrets per connection, the code exchange falling back to the next
 //! when Entra refuses one as an invalid client, and the expiry shown by `/readyz`.
 
-use entrance::mock_idp::{Behaviour, DEFAULT_CLIENT_SECRET};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_SECRET};
 use reqwest::StatusCode;
 
 use crate::helpers::{

@@ -2,9 +2,7 @@
 //! in the session and on `/auth` within the header budget, group overage, and
 //! `allowed_groups` / `allowed_roles`.
 
-use entrance::mock_idp::{
-    Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings,
-};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use serde_json::json;
 

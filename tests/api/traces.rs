@@ -1,7 +1,7 @@
 //! Failed-login traces: `/admin/traces` (public listener on loopback, or the admin listener),
 //! the `entrance traces` command run as the real binary, and client IPs in the audit log.
 
-use entrance::mock_idp::{AuthorizeError, Behaviour, DEFAULT_CLIENT_SECRET, TokenError};
+use mock_idp::{AuthorizeError, Behaviour, DEFAULT_CLIENT_SECRET, TokenError};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
@@ -235,7 +235,7 @@ client_secret_env = "ENTRANCE_TEST_UNSET_SECRET"
 "#,
             base = app.base,
             metadata = app.idp.metadata_url(),
-            client_id = entrance::mock_idp::DEFAULT_CLIENT_ID,
+            client_id = mock_idp::DEFAULT_CLIENT_ID,
         ),
     )
     .expect("write config");

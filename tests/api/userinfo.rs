@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use entrance::mock_idp::{Behaviour, Fault};
+use mock_idp::{Behaviour, Fault};
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -21,9 +21,7 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 
 use super::keys::KeyError;
-use crate::certificate::{
-    self, CLIENT_ASSERTION_TYPE, CertificateError, MIN_RSA_BITS, Thumbprints,
-};
+use super::x509::{self, CLIENT_ASSERTION_TYPE, CertificateError, MIN_RSA_BITS, Thumbprints};
 
 /// A self-signed RSA 2048 certificate and its private key, for tests and the demo. The key
 /// is kept as a [`SecretString`] and left out of `Debug`, like any key.
@@ -137,9 +135,9 @@ pub(super) struct RegisteredCertificate {
 
 impl RegisteredCertificate {
     pub(super) fn from_pem(pem: &str) -> Result<RegisteredCertificate, CertificateError> {
-        let (der, cert) = certificate::parse_certificate(pem.as_bytes())?;
-        let public = certificate::certificate_public_key(&cert)?;
-        let (not_before, not_after) = certificate::validity(&cert);
+        let (der, cert) = x509::parse_certificate(pem)?;
+        let public = x509::certificate_public_key(&cert)?;
+        let (not_before, not_after) = x509::validity(&cert);
         Ok(RegisteredCertificate {
             thumbprints: Thumbprints::of(&der),
             n: public.n().to_bytes_be(),
@@ -180,8 +178,10 @@ const NBF_SKEW_SECS: i64 = 300;
 /// RS256), `aud` = the token endpoint, `iss` = `sub` = the client ID, `exp` in the future and
 /// a `jti`. Replay is checked by the caller, which holds the seen `jti`s.
 ///
-/// Codes: ENTRA.md lists AADSTS700027 (bad signature, unknown or expired certificate) and
-/// AADSTS50012 for assertion failures; the mock uses 50012 for claim problems. The texts
+/// Codes: AADSTS700027 for a bad signature, an unknown or an expired certificate
+/// (`tests/fixtures/entra/aadsts-errors.json`) and AADSTS50012 for other assertion failures
+/// (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>); the mock
+/// uses 50012 for claim problems. The texts
 /// follow Entra's "[Reason - …, Thumbprint of key used by client: …]" form.
 pub(super) fn verify_assertion(
     registered: &[RegisteredCertificate],

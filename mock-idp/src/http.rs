@@ -209,7 +209,8 @@ async fn metadata(
         return unknown_tenant_json(&tenant);
     }
     let base = &s.base_url;
-    // Endpoints stay under the authority the document was fetched from (ENTRA.md §2).
+    // Endpoints stay under the authority the document was fetched from (as in
+    // tests/fixtures/entra/openid-configuration.{tenant,common,organizations}.json).
     let t = &tenant;
     let multi = is_multi_tenant(&tenant);
     let issuer = behaviour.metadata_issuer.unwrap_or_else(|| {
@@ -220,13 +221,14 @@ async fn metadata(
             s.issuer()
         }
     });
-    // Entra's field set and order (ENTRA.md §2). URLs that Entra points at other hosts
-    // (userinfo on Graph) are pointed at the mock so nothing leaves loopback; the bare
-    // host-name strings are kept as Entra has them.
+    // Entra's field set and order (tests/fixtures/entra/openid-configuration.tenant.json).
+    // URLs that Entra points at other hosts (userinfo on Graph) are pointed at the mock so
+    // nothing leaves loopback; the bare host-name strings are kept as Entra has them.
     let doc = json!({
         "token_endpoint": format!("{base}/{t}/oauth2/v2.0/token"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-        // `?appid=` on the metadata URL carries over to the keys URL (ENTRA.md §2).
+        // `?appid=` on the metadata URL carries over to the keys URL (app-specific signing
+        // keys, https://learn.microsoft.com/entra/identity-platform/signing-key-rollover).
         "jwks_uri": match &q.appid {
             Some(appid) => format!(
                 "{base}/{t}/discovery/v2.0/keys?appid={}",
@@ -287,7 +289,7 @@ async fn jwks(State(s): S, Path(tenant): Path<String>, Query(q): Query<AppIdQuer
     }
     // Entra publishes keys for every tenant (a tenant's JWKS is the common keys plus any
     // of its own); the mock treats every GUID as an existing tenant here.
-    if !s.serves(&tenant) && !crate::entra::is_guid(&tenant) {
+    if !s.serves(&tenant) && !crate::x509::is_guid(&tenant) {
         return unknown_tenant_json(&tenant);
     }
     // Entra's keys carry the templated issuer `{base}/{tenantid}/v2.0` (literal
@@ -978,9 +980,10 @@ async fn authorization_code(
     json_response(StatusCode::OK, &Value::Object(body))
 }
 
-/// The ID token's claims before [`Behaviour`] edits (ENTRA.md §4 / §12). `tid` is the user's
-/// tenant: the mock's own, or for a multi-tenant sign-in [`Behaviour::user_tenant`]; `iss`
-/// always names that same tenant, as Entra's does.
+/// The ID token's claims before [`Behaviour`] edits (`tests/fixtures/entra/id_token.claims.json`,
+/// <https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference>). `tid` is
+/// the user's tenant: the mock's own, or for a multi-tenant sign-in [`Behaviour::user_tenant`];
+/// `iss` always names that same tenant, as Entra's does.
 fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map<String, Value> {
     let u = &s.user;
     let iat = now_unix();

@@ -5,8 +5,9 @@
 //! discovery, JWKS, authorize (no UI: the configured user is signed in at once), token,
 //! logout, and a `/_mock/…` control API for tests that drive a separately running process.
 //! The multi-tenant authorities `common` and `organizations` are served too, with Entra's
-//! templated issuer `…/{tenantid}/v2.0` in their metadata (ENTRA.md §2); users signing in
-//! there get the tenant [`Behaviour::user_tenant`] (default: the mock's own).
+//! templated issuer `…/{tenantid}/v2.0` in their metadata (as in
+//! `tests/fixtures/entra/openid-configuration.common.json`); users signing in there get the
+//! tenant [`Behaviour::user_tenant`] (default: the mock's own).
 //! Every reply tries to look like Entra's (see `tests/fixtures/entra/`); [`Behaviour`]
 //! switches in deliberate misbehaviour.
 //!
@@ -18,6 +19,7 @@ mod http;
 mod keys;
 #[cfg(test)]
 mod tests;
+mod x509;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +34,7 @@ use keys::KeyPair;
 
 pub use certificates::TestCertificate;
 pub use keys::KeyError;
+pub use x509::CertificateError;
 
 pub const DEFAULT_TENANT_ID: &str = "aaaabbbb-0000-cccc-1111-dddd2222eeee";
 pub const DEFAULT_CLIENT_ID: &str = "00001111-aaaa-2222-bbbb-3333cccc4444";
@@ -189,11 +192,14 @@ pub enum Signing {
     Rs384,
     /// RS256 with a key of the named tenant's own (`None`: the signing-in user's tenant),
     /// published only in that tenant's JWKS (`/{tenant}/discovery/v2.0/keys`), not in
-    /// `common`'s or `organizations`' — a tenant that has signing keys of its own (ENTRA.md §6).
+    /// `common`'s or `organizations`' — a tenant that has signing keys of its own (Microsoft's
+    /// signing-key rollover guidance: discover keys per tenant,
+    /// <https://learn.microsoft.com/entra/identity-platform/signing-key-rollover>).
     TenantKey(Option<String>),
     /// RS256 with the app's custom signing key, published only in the JWKS fetched with
-    /// `?appid=<client_id>` (an app with claims mapping, ENTRA.md §2; without it Entra's
-    /// relying parties fail with an unknown `kid`, AADSTS50146's territory).
+    /// `?appid=<client_id>` (an app with claims mapping, see
+    /// <https://learn.microsoft.com/entra/identity-platform/signing-key-rollover>;
+    /// without it Entra's relying parties fail with an unknown `kid`, AADSTS50146's territory).
     AppKey,
 }
 
@@ -440,10 +446,7 @@ impl MockIdp {
     }
 
     /// Uploads a client certificate (PEM, public part) for `private_key_jwt`.
-    pub fn register_certificate(
-        &self,
-        pem: &str,
-    ) -> Result<(), crate::certificate::CertificateError> {
+    pub fn register_certificate(&self, pem: &str) -> Result<(), CertificateError> {
         let cert = RegisteredCertificate::from_pem(pem)?;
         self.shared.lock().client_certificates.push(cert);
         Ok(())
@@ -553,7 +556,9 @@ impl Drop for MockIdp {
     }
 }
 
-/// Entra's multi-tenant authorities (ENTRA.md §1).
+/// Entra's multi-tenant authorities (the `{tenant}` values of
+/// <https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc>; `consumers` is not
+/// served).
 fn is_multi_tenant(authority: &str) -> bool {
     matches!(authority, "common" | "organizations")
 }
