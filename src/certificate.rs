@@ -33,8 +33,7 @@ use x509_cert::{
 };
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523 §2.2).
-pub const CLIENT_ASSERTION_TYPE: &str =
-    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// How long an assertion is valid. Entra's docs ask for `exp` no more than 10 minutes after
 /// `nbf`; 5 minutes covers a slow token request and keeps a leaked assertion short-lived

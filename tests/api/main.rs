@@ -7,6 +7,7 @@ mod doctor;
 mod helpers;
 mod hostile;
 mod id_token_rules;
+mod layers;
 mod login_flow;
 mod metrics;
 mod mock_certificates;
