@@ -151,8 +151,22 @@ pub struct ConnectionConfig {
     pub domains: Vec<String>,
     /// `allowed_groups` / `allowed_roles`; the default admits everyone.
     pub access: AccessPolicy,
-    /// Call the userinfo endpoint at sign-in (the `userinfo` module of `oidc`).
-    pub userinfo: bool,
+    /// When to call the userinfo endpoint at sign-in (the `userinfo` module of `oidc`).
+    pub userinfo: Userinfo,
+}
+
+/// When a connection calls the IdP's userinfo endpoint at sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Userinfo {
+    /// `userinfo = true`: at every sign-in; a failure fails the sign-in.
+    Always,
+    /// `userinfo = false`, and Entra by default: its ID tokens carry the profile claims.
+    Never,
+    /// The default for other IdPs: when a requested scope's claims (`profile` → `name`,
+    /// `email` → `email`) are missing from the ID token and the IdP has a userinfo endpoint
+    /// (OpenID Connect Core §5.4: with an access token issued, an IdP may put them in
+    /// userinfo alone).
+    WhenMissing,
 }
 
 #[cfg(test)]
@@ -185,7 +199,7 @@ impl ConnectionConfig {
             verify_scope: None,
             domains: vec![],
             access: Default::default(),
-            userinfo: false,
+            userinfo: Userinfo::Never,
         }
     }
 }
@@ -285,7 +299,12 @@ pub(super) fn validate_connection(
         allowed_tenants,
         domains,
         access,
-        userinfo: rc.userinfo,
+        userinfo: match rc.userinfo {
+            Some(true) => Userinfo::Always,
+            Some(false) => Userinfo::Never,
+            None if is_entra => Userinfo::Never,
+            None => Userinfo::WhenMissing,
+        },
     };
     Ok((conn, read))
 }

@@ -266,9 +266,11 @@ pub struct RawConnection {
     #[serde(default)]
     pub allowed_roles: Option<Vec<String>>,
     /// Also call the IdP's userinfo endpoint at sign-in: its claims fill what the ID token
-    /// left out, and its `sub` must be the ID token's.
+    /// left out, and its `sub` must be the ID token's. Unset: never for Entra (its ID tokens
+    /// carry the profile), and for other IdPs only when the ID token lacks a requested scope's
+    /// claims (OpenID Connect Core §5.4 lets an IdP put them in userinfo alone).
     #[serde(default)]
-    pub userinfo: bool,
+    pub userinfo: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------

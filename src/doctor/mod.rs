@@ -9,7 +9,7 @@
 use time::OffsetDateTime;
 
 use crate::{
-    config::{ClientCredential, ConnectionConfig, LenientConfig, SecretAsRead},
+    config::{ClientCredential, ConnectionConfig, LenientConfig, SecretAsRead, Userinfo},
     entra,
     oidc::http_client::HttpClient,
     oidc::provider::{self, Metadata},
@@ -182,7 +182,7 @@ async fn check_connection(
         credentials_check,
     ];
     // Only a connection that asks for userinfo gets the line.
-    if conn.userinfo {
+    if conn.userinfo == Userinfo::Always {
         checks.push(judge_userinfo(discovered.as_ref().map(|d| &d.meta)));
     }
     ConnectionReport {

@@ -13,7 +13,7 @@ use tower_sessions::Session;
 
 use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
-    config::ResponseMode,
+    config::{ConnectionConfig, ResponseMode, Userinfo},
     entra,
     http::error::AppError,
     http::pages,
@@ -267,7 +267,7 @@ async fn identify(
 ) -> Result<Identity, AppError> {
     let mut claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
     // After the ID token is proven, so the `sub` userinfo must match is one we trust.
-    if conn.config.userinfo {
+    if wants_userinfo(&conn.config, provider, &claims, tokens) {
         let failed = |source| AppError::Userinfo {
             connection: conn.config.id.clone(),
             name: conn.config.name.clone(),
@@ -290,7 +290,7 @@ async fn identify(
             actual: iss.to_owned(),
         });
     }
-    let identity = Identity::from_claims(&conn.config.id, &claims);
+    let identity = Identity::from_claims(&conn.config, &claims);
     if identity.groups_overage {
         tracing::warn!(
             user = %identity.user,
@@ -328,6 +328,28 @@ async fn identify(
         }
     }
     Ok(identity)
+}
+
+/// Whether this sign-in calls userinfo ([`Userinfo`]): always, never, or — the default off
+/// Entra — when the ID token lacks a requested scope's claims and userinfo can be asked.
+fn wants_userinfo(
+    conn: &ConnectionConfig,
+    provider: &crate::oidc::provider::Provider,
+    claims: &crate::oidc::verifier::IdTokenClaims,
+    tokens: &token::TokenResponse,
+) -> bool {
+    match conn.userinfo {
+        Userinfo::Always => true,
+        Userinfo::Never => false,
+        Userinfo::WhenMissing => {
+            let asked = |scope: &str| conn.scopes.iter().any(|s| s == scope);
+            let missing = (asked("profile") && claims.name.is_none())
+                || (asked("email") && claims.email.is_none());
+            missing
+                && provider.metadata.userinfo_endpoint.is_some()
+                && tokens.access_token.is_some()
+        }
+    }
 }
 
 /// The code exchange with each of the connection's secrets in turn (newest first): during a

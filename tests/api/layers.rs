@@ -175,7 +175,11 @@ fn house() -> House {
     for file in &files {
         let module = module_of(&src, file);
         // The crate root and the binaries sit above every floor.
-        if module.is_empty() || module == ["lib"] || module == ["main"] || module.first().is_some_and(|m| m == "bin") {
+        if module.is_empty()
+            || module == ["lib"]
+            || module == ["main"]
+            || module.first().is_some_and(|m| m == "bin")
+        {
             continue;
         }
         // Test-only files (`tests.rs`, `proptests.rs`) are not part of the production graph.

@@ -133,3 +133,48 @@ async fn without_userinfo_true_there_is_no_userinfo_call() {
     assert_signed_in(&app, app.login().await).await;
     assert_eq!(app.idp.counters().userinfo, 0);
 }
+
+/// A provider that follows OpenID Connect Core §5.4 puts `name` and `email` in userinfo, not
+/// in the ID token: with `userinfo` unset, a non-Entra connection (the mock on loopback is not
+/// an Entra host) asks userinfo exactly when the ID token lacks a requested scope's claims.
+#[tokio::test]
+async fn by_default_userinfo_fills_profile_claims_missing_from_the_id_token() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let res = app
+        .login_with_behaviour(Behaviour {
+            claims_remove: vec!["name".into(), "email".into()],
+            ..Default::default()
+        })
+        .await;
+    let me = assert_signed_in(&app, res).await;
+    assert_eq!(me["name"], "Ada Lovelace");
+    assert_eq!(me["email"], "ada.lovelace@contoso.example");
+    assert_eq!(app.idp.counters().userinfo, 1);
+}
+
+#[tokio::test]
+async fn by_default_userinfo_is_not_asked_when_the_id_token_has_the_claims() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let res = app.login_with_behaviour(Behaviour::default()).await;
+    let me = assert_signed_in(&app, res).await;
+    assert_eq!(me["email"], "ada.lovelace@contoso.example");
+    assert_eq!(app.idp.counters().userinfo, 0);
+}
+
+#[tokio::test]
+async fn userinfo_false_keeps_the_id_token_alone() {
+    let app = spawn_app_with(AppOptions {
+        connection_extra: "userinfo = false".into(),
+        ..Default::default()
+    })
+    .await;
+    let res = app
+        .login_with_behaviour(Behaviour {
+            claims_remove: vec!["name".into(), "email".into()],
+            ..Default::default()
+        })
+        .await;
+    let me = assert_signed_in(&app, res).await;
+    assert!(me["email"].is_null(), "{me}");
+    assert_eq!(app.idp.counters().userinfo, 0);
+}
