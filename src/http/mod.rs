@@ -161,6 +161,17 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+/// The `method` label: a fixed set, because `/auth` answers any method and a label per
+/// method token a client invents would grow `/metrics` without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        _ => "OTHER",
+    }
+}
 
 /// Counts every routed request by its route template, and failed login callbacks by
 /// connection and reason. Runs inside the routing, where the error a handler returned is
@@ -175,7 +186,7 @@ async fn track_metrics(
         .as_ref()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let correlation_id = req.extensions().get::<CorrelationId>().map(|c| c.0.clone());
     let started = std::time::Instant::now();
     let res = next.run(req).await;

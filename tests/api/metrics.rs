@@ -122,3 +122,27 @@ async fn an_admin_listener_takes_metrics_off_the_public_address() {
         .expect("admin readyz");
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn invented_http_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("X{i}AUTH").as_bytes()).expect("token");
+        let _ = client
+            .request(method, app.url("/auth"))
+            .send()
+            .await
+            .expect("answered");
+    }
+    let text = app.get("/metrics").await.text().await.expect("text");
+    assert!(
+        !text.contains("X1AUTH"),
+        "a method a client made up became a label"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("route=\"/auth\"") && l.contains("method=\"OTHER\"")),
+        "{text}"
+    );
+}
