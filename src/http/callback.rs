@@ -192,12 +192,11 @@ async fn finish_login(
     }
 
     if let Some(error) = params.error {
-        return Err(AppError::IdpError {
-            connection: conn.config.id.clone(),
-            name: conn.config.name.clone(),
-            error,
-            description: params.error_description.unwrap_or_default(),
-        });
+        return Err(idp_error(
+            &conn,
+            &error,
+            params.error_description.as_deref(),
+        ));
     }
     let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
         return Err(AppError::MissingParameter("code"));
@@ -250,6 +249,31 @@ async fn finish_login(
     );
 
     see_other(&login.return_to)
+}
+
+/// The IdP's error answer. `error` and `error_description` come from the callback's URL, which
+/// anyone can craft: control characters (a newline would forge a line in the text log, which
+/// escapes none) are written as escapes before the text reaches a log, a page or the traces.
+fn idp_error(conn: &Connection, error: &str, description: Option<&str>) -> AppError {
+    AppError::IdpError {
+        connection: conn.config.id.clone(),
+        name: conn.config.name.clone(),
+        error: escape_controls(error),
+        description: escape_controls(description.unwrap_or_default()),
+    }
+}
+
+/// `s` with each control character as its Rust escape (`\n`, `\u{1b}`); all else kept.
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// From a redeemed code to the person: the ID token validated, userinfo merged when the
@@ -346,7 +370,11 @@ fn wants_userinfo(
             let missing = (asked("profile") && claims.name.is_none())
                 || (asked("email") && claims.email.is_none());
             missing
-                && provider.metadata.userinfo_endpoint.is_some()
+                && provider
+                    .metadata
+                    .userinfo_endpoint
+                    .as_deref()
+                    .is_some_and(userinfo::is_secure)
                 && tokens.access_token.is_some()
         }
     }
@@ -494,6 +522,19 @@ async fn validate_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idp_error_cannot_forge_a_log_line() {
+        let forged =
+            "denied\n2026-11-29T10:00:00Z  INFO entrance::audit: signed in user=admin\u{1b}[0m";
+        let text = escape_controls(forged);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("\\n2026"), "{text}");
+        assert_eq!(
+            escape_controls("AADSTS50105: ok – Ünïcode"),
+            "AADSTS50105: ok – Ünïcode"
+        );
+    }
     use proptest::prelude::*;
 
     proptest! {

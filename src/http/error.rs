@@ -420,6 +420,9 @@ impl AppError {
                     UserinfoError::NoAccessToken => format!(
                         "{name}'s token response carried no access_token, which the userinfo call needs. Remove userinfo = true from the connection."
                     ),
+                    UserinfoError::InsecureEndpoint(url) => format!(
+                        "{name}'s metadata publishes the userinfo_endpoint {url:?}, which is not https: the access token would travel in clear. Fix the IdP's metadata, or set userinfo = false on the connection."
+                    ),
                     UserinfoError::Transport(e) => format!(
                         "The userinfo endpoint could not be reached ({e}). Check that entrance can reach it (for Entra: graph.microsoft.com, through HTTPS_PROXY if outbound traffic needs a proxy)."
                     ),

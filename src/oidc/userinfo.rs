@@ -10,6 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
+    loopback::is_loopback_host,
     oidc::http_client::{FetchError, HttpClient},
     oidc::verifier::IdTokenClaims,
 };
@@ -22,6 +23,10 @@ pub(crate) enum UserinfoError {
     NoEndpoint,
     #[error("the token response carried no access_token to call userinfo with")]
     NoAccessToken,
+    /// The access token would travel in clear: like every endpoint entrance calls, userinfo
+    /// must be https (plain http only on loopback).
+    #[error("the userinfo_endpoint {0:?} is not an https URL")]
+    InsecureEndpoint(String),
     #[error("the userinfo endpoint could not be used: {0}")]
     Transport(FetchError),
     #[error("the userinfo endpoint answered HTTP {0}")]
@@ -40,6 +45,7 @@ impl UserinfoError {
         match self {
             UserinfoError::NoEndpoint => "userinfo_no_endpoint",
             UserinfoError::NoAccessToken => "userinfo_no_access_token",
+            UserinfoError::InsecureEndpoint(_) => "userinfo_insecure_endpoint",
             UserinfoError::Transport(_) => "userinfo_unreachable",
             UserinfoError::Refused(_) => "userinfo_refused",
             UserinfoError::Malformed => "userinfo_malformed",
@@ -71,6 +77,9 @@ pub(crate) async fn fetch(
     access_token: Option<&SecretString>,
 ) -> Result<UserinfoClaims, UserinfoError> {
     let endpoint = endpoint.ok_or(UserinfoError::NoEndpoint)?;
+    if !is_secure(endpoint) {
+        return Err(UserinfoError::InsecureEndpoint(endpoint.to_owned()));
+    }
     let token = access_token.ok_or(UserinfoError::NoAccessToken)?;
     let request = http
         .inner()
@@ -84,6 +93,15 @@ pub(crate) async fn fetch(
         return Err(UserinfoError::Refused(status.as_u16()));
     }
     serde_json::from_slice(&body).map_err(|_| UserinfoError::Malformed)
+}
+
+/// https, or plain http on loopback (the bundled mock): where a bearer token may be sent.
+pub(crate) fn is_secure(endpoint: &str) -> bool {
+    url::Url::parse(endpoint).is_ok_and(|u| match u.scheme() {
+        "https" => true,
+        "http" => is_loopback_host(&u),
+        _ => false,
+    })
 }
 
 /// Checks `sub` and fills what the ID token left out.
@@ -115,6 +133,26 @@ pub(crate) fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_access_token_never_goes_to_a_plain_http_userinfo_endpoint() {
+        assert!(is_secure("https://idp.example/userinfo"));
+        assert!(is_secure("http://127.0.0.1:9090/userinfo"));
+        assert!(!is_secure("http://idp.example/userinfo"));
+        assert!(!is_secure("ftp://idp.example/userinfo"));
+        let http = HttpClient::new(&crate::config::HttpSettings {
+            connect_timeout: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            max_response_bytes: 16 * 1024,
+            extra_roots: Vec::new(),
+        })
+        .expect("client");
+        let token = SecretString::from("at");
+        let err = fetch(&http, Some("http://idp.example/userinfo"), Some(&token))
+            .await
+            .expect_err("refused before any request");
+        assert!(matches!(err, UserinfoError::InsecureEndpoint(_)), "{err:?}");
+    }
 
     fn id_token_claims() -> IdTokenClaims {
         serde_json::from_value(serde_json::json!({
