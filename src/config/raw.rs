@@ -5,6 +5,26 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// A raw value that may be a secret (an inline client secret, a Redis URL with a password):
+/// read like a string, printed by `Debug` as `<redacted>`, so a logged raw configuration shows
+/// none of them.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Concealed(pub String);
+
+impl std::fmt::Debug for Concealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::ops::Deref for Concealed {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -117,7 +137,8 @@ pub struct RawSession {
     pub cookie_domain: Option<String>,
     pub store_timeout_ms: u64,
     pub sqlite_path: String,
-    pub redis_url: Option<String>,
+    /// May carry a password (`redis://:password@host`).
+    pub redis_url: Option<Concealed>,
     pub redis_key_prefix: String,
     pub redis_pool_size: usize,
 }
@@ -214,7 +235,7 @@ pub struct RawConnection {
     pub metadata_url: String,
     pub client_id: String,
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Concealed>,
     #[serde(default)]
     pub client_secret_env: Option<String>,
     #[serde(default)]

@@ -181,7 +181,7 @@ pub(super) fn read_secrets(
         SecretAsRead {
             source: SecretSource::Inline,
             label: "client_secret".to_owned(),
-            value: Ok(SecretString::from(secret.clone())),
+            value: Ok(SecretString::from(secret.0.clone())),
         }
     } else {
         return unknown(invalid(

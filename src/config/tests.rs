@@ -717,3 +717,27 @@ fn an_expired_certificate_stops_startup_but_not_the_doctor() {
             .is_some()
     );
 }
+
+#[test]
+fn a_raw_configuration_prints_no_secret() {
+    let raw: RawConfig = Figment::new()
+        .merge(Toml::string(
+            r#"
+listen = "127.0.0.1:0"
+public_url = "https://sso.example.com"
+[session]
+store = "redis"
+redis_url = "redis://:r3dis-s3cret@cache:6379"
+[[connections]]
+id = "c"
+metadata_url = "https://idp.example/.well-known/openid-configuration"
+client_id = "x"
+client_secret = "inline-s3cret"
+"#,
+        ))
+        .extract()
+        .expect("parses");
+    let text = format!("{raw:?}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+}

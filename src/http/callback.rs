@@ -26,8 +26,9 @@ use crate::{
     session::{self, PendingLogin, SignedIn},
 };
 
-/// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`).
-#[derive(Debug, Deserialize)]
+/// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`). `Debug`
+/// leaves out the code and the state: either would let a reader of the log finish the login.
+#[derive(Deserialize)]
 pub(super) struct CallbackParams {
     state: Option<String>,
     code: Option<String>,
@@ -37,6 +38,20 @@ pub(super) struct CallbackParams {
     /// Set by our own form_post relay page.
     #[serde(default, deserialize_with = "flag")]
     relayed: bool,
+}
+
+impl std::fmt::Debug for CallbackParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("CallbackParams")
+            .field("state", &redacted(&self.state))
+            .field("code", &redacted(&self.code))
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .field("iss", &self.iss)
+            .field("relayed", &self.relayed)
+            .finish()
+    }
 }
 
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -522,6 +537,16 @@ async fn validate_id_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_neither_code_nor_state() {
+        let params: CallbackParams =
+            serde_urlencoded::from_str("state=st4te-s3cret&code=c0de-s3cret&iss=https%3A%2F%2Fi")
+                .expect("parses");
+        let text = format!("{params:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("https://i"), "{text}");
+    }
 
     #[test]
     fn an_idp_error_cannot_forge_a_log_line() {
