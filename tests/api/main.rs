@@ -1,12 +1,14 @@
 //! Integration tests: the real service and the mock IdP on port 0, driven over real HTTP.
 //! All modules link into this one binary (zero2prod's layout).
 
+mod browser;
 mod certificate;
 mod deployable;
 mod doctor;
 mod helpers;
 mod hostile;
 mod id_token_rules;
+mod in_browser;
 mod login_flow;
 mod metrics;
 mod multitenant;
