@@ -1797,10 +1797,15 @@ fn read_secrets(
             format!("client_secret_file {path}"),
         )
     } else if let Some(secret) = &rc.client_secret {
-        tracing::warn!(
-            connection = %rc.id,
-            "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
-        );
+        // The warning is for real secrets in files that get shared. The mock IdP's fake
+        // secret is public already (`mock_idp::DEFAULT_CLIENT_SECRET`, written inline in the
+        // demo's own config/entrance.toml), so `entrance demo` does not warn about itself.
+        if secret != crate::mock_idp::DEFAULT_CLIENT_SECRET {
+            tracing::warn!(
+                connection = %rc.id,
+                "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
+            );
+        }
         SecretAsRead {
             source: SecretSource::Inline,
             label: "client_secret".to_owned(),
@@ -2335,6 +2340,51 @@ clientid = "typo""#);
             .extract()
             .expect("demo parses");
         Config::from_raw(raw, &|_| None).expect("demo validates");
+    }
+
+    #[test]
+    fn the_embedded_demo_config_warns_about_nothing() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        use tracing_subscriber::layer::SubscriberExt;
+
+        /// Counts WARN and ERROR events.
+        struct Warnings(Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() <= tracing::Level::WARN {
+                    self.0.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Warnings(count.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            Config::load_str(DEMO_TOML).expect("demo loads");
+        });
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            0,
+            "entrance demo warns about itself"
+        );
+
+        // A real secret written inline still warns.
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Warnings(count.clone()));
+        let toml = DEMO_TOML.replace(
+            crate::mock_idp::DEFAULT_CLIENT_SECRET,
+            "Zq88Q~someRealLookingSecretValue0123456789",
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            Config::load_str(&toml).expect("loads");
+        });
+        assert!(count.load(Ordering::Relaxed) > 0);
     }
 
     fn with_session(session: &str) -> String {

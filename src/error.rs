@@ -96,8 +96,46 @@ pub struct Explanation {
     pub user: String,
     /// What the admin should check; None when it is not a configuration matter.
     pub admin: Option<String>,
-    /// Offer "Sign in again" for this connection.
-    pub retry_connection: Option<String>,
+    /// Where "Sign in again" leads, where signing in again can help.
+    pub retry: Option<Retry>,
+}
+
+/// The "Sign in again" of an error page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// This connection's sign-in, towards where the failed login was headed when known.
+    Connection {
+        id: String,
+        return_to: Option<String>,
+    },
+    /// The start page, to pick a connection: the failed login's is not known (a callback
+    /// whose state this browser never had).
+    StartPage,
+}
+
+impl Retry {
+    fn connection(id: &str) -> Option<Retry> {
+        Some(Retry::Connection {
+            id: id.to_owned(),
+            return_to: None,
+        })
+    }
+
+    /// The link: `/login?connection=…[&return_to=…]` (which sanitizes `return_to` again,
+    /// `src/return_to.rs`) or `/`.
+    pub fn href(&self) -> String {
+        let encode = crate::http::urlencode;
+        match self {
+            Retry::Connection { id, return_to } => {
+                let mut href = format!("/login?connection={}", encode(id));
+                if let Some(to) = return_to {
+                    href.push_str(&format!("&return_to={}", encode(to)));
+                }
+                href
+            }
+            Retry::StartPage => "/".to_owned(),
+        }
+    }
 }
 
 impl AppError {
@@ -252,7 +290,7 @@ impl AppError {
             title: title.to_owned(),
             user: user.to_owned(),
             admin: None,
-            retry_connection: None,
+            retry: None,
         };
         match self {
             AppError::UnknownConnection(id) => Explanation {
@@ -289,8 +327,14 @@ impl AppError {
                     "You signed in, but your administrator has not given your account access to this application. Ask them to grant it.",
                 )
             },
-            AppError::ConnectionNotReady { name, reason, .. } => Explanation {
+            AppError::ConnectionNotReady {
+                connection,
+                name,
+                reason,
+            } => Explanation {
                 admin: Some(format!("{reason}. entrance retries by itself.")),
+                // "Try again in a few minutes": the button does, when the user is ready.
+                retry: Retry::connection(connection),
                 ..plain(
                     &format!("Could not reach {name}'s sign-in service"),
                     "Signing in is not possible right now. Please try again in a few minutes.",
@@ -306,9 +350,17 @@ impl AppError {
             AppError::State {
                 problem,
                 connection,
-                ..
+                return_to,
             } => Explanation {
-                retry_connection: connection.clone(),
+                // An expired login knows its connection and destination; an unknown state
+                // knows nothing, so the start page lets the user pick.
+                retry: Some(match connection {
+                    Some(id) => Retry::Connection {
+                        id: id.clone(),
+                        return_to: return_to.clone(),
+                    },
+                    None => Retry::StartPage,
+                }),
                 ..plain(
                     "This sign-in has expired",
                     match problem {
@@ -328,7 +380,24 @@ impl AppError {
                 admin: Some(
                     aadsts_fix.unwrap_or_else(|| format!("{name} answered {error}: {description}")),
                 ),
-                retry_connection: Some(connection.clone()),
+                // The user can change their answer (access_denied, consent_required, …) or
+                // the IdP can recover (server_error, temporarily_unavailable); these errors
+                // say entrance's request or registration is wrong, which a retry repeats
+                // (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6).
+                retry: (!matches!(
+                    error.as_str(),
+                    "invalid_request"
+                        | "unauthorized_client"
+                        | "unsupported_response_type"
+                        | "invalid_scope"
+                        | "invalid_request_uri"
+                        | "invalid_request_object"
+                        | "request_not_supported"
+                        | "request_uri_not_supported"
+                        | "registration_not_supported"
+                ))
+                .then(|| Retry::connection(connection))
+                .flatten(),
                 ..plain(
                     "Sign-in was not completed",
                     &format!(
@@ -374,11 +443,20 @@ impl AppError {
                     _ => None,
                 };
                 let admin = aadsts_fix.unwrap_or_else(|| source.to_string());
+                // Only where the page asks the user to try again: an unreachable IdP, a code
+                // that expired. A refused client or a broken answer needs the admin first.
+                let retry = match &**source {
+                    TokenError::Transport(_) => Retry::connection(connection),
+                    TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
+                        Retry::connection(connection)
+                    }
+                    _ => None,
+                };
                 Explanation {
                     title,
                     user: user.to_owned(),
                     admin: Some(format!("{admin}{}", said.unwrap_or_default())),
-                    retry_connection: Some(connection.clone()),
+                    retry,
                 }
             }
             AppError::Userinfo {
@@ -404,7 +482,7 @@ impl AppError {
                         "{source}: the answer was refused (OpenID Connect Core §5.3.4). The userinfo endpoint answered for someone else; check {name}'s configuration and any proxy in between."
                     ),
                 }),
-                retry_connection: Some(connection.clone()),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was not completed",
                     &format!(
@@ -420,7 +498,7 @@ impl AppError {
                     "ID token rejected ({}): {rejection}",
                     rejection.code()
                 )),
-                retry_connection: Some(connection.clone()),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was refused",
                     "The sign-in answer could not be verified. Please try again; if it keeps happening, contact your administrator.",

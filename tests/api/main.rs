@@ -18,5 +18,6 @@ mod redis;
 mod rotation;
 mod routing;
 mod sessions;
+mod sign_out;
 mod traces;
 mod userinfo;
