@@ -539,3 +539,87 @@ impl IntoResponse for AppError {
         res
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::OAuthError;
+
+    fn retry(err: AppError) -> Option<String> {
+        err.explain().retry.map(|r| r.href())
+    }
+
+    fn idp_error(error: &str) -> AppError {
+        AppError::IdpError {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            error: error.into(),
+            description: String::new(),
+        }
+    }
+
+    fn refused(error: &str) -> AppError {
+        AppError::Token {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            source: Box::new(TokenError::Refused {
+                status: 400,
+                error: OAuthError {
+                    error: error.into(),
+                    error_description: None,
+                    error_codes: Vec::new(),
+                    trace_id: None,
+                    correlation_id: None,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn an_expired_login_signs_in_again_towards_where_it_was_headed() {
+        let href = retry(AppError::State {
+            problem: StateProblem::Expired,
+            connection: Some("contoso".into()),
+            return_to: Some("https://app.example.com/reports?q=1".into()),
+        });
+        assert_eq!(
+            href.as_deref(),
+            Some(
+                "/login?connection=contoso&return_to=https%3A%2F%2Fapp.example.com%2Freports%3Fq%3D1"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_state_signs_in_again_from_the_start_page() {
+        let href = retry(AppError::State {
+            problem: StateProblem::Unknown,
+            connection: None,
+            return_to: None,
+        });
+        assert_eq!(href.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn sign_in_again_is_offered_where_the_user_can_change_the_outcome() {
+        for error in [
+            "access_denied",
+            "consent_required",
+            "login_required",
+            "server_error",
+        ] {
+            assert_eq!(
+                retry(idp_error(error)).as_deref(),
+                Some("/login?connection=contoso"),
+                "{error}"
+            );
+        }
+        assert!(retry(refused("invalid_grant")).is_some(), "an expired code");
+        // entrance's request or registration is wrong: the admin must act first.
+        for error in ["unauthorized_client", "invalid_scope", "invalid_request"] {
+            assert_eq!(retry(idp_error(error)), None, "{error}");
+        }
+        assert_eq!(retry(refused("invalid_client")), None);
+        assert_eq!(retry(AppError::CrossSiteRequest), None);
+    }
+}

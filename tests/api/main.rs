@@ -12,6 +12,7 @@ mod in_browser;
 mod login_flow;
 mod metrics;
 mod multitenant;
+mod pages;
 mod process;
 mod readiness;
 mod redis;
