@@ -380,24 +380,7 @@ impl AppError {
                 admin: Some(
                     aadsts_fix.unwrap_or_else(|| format!("{name} answered {error}: {description}")),
                 ),
-                // The user can change their answer (access_denied, consent_required, …) or
-                // the IdP can recover (server_error, temporarily_unavailable); these errors
-                // say entrance's request or registration is wrong, which a retry repeats
-                // (RFC 6749 §4.1.2.1, OpenID Connect Core §3.1.2.6).
-                retry: (!matches!(
-                    error.as_str(),
-                    "invalid_request"
-                        | "unauthorized_client"
-                        | "unsupported_response_type"
-                        | "invalid_scope"
-                        | "invalid_request_uri"
-                        | "invalid_request_object"
-                        | "request_not_supported"
-                        | "request_uri_not_supported"
-                        | "registration_not_supported"
-                ))
-                .then(|| Retry::connection(connection))
-                .flatten(),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was not completed",
                     &format!(
@@ -443,20 +426,12 @@ impl AppError {
                     _ => None,
                 };
                 let admin = aadsts_fix.unwrap_or_else(|| source.to_string());
-                // Only where the page asks the user to try again: an unreachable IdP, a code
-                // that expired. A refused client or a broken answer needs the admin first.
-                let retry = match &**source {
-                    TokenError::Transport(_) => Retry::connection(connection),
-                    TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
-                        Retry::connection(connection)
-                    }
-                    _ => None,
-                };
                 Explanation {
                     title,
                     user: user.to_owned(),
                     admin: Some(format!("{admin}{}", said.unwrap_or_default())),
-                    retry,
+                    // Also after the admin's fix: the same button then works.
+                    retry: Retry::connection(connection),
                 }
             }
             AppError::Userinfo {
@@ -601,25 +576,23 @@ mod tests {
     }
 
     #[test]
-    fn sign_in_again_is_offered_where_the_user_can_change_the_outcome() {
-        for error in [
-            "access_denied",
-            "consent_required",
-            "login_required",
-            "server_error",
-        ] {
+    fn sign_in_again_is_offered_for_the_connection_that_failed() {
+        for error in ["access_denied", "consent_required", "unauthorized_client"] {
             assert_eq!(
                 retry(idp_error(error)).as_deref(),
                 Some("/login?connection=contoso"),
                 "{error}"
             );
         }
-        assert!(retry(refused("invalid_grant")).is_some(), "an expired code");
-        // entrance's request or registration is wrong: the admin must act first.
-        for error in ["unauthorized_client", "invalid_scope", "invalid_request"] {
-            assert_eq!(retry(idp_error(error)), None, "{error}");
+        // An expired code, and a refused client after the admin's fix.
+        for error in ["invalid_grant", "invalid_client"] {
+            assert_eq!(
+                retry(refused(error)).as_deref(),
+                Some("/login?connection=contoso"),
+                "{error}"
+            );
         }
-        assert_eq!(retry(refused("invalid_client")), None);
+        // Nothing to sign in again for: the page links the start page instead.
         assert_eq!(retry(AppError::CrossSiteRequest), None);
     }
 }

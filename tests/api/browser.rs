@@ -141,6 +141,7 @@ impl Browser {
                 Err(e) => {
                     let _ = driver.kill();
                     let _ = driver.wait();
+                    kill_chromium_of(&profile.path().join("chromium"));
                     let log = std::fs::read_to_string(profile.path().join("chromedriver.log"))
                         .unwrap_or_default();
                     panic!("no browser session from chromedriver: {e}\n{log}");
@@ -297,6 +298,7 @@ impl Browser {
 pub async fn fetch_with_cookie(url: &str, cookie: &str) -> (StatusCode, String) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()
         .expect("client");
     let mut req = client.get(url);
@@ -349,7 +351,10 @@ fn kill_chromium_of(profile: &Path) {
 /// chromedriver answers `/status` once it listens; false if it exited or took over 30 s.
 async fn wait_for_driver(port: u16, driver: &mut Child) -> bool {
     let started = Instant::now();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     while started.elapsed() < Duration::from_secs(30) {
         if let Ok(Some(_)) = driver.try_wait() {
             return false;
@@ -384,6 +389,8 @@ fn capabilities(chromium: &Path, profile: &Path) -> serde_json::Map<String, serd
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
+                // Straight to loopback, whatever proxy the environment names.
+                "--no-proxy-server",
                 "--window-size=1024,768",
                 format!("--user-data-dir={}", profile.display()),
             ],

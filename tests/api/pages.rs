@@ -77,32 +77,41 @@ async fn an_unknown_state_offers_sign_in_again_from_the_start_page() {
 }
 
 #[tokio::test]
-async fn an_idp_error_the_user_can_retry_offers_sign_in_again_with_that_connection() {
+async fn an_idp_error_offers_sign_in_again_with_that_connection() {
     let app = spawn_app().await;
-    let html_error = async |error: &str| {
-        app.idp.set_behaviour(Behaviour {
-            authorize_error: Some(AuthorizeError {
-                error: error.into(),
-                error_description: "AADSTS65004: User declined to consent to access the app."
-                    .into(),
-            }),
-            ..Default::default()
-        });
-        let authorize = app.begin_login().await;
-        let callback = app.authorize(&authorize).await;
-        app.callback_with(&app.browser, &callback, false)
-            .await
-            .text()
-            .await
-            .expect("html")
-    };
-    let html = html_error("access_denied").await;
+    app.idp.set_behaviour(Behaviour {
+        authorize_error: Some(AuthorizeError {
+            error: "access_denied".into(),
+            error_description: "AADSTS65004: User declined to consent to access the app.".into(),
+        }),
+        ..Default::default()
+    });
+    let authorize = app.begin_login().await;
+    let callback = app.authorize(&authorize).await;
+    let res = app.callback_with(&app.browser, &callback, false).await;
+    let html = res.text().await.expect("html");
     assert!(
         html.contains("href=\"/login?connection=contoso\">Sign in again</a>"),
         "{html}"
     );
-    // A client the IdP does not allow this flow: signing in again would only repeat it.
-    let html = html_error("unauthorized_client").await;
-    assert!(!html.contains("Sign in again"), "{html}");
     assert!(html.contains("href=\"/\">Start page</a>"), "{html}");
+}
+
+#[tokio::test]
+async fn a_page_with_nothing_to_retry_still_links_the_start_page() {
+    let app = spawn_app().await;
+    let res = app
+        .browser
+        .post(app.url("/logout"))
+        .header(reqwest::header::ORIGIN, "https://evil.example")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let html = res.text().await.expect("html");
+    assert!(!html.contains("Sign in again"), "{html}");
+    assert!(
+        html.contains("<a class=\"button secondary\" href=\"/\">Start page</a>"),
+        "{html}"
+    );
 }
