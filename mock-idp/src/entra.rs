@@ -1,5 +1,6 @@
 //! Entra-shaped responses of the mock IdP: token-endpoint error bodies, the Microsoft-style
-//! error and sign-out pages, the form_post page, and the small text helpers they need.
+//! error and sign-out pages, the form_post page, the opt-in Continue page, and the small text
+//! helpers they need.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -131,6 +132,22 @@ pub(super) fn form_post_page(action: &str, fields: &[(&str, &str)]) -> Response 
         action = html_escape(action),
     );
     html_response(StatusCode::OK, html)
+}
+
+/// A stand-in for Entra's sign-in page ([`super::Behaviour::continue_page`]): one Continue
+/// button in a form without an `action`, so it posts to the page's own address — the
+/// authorize request with its query — adding `{field}=1`. No script.
+pub fn continue_page(field: &str) -> Response {
+    html_response(
+        StatusCode::OK,
+        format!(
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in</title></head>\n\
+             <body><h1>Sign in to Contoso</h1><p>Mock IdP (test tool): no password is asked.</p>\
+             <form method=\"post\"><input type=\"hidden\" name=\"{}\" value=\"1\" />\
+             <button type=\"submit\">Continue</button></form></body></html>\n",
+            html_escape(field)
+        ),
+    )
 }
 
 /// The generic page Entra leaves the user on after sign-out without a (registered)

@@ -433,6 +433,9 @@ fn aadsts_text(code: u32, text: &str) -> String {
     )
 }
 
+/// The field [`entra::continue_page`]'s form adds to the authorize request it posts back.
+const CONTINUE_FIELD: &str = "mock_continue";
+
 async fn authorize(
     State(s): S,
     Path(tenant): Path<String>,
@@ -552,6 +555,10 @@ async fn authorize(
             );
         }
     };
+    // The user "looks at the sign-in page" until Continue posts the same request back.
+    if behaviour.continue_page && p.get(CONTINUE_FIELD).is_none() {
+        return entra::continue_page(CONTINUE_FIELD);
+    }
     if let Some(e) = &behaviour.authorize_error {
         return authorize_error_redirect(redirect_uri, mode, state, &e.error, &e.error_description);
     }

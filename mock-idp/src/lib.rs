@@ -2,7 +2,8 @@
 //! (public API, shared state and server lifecycle; endpoints live in `http`).
 //!
 //! It serves a tenant-style v2.0 authority under `http://127.0.0.1:PORT/{tenant}/…`:
-//! discovery, JWKS, authorize (no UI: the configured user is signed in at once), token,
+//! discovery, JWKS, authorize (no UI: the configured user is signed in at once, unless
+//! [`Behaviour::continue_page`] asks for one Continue button first), token,
 //! logout, and a `/_mock/…` control API for tests that drive a separately running process.
 //! The multi-tenant authorities `common` and `organizations` are served too, with Entra's
 //! templated issuer `…/{tenantid}/v2.0` in their metadata (as in
@@ -173,6 +174,10 @@ pub struct Behaviour {
     /// Override/add claims of the userinfo answer (e.g. another `sub`).
     pub userinfo_claims_set: serde_json::Map<String, serde_json::Value>,
     pub userinfo_fault: Fault,
+    /// Authorize first shows a page with a Continue button (a plain form, no script) and
+    /// signs in only when it is pressed, as a user who lingers on Entra's sign-in page would;
+    /// `false`: sign in at once, without UI.
+    pub continue_page: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

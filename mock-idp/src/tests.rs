@@ -594,6 +594,53 @@ async fn form_post_and_fragment_modes() {
 }
 
 #[tokio::test]
+async fn the_continue_page_waits_for_its_button_then_signs_in() {
+    let idp = start().await;
+    idp.set_behaviour(Behaviour {
+        continue_page: true,
+        ..Default::default()
+    });
+    let query = [
+        ("client_id", DEFAULT_CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("state", "st-123"),
+    ];
+    let resp = client()
+        .get(authorize_url(&idp))
+        .query(&query)
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(resp.status(), 200, "a page, not a redirect");
+    let html = resp.text().await.expect("body");
+    assert!(html.contains("<form method=\"post\">"), "{html}");
+    assert!(html.contains(">Continue</button>"), "{html}");
+    assert!(!html.contains("<script"), "no script: {html}");
+
+    // What the browser sends for the button: the same address, the form's field as the body.
+    let resp = client()
+        .post(authorize_url(&idp))
+        .query(&query)
+        .form(&[("mock_continue", "1")])
+        .send()
+        .await
+        .expect("continue");
+    assert_eq!(resp.status(), 302);
+    let loc = url::Url::parse(
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("Location"),
+    )
+    .expect("URL");
+    assert!(loc.as_str().starts_with(REDIRECT));
+    assert!(query_param(&loc, "code").is_some());
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-123"));
+}
+
+#[tokio::test]
 async fn behaviour_overrides_reach_the_id_token() {
     let idp = start().await;
     let mut b = Behaviour::default();

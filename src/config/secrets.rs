@@ -20,6 +20,11 @@ pub enum SecretSource {
     File(String),
 }
 
+/// The mock IdP's fake, public client secret that the embedded demo config writes inline
+/// (`mock_idp::DEFAULT_CLIENT_SECRET`; `config::tests` holds the two equal). Never a real
+/// credential.
+pub(crate) const DEMO_CLIENT_SECRET: &str = "bP88Q~rcBcYjzzOhg1Hnn76Wm3jGgakZiZ.8vMgR";
+
 impl std::fmt::Display for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -174,10 +179,15 @@ pub(super) fn read_secrets(
             format!("client_secret_file {path}"),
         )
     } else if let Some(secret) = &rc.client_secret {
-        tracing::warn!(
-            connection = %rc.id,
-            "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
-        );
+        // The warning is for real secrets in files that get shared. The demo's fake secret
+        // is public already (written inline in config/entrance.toml), so `entrance demo` does
+        // not warn about itself.
+        if secret.0 != DEMO_CLIENT_SECRET {
+            tracing::warn!(
+                connection = %rc.id,
+                "the client secret is written in the config file; prefer client_secret_env or client_secret_file"
+            );
+        }
         SecretAsRead {
             source: SecretSource::Inline,
             label: "client_secret".to_owned(),

@@ -741,3 +741,53 @@ client_secret = "inline-s3cret"
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("<redacted>"), "{text}");
 }
+
+#[test]
+fn the_demo_secret_is_the_mocks() {
+    assert_eq!(DEMO_CLIENT_SECRET, mock_idp::DEFAULT_CLIENT_SECRET);
+}
+
+#[test]
+fn the_embedded_demo_config_warns_about_nothing() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts WARN and ERROR events.
+    struct Warnings(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() <= tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Warnings(count.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        Config::load_str(DEMO_TOML).expect("demo loads");
+    });
+    assert_eq!(
+        count.load(Ordering::Relaxed),
+        0,
+        "entrance demo warns about itself"
+    );
+
+    // A real secret written inline still warns.
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Warnings(count.clone()));
+    let toml = DEMO_TOML.replace(
+        DEMO_CLIENT_SECRET,
+        "Zq88Q~someRealLookingSecretValue0123456789",
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        Config::load_str(&toml).expect("loads");
+    });
+    assert!(count.load(Ordering::Relaxed) > 0);
+}

@@ -119,8 +119,46 @@ pub(crate) struct Explanation {
     pub user: String,
     /// What the admin should check; None when it is not a configuration matter.
     pub admin: Option<String>,
-    /// Offer "Sign in again" for this connection.
-    pub retry_connection: Option<String>,
+    /// Where "Sign in again" leads, where signing in again can help.
+    pub retry: Option<Retry>,
+}
+
+/// The "Sign in again" of an error page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// This connection's sign-in, towards where the failed login was headed when known.
+    Connection {
+        id: String,
+        return_to: Option<String>,
+    },
+    /// The start page, to pick a connection: the failed login's is not known (a callback
+    /// whose state this browser never had).
+    StartPage,
+}
+
+impl Retry {
+    fn connection(id: &str) -> Option<Retry> {
+        Some(Retry::Connection {
+            id: id.to_owned(),
+            return_to: None,
+        })
+    }
+
+    /// The link: `/login?connection=…[&return_to=…]` (which sanitizes `return_to` again,
+    /// `src/return_to.rs`) or `/`.
+    pub(crate) fn href(&self) -> String {
+        let encode = crate::http::urlencode;
+        match self {
+            Retry::Connection { id, return_to } => {
+                let mut href = format!("/login?connection={}", encode(id));
+                if let Some(to) = return_to {
+                    href.push_str(&format!("&return_to={}", encode(to)));
+                }
+                href
+            }
+            Retry::StartPage => "/".to_owned(),
+        }
+    }
 }
 
 impl AppError {
@@ -279,7 +317,7 @@ impl AppError {
             title: title.to_owned(),
             user: user.to_owned(),
             admin: None,
-            retry_connection: None,
+            retry: None,
         };
         match self {
             AppError::UnknownConnection(id) => Explanation {
@@ -316,8 +354,14 @@ impl AppError {
                     "You signed in, but your administrator has not given your account access to this application. Ask them to grant it.",
                 )
             },
-            AppError::ConnectionNotReady { name, reason, .. } => Explanation {
+            AppError::ConnectionNotReady {
+                connection,
+                name,
+                reason,
+            } => Explanation {
                 admin: Some(format!("{reason}. entrance retries by itself.")),
+                // "Try again in a few minutes": the button does, when the user is ready.
+                retry: Retry::connection(connection),
                 ..plain(
                     &format!("Could not reach {name}'s sign-in service"),
                     "Signing in is not possible right now. Please try again in a few minutes.",
@@ -333,9 +377,17 @@ impl AppError {
             AppError::State {
                 problem,
                 connection,
-                ..
+                return_to,
             } => Explanation {
-                retry_connection: connection.clone(),
+                // An expired login knows its connection and destination; an unknown state
+                // knows nothing, so the start page lets the user pick.
+                retry: Some(match connection {
+                    Some(id) => Retry::Connection {
+                        id: id.clone(),
+                        return_to: return_to.clone(),
+                    },
+                    None => Retry::StartPage,
+                }),
                 ..plain(
                     "This sign-in has expired",
                     match problem {
@@ -355,7 +407,7 @@ impl AppError {
                 admin: Some(
                     aadsts_fix.unwrap_or_else(|| format!("{name} answered {error}: {description}")),
                 ),
-                retry_connection: Some(connection.clone()),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was not completed",
                     &format!(
@@ -405,7 +457,8 @@ impl AppError {
                     title,
                     user: user.to_owned(),
                     admin: Some(format!("{admin}{}", said.unwrap_or_default())),
-                    retry_connection: Some(connection.clone()),
+                    // Also after the admin's fix: the same button then works.
+                    retry: Retry::connection(connection),
                 }
             }
             AppError::Userinfo {
@@ -434,7 +487,7 @@ impl AppError {
                         "{source}: the answer was refused (OpenID Connect Core §5.3.4). The userinfo endpoint answered for someone else; check {name}'s configuration and any proxy in between."
                     ),
                 }),
-                retry_connection: Some(connection.clone()),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was not completed",
                     &format!(
@@ -450,7 +503,7 @@ impl AppError {
                     "ID token rejected ({}): {rejection}",
                     rejection.code()
                 )),
-                retry_connection: Some(connection.clone()),
+                retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was refused",
                     "The sign-in answer could not be verified. Please try again; if it keeps happening, contact your administrator.",
@@ -489,5 +542,87 @@ impl IntoResponse for AppError {
         }
         res.extensions_mut().insert(Arc::new(self));
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oidc::token::OAuthError;
+
+    fn retry(err: AppError) -> Option<String> {
+        err.explain().retry.map(|r| r.href())
+    }
+
+    fn idp_error(error: &str) -> AppError {
+        AppError::IdpError {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            error: error.into(),
+            description: String::new(),
+        }
+    }
+
+    fn refused(error: &str) -> AppError {
+        AppError::Token {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            source: Box::new(TokenError::Refused {
+                status: 400,
+                error: OAuthError {
+                    error: error.into(),
+                    error_description: None,
+                    error_codes: Vec::new(),
+                    trace_id: None,
+                    correlation_id: None,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn an_expired_login_signs_in_again_towards_where_it_was_headed() {
+        let href = retry(AppError::State {
+            problem: StateProblem::Expired,
+            connection: Some("contoso".into()),
+            return_to: Some("https://app.example.com/reports?q=1".into()),
+        });
+        assert_eq!(
+            href.as_deref(),
+            Some(
+                "/login?connection=contoso&return_to=https%3A%2F%2Fapp.example.com%2Freports%3Fq%3D1"
+            )
+        );
+    }
+
+    #[test]
+    fn an_unknown_state_signs_in_again_from_the_start_page() {
+        let href = retry(AppError::State {
+            problem: StateProblem::Unknown,
+            connection: None,
+            return_to: None,
+        });
+        assert_eq!(href.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn sign_in_again_is_offered_for_the_connection_that_failed() {
+        for error in ["access_denied", "consent_required", "unauthorized_client"] {
+            assert_eq!(
+                retry(idp_error(error)).as_deref(),
+                Some("/login?connection=contoso"),
+                "{error}"
+            );
+        }
+        // An expired code, and a refused client after the admin's fix.
+        for error in ["invalid_grant", "invalid_client"] {
+            assert_eq!(
+                retry(refused(error)).as_deref(),
+                Some("/login?connection=contoso"),
+                "{error}"
+            );
+        }
+        // Nothing to sign in again for: the page links the start page instead.
+        assert_eq!(retry(AppError::CrossSiteRequest), None);
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     http::extract::MaybeUser,
     http::pages::{self, escape},
     return_to,
+    session::ActiveUser,
 };
 
 #[derive(Debug, Deserialize)]
@@ -23,28 +24,11 @@ pub(super) async fn home(
     Params(params): Params<HomeParams>,
 ) -> Result<Html<String>, AppError> {
     let body = match user {
-        Some(user) => {
-            let id = &user.identity;
-            let who = id
-                .name
-                .as_deref()
-                .or(id.preferred_username.as_deref())
-                .unwrap_or(&id.user);
-            let connection = state
-                .connection(&id.connection)
-                .map(|c| c.config.name.clone())
-                .unwrap_or_else(|_| id.connection.clone());
-            format!(
-                "<h1>Signed in</h1><p>You are signed in as <strong>{}</strong>{} through {}.</p>\
+        Some(user) => format!(
+            "<h1>Signed in</h1><p>{}</p>\
 <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
-                escape(who),
-                id.email
-                    .as_deref()
-                    .map(|e| format!(" ({})", escape(e)))
-                    .unwrap_or_default(),
-                escape(&connection),
-            )
-        }
+            signed_in_as(&state, &user),
+        ),
         None => {
             let return_to = return_to::sanitize(
                 params.return_to.as_deref(),
@@ -52,6 +36,8 @@ pub(super) async fn home(
                 &state.config.allowed_return_hosts,
             );
             let mut body = String::from("<h1>Sign in</h1>");
+            // One button per connection: a link to /login, styled as a button (a GET form
+            // would do the same, but a link also works as a bookmark or from another app).
             if state
                 .connections
                 .load()
@@ -79,4 +65,27 @@ pub(super) async fn home(
         }
     };
     Ok(Html(pages::page("entrance", &body)))
+}
+
+/// "You are signed in as **Ada Lovelace** (ada@…) through Contoso." as HTML, escaped.
+pub(super) fn signed_in_as(state: &AppState, user: &ActiveUser) -> String {
+    let id = &user.identity;
+    let who = id
+        .name
+        .as_deref()
+        .or(id.preferred_username.as_deref())
+        .unwrap_or(&id.user);
+    let connection = state
+        .connection(&id.connection)
+        .map(|c| c.config.name.clone())
+        .unwrap_or_else(|_| id.connection.clone());
+    format!(
+        "You are signed in as <strong>{}</strong>{} through {}.",
+        escape(who),
+        id.email
+            .as_deref()
+            .map(|e| format!(" ({})", escape(e)))
+            .unwrap_or_default(),
+        escape(&connection),
+    )
 }

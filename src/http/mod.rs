@@ -268,6 +268,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
+const CALLBACK_PATH: &str = "/login/callback";
+
 const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz", traces::PATH];
 
 /// Paths that run without a request span unless they fail (see `render_errors`).
@@ -308,10 +310,7 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
             tracing::warn!(error = %err, code = err.code(), detail, "request refused");
         }
         let explanation = err.explain();
-        let retry_href = explanation
-            .retry_connection
-            .as_deref()
-            .map(|c| format!("/login?connection={}", urlencode(c)));
+        let retry_href = explanation.retry.as_ref().map(|r| r.href());
         let mut body = if wants_json {
             Json(serde_json::json!({
                 "error": err.code(),
@@ -352,10 +351,18 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // The callback URL carries the authorization code: never leak it in a Referer.
+    // `same-origin`: no Referer ever leaves for another origin, and a same-origin POST keeps
+    // its real Origin (under `no-referrer` it becomes `null`, Fetch standard "append a
+    // request `Origin` header", which is what browsers without Sec-Fetch-Site would send for
+    // our own Sign out button; see `logout::from_our_own_page`). The callback's URL carries
+    // the authorization code, so its pages send no Referer at all, not even to us.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static(if uri.path() == CALLBACK_PATH {
+            "no-referrer"
+        } else {
+            "same-origin"
+        }),
     );
     // Every response here is per-user or per-login; none may be cached by a browser or proxy.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

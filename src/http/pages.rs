@@ -6,9 +6,17 @@ use std::sync::OnceLock;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+/// The one stylesheet. `.button` makes a link look like the `<button>`s beside it;
+/// `.secondary` is the quieter of two choices (Cancel).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}\
 h1{font-size:1.4rem}.admin{background:#f4f4f4;padding:.75rem;border-radius:4px;font-size:.9rem}\
-.cid{color:#666;font-size:.8rem}button,.button{font-size:1rem;padding:.4rem 1rem}";
+.cid{color:#666;font-size:.8rem}\
+button,.button{display:inline-block;font:inherit;font-size:1rem;line-height:1.4;padding:.45rem 1.1rem;\
+border:1px solid #1f5fbf;border-radius:4px;background:#1f5fbf;color:#fff;text-decoration:none;cursor:pointer}\
+button:hover,.button:hover{background:#174a96}\
+.secondary{background:#fff;color:#1f5fbf}.secondary:hover{background:#eef3fb}\
+.actions{display:flex;flex-wrap:wrap;gap:.75rem;align-items:center}\
+input[type=email]{font:inherit;padding:.4rem;min-width:16rem}";
 
 /// The Content-Security-Policy of every response: nothing may load but our one inline style
 /// (allowed by its hash), no framing (clickjacking), no `<base>` tricks.
@@ -99,11 +107,16 @@ pub(crate) fn error_page(p: &ErrorPage<'_>) -> String {
         escape(p.title),
         escape(p.user_message)
     );
-    if let Some(href) = p.retry_href {
-        body.push_str(&format!(
-            "<p><a class=\"button\" href=\"{}\">Sign in again</a></p>",
+    match p.retry_href {
+        Some("/") => body
+            .push_str("<p class=\"actions\"><a class=\"button\" href=\"/\">Sign in again</a></p>"),
+        Some(href) => body.push_str(&format!(
+            "<p class=\"actions\"><a class=\"button\" href=\"{}\">Sign in again</a>\
+<a class=\"button secondary\" href=\"/\">Start page</a></p>",
             escape(href)
-        ));
+        )),
+        // Every page has a way back, even where signing in again would not help.
+        None => body.push_str("<p><a class=\"button secondary\" href=\"/\">Start page</a></p>"),
     }
     if let Some(admin) = p.admin_message {
         body.push_str(&format!(

@@ -101,9 +101,13 @@ pub struct AppOptions {
     /// TOML lines that replace the `client_secret = …` line (a certificate credential).
     pub credential_toml: Option<String>,
     pub public_scheme: &'static str,
+    /// The host of `public_url` (entrance still listens on 127.0.0.1). The browser tests use
+    /// `localhost`, so that entrance and the mock IdP (on 127.0.0.1) are different sites.
+    pub public_host: &'static str,
     /// Top-level keys (before any table), e.g. `allowed_return_hosts = [...]`.
     pub top_toml: String,
     /// Extra tables appended after the connection, e.g. `[keys]\nrefresh_interval_secs = 1`.
+    /// `{public_url}` in it becomes entrance's public URL (its port is known only here).
     pub tables_toml: String,
     /// Use this metadata URL instead of the mock IdP's (an IdP that is down).
     pub metadata_url: Option<String>,
@@ -128,6 +132,7 @@ impl Default for AppOptions {
             secret: DEFAULT_CLIENT_SECRET.to_owned(),
             credential_toml: None,
             public_scheme: "http",
+            public_host: "127.0.0.1",
             top_toml: String::new(),
             tables_toml: String::new(),
             metadata_url: None,
@@ -157,7 +162,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let toml = format!(
         r#"
 listen = "127.0.0.1:0"
-public_url = "{scheme}://127.0.0.1:{port}"
+public_url = "{scheme}://{host}:{port}"
 {top}
 [session]
 {session}
@@ -176,6 +181,7 @@ burst = {burst}
         per_minute = opts.rate_limit.0,
         burst = opts.rate_limit.1,
         scheme = opts.public_scheme,
+        host = opts.public_host,
         top = opts.top_toml,
         tables = opts.tables_toml,
         metadata = opts.metadata_url.clone().unwrap_or_else(|| {
@@ -192,6 +198,10 @@ burst = {burst}
             .unwrap_or_else(|| format!("client_secret = \"{}\"", opts.secret)),
         extra = opts.connection_extra,
         session = opts.session_toml,
+    );
+    let toml = toml.replace(
+        "{public_url}",
+        &format!("{}://{}:{port}", opts.public_scheme, opts.public_host),
     );
     let config = Config::load_str(&toml).expect("test config is valid");
     idp.set_redirect_uris(vec![config.redirect_uri()]);
