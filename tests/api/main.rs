@@ -16,5 +16,6 @@ mod redis;
 mod rotation;
 mod routing;
 mod sessions;
+mod store_contract;
 mod traces;
 mod userinfo;

@@ -12,14 +12,14 @@ use reqwest::StatusCode;
 use crate::helpers::{AppOptions, TestApp, assert_signed_in, spawn_app_with};
 
 /// A `redis-server` on loopback without persistence; killed when dropped.
-struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts Redis on a free port, or returns None (after saying so) when it is not installed.
-    async fn start() -> Option<RedisServer> {
+    pub(crate) async fn start() -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -77,8 +77,21 @@ impl RedisServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The time to live of `key` in milliseconds, as Redis itself keeps it (`PTTL`: -2 for no
+    /// such key, -1 for no expiry).
+    pub(crate) fn pttl_ms(&self, key: &str) -> i64 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PTTL", key])
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("PTTL {key}: {out:?}"))
     }
 
     /// The keys under `prefix`, read with `redis-cli`.
@@ -417,4 +430,45 @@ async fn a_persistent_redis_restart_keeps_users_signed_in() {
     }
     redis.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #11, item 8: right after startup fred was still connecting, and every request that
+/// touched the store — `/login`, `/readyz`, a `/me` with a cookie — answered 503 ("Redis is
+/// not connected") for a few hundred milliseconds. entrance starts serving once the store
+/// answers (within a bounded wait).
+#[tokio::test]
+async fn a_fresh_start_answers_from_redis_at_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let app = spawn_app_with(AppOptions {
+        session_toml: format!(
+            "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"fresh:\"",
+            redis.url()
+        ),
+        wait_ready: false,
+        ..AppOptions::default()
+    })
+    .await;
+    // The very first request reads the store: a cookie naming no session.
+    let me = reqwest::Client::new()
+        .get(app.url("/me"))
+        .header(
+            reqwest::header::COOKIE,
+            format!(
+                "{}={}",
+                app.config.session.cookie_name,
+                tower_sessions::session::Id::default()
+            ),
+        )
+        .send()
+        .await
+        .expect("me");
+    let status = me.status();
+    let body = me.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let res = app.get("/readyz").await;
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
