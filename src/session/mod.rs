@@ -628,6 +628,81 @@ mod tests {
         );
     }
 
+    /// A memory store whose loads, once `together` is set, wait until two have begun: two
+    /// requests that both loaded a session before either saved.
+    #[derive(Debug)]
+    struct LoadsTogether {
+        inner: crate::session::store::MemoryStore,
+        together: std::sync::atomic::AtomicBool,
+        barrier: tokio::sync::Barrier,
+    }
+
+    #[async_trait::async_trait]
+    impl tower_sessions::SessionStore for LoadsTogether {
+        async fn create(&self, r: &mut Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.create(r).await
+        }
+        async fn save(&self, r: &Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.save(r).await
+        }
+        async fn load(&self, id: &Id) -> tower_sessions::session_store::Result<Option<Record>> {
+            let loaded = self.inner.load(id).await;
+            if self.together.load(std::sync::atomic::Ordering::SeqCst) {
+                // Read first, then wait: neither sees the other's save.
+                self.barrier.wait().await;
+            }
+            loaded
+        }
+        async fn delete(&self, id: &Id) -> tower_sessions::session_store::Result<()> {
+            self.inner.delete(id).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::session::store::RecordStore for LoadsTogether {
+        async fn put(&self, r: &Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.put(r).await
+        }
+        async fn insert_new(&self, r: &Record) -> tower_sessions::session_store::Result<bool> {
+            self.inner.insert_new(r).await
+        }
+    }
+
+    /// Issue #11, item 6: two callbacks with one state that both loaded the session before
+    /// either saved its removal both got the pending login (read-modify-write of the
+    /// session). The store's single-use marker lets exactly one have it.
+    #[tokio::test]
+    async fn two_callbacks_that_loaded_the_session_together_take_the_login_once() {
+        let backend = Arc::new(LoadsTogether {
+            inner: Default::default(),
+            together: Default::default(),
+            barrier: tokio::sync::Barrier::new(2),
+        });
+        let store = AnyStore::new(backend.clone(), Duration::from_secs(5));
+        let idle = Duration::from_secs(3600);
+        let started = Session::new(None, Arc::new(store.clone()), None);
+        push_pending(&started, pending("s", now_unix()), idle, &clock())
+            .await
+            .expect("push");
+        started.save().await.expect("save");
+        let id = started.id();
+
+        backend
+            .together
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let first = Session::new(id, Arc::new(store.clone()), None);
+        let second = Session::new(id, Arc::new(store.clone()), None);
+        let clock = clock();
+        let (a, b) = tokio::join!(
+            take_pending(&first, &store, "s", idle, &clock),
+            take_pending(&second, &store, "s", idle, &clock),
+        );
+        let taken = [&a, &b].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(taken, 1, "{a:?} / {b:?}");
+        let lost = if a.is_ok() { b } else { a };
+        assert_eq!(problem(lost), StateProblem::Unknown);
+    }
+
     /// A store that refuses to create records (the write that stores a sign-in under its new
     /// id) and otherwise behaves.
     #[derive(Debug, Default)]
