@@ -472,3 +472,29 @@ async fn a_fresh_start_answers_from_redis_at_once() {
     let body = res.text().await.unwrap_or_default();
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// The wait for the store at startup is bounded: with Redis down, entrance still starts (and
+/// `/readyz` says what is wrong), as before.
+#[tokio::test]
+async fn a_redis_down_at_startup_delays_serving_only_a_bounded_time() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let started = Instant::now();
+    let app = spawn_app_with(AppOptions {
+        session_toml: format!(
+            "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{nobody}\"\nredis_key_prefix = \"down:\""
+        ),
+        wait_ready: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "startup took {took:?}");
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = res.json().await.expect("JSON");
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
+}
