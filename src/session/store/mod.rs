@@ -429,6 +429,85 @@ mod tests {
         }
     }
 
+    /// [`RecordStore`]'s contract, store by store (Redis: over HTTP in
+    /// `tests/api/store_contract.rs`, which needs a `redis-server`).
+    async fn keeps_the_record_contract(store: &dyn RecordStore) {
+        let live = time::Duration::minutes(5);
+        let gone = |r: Option<Record>| r.is_none();
+        // save never creates: not for an id never written, not after a delete.
+        let never = record(Some("ada"), live);
+        store.save(&never).await.expect("save");
+        assert!(
+            gone(store.load(&never.id).await.expect("load")),
+            "save created"
+        );
+        let mut rec = record(Some("ada"), live);
+        store.create(&mut rec).await.expect("create");
+        rec.data.insert("touched".into(), serde_json::json!(1));
+        store.save(&rec).await.expect("save");
+        let loaded = store.load(&rec.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data, rec.data, "save updates a live record");
+        store.delete(&rec.id).await.expect("delete");
+        store
+            .save(&rec)
+            .await
+            .expect("a save of a gone record is not an error");
+        assert!(
+            gone(store.load(&rec.id).await.expect("load")),
+            "save resurrected"
+        );
+        // An expired record is gone too: save does not renew it.
+        let mut expired = record(Some("ada"), -time::Duration::seconds(1));
+        store.put(&expired).await.expect("put");
+        expired.expiry_date = OffsetDateTime::now_utc() + live;
+        store.save(&expired).await.expect("save");
+        assert!(
+            gone(store.load(&expired.id).await.expect("load")),
+            "save renewed"
+        );
+        // put writes whether or not the id is there.
+        let mut index = record(Some("one"), live);
+        store.put(&index).await.expect("put");
+        index.data.insert("user".into(), serde_json::json!("two"));
+        store.put(&index).await.expect("put");
+        let loaded = store.load(&index.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data, index.data);
+        // insert_new writes once per live id; an expired record's id is free again.
+        let marker = record(None, live);
+        assert!(store.insert_new(&marker).await.expect("insert"));
+        assert!(!store.insert_new(&marker).await.expect("insert"));
+        let stale = record(None, -time::Duration::seconds(1));
+        store.put(&stale).await.expect("put");
+        let mut fresh = record(None, live);
+        fresh.id = stale.id;
+        assert!(store.insert_new(&fresh).await.expect("insert"));
+        assert!(!store.insert_new(&fresh).await.expect("insert"));
+        assert!(store.load(&fresh.id).await.expect("load").is_some());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_record_contract() {
+        keeps_the_record_contract(&MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_keeps_the_record_contract() {
+        let dir = std::env::temp_dir().join(format!("entrance-contract-{}", Id::default()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sessions.db");
+        let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
+            .await
+            .expect("opens");
+        let checked = CheckedSqlite {
+            store,
+            pool: pool.clone(),
+            path,
+        };
+        keeps_the_record_contract(&checked).await;
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn memory_store_evicts_expired_records() {
         let store = MemoryStore::default();
