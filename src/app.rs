@@ -6,12 +6,13 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::{
+    clock::Clock,
     config::Config,
     http::{self, AppState},
     metrics::Metrics,
     oidc::http_client::HttpClient,
     rotation::Reloader,
-    session::store::{MemoryStore, OpenStore, StoreError},
+    session::store::{MemoryStore, OpenStore, STARTUP_WAIT, SessionRecords, StoreError},
 };
 
 /// Why the service could not start.
@@ -61,9 +62,24 @@ impl Application {
         config: Config,
         listener: TcpListener,
     ) -> Result<Application, StartError> {
+        Self::with_clock(config, listener, Clock::new()).await
+    }
+
+    /// Like [`Application::with_listener`], keeping entrance's own times — a session's
+    /// absolute lifetime, the idle-refresh step, a pending login's age — by `clock`, which a
+    /// test moves forward instead of sleeping ([`Clock::advance`]).
+    pub async fn with_clock(
+        config: Config,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Result<Application, StartError> {
         let http = HttpClient::new(&config.http)?;
         // Opened first: an unusable SQLite path stops startup before anything is spawned.
         let store = OpenStore::open(&config.session).await?;
+        // Serve once the store answers: Redis connects in the background, and requests in
+        // its first few hundred milliseconds failed with 503. Bounded: a store that is down
+        // at startup is reported by /readyz, and service starts when it is back.
+        store.store.wait_until_answering(STARTUP_WAIT).await;
         let metrics = Arc::new(Metrics::new(&config));
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(
@@ -90,6 +106,7 @@ impl Application {
             http,
             store: store.store.clone(),
             metrics,
+            clock,
         });
         let limiter = state
             .config
@@ -163,6 +180,18 @@ impl Application {
         self.store.memory()
     }
 
+    /// The session store as the service uses it, whatever the backend: tests read records
+    /// (expiry, content) through it and play a concurrent request against it.
+    pub fn session_records(&self) -> SessionRecords {
+        SessionRecords::new(self.store.store.clone())
+    }
+
+    /// Applies a configuration to the running service as a SIGHUP reload does (connections
+    /// and secrets; other settings need a restart).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reloader.clone())
+    }
+
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then stops the
     /// background tasks and closes the session store.
     pub async fn run_until_stopped(
@@ -209,6 +238,23 @@ impl Application {
         // Flushes and closes the store (SQLite's pool), so a new Application can open it.
         store.close().await;
         served
+    }
+}
+
+/// Reloads a running [`Application`]'s connections from a configuration.
+#[derive(Clone)]
+pub struct ReloadHandle(Arc<Reloader>);
+
+impl ReloadHandle {
+    /// Swaps in `config`'s connections, as a SIGHUP reload of a valid file does.
+    pub fn apply(&self, config: Config) {
+        let summary = self.0.apply(config);
+        tracing::info!(
+            kept = ?summary.kept,
+            refetching = ?summary.refetching,
+            removed = ?summary.removed,
+            "configuration applied"
+        );
     }
 }
 

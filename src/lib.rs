@@ -46,12 +46,14 @@ mod sync;
 mod telemetry;
 mod traces;
 
-pub use app::Application;
+pub use app::{Application, ReloadHandle};
 pub use certificate::{AssertionAlg, CLIENT_ASSERTION_TYPE, CertificateCredential};
+pub use clock::Clock;
 pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML};
 pub use entra::aadsts;
 pub use http::pages::escape as escape_html;
 pub use oidc::http_client::HttpClient;
+pub use session::store::SessionRecords;
 pub use telemetry::init_with_default as init_logging;
 
 /// The ID-token verifier on its own, for the fuzz target (`fuzz/fuzz_targets/id_token.rs`).

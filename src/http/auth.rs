@@ -64,10 +64,14 @@ pub(super) async fn auth(
 
     let id = &user.identity;
     // The configuration may have changed since this session signed in: a user the
-    // connection no longer admits is refused here too, not only at the next sign-in.
-    if let Ok(conn) = state.connection(&id.connection)
-        && let Err(denial) = conn.config.access.check(id)
-    {
+    // connection no longer admits is refused here too, not only at the next sign-in. (A
+    // connection that is gone, or no longer admits the tenant, already made `MaybeUser`
+    // read the session as not signed in; gone since then, it answers the same.)
+    let Some(conn) = state.session_connection(id) else {
+        state.metrics.auth_outcome("unauthorized");
+        return Err(AppError::NotSignedIn);
+    };
+    if let Err(denial) = conn.config.access.check(id) {
         state.metrics.auth_outcome("forbidden");
         return Err(AppError::NotPermitted {
             connection: id.connection.clone(),

@@ -134,9 +134,21 @@ async fn finish_or_resume(
     params: CallbackParams,
 ) -> Result<Response, AppError> {
     let idle = state.config.session.idle_timeout;
-    match finish_login(state, cid, client_ip, session.clone(), method, params).await {
+    match finish_login(
+        state.clone(),
+        cid,
+        client_ip,
+        session.clone(),
+        method,
+        params,
+    )
+    .await
+    {
         Err(err @ (AppError::State { .. } | AppError::MissingParameter("state"))) => {
-            if session::signed_in(&session, idle).await?.is_none() {
+            if session::signed_in(&session, idle, &state.clock)
+                .await?
+                .is_none()
+            {
                 return Err(err);
             }
             let target = match &err {
@@ -174,7 +186,14 @@ async fn finish_login(
     };
     // Taken out of the session (and the removal saved) before anything is compared or
     // fetched: whatever happens next, this state cannot be used twice.
-    let login = session::take_pending(&session, state_param).await?;
+    let login = session::take_pending(
+        &session,
+        &state.store,
+        state_param,
+        state.config.session.idle_timeout,
+        &state.clock,
+    )
+    .await?;
 
     // A pending login made for one response mode must come back by it; a query-mode login
     // arriving as a POST (or the reverse) is not the IdP's answer to our request.
@@ -235,16 +254,22 @@ async fn finish_login(
         &cid,
     )
     .await?;
-    let now = crate::clock::now_unix();
+    let now = state.clock.now_unix();
     let signed_in = SignedIn {
         issued_at: now,
         expires_at: now + state.config.session.absolute_lifetime.as_secs() as i64,
         id_token: tokens.id_token,
         identity,
     };
-    session::sign_in(&session, &signed_in, state.config.session.idle_timeout).await?;
+    session::sign_in(
+        &session,
+        &signed_in,
+        state.config.session.idle_timeout,
+        &state.clock,
+    )
+    .await?;
     if let Some(sid) = &signed_in.identity.sid {
-        session::index_sid(&state.store, sid, &session).await?;
+        session::index_sid(&state.store, sid, &session, &signed_in, &state.clock).await?;
     }
     state
         .metrics

@@ -17,8 +17,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let session = session_from_parts(parts)?;
-        signed_in(&session, state.config.session.idle_timeout)
+        current_user(parts, state)
             .await?
             .map(CurrentUser)
             .ok_or(AppError::NotSignedIn)
@@ -35,11 +34,16 @@ impl FromRequestParts<AppState> for MaybeUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let session = session_from_parts(parts)?;
-        Ok(MaybeUser(
-            signed_in(&session, state.config.session.idle_timeout).await?,
-        ))
+        Ok(MaybeUser(current_user(parts, state).await?))
     }
+}
+
+/// The session's user, if signed in through a connection that still admits them
+/// ([`super::Shared::session_connection`]).
+async fn current_user(parts: &Parts, state: &AppState) -> Result<Option<ActiveUser>, AppError> {
+    let session = session_from_parts(parts)?;
+    let user = signed_in(&session, state.config.session.idle_timeout, &state.clock).await?;
+    Ok(user.filter(|u| state.session_connection(&u.identity).is_some()))
 }
 
 fn session_from_parts(parts: &Parts) -> Result<Session, AppError> {

@@ -104,7 +104,7 @@ pub(super) async fn login(
             &state.config.allowed_return_hosts,
         ),
         response_mode: conn.config.response_mode.as_str().to_owned(),
-        created_at: crate::clock::now_unix(),
+        created_at: state.clock.now_unix(),
     };
 
     let mut authorize = Url::parse(&provider.metadata.authorization_endpoint)
@@ -130,7 +130,13 @@ pub(super) async fn login(
     }
 
     let connection_id = login.connection.clone();
-    session::push_pending(&session, login).await?;
+    session::push_pending(
+        &session,
+        login,
+        state.config.session.idle_timeout,
+        &state.clock,
+    )
+    .await?;
     // Saved here, not by the session layer after the response: a store failure must become
     // a 503 page, not the layer's bare 500.
     session.save().await?;

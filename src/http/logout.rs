@@ -95,36 +95,49 @@ pub(super) async fn logout(
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct FrontChannelParams {
     sid: Option<String>,
+    iss: Option<String>,
 }
 
-/// `GET /logout/frontchannel?sid=…`: Entra's front-channel logout URL, loaded in a hidden
-/// iframe when the user signs out elsewhere. It sends `sid` but no `iss` (unlike OIDC
-/// Front-Channel Logout 1.0), and third-party cookie blocking usually keeps our cookie out,
-/// so the session is found by `sid` alone. Always 200: the IdP only needs the page to load.
+/// `GET /logout/frontchannel?sid=…[&iss=…]`: the front-channel logout URL, loaded in a hidden
+/// iframe when the user signs out at the IdP. Third-party cookie blocking usually keeps our
+/// cookie out, so the sessions are found by the IdP's `sid`, per connection (a `sid` is unique
+/// only per issuer). With `iss` (OpenID Connect Front-Channel Logout 1.0 §2) only sessions
+/// whose ID token that issuer signed are ended; Entra sends `sid` alone, and then the sessions
+/// of every connection that signed in with that `sid` end — for Entra, connections of one
+/// tenant share its sign-in session and its `sid`. Always 200: the IdP only needs the page to
+/// load.
 pub(super) async fn front_channel(
     State(state): State<AppState>,
     Extension(cid): Extension<CorrelationId>,
     client_ip: ClientIp,
     super::Params(params): super::Params<FrontChannelParams>,
 ) -> Result<Response, AppError> {
+    let iss = params
+        .iss
+        .as_deref()
+        .filter(|i| !i.is_empty() && i.len() <= 2048);
     if let Some(sid) = params
         .sid
         .as_deref()
         .filter(|s| !s.is_empty() && s.len() <= 256)
-        && let Some(user) = session::end_by_sid(&state.store, sid).await?
     {
-        tracing::info!(
-            target: "entrance::audit",
-            event = "sign_out",
-            via = "front_channel",
-            user = %user.identity.user,
-            connection = %user.identity.connection,
-            tid = user.identity.tid.as_deref().unwrap_or(""),
-            oid = user.identity.oid.as_deref().unwrap_or(""),
-            client_ip = %client_ip,
-            correlation_id = %cid.0,
-            "signed out"
-        );
+        let connections = state.connections.load_full();
+        for conn in connections.iter() {
+            for user in session::end_by_sid(&state.store, &conn.config.id, sid, iss).await? {
+                tracing::info!(
+                    target: "entrance::audit",
+                    event = "sign_out",
+                    via = "front_channel",
+                    user = %user.identity.user,
+                    connection = %user.identity.connection,
+                    tid = user.identity.tid.as_deref().unwrap_or(""),
+                    oid = user.identity.oid.as_deref().unwrap_or(""),
+                    client_ip = %client_ip,
+                    correlation_id = %cid.0,
+                    "signed out"
+                );
+            }
+        }
     }
     Ok(Html(pages::page("Signed out", "<p>Signed out.</p>")).into_response())
 }

@@ -36,10 +36,10 @@ pub(super) async fn me(
 ) -> Result<Response, AppError> {
     let id = &s.identity;
     // As on /auth: a session the connection's current allowed_groups/allowed_roles no
-    // longer admit is refused.
-    if let Ok(conn) = state.connection(&id.connection)
-        && let Err(denial) = conn.config.access.check(id)
-    {
+    // longer admit is refused; one whose connection is gone (or no longer admits its tenant)
+    // is not signed in (`CurrentUser` already checked; this covers a reload in between).
+    let conn = state.session_connection(id).ok_or(AppError::NotSignedIn)?;
+    if let Err(denial) = conn.config.access.check(id) {
         return Err(AppError::NotPermitted {
             connection: id.connection.clone(),
             user: id.user.clone(),

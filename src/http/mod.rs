@@ -29,10 +29,12 @@ use tower_sessions::{SessionManagerLayer, cookie::SameSite};
 use tracing::Instrument;
 
 use crate::{
-    config::Config,
+    clock::Clock,
+    config::{Config, TenantAllowList},
     http::error::AppError,
     metrics::{FailureLabels, Metrics, RouteLabels},
     oidc::http_client::HttpClient,
+    oidc::identity::Identity,
     oidc::provider::Connection,
     rotation::LiveConnections,
     session::PENDING_LIFETIME,
@@ -70,6 +72,9 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// The last failed logins per connection, for `/admin/traces`.
     pub traces: Arc<crate::traces::Traces>,
+    /// The clock entrance keeps its own times by (absolute lifetime, idle-refresh step,
+    /// pending logins' age): the real one, or a test's ([`crate::Application::with_clock`]).
+    pub clock: Clock,
 }
 
 impl Shared {
@@ -82,6 +87,20 @@ impl Shared {
             .find(|c| c.config.id == id)
             .cloned()
             .ok_or_else(|| AppError::UnknownConnection(id.to_owned()))
+    }
+
+    /// The live connection a signed-in user came through, if it still admits the user's
+    /// tenant. A connection removed by a reload, or a tenant taken out of its
+    /// `allowed_tenants` (the rule the verifier applies at sign-in,
+    /// `oidc::verifier::check_tenant`), leaves its sessions not signed in: the records stay
+    /// until they expire, and count again if the connection comes back.
+    pub(crate) fn session_connection(&self, id: &Identity) -> Option<Arc<Connection>> {
+        let conn = self.connection(&id.connection).ok()?;
+        let tenant_allowed = match &conn.config.allowed_tenants {
+            TenantAllowList::Any => true,
+            only => id.tid.as_deref().is_some_and(|tid| only.allows(tid)),
+        };
+        tenant_allowed.then_some(conn)
     }
 }
 
@@ -414,6 +433,16 @@ mod tests {
         }
         async fn delete(&self, _: &Id) -> session_store::Result<()> {
             Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl crate::session::store::RecordStore for WritesFail {
+        async fn put(&self, _: &Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("read-only".into()))
+        }
+        async fn insert_new(&self, _: &Record) -> session_store::Result<bool> {
+            Err(session_store::Error::Backend("read-only".into()))
         }
     }
 

@@ -14,7 +14,7 @@ use tower_sessions::{
 
 pub(crate) mod store;
 
-use crate::clock::now_unix;
+use crate::clock::Clock;
 use crate::{config::ResponseMode, oidc::identity::Identity};
 use store::AnyStore;
 
@@ -139,13 +139,16 @@ pub(crate) enum SessionError {
     },
 }
 
-/// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`].
+/// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`], and
+/// gives the session the expiry its content calls for ([`fit_expiry`]).
 pub(crate) async fn push_pending(
     session: &Session,
     login: PendingLogin,
+    idle_timeout: Duration,
+    clock: &Clock,
 ) -> Result<(), SessionError> {
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
-    let now = now_unix();
+    let now = clock.now_unix();
     pending.retain(|p| now - p.created_at < PENDING_LIFETIME.as_secs() as i64);
     pending.push(login);
     if pending.len() > MAX_PENDING {
@@ -153,22 +156,70 @@ pub(crate) async fn push_pending(
         pending.drain(..excess);
     }
     session.insert(PENDING_KEY, pending).await?;
-    if session.get_value(USER_KEY).await?.is_none() {
-        // An anonymous session lives only as long as a login may take.
-        session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
-            PENDING_LIFETIME.as_secs() as i64,
-        ))));
-    }
+    fit_expiry(session, idle_timeout, clock).await
+}
+
+/// Sets the expiry a session is saved with (the store record's and the cookie's `Max-Age`):
+/// while it holds a user within the absolute lifetime, the idle timeout (never past that
+/// lifetime's end); otherwise — only pending logins — [`PENDING_LIFETIME`].
+///
+/// Called before every save: tower-sessions gives each request's session the layer's expiry
+/// (`src/http/mod.rs`: the pending lifetime), and `Session::save` and the layer's cookie use
+/// whatever expiry the session holds then (tower-sessions-core 0.14 `Session::expiry_date`).
+/// Before, a signed-in session saved by an idle refresh or a `/login` got 10 minutes.
+async fn fit_expiry(
+    session: &Session,
+    idle_timeout: Duration,
+    clock: &Clock,
+) -> Result<(), SessionError> {
+    let user = match get_user::<ActiveUser>(session).await {
+        Ok(user) => user,
+        // An unreadable user signs nobody in (`signed_in` fails on it): pending lifetime.
+        Err(SessionError::Corrupt(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let expiry = match user {
+        Some(user) if clock.now_unix() < user.expires_at => {
+            signed_in_expiry(user.expires_at, idle_timeout, clock)
+        }
+        _ => pending_expiry(),
+    };
+    session.set_expiry(Some(expiry));
     Ok(())
+}
+
+fn pending_expiry() -> Expiry {
+    Expiry::OnInactivity(time::Duration::seconds(PENDING_LIFETIME.as_secs() as i64))
+}
+
+/// The idle timeout, cut to what is left of the absolute lifetime (`expires_at`, by `clock`).
+fn signed_in_expiry(expires_at: i64, idle_timeout: Duration, clock: &Clock) -> Expiry {
+    let left = expires_at.saturating_sub(clock.now_unix()).max(1);
+    let idle = i64::try_from(idle_timeout.as_secs()).unwrap_or(i64::MAX);
+    Expiry::OnInactivity(time::Duration::seconds(idle.min(left)))
 }
 
 /// Takes the pending login for `state` out of the session (single use) and saves the session
 /// at once, so the removal sticks whatever the callback answers afterwards: a replayed or
 /// failed callback can never use that state again.
+///
+/// Two callbacks with the same state racing (a double submit, a replay, two replicas) may
+/// both have loaded the session before either saved it; the session alone cannot tell them
+/// apart. So the state is also claimed in the store with a single-use marker
+/// ([`AnyStore::insert_new`]: atomic in every store, shared by every replica), and only the
+/// callback that created it gets the login.
 pub(crate) async fn take_pending(
     session: &Session,
+    store: &AnyStore,
     state: &str,
+    idle_timeout: Duration,
+    clock: &Clock,
 ) -> Result<PendingLogin, SessionError> {
+    let unknown = || SessionError::State {
+        problem: StateProblem::Unknown,
+        connection: None,
+        return_to: None,
+    };
     let mut pending: Vec<PendingLogin> = session.get(PENDING_KEY).await?.unwrap_or_default();
     // Compare against every entry in constant time, so the time taken does not reveal how
     // much of a guessed state matched.
@@ -179,20 +230,24 @@ pub(crate) async fn take_pending(
         }
     }
     let Some(i) = found else {
-        return Err(SessionError::State {
-            problem: StateProblem::Unknown,
-            connection: None,
-            return_to: None,
-        });
+        return Err(unknown());
     };
+    let claimed = store
+        .insert_new(&state_marker(state))
+        .await
+        .map_err(|e| SessionError::Store(tower_sessions::session::Error::Store(e)))?;
     let login = pending.remove(i);
     if pending.is_empty() {
         session.remove_value(PENDING_KEY).await?;
     } else {
         session.insert(PENDING_KEY, &pending).await?;
     }
+    fit_expiry(session, idle_timeout, clock).await?;
     session.save().await?;
-    if now_unix() - login.created_at >= PENDING_LIFETIME.as_secs() as i64 {
+    if !claimed {
+        return Err(unknown());
+    }
+    if clock.now_unix() - login.created_at >= PENDING_LIFETIME.as_secs() as i64 {
         return Err(SessionError::State {
             problem: StateProblem::Expired,
             connection: Some(login.connection),
@@ -202,20 +257,54 @@ pub(crate) async fn take_pending(
     Ok(login)
 }
 
+const STATE_MARKER_KEY: &str = "state_used";
+
+/// The store record that says `state` has been used: its id derived from the state (256
+/// random bits; the marker id is a domain-separated SHA-256 of it, so the record names no
+/// state), kept as long as a pending login can live.
+fn state_marker(state: &str) -> Record {
+    let mut data = std::collections::HashMap::new();
+    data.insert(STATE_MARKER_KEY.to_owned(), serde_json::Value::Bool(true));
+    Record {
+        id: derived_id(&["entrance:state", state]),
+        data,
+        expiry_date: time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(PENDING_LIFETIME.as_secs() as i64),
+    }
+}
+
+/// A record id derived from `parts` (SHA-256, first 16 bytes), for records entrance finds
+/// again by what they are about rather than by a cookie. Each part is length-prefixed, so
+/// no two different lists give the same input.
+fn derived_id(parts: &[&str]) -> Id {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Id(i128::from_le_bytes(bytes))
+}
+
 /// Signs the user in: a new session id (so a session id planted before login is worthless —
 /// session fixation), the identity, the idle expiry, and an explicit save.
 pub(crate) async fn sign_in(
     session: &Session,
     signed_in: &SignedIn,
     idle_timeout: Duration,
+    clock: &Clock,
 ) -> Result<(), SessionError> {
     let result = async {
         session.cycle_id().await?;
         put_user(session, signed_in).await?;
         session.insert(TOUCHED_KEY, signed_in.issued_at).await?;
-        session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(
-            idle_timeout.as_secs() as i64,
-        ))));
+        session.set_expiry(Some(signed_in_expiry(
+            signed_in.expires_at,
+            idle_timeout,
+            clock,
+        )));
         session.save().await.map_err(SessionError::from)
     }
     .await;
@@ -232,65 +321,124 @@ pub(crate) async fn sign_in(
 
 /// Front-channel logout (Entra calls `GET /logout/frontchannel?sid=…` in a hidden iframe,
 /// usually without our cookie) must find a session by the IdP's `sid`. The stores have no
-/// secondary index, so entrance writes one small record per signed-in session whose id is
-/// derived from the `sid`, holding the real session id, with the same expiry.
-fn sid_index_id(sid: &str) -> Id {
-    let digest = Sha256::digest(format!("entrance:sid:{sid}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    Id(i128::from_le_bytes(bytes))
+/// secondary index, so entrance writes one small record per (connection, `sid`), whose id is
+/// derived from both, listing the sessions signed in with them.
+///
+/// Keyed by connection too: a `sid` is unique only per issuer (OpenID Connect Front-Channel
+/// Logout 1.0 §3), so another connection's IdP naming the same `sid` must neither overwrite
+/// this index nor end these sessions.
+fn sid_index_id(connection: &str, sid: &str) -> Id {
+    derived_id(&["entrance:sid", connection, sid])
 }
 
 const SID_INDEX_KEY: &str = "sid_index_for";
+/// Sessions one index record lists at most (the same IdP session signed in here again, e.g.
+/// after the cookie was lost); the oldest are dropped.
+const MAX_SESSIONS_PER_SID: usize = 8;
 
+/// Records that the session just signed in (`session`, holding `signed_in`) belongs to IdP
+/// session `sid` of its connection. Written with [`AnyStore::put`], not `save` (which never
+/// creates a record), and kept until the sign-in's absolute end: the session may live that
+/// long by being used, and the index is never touched by its idle refreshes.
 pub(crate) async fn index_sid(
     store: &AnyStore,
     sid: &str,
     session: &Session,
+    signed_in: &SignedIn,
+    clock: &Clock,
 ) -> Result<(), SessionError> {
-    let Some(id) = session.id() else {
+    let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
+    let Some(session_id) = session.id() else {
         return Ok(());
     };
+    let id = sid_index_id(&signed_in.identity.connection, sid);
+    let left = signed_in.expires_at.saturating_sub(clock.now_unix()).max(1);
+    let mut expiry_date = time::OffsetDateTime::now_utc() + time::Duration::seconds(left);
+    let mut ids = Vec::new();
+    if let Some(existing) = store.load(&id).await.map_err(store_err)? {
+        ids = indexed_sessions(&existing);
+        expiry_date = expiry_date.max(existing.expiry_date);
+    }
+    ids.retain(|i| *i != session_id);
+    ids.push(session_id);
+    if ids.len() > MAX_SESSIONS_PER_SID {
+        let excess = ids.len() - MAX_SESSIONS_PER_SID;
+        ids.drain(..excess);
+    }
     let mut data = std::collections::HashMap::new();
-    data.insert(SID_INDEX_KEY.to_owned(), serde_json::json!(id.to_string()));
-    let record = Record {
-        id: sid_index_id(sid),
-        data,
-        expiry_date: session.expiry_date(),
-    };
+    data.insert(
+        SID_INDEX_KEY.to_owned(),
+        serde_json::Value::Array(
+            ids.iter()
+                .map(|i| serde_json::Value::String(i.to_string()))
+                .collect(),
+        ),
+    );
     store
-        .save(&record)
+        .put(&Record {
+            id,
+            data,
+            expiry_date,
+        })
         .await
-        .map_err(|e| SessionError::Store(tower_sessions::session::Error::Store(e)))
+        .map_err(store_err)
 }
 
-/// Ends the session that signed in with IdP session `sid`, if any. Returns whether one was.
+/// The session ids an index record lists.
+fn indexed_sessions(index: &Record) -> Vec<Id> {
+    match index.data.get(SID_INDEX_KEY) {
+        Some(serde_json::Value::Array(ids)) => ids
+            .iter()
+            .filter_map(|v| v.as_str()?.parse::<Id>().ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Ends the sessions that signed in through `connection` with IdP session `sid` — and, when
+/// the request names the issuer (`iss`, OpenID Connect Front-Channel Logout 1.0 §2), only
+/// those whose ID token came from that issuer. Returns who was signed out.
 pub(crate) async fn end_by_sid(
     store: &AnyStore,
+    connection: &str,
     sid: &str,
-) -> Result<Option<SignedIn>, SessionError> {
+    iss: Option<&str>,
+) -> Result<Vec<SignedIn>, SessionError> {
     let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
-    let index_id = sid_index_id(sid);
+    let index_id = sid_index_id(connection, sid);
     let Some(index) = store.load(&index_id).await.map_err(store_err)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    store.delete(&index_id).await.map_err(store_err)?;
-    let Some(session_id) = index
-        .data
-        .get(SID_INDEX_KEY)
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.parse::<Id>().ok())
-    else {
-        return Ok(None);
-    };
-    let user = store
-        .load(&session_id)
-        .await
-        .map_err(store_err)?
-        .and_then(|r| r.data.get(USER_KEY).cloned())
-        .and_then(|v| parse_user::<SignedIn>(v).ok());
-    store.delete(&session_id).await.map_err(store_err)?;
-    Ok(user)
+    let mut ended = Vec::new();
+    let mut kept = false;
+    for session_id in indexed_sessions(&index) {
+        let Some(record) = store.load(&session_id).await.map_err(store_err)? else {
+            continue;
+        };
+        let Some(user) = record
+            .data
+            .get(USER_KEY)
+            .cloned()
+            .and_then(|v| parse_user::<SignedIn>(v).ok())
+        else {
+            continue;
+        };
+        let id = &user.identity;
+        // The index is keyed by both already; the session itself must agree too.
+        if id.connection != connection
+            || id.sid.as_deref() != Some(sid)
+            || iss.is_some_and(|iss| iss != id.iss)
+        {
+            kept = true;
+            continue;
+        }
+        store.delete(&session_id).await.map_err(store_err)?;
+        ended.push(user);
+    }
+    if !kept {
+        store.delete(&index_id).await.map_err(store_err)?;
+    }
+    Ok(ended)
 }
 
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
@@ -310,15 +458,17 @@ pub(crate) async fn sign_out(session: &Session) -> Result<Option<SignedIn>, Sess
 /// The signed-in user, if any and within the absolute lifetime. The idle expiry is pushed
 /// forward (one store write) only when it has moved meaningfully — a tenth of the idle
 /// timeout, at least a minute — so `/auth` and `/me` are reads, not writes, on almost every
-/// request.
+/// request. The refresh saves the session with the idle timeout ([`signed_in_expiry`]) and
+/// so sends the cookie again with it as `Max-Age`.
 pub(crate) async fn signed_in(
     session: &Session,
     idle_timeout: Duration,
+    clock: &Clock,
 ) -> Result<Option<ActiveUser>, SessionError> {
     let Some(user) = get_user::<ActiveUser>(session).await? else {
         return Ok(None);
     };
-    let now = now_unix();
+    let now = clock.now_unix();
     if now >= user.expires_at {
         return Ok(None);
     }
@@ -329,6 +479,7 @@ pub(crate) async fn signed_in(
     let step = (idle_timeout.as_secs() as i64 / 10).max(60);
     if now - touched >= step {
         session.insert(TOUCHED_KEY, now).await?;
+        session.set_expiry(Some(signed_in_expiry(user.expires_at, idle_timeout, clock)));
         session.save().await?;
     }
     Ok(Some(user))
@@ -339,7 +490,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::clock::now_unix;
     use crate::session::store::AnyStore;
+
+    fn clock() -> Clock {
+        Clock::new()
+    }
 
     fn ada() -> SignedIn {
         SignedIn {
@@ -371,7 +527,7 @@ mod tests {
         let (store, _) = AnyStore::memory(Duration::from_secs(1));
         let session = Session::new(None, Arc::new(store), None);
         let user = ada();
-        sign_in(&session, &user, Duration::from_secs(3600))
+        sign_in(&session, &user, Duration::from_secs(3600), &clock())
             .await
             .expect("sign in");
         let Some(serde_json::Value::String(json)) = session.get_value(USER_KEY).await.expect("get")
@@ -380,7 +536,7 @@ mod tests {
         };
         // The ID token lives under its own key: the user every /auth parses does not carry it.
         assert!(!json.contains(&user.id_token), "{json}");
-        let back = signed_in(&session, Duration::from_secs(3600))
+        let back = signed_in(&session, Duration::from_secs(3600), &clock())
             .await
             .expect("read")
             .expect("signed in");
@@ -397,7 +553,7 @@ mod tests {
         let session = Session::new(None, Arc::new(store), None);
         let user = ada();
         session.insert(USER_KEY, &user).await.expect("insert");
-        let back = signed_in(&session, Duration::from_secs(3600))
+        let back = signed_in(&session, Duration::from_secs(3600), &clock())
             .await
             .expect("read")
             .expect("signed in");
@@ -428,25 +584,35 @@ mod tests {
     #[tokio::test]
     async fn pending_logins_are_single_use_capped_and_expire() {
         let (store, _) = AnyStore::memory(Duration::from_secs(1));
-        let session = Session::new(None, Arc::new(store), None);
+        let session = Session::new(None, Arc::new(store.clone()), None);
+        let idle = Duration::from_secs(3600);
         for i in 0..(MAX_PENDING + 3) {
-            push_pending(&session, pending(&format!("s{i}"), now_unix()))
-                .await
-                .expect("push");
+            push_pending(
+                &session,
+                pending(&format!("s{i}"), now_unix()),
+                idle,
+                &clock(),
+            )
+            .await
+            .expect("push");
         }
         // The oldest three were dropped.
         assert_eq!(
-            problem(take_pending(&session, "s0").await),
+            problem(take_pending(&session, &store, "s0", idle, &clock()).await),
             StateProblem::Unknown
         );
         let last = format!("s{}", MAX_PENDING + 2);
-        assert!(take_pending(&session, &last).await.is_ok());
+        assert!(
+            take_pending(&session, &store, &last, idle, &clock())
+                .await
+                .is_ok()
+        );
         assert_eq!(
-            problem(take_pending(&session, &last).await),
+            problem(take_pending(&session, &store, &last, idle, &clock()).await),
             StateProblem::Unknown,
             "a state is usable once"
         );
-        push_pending(&session, pending("old", now_unix() - 599))
+        push_pending(&session, pending("old", now_unix() - 599), idle, &clock())
             .await
             .expect("push");
         // Inserted while still fresh; becomes expired by the time it is taken.
@@ -457,9 +623,84 @@ mod tests {
             .for_each(|p| p.created_at -= 2);
         session.insert(PENDING_KEY, all).await.expect("insert");
         assert_eq!(
-            problem(take_pending(&session, "old").await),
+            problem(take_pending(&session, &store, "old", idle, &clock()).await),
             StateProblem::Expired
         );
+    }
+
+    /// A memory store whose loads, once `together` is set, wait until two have begun: two
+    /// requests that both loaded a session before either saved.
+    #[derive(Debug)]
+    struct LoadsTogether {
+        inner: crate::session::store::MemoryStore,
+        together: std::sync::atomic::AtomicBool,
+        barrier: tokio::sync::Barrier,
+    }
+
+    #[async_trait::async_trait]
+    impl tower_sessions::SessionStore for LoadsTogether {
+        async fn create(&self, r: &mut Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.create(r).await
+        }
+        async fn save(&self, r: &Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.save(r).await
+        }
+        async fn load(&self, id: &Id) -> tower_sessions::session_store::Result<Option<Record>> {
+            let loaded = self.inner.load(id).await;
+            if self.together.load(std::sync::atomic::Ordering::SeqCst) {
+                // Read first, then wait: neither sees the other's save.
+                self.barrier.wait().await;
+            }
+            loaded
+        }
+        async fn delete(&self, id: &Id) -> tower_sessions::session_store::Result<()> {
+            self.inner.delete(id).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::session::store::RecordStore for LoadsTogether {
+        async fn put(&self, r: &Record) -> tower_sessions::session_store::Result<()> {
+            self.inner.put(r).await
+        }
+        async fn insert_new(&self, r: &Record) -> tower_sessions::session_store::Result<bool> {
+            self.inner.insert_new(r).await
+        }
+    }
+
+    /// Issue #11, item 6: two callbacks with one state that both loaded the session before
+    /// either saved its removal both got the pending login (read-modify-write of the
+    /// session). The store's single-use marker lets exactly one have it.
+    #[tokio::test]
+    async fn two_callbacks_that_loaded_the_session_together_take_the_login_once() {
+        let backend = Arc::new(LoadsTogether {
+            inner: Default::default(),
+            together: Default::default(),
+            barrier: tokio::sync::Barrier::new(2),
+        });
+        let store = AnyStore::new(backend.clone(), Duration::from_secs(5));
+        let idle = Duration::from_secs(3600);
+        let started = Session::new(None, Arc::new(store.clone()), None);
+        push_pending(&started, pending("s", now_unix()), idle, &clock())
+            .await
+            .expect("push");
+        started.save().await.expect("save");
+        let id = started.id();
+
+        backend
+            .together
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let first = Session::new(id, Arc::new(store.clone()), None);
+        let second = Session::new(id, Arc::new(store.clone()), None);
+        let clock = clock();
+        let (a, b) = tokio::join!(
+            take_pending(&first, &store, "s", idle, &clock),
+            take_pending(&second, &store, "s", idle, &clock),
+        );
+        let taken = [&a, &b].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(taken, 1, "{a:?} / {b:?}");
+        let lost = if a.is_ok() { b } else { a };
+        assert_eq!(problem(lost), StateProblem::Unknown);
     }
 
     /// A store that refuses to create records (the write that stores a sign-in under its new
@@ -498,6 +739,22 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
+    impl crate::session::store::RecordStore for CreateFails {
+        async fn put(
+            &self,
+            r: &tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<()> {
+            self.0.put(r).await
+        }
+        async fn insert_new(
+            &self,
+            r: &tower_sessions::session::Record,
+        ) -> tower_sessions::session_store::Result<bool> {
+            self.0.insert_new(r).await
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_sign_in_write_leaves_nothing_signed_in() {
         let store = Arc::new(CreateFails::default());
@@ -524,12 +781,12 @@ mod tests {
             expires_at: now_unix() + 3600,
             id_token: "t".into(),
         };
-        let err = sign_in(&session, &user, Duration::from_secs(3600))
+        let err = sign_in(&session, &user, Duration::from_secs(3600), &clock())
             .await
             .expect_err("the store refuses the write");
         assert!(matches!(err, SessionError::Store(_)), "{err:?}");
         assert!(
-            signed_in(&session, Duration::from_secs(3600))
+            signed_in(&session, Duration::from_secs(3600), &clock())
                 .await
                 .expect("read")
                 .is_none(),

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use entrance::{Application, Config};
+use entrance::{Application, Clock, Config, ReloadHandle, SessionRecords};
 use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -65,6 +65,15 @@ pub struct TestApp {
     /// A browser: keeps cookies, follows no redirects.
     pub browser: reqwest::Client,
     pub config: Config,
+    /// The TOML `config` was loaded from, for a reload with a changed copy.
+    pub toml: String,
+    /// entrance's own clock (absolute lifetime, idle-refresh step, pending logins' age):
+    /// `clock.advance(…)` instead of sleeping. Kept across [`TestApp::restart`].
+    pub clock: Clock,
+    /// The running service's session store (replaced by a restart).
+    pub records: SessionRecords,
+    /// Applies a configuration to the running service as a SIGHUP reload does.
+    pub reload: ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -82,14 +91,39 @@ pub async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
 ) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
-    let app = Application::with_listener(config, listener)
+    let served = serve_with_clock(config, listener, Clock::new()).await;
+    (served.shutdown, served.server)
+}
+
+/// A service started by [`serve_with_clock`].
+pub struct Served {
+    pub shutdown: oneshot::Sender<()>,
+    pub server: JoinHandle<std::io::Result<()>>,
+    pub records: SessionRecords,
+    pub reload: ReloadHandle,
+}
+
+/// Serves `config` on `listener` in a task, keeping entrance's own times by `clock`.
+pub async fn serve_with_clock(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    clock: Clock,
+) -> Served {
+    let app = Application::with_clock(config, listener, clock)
         .await
         .expect("app builds");
+    let records = app.session_records();
+    let reload = app.reload_handle();
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    (tx, server)
+    Served {
+        shutdown: tx,
+        server,
+        records,
+        reload,
+    }
 }
 
 /// Options for [`spawn_app_with`].
@@ -205,14 +239,19 @@ burst = {burst}
     );
     let config = Config::load_str(&toml).expect("test config is valid");
     idp.set_redirect_uris(vec![config.redirect_uri()]);
-    let (tx, server) = serve(config.clone(), listener).await;
+    let clock = Clock::new();
+    let served = serve_with_clock(config.clone(), listener, clock.clone()).await;
     let test_app = TestApp {
         base,
         idp,
         browser: browser(),
         config,
-        shutdown: Some(tx),
-        server: Some(server),
+        toml,
+        clock,
+        records: served.records,
+        reload: served.reload,
+        shutdown: Some(served.shutdown),
+        server: Some(served.server),
     };
     if opts.wait_ready {
         test_app.wait_ready().await;
@@ -267,10 +306,30 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("rebind the same port");
-        let (tx, server) = serve(self.config.clone(), listener).await;
-        self.shutdown = Some(tx);
-        self.server = Some(server);
+        let served = serve_with_clock(self.config.clone(), listener, self.clock.clone()).await;
+        self.shutdown = Some(served.shutdown);
+        self.server = Some(served.server);
+        self.records = served.records;
+        self.reload = served.reload;
         self.wait_ready().await;
+    }
+
+    /// Applies this app's TOML with `from` replaced by `to` (which must occur), as a reload.
+    pub fn reload_with(&self, from: &str, to: &str) {
+        assert!(self.toml.contains(from), "{from:?} is not in the config");
+        let toml = self.toml.replace(from, to);
+        self.reload
+            .apply(Config::load_str(&toml).expect("the reloaded config is valid"));
+    }
+
+    /// The session cookie a response sets: its value and `Max-Age`.
+    pub fn session_cookie(
+        &self,
+        res: &reqwest::Response,
+    ) -> Option<(String, Option<std::time::Duration>)> {
+        res.cookies()
+            .find(|c| c.name() == self.config.session.cookie_name)
+            .map(|c| (c.value().to_owned(), c.max_age()))
     }
 
     /// Waits until the connection has fetched its metadata (a /login that redirects).

@@ -22,5 +22,6 @@ mod rotation;
 mod routing;
 mod sessions;
 mod sign_out;
+mod store_contract;
 mod traces;
 mod userinfo;

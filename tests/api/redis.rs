@@ -12,14 +12,14 @@ use reqwest::StatusCode;
 use crate::helpers::{AppOptions, TestApp, assert_signed_in, spawn_app_with};
 
 /// A `redis-server` on loopback without persistence; killed when dropped.
-struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts Redis on a free port, or returns None (after saying so) when it is not installed.
-    async fn start() -> Option<RedisServer> {
+    pub(crate) async fn start() -> Option<RedisServer> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -77,8 +77,21 @@ impl RedisServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The time to live of `key` in milliseconds, as Redis itself keeps it (`PTTL`: -2 for no
+    /// such key, -1 for no expiry).
+    pub(crate) fn pttl_ms(&self, key: &str) -> i64 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PTTL", key])
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("PTTL {key}: {out:?}"))
     }
 
     /// The keys under `prefix`, read with `redis-cli`.
@@ -417,4 +430,104 @@ async fn a_persistent_redis_restart_keeps_users_signed_in() {
     }
     redis.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue #11, item 8: right after startup fred was still connecting, and every request that
+/// touched the store — `/login`, `/readyz`, a `/me` with a cookie — answered 503 ("Redis is
+/// not connected") for a few hundred milliseconds. entrance starts serving once the store
+/// answers (within a bounded wait).
+#[tokio::test]
+async fn a_fresh_start_answers_from_redis_at_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let app = spawn_app_with(AppOptions {
+        session_toml: format!(
+            "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"fresh:\"",
+            redis.url()
+        ),
+        wait_ready: false,
+        ..AppOptions::default()
+    })
+    .await;
+    // The very first request reads the store: a cookie naming no session.
+    let me = reqwest::Client::new()
+        .get(app.url("/me"))
+        .header(
+            reqwest::header::COOKIE,
+            format!(
+                "{}={}",
+                app.config.session.cookie_name,
+                tower_sessions::session::Id::default()
+            ),
+        )
+        .send()
+        .await
+        .expect("me");
+    let status = me.status();
+    let body = me.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let res = app.get("/readyz").await;
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The wait for the store at startup is bounded: with Redis down, entrance still starts (and
+/// `/readyz` says what is wrong), as before.
+#[tokio::test]
+async fn a_redis_down_at_startup_delays_serving_only_a_bounded_time() {
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (nobody, idp_down) = (free_port(), free_port());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let config = entrance::Config::load_str(&format!(
+        r#"listen = "127.0.0.1:0"
+public_url = "{base}"
+[session]
+store = "redis"
+redis_url = "redis://127.0.0.1:{nobody}"
+[[connections]]
+id = "contoso"
+metadata_url = "http://127.0.0.1:{idp_down}/tenant/v2.0/.well-known/openid-configuration"
+client_id = "entrance"
+client_secret = "a-secret-only-for-this-test"
+"#
+    ))
+    .expect("config");
+    // Only the service's own startup is timed (the wait is 5 s).
+    let started = Instant::now();
+    let app = entrance::Application::with_listener(config, listener)
+        .await
+        .expect("starts with Redis down");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "startup took {took:?}");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let healthz = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(healthz.status(), StatusCode::OK);
+    let res = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: serde_json::Value = res.json().await.expect("JSON");
+    assert_eq!(ready["store"]["ok"], false, "{ready}");
+    let _ = tx.send(());
+    let _ = server.await;
 }

@@ -10,6 +10,7 @@ use tower_sessions::{
     session_store::{self, ExpiredDeletion},
 };
 
+use super::RecordStore;
 use crate::sync;
 
 /// An in-memory store whose expired records are deleted by a periodic task
@@ -42,8 +43,16 @@ impl SessionStore for MemoryStore {
         map.insert(record.id, record.clone());
         Ok(())
     }
+    /// Updates a live record only ([`RecordStore`]'s contract): one that is gone stays gone.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.map().insert(record.id, record.clone());
+        let now = OffsetDateTime::now_utc();
+        if let Some(live) = self
+            .map()
+            .get_mut(&record.id)
+            .filter(|r| r.expiry_date > now)
+        {
+            *live = record.clone();
+        }
         Ok(())
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -57,6 +66,23 @@ impl SessionStore for MemoryStore {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.map().remove(session_id);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryStore {
+    async fn put(&self, record: &Record) -> session_store::Result<()> {
+        self.map().insert(record.id, record.clone());
+        Ok(())
+    }
+    async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut map = self.map();
+        if map.get(&record.id).is_some_and(|r| r.expiry_date > now) {
+            return Ok(false);
+        }
+        map.insert(record.id, record.clone());
+        Ok(true)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Where sessions are kept: the configured store (memory, SQLite or Redis) behind one type
-//! that bounds every call with a timeout, its readiness probe, the expired-session sweeper,
-//! and closing it when the application stops.
+//! that bounds every call with a timeout, the contract every backend keeps ([`RecordStore`]),
+//! its readiness probe, the expired-session sweeper, and closing it when the application stops.
 
 use std::{
     collections::HashMap,
@@ -37,6 +37,32 @@ use sqlite::{CheckedSqlite, open_sqlite};
 /// How often expired sessions are deleted from stores that do not expire them themselves.
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(60);
 
+/// The most startup waits for the store to answer (Redis connects in the background) before
+/// serving anyway; a store still down then is reported by `/readyz` as before.
+pub(crate) const STARTUP_WAIT: Duration = Duration::from_secs(5);
+
+/// The session-store contract, the same for every backend (memory, SQLite, Redis; run against
+/// each by `tests/api/store_contract.rs`). tower-sessions asks for `create` (a session without
+/// a stored id: tower-sessions-core 0.14 `Session::save` calls it when the cookie named no live
+/// record, or after `cycle_id`), `save` (a session loaded from the store), `load` and `delete`.
+///
+/// - `create` writes the record under a fresh id, drawing another while the id is taken.
+/// - `save` only ever **updates a live record**: a record that is gone — deleted by a sign-out,
+///   expired, never written — stays gone, and `save` still answers `Ok`. This is Redis's
+///   `SET … XX`; memory and SQLite keep it too, so a request that loaded a session before a
+///   sign-out cannot bring it back with its own save (its idle refresh, the layer's save).
+/// - `load` never returns an expired record.
+/// - [`put`](RecordStore::put) writes a record under its own id whether or not one is there
+///   (the front-channel logout index, whose id is derived, not drawn).
+/// - [`insert_new`](RecordStore::insert_new) writes a record under its own id only if no live
+///   record has it, atomically, and says whether it wrote (single-use markers shared by every
+///   replica).
+#[async_trait]
+pub(crate) trait RecordStore: SessionStore {
+    async fn put(&self, record: &Record) -> session_store::Result<()>;
+    async fn insert_new(&self, record: &Record) -> session_store::Result<bool>;
+}
+
 /// Why the configured store cannot be used at startup. Like configuration errors, each names
 /// the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +85,7 @@ const SQLITE_FIX: &str = "point session.sqlite_path at a file in an existing dir
 /// that hangs until the client gives up.
 #[derive(Clone)]
 pub(crate) struct AnyStore {
-    inner: Arc<dyn SessionStore>,
+    inner: Arc<dyn RecordStore>,
     timeout: Duration,
     /// The last save per session id, to skip an identical repeat (see [`AnyStore::save`]).
     recent_saves: Arc<Mutex<HashMap<Id, RecentSave>>>,
@@ -105,7 +131,7 @@ impl fmt::Debug for AnyStore {
 }
 
 impl AnyStore {
-    pub(crate) fn new(inner: Arc<dyn SessionStore>, timeout: Duration) -> AnyStore {
+    pub(crate) fn new(inner: Arc<dyn RecordStore>, timeout: Duration) -> AnyStore {
         AnyStore {
             inner,
             timeout,
@@ -173,6 +199,35 @@ impl AnyStore {
     pub(crate) async fn probe(&self) -> session_store::Result<()> {
         self.load(&Id::default()).await.map(|_| ())
     }
+
+    /// Waits until the store answers [`probe`](AnyStore::probe), for at most `bound`; returns
+    /// whether it did. Redis connects in the background after startup, and answered "not
+    /// connected" (503 on `/login`) for the first few hundred milliseconds.
+    pub(crate) async fn wait_until_answering(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            match self.probe().await {
+                Ok(()) => return true,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, waited = ?bound, "the session store does not answer yet; serving anyway (/readyz says not ready until it does)");
+                    return false;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// [`RecordStore::put`], bounded by the store timeout.
+    pub(crate) async fn put(&self, record: &Record) -> session_store::Result<()> {
+        self.recent().remove(&record.id);
+        self.bounded("write", self.inner.put(record)).await
+    }
+
+    /// [`RecordStore::insert_new`], bounded by the store timeout.
+    pub(crate) async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+        self.recent().remove(&record.id);
+        self.bounded("write", self.inner.insert_new(record)).await
+    }
 }
 
 #[async_trait]
@@ -213,6 +268,42 @@ impl SessionStore for AnyStore {
     }
 }
 
+/// The running service's session store ([`crate::Application::session_records`]), for tests
+/// and tools: tower-sessions' [`SessionStore`] over the same bounded store the service uses,
+/// so a `tower_sessions::Session` on it behaves like a request's.
+#[derive(Clone, Debug)]
+pub struct SessionRecords(AnyStore);
+
+impl SessionRecords {
+    pub(crate) fn new(store: AnyStore) -> SessionRecords {
+        SessionRecords(store)
+    }
+
+    /// The record a session cookie's value names, if it is live.
+    pub async fn load_cookie(&self, cookie_value: &str) -> session_store::Result<Option<Record>> {
+        match cookie_value.parse::<Id>() {
+            Ok(id) => self.0.load(&id).await,
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SessionRecords {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.0.create(record).await
+    }
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.0.save(record).await
+    }
+    async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.0.load(session_id).await
+    }
+    async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
+        self.0.delete(session_id).await
+    }
+}
+
 /// The store the configuration asks for, opened, with what it takes to sweep and close it.
 pub(crate) struct OpenStore {
     pub store: AnyStore,
@@ -250,6 +341,7 @@ impl OpenStore {
                     store: AnyStore::new(
                         Arc::new(CheckedSqlite {
                             store: store.clone(),
+                            pool: pool.clone(),
                             path: path.clone(),
                         }),
                         timeout,
@@ -337,6 +429,85 @@ mod tests {
         }
     }
 
+    /// [`RecordStore`]'s contract, store by store (Redis: over HTTP in
+    /// `tests/api/store_contract.rs`, which needs a `redis-server`).
+    async fn keeps_the_record_contract(store: &dyn RecordStore) {
+        let live = time::Duration::minutes(5);
+        let gone = |r: Option<Record>| r.is_none();
+        // save never creates: not for an id never written, not after a delete.
+        let never = record(Some("ada"), live);
+        store.save(&never).await.expect("save");
+        assert!(
+            gone(store.load(&never.id).await.expect("load")),
+            "save created"
+        );
+        let mut rec = record(Some("ada"), live);
+        store.create(&mut rec).await.expect("create");
+        rec.data.insert("touched".into(), serde_json::json!(1));
+        store.save(&rec).await.expect("save");
+        let loaded = store.load(&rec.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data, rec.data, "save updates a live record");
+        store.delete(&rec.id).await.expect("delete");
+        store
+            .save(&rec)
+            .await
+            .expect("a save of a gone record is not an error");
+        assert!(
+            gone(store.load(&rec.id).await.expect("load")),
+            "save resurrected"
+        );
+        // An expired record is gone too: save does not renew it.
+        let mut expired = record(Some("ada"), -time::Duration::seconds(1));
+        store.put(&expired).await.expect("put");
+        expired.expiry_date = OffsetDateTime::now_utc() + live;
+        store.save(&expired).await.expect("save");
+        assert!(
+            gone(store.load(&expired.id).await.expect("load")),
+            "save renewed"
+        );
+        // put writes whether or not the id is there.
+        let mut index = record(Some("one"), live);
+        store.put(&index).await.expect("put");
+        index.data.insert("user".into(), serde_json::json!("two"));
+        store.put(&index).await.expect("put");
+        let loaded = store.load(&index.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data, index.data);
+        // insert_new writes once per live id; an expired record's id is free again.
+        let marker = record(None, live);
+        assert!(store.insert_new(&marker).await.expect("insert"));
+        assert!(!store.insert_new(&marker).await.expect("insert"));
+        let stale = record(None, -time::Duration::seconds(1));
+        store.put(&stale).await.expect("put");
+        let mut fresh = record(None, live);
+        fresh.id = stale.id;
+        assert!(store.insert_new(&fresh).await.expect("insert"));
+        assert!(!store.insert_new(&fresh).await.expect("insert"));
+        assert!(store.load(&fresh.id).await.expect("load").is_some());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_record_contract() {
+        keeps_the_record_contract(&MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_store_keeps_the_record_contract() {
+        let dir = std::env::temp_dir().join(format!("entrance-contract-{}", Id::default()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sessions.db");
+        let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
+            .await
+            .expect("opens");
+        let checked = CheckedSqlite {
+            store,
+            pool: pool.clone(),
+            path,
+        };
+        keeps_the_record_contract(&checked).await;
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn memory_store_evicts_expired_records() {
         let store = MemoryStore::default();
@@ -368,6 +539,16 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl RecordStore for Hung {
+        async fn put(&self, _: &Record) -> session_store::Result<()> {
+            std::future::pending().await
+        }
+        async fn insert_new(&self, _: &Record) -> session_store::Result<bool> {
+            std::future::pending().await
+        }
+    }
+
     #[tokio::test]
     async fn a_hung_store_becomes_an_error_after_the_timeout() {
         let store = AnyStore::new(Arc::new(Hung), Duration::from_millis(50));
@@ -395,6 +576,16 @@ mod tests {
         }
         async fn delete(&self, id: &Id) -> session_store::Result<()> {
             self.inner.delete(id).await
+        }
+    }
+
+    #[async_trait]
+    impl RecordStore for CountingStore {
+        async fn put(&self, record: &Record) -> session_store::Result<()> {
+            self.inner.put(record).await
+        }
+        async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+            self.inner.insert_new(record).await
         }
     }
 

@@ -17,7 +17,7 @@ use tower_sessions::{
 
 use crate::config::RedisSettings;
 
-use super::StoreError;
+use super::{RecordStore, StoreError};
 
 pub(super) fn open_redis(
     settings: &RedisSettings,
@@ -85,7 +85,12 @@ impl RedisSessions {
         }))
     }
 
-    async fn set(&self, record: &Record, options: SetOptions) -> session_store::Result<bool> {
+    /// `SET key value EXAT expiry [NX|XX]`; true when Redis wrote.
+    async fn set(
+        &self,
+        record: &Record,
+        options: Option<SetOptions>,
+    ) -> session_store::Result<bool> {
         let client = self.client()?;
         let value =
             rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
@@ -95,13 +100,24 @@ impl RedisSessions {
                 self.key(&record.id),
                 value.as_slice(),
                 Some(expire),
-                Some(options),
+                options,
                 false,
             )
             .await
             .map_err(redis_error)?;
         // `SET … NX/XX` answers OK when it wrote and nil when the condition failed.
         Ok(set.is_some())
+    }
+}
+
+#[async_trait]
+impl RecordStore for RedisSessions {
+    async fn put(&self, record: &Record) -> session_store::Result<()> {
+        self.set(record, None).await.map(|_| ())
+    }
+    async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+        // NX is atomic in Redis: of several replicas, exactly one writes.
+        self.set(record, Some(SetOptions::NX)).await
     }
 }
 
@@ -112,14 +128,15 @@ fn redis_error(e: fred::error::Error) -> session_store::Error {
 #[async_trait]
 impl SessionStore for RedisSessions {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        while !self.set(record, SetOptions::NX).await? {
+        while !self.set(record, Some(SetOptions::NX)).await? {
             record.id = Id::default();
         }
         Ok(())
     }
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        // XX: a session deleted meanwhile (expired, cycled at sign-in) is not brought back.
-        self.set(record, SetOptions::XX).await.map(|_| ())
+        // XX: a session deleted meanwhile (expired, cycled at sign-in, signed out) is not
+        // brought back; that nothing was written is the contract's `Ok` ([`RecordStore`]).
+        self.set(record, Some(SetOptions::XX)).await.map(|_| ())
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         let data: Option<Vec<u8>> = self

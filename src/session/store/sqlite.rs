@@ -17,12 +17,12 @@ use tower_sessions::{
 use tower_sessions_sqlx_store::{
     SqliteStore,
     sqlx::{
-        SqlitePool,
+        self, SqlitePool,
         sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
     },
 };
 
-use super::{SQLITE_FIX, StoreError};
+use super::{RecordStore, SQLITE_FIX, StoreError};
 
 pub(super) async fn open_sqlite(
     path: &Path,
@@ -65,7 +65,23 @@ pub(super) async fn open_sqlite(
 #[derive(Debug)]
 pub(super) struct CheckedSqlite {
     pub(super) store: SqliteStore,
+    /// The store's pool, for the writes tower-sessions-sqlx-store does not offer (an update
+    /// that never inserts, an insert that never overwrites a live record).
+    pub(super) pool: SqlitePool,
     pub(super) path: PathBuf,
+}
+
+/// The table tower-sessions-sqlx-store 0.15 creates (`SqliteStore::migrate`): `id` text,
+/// `data` the MessagePack of the whole record, `expiry_date` the RFC 3339 text sqlx writes
+/// for an `OffsetDateTime` (compared as text, as that store's own `load` does).
+const TABLE: &str = "tower_sessions";
+
+fn sqlx_error(e: tower_sessions_sqlx_store::sqlx::Error) -> session_store::Error {
+    session_store::Error::Backend(format!("SQLite: {e}"))
+}
+
+fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
+    rmp_serde::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))
 }
 
 impl CheckedSqlite {
@@ -93,9 +109,21 @@ impl SessionStore for CheckedSqlite {
         self.check().await?;
         self.store.create(record).await
     }
+    /// Updates a live record only ([`RecordStore`]'s contract); tower-sessions-sqlx-store's
+    /// own `save` is an upsert, which brought back a session signed out meanwhile.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         self.check().await?;
-        self.store.save(record).await
+        sqlx::query(&format!(
+            "update {TABLE} set data = ?, expiry_date = ? where id = ? and expiry_date > ?"
+        ))
+        .bind(encode(record)?)
+        .bind(record.expiry_date)
+        .bind(record.id.to_string())
+        .bind(OffsetDateTime::now_utc())
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(())
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.check().await?;
@@ -110,6 +138,33 @@ impl SessionStore for CheckedSqlite {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.check().await?;
         self.store.delete(session_id).await
+    }
+}
+
+#[async_trait]
+impl RecordStore for CheckedSqlite {
+    async fn put(&self, record: &Record) -> session_store::Result<()> {
+        self.check().await?;
+        // tower-sessions-sqlx-store's save: `insert … on conflict(id) do update`.
+        self.store.save(record).await
+    }
+    async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+        self.check().await?;
+        // One statement: a new row, or the row of an expired record taken over; a live
+        // record's row is left alone and nothing is written (no row affected).
+        let done = sqlx::query(&format!(
+            "insert into {TABLE} (id, data, expiry_date) values (?, ?, ?) \
+             on conflict(id) do update set data = excluded.data, expiry_date = excluded.expiry_date \
+             where {TABLE}.expiry_date <= ?"
+        ))
+        .bind(record.id.to_string())
+        .bind(encode(record)?)
+        .bind(record.expiry_date)
+        .bind(OffsetDateTime::now_utc())
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
