@@ -17,6 +17,7 @@ mod readiness;
 mod redis;
 mod rotation;
 mod routing;
+mod server_limits;
 mod sessions;
 mod traces;
 mod userinfo;
