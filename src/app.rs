@@ -1,6 +1,8 @@
 //! The running service: binds its listener, builds state and router, starts the background
 //! tasks, and serves until a shutdown future resolves.
 
+mod serve;
+
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -126,10 +128,19 @@ impl Application {
         if let Some(admin) = admin_listener {
             let admin_router = http::admin_router(state.clone());
             tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness, traces)");
+            // The same limits as the public listener, with connections of its own: a flood
+            // there does not lock out the scraper and the readiness probe. Stopped by
+            // `AbortOnDrop` with the other tasks.
+            let limits = state.config.server.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(admin, admin_router).await {
-                    tracing::error!(error = %e, "the admin listener stopped");
-                }
+                serve::serve(
+                    admin,
+                    admin_router,
+                    &limits,
+                    std::future::pending(),
+                    Duration::ZERO,
+                )
+                .await;
             }));
         }
         Ok(Application {
@@ -207,37 +218,21 @@ impl Application {
             reloader,
         } = self;
         let abort_on_exit = AbortOnDrop(tasks);
-        let grace = state.config.shutdown_grace;
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping_tx.send(());
-        });
         // Graceful shutdown stops accepting and lets in-flight requests finish, but only for
         // `shutdown_grace`: a request stuck on a slow IdP must not hold a deploy forever.
-        let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let served = tokio::select! {
-            result = serve => result,
-            () = deadline => {
-                tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
-                Ok(())
-            }
-        };
+        serve::serve(
+            listener,
+            router,
+            &state.config.server,
+            shutdown,
+            state.config.shutdown_grace,
+        )
+        .await;
         drop(abort_on_exit);
         reloader.stop();
         // Flushes and closes the store (SQLite's pool), so a new Application can open it.
         store.close().await;
-        served
+        Ok(())
     }
 }
 

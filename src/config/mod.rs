@@ -38,6 +38,7 @@ const CONFIG_KEYS: &[&str] = &[
     "public_url",
     "session",
     "http",
+    "server",
     "validation",
     "keys",
     "logout",
@@ -89,6 +90,7 @@ pub struct Config {
     pub public_url: Url,
     pub session: SessionSettings,
     pub http: HttpSettings,
+    pub server: ServerSettings,
     pub clock_skew: Duration,
     pub keys: KeySettings,
     /// Where the IdP sends the browser after sign-out; must also be registered in Entra as a
@@ -146,6 +148,18 @@ pub struct HttpSettings {
     pub max_response_bytes: usize,
     /// CA certificates trusted besides the built-in roots (`http.extra_ca_file`).
     pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+/// `[server]`: what a client may cost the listeners (the public one and `admin_listen`).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The most time a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection is kept open waiting for its next request.
+    pub header_read_timeout: Duration,
+    /// The most time a request may take from its headers to its response.
+    pub request_timeout: Duration,
+    /// Connections served at once per listener; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 /// What `entrance check` loads: the configuration, validated except for the client ID's and
@@ -227,6 +241,7 @@ impl Config {
         let session = validate_session(&raw.session, &public_url)?;
 
         let http = validate_http(&raw.http)?;
+        let server = validate_server(&raw.server)?;
         if raw.traces.per_connection > MAX_TRACES_PER_CONNECTION {
             return Err(invalid(
                 "traces.per_connection",
@@ -319,6 +334,7 @@ impl Config {
             public_url,
             session,
             http,
+            server,
             clock_skew: Duration::from_secs(raw.validation.clock_skew_secs),
             keys,
             post_logout_redirect_uri,
@@ -369,6 +385,52 @@ fn validate_http(raw: &RawHttp) -> Result<HttpSettings, ConfigError> {
         },
     };
     Ok(http)
+}
+
+/// `[server]`: each value within its bounds (`HEADER_READ_TIMEOUT_RANGE` and the others in
+/// `raw.rs`); 0 would turn a limit off or refuse every request.
+fn validate_server(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
+    if !HEADER_READ_TIMEOUT_RANGE.contains(&raw.header_read_timeout_secs) {
+        return Err(invalid(
+            "server.header_read_timeout_secs",
+            format!(
+                "{} is outside {}..={}",
+                raw.header_read_timeout_secs,
+                HEADER_READ_TIMEOUT_RANGE.start(),
+                HEADER_READ_TIMEOUT_RANGE.end()
+            ),
+            "leave it out for 10: enough for a slow client to send its headers, short enough that a client sending nothing lets its connection go",
+        ));
+    }
+    if !REQUEST_TIMEOUT_RANGE.contains(&raw.request_timeout_secs) {
+        return Err(invalid(
+            "server.request_timeout_secs",
+            format!(
+                "{} is outside {}..={}",
+                raw.request_timeout_secs,
+                REQUEST_TIMEOUT_RANGE.start(),
+                REQUEST_TIMEOUT_RANGE.end()
+            ),
+            "leave it out for 60; keep it above a sign-in's few IdP calls of http.timeout_secs each",
+        ));
+    }
+    if !MAX_CONNECTIONS_RANGE.contains(&raw.max_connections) {
+        return Err(invalid(
+            "server.max_connections",
+            format!(
+                "{} is outside {}..={}",
+                raw.max_connections,
+                MAX_CONNECTIONS_RANGE.start(),
+                MAX_CONNECTIONS_RANGE.end()
+            ),
+            "leave it out for 4096, or pick a number below the process's open-file limit (`ulimit -n`)",
+        ));
+    }
+    Ok(ServerSettings {
+        header_read_timeout: Duration::from_secs(raw.header_read_timeout_secs),
+        request_timeout: Duration::from_secs(raw.request_timeout_secs),
+        max_connections: raw.max_connections,
+    })
 }
 
 /// `[rate_limit]`: per-client-IP limits on the login endpoints, and the header that names the

@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub session: RawSession,
     #[serde(default)]
     pub http: RawHttp,
+    /// Limits on the service's own listeners: slow clients, long requests, connections.
+    #[serde(default)]
+    pub server: RawServer,
     #[serde(default)]
     pub validation: RawValidation,
     #[serde(default)]
@@ -183,6 +186,34 @@ impl Default for RawHttp {
         }
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            // Above the longest a sign-in callback may legitimately take: a token call, a
+            // JWKS refetch and a userinfo call of up to `http.timeout_secs` (10 s) each, plus
+            // a few session-store calls of up to `session.store_timeout_ms` (1 s) each.
+            request_timeout_secs: 60,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The accepted `server.header_read_timeout_secs`.
+pub(super) const HEADER_READ_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=300;
+/// The accepted `server.request_timeout_secs`.
+pub(super) const REQUEST_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// The accepted `server.max_connections`.
+pub(super) const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 1..=1_048_576;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

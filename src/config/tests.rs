@@ -430,6 +430,46 @@ fn the_forward_auth_header_budget_has_a_default_and_bounds() {
 }
 
 #[test]
+fn server_limits_have_defaults_and_bounds() {
+    let ok = raw("client_secret_env = \"SECRET\"");
+    let server = parse(&ok).expect("valid").server;
+    assert_eq!(server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(server.request_timeout, Duration::from_secs(60));
+    assert_eq!(server.max_connections, 4096);
+    let set = |line: &str| {
+        ok.replacen(
+            "[[connections]]",
+            &format!("[server]\n{line}\n[[connections]]"),
+            1,
+        )
+    };
+    let server = parse(&set(
+        "header_read_timeout_secs = 2\nrequest_timeout_secs = 1\nmax_connections = 2",
+    ))
+    .expect("valid")
+    .server;
+    assert_eq!(server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(server.request_timeout, Duration::from_secs(1));
+    assert_eq!(server.max_connections, 2);
+    for (line, key) in [
+        (
+            "header_read_timeout_secs = 0",
+            "server.header_read_timeout_secs",
+        ),
+        (
+            "header_read_timeout_secs = 301",
+            "server.header_read_timeout_secs",
+        ),
+        ("request_timeout_secs = 0", "server.request_timeout_secs"),
+        ("request_timeout_secs = 3601", "server.request_timeout_secs"),
+        ("max_connections = 0", "server.max_connections"),
+        ("max_connections = 2000000", "server.max_connections"),
+    ] {
+        assert_eq!(err_key(&set(line)), key, "{line}");
+    }
+}
+
+#[test]
 fn unknown_keys_are_refused_by_name() {
     let toml = raw(r#"client_secret_env = "SECRET"
 clientid = "typo""#);

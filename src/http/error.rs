@@ -106,6 +106,8 @@ pub(crate) enum AppError {
     RateLimited { retry_after: std::time::Duration },
     #[error("a state-changing request came from another site (Origin check failed)")]
     CrossSiteRequest,
+    #[error("the request took longer than server.request_timeout_secs ({0:?})")]
+    RequestTimeout(std::time::Duration),
     #[error("the session store failed: {0}")]
     Session(#[from] tower_sessions::session::Error),
     #[error("internal error: {0}")]
@@ -205,9 +207,12 @@ impl AppError {
                 }
                 _ => StatusCode::BAD_GATEWAY,
             },
-            AppError::ConnectionNotReady { .. } | AppError::Session(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            // 503, not 408: a browser may repeat a request answered 408 by itself (RFC 9110
+            // §15.5.9), and a repeated callback would spend its code twice; the time is also
+            // usually the IdP's or the store's, not the client's.
+            AppError::ConnectionNotReady { .. }
+            | AppError::Session(_)
+            | AppError::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -249,6 +254,7 @@ impl AppError {
             AppError::CrossSiteRequest => "cross_site_request",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Session(_) => "session_store_unavailable",
+            AppError::RequestTimeout(_) => "request_timeout",
             AppError::Internal(_) => "internal",
         }
     }
@@ -518,6 +524,16 @@ impl AppError {
                 "Request refused",
                 "This request did not come from entrance's own page. To sign out, use the Sign out button on the start page.",
             ),
+            AppError::RequestTimeout(limit) => Explanation {
+                admin: Some(format!(
+                    "The request was stopped after server.request_timeout_secs ({} s). The log lines with this reference id show the slow step: usually a call to the IdP (each bounded by http.timeout_secs) or the session store.",
+                    limit.as_secs()
+                )),
+                ..plain(
+                    "This took too long",
+                    "entrance could not finish your request in time. Please try again in a moment.",
+                )
+            },
             AppError::Session(_) => plain(
                 "Temporarily unavailable",
                 "entrance cannot reach its session storage. Please try again in a moment.",

@@ -150,6 +150,12 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
             .route(traces::PATH, get(traces::local_only));
     }
     router
+        // Inside `track_metrics`, so a request stopped by the timeout is counted (and a
+        // callback's recorded as a failed login) like any other error.
+        .route_layer(middleware::from_fn_with_state(
+            state.config.server.request_timeout,
+            request_timeout,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
         .layer(sessions)
         .layer(middleware::from_fn(session_layer_failures))
@@ -247,6 +253,21 @@ async fn track_metrics(
         }
     }
     res
+}
+
+/// Stops a routed request that takes longer than `server.request_timeout_secs`, reading the
+/// body included, and answers [`AppError::RequestTimeout`]. Dropping the handler's future
+/// cancels its outbound calls. The headers' own deadline is the listener's
+/// (`server.header_read_timeout_secs`, in `app/serve.rs`).
+async fn request_timeout(
+    State(limit): State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_elapsed) => AppError::RequestTimeout(limit).into_response(),
+    }
 }
 
 /// tower-sessions answers a store failure in its own after-response save with a bare, empty

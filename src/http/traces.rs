@@ -142,6 +142,7 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         | AppError::CrossSiteRequest
         | AppError::RateLimited { .. }
         | AppError::NotSignedIn => "request",
+        AppError::RequestTimeout(_) => "timeout",
         AppError::Internal(_) => "internal",
     }
 }

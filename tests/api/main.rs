@@ -20,6 +20,7 @@ mod readiness;
 mod redis;
 mod rotation;
 mod routing;
+mod server_limits;
 mod sessions;
 mod sign_out;
 mod store_contract;
