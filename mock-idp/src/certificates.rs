@@ -183,6 +183,8 @@ const NBF_SKEW_SECS: i64 = 300;
 /// (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>); the mock
 /// uses 50012 for claim problems. The texts
 /// follow Entra's "[Reason - …, Thumbprint of key used by client: …]" form.
+// One piece on purpose: Entra's checks of a client assertion, in the order Entra reports them
+// (RFC 7523 §3 for the claims), so a test can read which failure wins.
 pub(super) fn verify_assertion(
     registered: &[RegisteredCertificate],
     assertion_type: Option<&str>,

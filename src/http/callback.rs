@@ -173,6 +173,10 @@ fn see_other(location: &str) -> Result<Response, AppError> {
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
 }
 
+/// The callback's checks in the order that makes them safe: the state is spent first, then the
+/// response mode, the connection and RFC 9207's `iss` are held to the pending login before any
+/// IdP call, and the session is written last. One piece on purpose, so that order reads top to
+/// bottom; the steps with logic of their own are `identify` and `exchange_with_fallback`.
 async fn finish_login(
     state: AppState,
     cid: CorrelationId,

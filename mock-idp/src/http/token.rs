@@ -1,0 +1,533 @@
+//! The mock's token endpoint: client authentication (secrets and client assertions), the
+//! authorization-code and client-credentials grants, and the ID tokens it signs.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+use sha2::Digest as _;
+use subtle::ConstantTimeEq as _;
+
+use crate::certificates;
+use crate::entra::{self, form_urldecode, json_response, token_error};
+use crate::keys::{self, SignWith};
+use crate::{Behaviour, CodeRecord, Shared, Signing, generate_key_blocking, is_multi_tenant};
+
+use super::*;
+
+pub(super) async fn token(
+    State(s): S,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let behaviour = {
+        let mut inner = s.lock();
+        inner.counters.token += 1;
+        inner.behaviour.clone()
+    };
+    if let Some(r) = pre_fault(&s, &behaviour.token_fault).await {
+        return r;
+    }
+    if let Some(te) = &behaviour.token_error {
+        let status = StatusCode::from_u16(te.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return post_fault(&behaviour.token_fault, json_response(status, &te.body));
+    }
+    if !s.serves(&tenant) {
+        return unknown_tenant_json(&tenant);
+    }
+    let resp = token_inner(&s, &behaviour, &headers, &body).await;
+    post_fault(&behaviour.token_fault, resp)
+}
+
+pub(super) async fn token_inner(
+    s: &Shared,
+    behaviour: &Behaviour,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let form = Params::parse(None, body);
+    let Some(grant_type) = form.get("grant_type") else {
+        return token_error(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        );
+    };
+    // Reject unknown grant types before looking at credentials, as Entra does.
+    if grant_type != "authorization_code" && grant_type != "client_credentials" {
+        return token_error(
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{grant_type}'."),
+        );
+    }
+    let client_id = match authenticate_client(s, behaviour, headers, &form) {
+        Ok(id) => id,
+        Err(f) => return f.into_response(),
+    };
+    if grant_type == "client_credentials" {
+        return client_credentials(&form);
+    }
+    authorization_code(s, behaviour, &form, &client_id).await
+}
+
+/// A token-endpoint refusal, rendered by [`token_error`] as Entra's JSON error body.
+#[derive(Debug)]
+pub(super) struct TokenFailure {
+    error: &'static str,
+    code: u32,
+    text: String,
+}
+
+impl TokenFailure {
+    fn new(error: &'static str, code: u32, text: impl Into<String>) -> Self {
+        TokenFailure {
+            error,
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+impl IntoResponse for TokenFailure {
+    fn into_response(self) -> Response {
+        token_error(self.error, self.code, &self.text)
+    }
+}
+
+/// Client authentication by `client_secret_post` or `client_secret_basic`. Returns the
+/// authenticated client_id, or why not.
+pub(super) fn authenticate_client(
+    s: &Shared,
+    behaviour: &Behaviour,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Result<String, TokenFailure> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => parse_basic(v)?,
+    };
+    let form_secret = form.get("client_secret");
+    if basic.is_some() && form_secret.is_some() {
+        return Err(TokenFailure::new(
+            "invalid_request",
+            900144,
+            "Only one client authentication method may be used (client_secret_basic and client_secret_post were both sent).",
+        ));
+    }
+    let (client_id, secret) = match basic {
+        Some((id, secret)) => {
+            if let Some(form_id) = form.get("client_id")
+                && form_id != id
+            {
+                return Err(TokenFailure::new(
+                    "invalid_request",
+                    900144,
+                    "The client_id in the request body does not match the one in the Authorization header.",
+                ));
+            }
+            (id, Some(secret))
+        }
+        None => {
+            let Some(id) = form.get("client_id") else {
+                return Err(TokenFailure::new(
+                    "invalid_request",
+                    900144,
+                    "The request body must contain the following parameter: 'client_id'.",
+                ));
+            };
+            (id.to_owned(), form_secret.map(str::to_owned))
+        }
+    };
+    if client_id != s.client_id {
+        return Err(TokenFailure::new(
+            "unauthorized_client",
+            700016,
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
+                s.tenant_id
+            ),
+        ));
+    }
+    if let Some(assertion) = form.get("client_assertion") {
+        // private_key_jwt (RFC 7523 §2.2): the assertion is the only credential allowed.
+        if secret.is_some() {
+            return Err(TokenFailure::new(
+                "invalid_request",
+                900144,
+                "Only one client authentication method may be used (client_assertion and a client secret were both sent).",
+            ));
+        }
+        return authenticate_assertion(s, behaviour, form, assertion, client_id);
+    }
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    };
+    // Compare against every secret without stopping early, in constant time per secret.
+    let matches = |secrets: &[String]| {
+        secrets
+            .iter()
+            .fold(subtle::Choice::from(0u8), |acc, known| {
+                acc | known.as_bytes().ct_eq(secret.as_bytes())
+            })
+    };
+    if bool::from(matches(&behaviour.expired_client_secrets)) {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            7000222,
+            format!(
+                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+            ),
+        ));
+    }
+    let ok = matches(&s.client_secrets);
+    if !bool::from(ok) {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            7000215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        ));
+    }
+    Ok(client_id)
+}
+
+/// Verifies a client assertion against the registered certificates and remembers its `jti`.
+pub(super) fn authenticate_assertion(
+    s: &Shared,
+    behaviour: &Behaviour,
+    form: &Params,
+    assertion: &str,
+    client_id: String,
+) -> Result<String, TokenFailure> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut inner = s.lock();
+    let accepted = certificates::verify_assertion(
+        &inner.client_certificates,
+        form.get("client_assertion_type"),
+        assertion,
+        &s.token_endpoint(),
+        &client_id,
+        now,
+        now + time::Duration::seconds(behaviour.certificate_clock_offset_secs),
+    )
+    .map_err(|f| TokenFailure::new(f.error, f.code, f.text))?;
+    let now_ts = now.unix_timestamp();
+    inner.seen_assertions.retain(|_, exp| *exp > now_ts);
+    if inner.seen_assertions.contains_key(&accepted.jti) {
+        return Err(TokenFailure::new(
+            "invalid_client",
+            50012,
+            format!(
+                "The client assertion with jti '{}' was already used; send a new assertion with every request.",
+                accepted.jti
+            ),
+        ));
+    }
+    inner.seen_assertions.insert(accepted.jti, accepted.exp);
+    Ok(client_id)
+}
+
+/// Parses `Authorization: Basic …`: base64, split at the first ':', then form-urldecode each
+/// part (RFC 6749 §2.3.1; the OpenID conformance suite decodes the same way). Other schemes
+/// are ignored (`Ok(None)`).
+pub(super) fn parse_basic(value: &HeaderValue) -> Result<Option<(String, String)>, TokenFailure> {
+    let bad = || {
+        TokenFailure::new(
+            "invalid_client",
+            7000218,
+            "The Authorization header carries malformed Basic client credentials.",
+        )
+    };
+    let Ok(v) = value.to_str() else {
+        return Err(bad());
+    };
+    let Some((scheme, rest)) = v.trim().split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let decoded = STANDARD.decode(rest.trim()).map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    match (form_urldecode(id), form_urldecode(secret)) {
+        (Some(id), Some(secret)) => Ok(Some((id, secret))),
+        _ => Err(bad()),
+    }
+}
+
+pub(super) fn client_credentials(form: &Params) -> Response {
+    let scope = form.get("scope").unwrap_or_default();
+    if !scope.ends_with("/.default") {
+        return token_error(
+            "invalid_scope",
+            70011,
+            &format!(
+                "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid. The scope must end in '/.default'."
+            ),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "token_type": "Bearer",
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": format!("mock-app-token.{}", keys::random_b64(32)),
+        }),
+    )
+}
+
+// One piece on purpose: the code redemption's checks in Entra's order (code, client binding,
+// redirect URI, PKCE), then the token response; which error wins is what tests assert.
+pub(super) async fn authorization_code(
+    s: &Shared,
+    behaviour: &Behaviour,
+    form: &Params,
+    client_id: &str,
+) -> Response {
+    let Some(code) = form.get("code") else {
+        return token_error(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'code'.",
+        );
+    };
+    // A code is spent by its first redemption attempt (past client authentication),
+    // whatever the outcome, so a retry after any failure gets AADSTS54005.
+    let (record, lifetime) = {
+        let mut inner = s.lock();
+        let lifetime = inner.code_lifetime;
+        let record = inner.codes.remove(code);
+        let spent_before = !inner.spent_codes.insert(code.to_owned());
+        match record {
+            Some(r) => (r, lifetime),
+            None if spent_before => {
+                return token_error(
+                    "invalid_grant",
+                    54005,
+                    "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+                );
+            }
+            None => {
+                return token_error(
+                    "invalid_grant",
+                    70000,
+                    "Provided grant is invalid or malformed.",
+                );
+            }
+        }
+    };
+    if record.client_id != client_id {
+        return token_error(
+            "invalid_grant",
+            70000,
+            "Provided grant is invalid or malformed. The code was issued to another client.",
+        );
+    }
+    if record.created_at.elapsed() > lifetime {
+        return token_error(
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        );
+    }
+    match form.get("redirect_uri") {
+        None => {
+            return token_error(
+                "invalid_request",
+                900144,
+                "The request body must contain the following parameter: 'redirect_uri'.",
+            );
+        }
+        Some(r) if r != record.redirect_uri => {
+            return token_error(
+                "invalid_grant",
+                70000,
+                &format!(
+                    "Provided grant is invalid or malformed. The redirect URI '{r}' does not match the redirect URI used to obtain the authorization code."
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    if let Some((challenge, method)) = &record.pkce {
+        let verified = form.get("code_verifier").is_some_and(|verifier| {
+            let expected = if method == "S256" {
+                URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+            } else {
+                verifier.to_owned()
+            };
+            bool::from(expected.as_bytes().ct_eq(challenge.as_bytes()))
+        });
+        if !verified {
+            return token_error(
+                "invalid_grant",
+                50148,
+                "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
+            );
+        }
+    }
+
+    let mut body = Map::new();
+    body.insert("token_type".into(), json!("Bearer"));
+    body.insert("scope".into(), json!(record.scope));
+    body.insert("expires_in".into(), json!(3599));
+    body.insert("ext_expires_in".into(), json!(3599));
+    let access_token = format!("mock-access-token.{}", keys::random_b64(32));
+    {
+        let mut inner = s.lock();
+        inner.issued.push(access_token.clone());
+        inner
+            .userinfo
+            .insert(access_token.clone(), userinfo_answer(s, behaviour));
+    }
+    body.insert("access_token".into(), json!(access_token));
+    if !behaviour.omit_id_token {
+        match id_token(s, behaviour, &record).await {
+            Ok(t) => {
+                s.lock().issued.push(t.clone());
+                body.insert("id_token".into(), json!(t));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "mock IdP could not sign an ID token");
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &entra::token_error_body(
+                        "server_error",
+                        50000,
+                        "The mock IdP could not sign the ID token.",
+                    ),
+                );
+            }
+        }
+    }
+    json_response(StatusCode::OK, &Value::Object(body))
+}
+
+/// The ID token's claims before [`Behaviour`] edits (`tests/fixtures/entra/id_token.claims.json`,
+/// <https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference>). `tid` is
+/// the user's tenant: the mock's own, or for a multi-tenant sign-in [`Behaviour::user_tenant`];
+/// `iss` always names that same tenant, as Entra's does.
+pub(super) fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map<String, Value> {
+    let u = &s.user;
+    let iat = now_unix();
+    let mut c = Map::new();
+    c.insert("aud".into(), json!(record.client_id));
+    c.insert("iss".into(), json!(format!("{}/{tid}/v2.0", s.base_url)));
+    c.insert("iat".into(), json!(iat));
+    c.insert("nbf".into(), json!(iat));
+    c.insert("exp".into(), json!(iat + 3600));
+    c.insert(
+        "aio".into(),
+        json!(format!("AWQAm/8ZAAAA{}", keys::random_b64(36))),
+    );
+    if let Some(email) = &u.email {
+        c.insert("email".into(), json!(email));
+    }
+    if let Some(v) = u.email_verified {
+        c.insert("email_verified".into(), json!(v));
+    }
+    c.insert("login_hint".into(), json!(u.login_hint));
+    c.insert("name".into(), json!(u.name));
+    if let Some(nonce) = &record.nonce {
+        c.insert("nonce".into(), json!(nonce));
+    }
+    c.insert("oid".into(), json!(u.oid));
+    c.insert("preferred_username".into(), json!(u.preferred_username));
+    c.insert(
+        "rh".into(),
+        json!(format!("1.AAAA{}.", keys::random_b64(24))),
+    );
+    c.insert("sid".into(), json!(u.sid));
+    c.insert("sub".into(), json!(u.sub));
+    c.insert("tid".into(), json!(tid));
+    c.insert("uti".into(), json!(keys::random_b64(16)));
+    c.insert("ver".into(), json!("2.0"));
+    if !u.groups.is_empty() {
+        c.insert("groups".into(), json!(u.groups));
+    }
+    if !u.roles.is_empty() {
+        c.insert("roles".into(), json!(u.roles));
+    }
+    c
+}
+
+pub(super) async fn id_token(
+    s: &Shared,
+    behaviour: &Behaviour,
+    record: &CodeRecord,
+) -> Result<String, keys::KeyError> {
+    let tid = match &behaviour.user_tenant {
+        Some(t) if is_multi_tenant(&record.authority) => t.as_str(),
+        _ => s.tenant_id.as_str(),
+    };
+    let mut claims = id_token_claims(s, record, tid);
+    for (k, v) in &behaviour.claims_set {
+        claims.insert(k.clone(), v.clone());
+    }
+    for k in &behaviour.claims_remove {
+        claims.remove(k);
+    }
+    let (current, header_kid, mut decoy) = {
+        let inner = s.lock();
+        // A tenant's or the app's own key signs instead of the current one when asked for
+        // (made by `MockIdp::set_behaviour`; the current key if it is missing).
+        let own = match &behaviour.signing {
+            Signing::TenantKey(tenant) => inner
+                .tenant_keys
+                .get(tenant.as_deref().unwrap_or(tid))
+                .cloned(),
+            Signing::AppKey => inner.app_key.clone(),
+            _ => None,
+        };
+        let current = own.unwrap_or_else(|| Arc::clone(&inner.current));
+        // For UnpublishedKey the header names a key the RP can find, so only the signature
+        // check can catch the forgery.
+        let header_kid = if inner.published.iter().any(|k| k.kid == current.kid) {
+            current.kid.clone()
+        } else {
+            inner
+                .published
+                .first()
+                .map(|k| k.kid.clone())
+                .unwrap_or_else(|| current.kid.clone())
+        };
+        (current, header_kid, inner.decoy.clone())
+    };
+    if matches!(behaviour.signing, Signing::UnpublishedKey) && decoy.is_none() {
+        let key = generate_key_blocking()
+            .await
+            .map_err(|e| keys::KeyError::Encode(e.to_string()))?;
+        s.lock().decoy = Some(Arc::clone(&key));
+        decoy = Some(key);
+    }
+    let kid_for_header = match behaviour.signing {
+        Signing::UnpublishedKey => header_kid,
+        _ => current.kid.clone(),
+    };
+    let with = SignWith {
+        signing: &behaviour.signing,
+        current: &current,
+        unpublished: decoy.as_deref(),
+        header_kid: &kid_for_header,
+    };
+    keys::build_jwt(
+        &claims,
+        &behaviour.header_set,
+        &behaviour.header_remove,
+        &with,
+    )
+}
