@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use url::Url;
 
 use crate::expiry::{Expiry, RENEW_CERTIFICATE};
-use crate::loopback::is_loopback_host;
+use crate::loopback::is_secure_url;
 use crate::{
     certificate::{AssertionAlg, CertificateCredential, CredentialFile},
     entra,
@@ -331,22 +331,18 @@ fn check_id_and_metadata_url(
     }
 
     let metadata_url = Url::parse(&rc.metadata_url).map_err(|e| {
-    invalid(
-        key("metadata_url"),
-        format!("{:?} is not a URL ({e})", rc.metadata_url),
-        "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade",
-    )
-})?;
-    match metadata_url.scheme() {
-        "https" => {}
-        "http" if is_loopback_host(&metadata_url) => {}
-        _ => {
-            return Err(invalid(
-                key("metadata_url"),
-                format!("{:?} is not https", rc.metadata_url),
-                "use the https URL; plain http is only accepted on loopback (tests and the demo)",
-            ));
-        }
+        invalid(
+            key("metadata_url"),
+            format!("{:?} is not a URL ({e})", rc.metadata_url),
+            "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade",
+        )
+    })?;
+    if !is_secure_url(&metadata_url) {
+        return Err(invalid(
+            key("metadata_url"),
+            format!("{:?} is not https", rc.metadata_url),
+            "use the https URL; plain http is only accepted on loopback (tests and the demo)",
+        ));
     }
     let Some(expected_issuer) = rc
         .metadata_url

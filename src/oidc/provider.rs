@@ -16,7 +16,7 @@ use crate::sync;
 use crate::{
     config::{ClientAuth, ConnectionConfig},
     entra,
-    loopback::is_loopback_host,
+    loopback::is_secure_url,
     metrics::{Metrics, ResultLabels},
     oidc::http_client::{FetchError, HttpClient},
     oidc::jwks::{JwksError, KeySet},
@@ -137,12 +137,7 @@ pub(crate) fn check_endpoints(meta: &Metadata) -> Result<(), ProviderError> {
 fn endpoint_url(name: &str, value: &str) -> Result<Url, ProviderError> {
     let url = Url::parse(value)
         .map_err(|e| ProviderError::BadMetadata(format!("{name} {value:?} is not a URL ({e})")))?;
-    let ok = match url.scheme() {
-        "https" => true,
-        "http" => is_loopback_host(&url),
-        _ => false,
-    };
-    if !ok {
+    if !is_secure_url(&url) {
         return Err(ProviderError::BadMetadata(format!(
             "{name} {value:?} is not an https URL"
         )));

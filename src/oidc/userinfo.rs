@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::{
-    loopback::is_loopback_host,
+    loopback::is_secure_url,
     oidc::http_client::{FetchError, HttpClient},
     oidc::verifier::IdTokenClaims,
 };
@@ -97,11 +97,7 @@ pub(crate) async fn fetch(
 
 /// https, or plain http on loopback (the bundled mock): where a bearer token may be sent.
 pub(crate) fn is_secure(endpoint: &str) -> bool {
-    url::Url::parse(endpoint).is_ok_and(|u| match u.scheme() {
-        "https" => true,
-        "http" => is_loopback_host(&u),
-        _ => false,
-    })
+    url::Url::parse(endpoint).is_ok_and(|u| is_secure_url(&u))
 }
 
 /// Checks `sub` and fills what the ID token left out.

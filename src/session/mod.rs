@@ -139,6 +139,12 @@ pub(crate) enum SessionError {
     },
 }
 
+impl From<tower_sessions::session_store::Error> for SessionError {
+    fn from(e: tower_sessions::session_store::Error) -> SessionError {
+        SessionError::Store(tower_sessions::session::Error::Store(e))
+    }
+}
+
 /// Adds a pending login, dropping expired ones and the oldest beyond [`MAX_PENDING`], and
 /// gives the session the expiry its content calls for ([`fit_expiry`]).
 pub(crate) async fn push_pending(
@@ -232,10 +238,7 @@ pub(crate) async fn take_pending(
     let Some(i) = found else {
         return Err(unknown());
     };
-    let claimed = store
-        .insert_new(&state_marker(state))
-        .await
-        .map_err(|e| SessionError::Store(tower_sessions::session::Error::Store(e)))?;
+    let claimed = store.insert_new(&state_marker(state)).await?;
     let login = pending.remove(i);
     if pending.is_empty() {
         session.remove_value(PENDING_KEY).await?;
@@ -347,7 +350,6 @@ pub(crate) async fn index_sid(
     signed_in: &SignedIn,
     clock: &Clock,
 ) -> Result<(), SessionError> {
-    let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
     let Some(session_id) = session.id() else {
         return Ok(());
     };
@@ -355,7 +357,7 @@ pub(crate) async fn index_sid(
     let left = signed_in.expires_at.saturating_sub(clock.now_unix()).max(1);
     let mut expiry_date = time::OffsetDateTime::now_utc() + time::Duration::seconds(left);
     let mut ids = Vec::new();
-    if let Some(existing) = store.load(&id).await.map_err(store_err)? {
+    if let Some(existing) = store.load(&id).await? {
         ids = indexed_sessions(&existing);
         expiry_date = expiry_date.max(existing.expiry_date);
     }
@@ -380,8 +382,8 @@ pub(crate) async fn index_sid(
             data,
             expiry_date,
         })
-        .await
-        .map_err(store_err)
+        .await?;
+    Ok(())
 }
 
 /// The session ids an index record lists.
@@ -404,15 +406,14 @@ pub(crate) async fn end_by_sid(
     sid: &str,
     iss: Option<&str>,
 ) -> Result<Vec<SignedIn>, SessionError> {
-    let store_err = |e| SessionError::Store(tower_sessions::session::Error::Store(e));
     let index_id = sid_index_id(connection, sid);
-    let Some(index) = store.load(&index_id).await.map_err(store_err)? else {
+    let Some(index) = store.load(&index_id).await? else {
         return Ok(Vec::new());
     };
     let mut ended = Vec::new();
     let mut kept = false;
     for session_id in indexed_sessions(&index) {
-        let Some(record) = store.load(&session_id).await.map_err(store_err)? else {
+        let Some(record) = store.load(&session_id).await? else {
             continue;
         };
         let Some(user) = record
@@ -432,11 +433,11 @@ pub(crate) async fn end_by_sid(
             kept = true;
             continue;
         }
-        store.delete(&session_id).await.map_err(store_err)?;
+        store.delete(&session_id).await?;
         ended.push(user);
     }
     if !kept {
-        store.delete(&index_id).await.map_err(store_err)?;
+        store.delete(&index_id).await?;
     }
     Ok(ended)
 }
