@@ -158,35 +158,53 @@ fn overflow(metrics: &Metrics, header: &str, user: &str) {
 }
 
 /// A list as one comma-separated header value of at most `max` bytes: as many whole items as
-/// fit, in order, never a cut item. Control characters and commas inside an item (which
-/// would split the header or the list) are dropped. Returns the value and whether items were
-/// left out.
+/// fit, in order, never a cut item. An item holding a comma, a `%` or a control character
+/// (which would split the list or the header) is sent percent-encoded — those characters as
+/// `%XX` of their UTF-8 bytes, the rest as it is — so `a,b` arrives as `a%2Cb`, never as a
+/// different group `ab`; percent-decoding any item gives the claim's value back. Returns the
+/// value and whether items were left out.
 pub(crate) fn list_header(items: &[String], max: usize) -> (String, bool) {
     let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>().min(max));
     for item in items {
-        // Group IDs and role names almost never need cleaning: borrow them as they are.
-        let clean: std::borrow::Cow<'_, str> = if item.chars().any(|c| c.is_control() || c == ',') {
-            item.chars()
-                .filter(|c| !c.is_control() && *c != ',')
-                .collect::<String>()
-                .into()
-        } else {
-            item.as_str().into()
-        };
-        let extra = clean.len() + usize::from(!out.is_empty());
+        let item = list_item(item);
+        let extra = item.len() + usize::from(!out.is_empty());
         if out.len() + extra > max {
             return (out, true);
         }
-        if clean.is_empty() {
-            // Nothing left of it to send; not a truncation.
+        if item.is_empty() {
+            // An empty claim value: nothing to send; not a truncation.
             continue;
         }
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(&clean);
+        out.push_str(&item);
     }
     (out, false)
+}
+
+/// One item of a list header: the value itself when it needs no escaping (group IDs and role
+/// names almost never do: borrowed as they are), else with each control character (which
+/// would corrupt the header), comma (the list separator) and `%` (so the encoding stays
+/// reversible) as `%XX` of its UTF-8 bytes. Other UTF-8 is kept as it is, as oauth2-proxy
+/// passes it.
+fn list_item(item: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c.is_control() || c == ',' || c == '%';
+    if !item.chars().any(escaped) {
+        return item.into();
+    }
+    let mut out = String::with_capacity(item.len() + 8);
+    for c in item.chars() {
+        if escaped(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// A claim as a header value: control characters (which would split or corrupt the header)
@@ -251,8 +269,51 @@ mod tests {
     fn commas_and_control_characters_cannot_split_the_list() {
         let (v, cut) = list_header(&["a,b".into(), "c\r\nX-Evil: 1".into()], 100);
         assert!(!cut);
-        assert_eq!(v, "ab,cX-Evil: 1");
+        assert_eq!(v, "a%2Cb,c%0D%0AX-Evil: 1");
         assert!(HeaderValue::from_str(&v).is_ok());
+    }
+
+    /// Issue 12.7: a group `a,b` must not arrive as (or beside) a different group `ab`.
+    #[test]
+    fn items_that_differ_stay_different() {
+        let (v, _) = list_header(&["a,b".into(), "ab".into(), "a%2Cb".into()], 100);
+        let sent: Vec<&str> = v.split(',').collect();
+        assert_eq!(sent, ["a%2Cb", "ab", "a%252Cb"]);
+        let decoded: Vec<String> = sent
+            .iter()
+            .map(|i| {
+                percent_encoding::percent_decode_str(i)
+                    .decode_utf8()
+                    .expect("UTF-8")
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(decoded, ["a,b", "ab", "a%2Cb"]);
+        // Untouched: what Entra sends (GUIDs, role values, UTF-8 names).
+        let (v, _) = list_header(&["App.User".into(), "Ünïcode Group".into()], 100);
+        assert_eq!(v, "App.User,Ünïcode Group");
+        // A C1 control is encoded too.
+        let (v, _) = list_header(&["x\u{85}y".into()], 100);
+        assert_eq!(v, "x%C2%85y");
+    }
+
+    proptest::proptest! {
+        /// Any two different lists give different headers, and each item decodes back.
+        #[test]
+        fn list_items_decode_back(items in proptest::collection::vec(".{0,12}", 0..6)) {
+            let (v, cut) = list_header(&items, 65536);
+            proptest::prop_assert!(!cut);
+            let expected: Vec<&String> = items.iter().filter(|i| !i.is_empty()).collect();
+            let sent: Vec<String> = if v.is_empty() {
+                Vec::new()
+            } else {
+                v.split(',')
+                    .map(|i| percent_encoding::percent_decode_str(i).decode_utf8_lossy().into_owned())
+                    .collect()
+            };
+            proptest::prop_assert_eq!(sent.iter().collect::<Vec<_>>(), expected);
+            proptest::prop_assert!(HeaderValue::from_bytes(v.as_bytes()).is_ok());
+        }
     }
 
     #[test]
