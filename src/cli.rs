@@ -61,7 +61,8 @@ pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> Exi
     let config = &loaded.config;
     let (addr, key) = match config.admin_listen {
         Some(a) => (a, "admin_listen"),
-        None => (config.listen, "listen"),
+        None if config.admin_on_loopback => (config.listen, "listen"),
+        None => return fail(2, nowhere_to_ask(path)),
     };
     let addr = loopback(addr);
     let url = format!(
@@ -106,6 +107,20 @@ pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> Exi
     }
 }
 
+/// What `entrance traces` says when the configuration serves `/admin/traces` nowhere
+/// (issue 12.4): the two settings that would, and which to prefer.
+fn nowhere_to_ask(path: &std::path::Path) -> String {
+    format!(
+        "{} sets neither admin_listen nor admin.allow_loopback_without_proxy, so entrance serves /admin/traces nowhere.\n\
+         Set one of them in that file and restart entrance:\n\
+         \x20 admin_listen = \"127.0.0.1:9100\"        # recommended: a loopback-only port for /admin/traces, /metrics and /readyz's details\n\
+         or, only if no reverse proxy on this host forwards requests to entrance:\n\
+         \x20 [admin]\n\
+         \x20 allow_loopback_without_proxy = true",
+        path.display()
+    )
+}
+
 /// Where `entrance traces` connects for a listen address: an unspecified address (`0.0.0.0`,
 /// `::`) is reached on loopback.
 fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
@@ -137,8 +152,10 @@ fn render(status: u16, body: &str, json: bool, key: &str) -> Result<String, Stri
                 u.connections.join(", ")
             ),
             Err(_) if key == "listen" => "this address does not serve /admin/traces: without \
-                 admin_listen it is answered only to loopback clients, and `listen` is not a \
-                 loopback or unspecified address; set admin_listen (e.g. \"127.0.0.1:9100\")"
+                 admin_listen it is answered only to loopback clients (with \
+                 admin.allow_loopback_without_proxy = true), and `listen` is not a loopback or \
+                 unspecified address, or the running entrance was started without that setting; \
+                 set admin_listen (e.g. \"127.0.0.1:9100\") and restart entrance"
                 .to_owned(),
             Err(_) => "this address does not serve /admin/traces (is it entrance?)".to_owned(),
         });
@@ -231,7 +248,8 @@ mod tests {
             },
             "second",
         );
-        let body = serde_json::to_string(&traces.report("contoso").expect("ring")).expect("json");
+        let body =
+            serde_json::to_string(&traces.report("contoso", true).expect("ring")).expect("json");
         let text = render(200, &body, false, "listen").expect("rendered");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
@@ -255,12 +273,26 @@ mod tests {
                 .expect_err("refused")
                 .contains("admin_listen")
         );
-        let empty =
-            serde_json::to_string(&Traces::new(5, ["c"]).report("c").expect("ring")).expect("json");
+        let empty = serde_json::to_string(&Traces::new(5, ["c"]).report("c", true).expect("ring"))
+            .expect("json");
         assert!(
             render(200, &empty, false, "listen")
                 .expect("ok")
                 .contains("no failed logins")
+        );
+    }
+
+    #[test]
+    fn without_an_admin_address_the_advice_names_both_settings() {
+        let text = nowhere_to_ask(std::path::Path::new("/etc/entrance.toml"));
+        assert!(
+            text.starts_with("/etc/entrance.toml sets neither"),
+            "{text}"
+        );
+        assert!(text.contains("admin_listen = \"127.0.0.1:9100\""), "{text}");
+        assert!(
+            text.contains("[admin]\n  allow_loopback_without_proxy = true"),
+            "{text}"
         );
     }
 

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Mutex,
+    sync::{Arc, Mutex, RwLock},
 };
 
 use serde::{Deserialize, Serialize};
@@ -63,12 +63,14 @@ pub(crate) struct TracesReport {
     pub failures: Vec<Failure>,
 }
 
-/// A bounded ring of failures per configured connection, plus one for [`UNKNOWN`]. The set of
-/// rings is fixed at startup, so neither their number nor their length can grow with traffic.
+/// A bounded ring of failures per connection, plus one for [`UNKNOWN`]. Rings are made for the
+/// connections configured at startup and, on its first failure, for one a reload added; the
+/// caller names only live connections (`http::traces::record`), so neither the number of
+/// rings nor their length can grow with traffic.
 #[derive(Debug)]
 pub(crate) struct Traces {
     capacity: usize,
-    rings: HashMap<String, Mutex<VecDeque<Failure>>>,
+    rings: RwLock<HashMap<String, Arc<Mutex<VecDeque<Failure>>>>>,
 }
 
 impl Traces {
@@ -76,40 +78,58 @@ impl Traces {
         capacity: usize,
         connections: impl IntoIterator<Item = &'a str>,
     ) -> Traces {
-        let mut rings: HashMap<String, Mutex<VecDeque<Failure>>> = connections
+        let mut rings: HashMap<String, Arc<Mutex<VecDeque<Failure>>>> = connections
             .into_iter()
-            .map(|id| (id.to_owned(), Mutex::new(VecDeque::new())))
+            .map(|id| (id.to_owned(), Arc::default()))
             .collect();
-        rings.insert(UNKNOWN.to_owned(), Mutex::new(VecDeque::new()));
-        Traces { capacity, rings }
+        rings.insert(UNKNOWN.to_owned(), Arc::default());
+        Traces {
+            capacity,
+            rings: RwLock::new(rings),
+        }
     }
 
-    /// Records a failed login callback under its connection (or [`UNKNOWN`]).
+    /// Records a failed login callback under its connection (made on first use: a connection
+    /// a reload added), or under [`UNKNOWN`] when it names none. The caller passes only the
+    /// ids of configured connections.
     pub(crate) fn record(&self, failed: FailedLogin<'_>, correlation_id: &str) {
         if self.capacity == 0 {
             return;
         }
-        let connection = failed.connection;
+        let connection = failed.connection.unwrap_or(UNKNOWN);
         let failure = Failure::new(failed, correlation_id, time::OffsetDateTime::now_utc());
-        let ring = connection
-            .and_then(|c| self.rings.get(c))
-            .or_else(|| self.rings.get(UNKNOWN));
-        let Some(ring) = ring else { return };
-        let mut ring = sync::lock(ring);
+        let ring = self.ring(connection);
+        let mut ring = sync::lock(&ring);
         while ring.len() >= self.capacity {
             ring.pop_front();
         }
         ring.push_back(failure);
     }
 
-    /// The failures of `connection`, newest first; `None` for a connection that has no ring.
-    pub(crate) fn report(&self, connection: &str) -> Option<TracesReport> {
-        let ring = self.rings.get(connection)?;
-        let ring = sync::lock(ring);
+    fn ring(&self, connection: &str) -> Arc<Mutex<VecDeque<Failure>>> {
+        if let Some(ring) = sync::read(&self.rings).get(connection) {
+            return ring.clone();
+        }
+        sync::write(&self.rings)
+            .entry(connection.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The failures of `connection`, newest first. `None` for a connection without a ring,
+    /// unless `configured` says it is one (a connection a reload added that has not failed
+    /// yet): then an empty report.
+    pub(crate) fn report(&self, connection: &str, configured: bool) -> Option<TracesReport> {
+        let ring = sync::read(&self.rings).get(connection).cloned();
+        let failures = match ring {
+            Some(ring) => sync::lock(&ring).iter().rev().cloned().collect(),
+            None if configured => Vec::new(),
+            None => return None,
+        };
         Some(TracesReport {
             connection: connection.to_owned(),
             capacity: self.capacity,
-            failures: ring.iter().rev().cloned().collect(),
+            failures,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! the provider module (`oidc::provider`), which marks that one connection not ready instead.
 
 mod connection;
+mod network;
 mod raw;
 mod secrets;
 mod session;
@@ -15,6 +16,8 @@ mod session;
 mod tests;
 
 pub use connection::*;
+pub(crate) use network::IpNet;
+pub(crate) use network::mask_v6;
 pub(crate) use raw::*;
 pub(crate) use secrets::*;
 pub(crate) use session::*;
@@ -45,6 +48,7 @@ const CONFIG_KEYS: &[&str] = &[
     "rate_limit",
     "shutdown_grace_secs",
     "admin_listen",
+    "admin",
     "traces",
     "allowed_return_hosts",
     "forward_auth",
@@ -99,8 +103,12 @@ pub struct Config {
     /// Lower-cased hosts an absolute `return_to` may name.
     pub allowed_return_hosts: Vec<String>,
     pub rate_limit: Option<RateLimitSettings>,
-    /// Where `/metrics` (and `/readyz`) are served instead of the public listener.
+    /// Where `/metrics`, `/readyz`'s details and `/admin/traces` are served, off the public
+    /// listener.
     pub admin_listen: Option<SocketAddr>,
+    /// Without `admin_listen`: whether `/admin/traces` is answered on the public listener to
+    /// loopback clients that send no proxy header (`admin.allow_loopback_without_proxy`).
+    pub admin_on_loopback: bool,
     /// Failed logins kept per connection for `/admin/traces`.
     pub traces_per_connection: usize,
     pub shutdown_grace: Duration,
@@ -123,8 +131,10 @@ pub struct RateLimitSettings {
     pub per_minute: std::num::NonZeroU32,
     pub burst: std::num::NonZeroU32,
     /// Behind a proxy every request comes from the proxy's address; the client's address is
-    /// then read from this header — only ever set it when a trusted proxy sets the header.
+    /// then read from this header, when the request came from one of `trusted_proxies`.
     pub client_ip_header: Option<ClientIpHeader>,
+    /// The peers whose `client_ip_header` is believed; never empty when the header is set.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +321,12 @@ impl Config {
             })?),
         };
 
+        if admin_listen.is_some() && raw.admin.allow_loopback_without_proxy {
+            tracing::warn!(
+                "admin.allow_loopback_without_proxy has no effect with admin_listen set: /admin/traces is served only on admin_listen"
+            );
+        }
+
         let (connections, secrets) = validate_connections(raw.connections, env, mode)?;
 
         if !MAX_HEADER_BYTES_RANGE.contains(&raw.forward_auth.max_header_bytes) {
@@ -341,6 +357,7 @@ impl Config {
             allowed_return_hosts,
             rate_limit,
             admin_listen,
+            admin_on_loopback: raw.admin.allow_loopback_without_proxy,
             traces_per_connection: raw.traces.per_connection,
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
@@ -433,9 +450,48 @@ fn validate_server(raw: &RawServer) -> Result<ServerSettings, ConfigError> {
     })
 }
 
-/// `[rate_limit]`: per-client-IP limits on the login endpoints, and the header that names the
-/// client behind a proxy.
+/// `[rate_limit]`: per-client-IP limits on the login endpoints, the header that names the
+/// client behind a proxy, and the proxies that header is believed from.
 fn validate_rate_limit(raw: &RawRateLimit) -> Result<Option<RateLimitSettings>, ConfigError> {
+    let client_ip_header = match raw.client_ip_header.as_deref() {
+        None | Some("") => None,
+        Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => Some(ClientIpHeader::XForwardedFor),
+        Some(h) => {
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(invalid(
+                    "rate_limit.client_ip_header",
+                    format!("{h:?} is not a header name"),
+                    "use the header your proxy sets, e.g. \"X-Forwarded-For\" or \"X-Real-IP\"",
+                ));
+            }
+            Some(ClientIpHeader::Single(h.to_ascii_lowercase()))
+        }
+    };
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(IpNet::parse(p).map_err(|problem| {
+            invalid(
+                format!("rate_limit.trusted_proxies[{i}]"),
+                problem,
+                "list the addresses of the proxies in front of entrance, or their networks in CIDR notation, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]",
+            )
+        })?);
+    }
+    // Before trusted_proxies existed the header was believed from any peer, so any client
+    // could name its own rate-limit key and audit address. Stopping here, not quietly
+    // ignoring the header, is what tells an upgrading operator to name the proxies.
+    if client_ip_header.is_some() && trusted_proxies.is_empty() {
+        return Err(invalid(
+            "rate_limit.client_ip_header",
+            "is set, but rate_limit.trusted_proxies is empty: the header would be believed from any client, who could then choose its own rate-limit key and the client_ip of the audit log",
+            "add rate_limit.trusted_proxies with the addresses of the proxies that set the header, e.g. trusted_proxies = [\"127.0.0.1\"] for a proxy on this host or [\"10.0.0.0/8\"] for a network; or remove client_ip_header if no proxy sets it",
+        ));
+    }
+    if client_ip_header.is_none() && !trusted_proxies.is_empty() {
+        tracing::warn!(
+            "rate_limit.trusted_proxies is set without rate_limit.client_ip_header: no header is read, so it has no effect"
+        );
+    }
     let rate_limit = match (
         std::num::NonZeroU32::new(raw.per_ip_per_minute),
         std::num::NonZeroU32::new(raw.burst),
@@ -444,22 +500,8 @@ fn validate_rate_limit(raw: &RawRateLimit) -> Result<Option<RateLimitSettings>, 
         (Some(per_minute), burst) => Some(RateLimitSettings {
             per_minute,
             burst: burst.unwrap_or(per_minute),
-            client_ip_header: match raw.client_ip_header.as_deref() {
-                None | Some("") => None,
-                Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
-                    Some(ClientIpHeader::XForwardedFor)
-                }
-                Some(h) => {
-                    if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        return Err(invalid(
-                            "rate_limit.client_ip_header",
-                            format!("{h:?} is not a header name"),
-                            "use the header your proxy sets, e.g. \"X-Forwarded-For\" or \"X-Real-IP\"",
-                        ));
-                    }
-                    Some(ClientIpHeader::Single(h.to_ascii_lowercase()))
-                }
-            },
+            client_ip_header,
+            trusted_proxies,
         }),
     };
     Ok(rate_limit)

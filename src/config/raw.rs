@@ -45,9 +45,12 @@ pub struct RawConfig {
     pub logout: RawLogout,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
-    /// A second address for `/metrics` and `/readyz`, off the public one.
+    /// A second address for `/metrics`, `/readyz`'s details and `/admin/traces`, off the
+    /// public one.
     #[serde(default)]
     pub admin_listen: Option<String>,
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// The failed-login history `entrance traces` reads.
     #[serde(default)]
     pub traces: RawTraces,
@@ -112,6 +115,8 @@ pub struct RawRateLimit {
     pub per_ip_per_minute: u32,
     pub burst: u32,
     pub client_ip_header: Option<String>,
+    /// The proxies (addresses or CIDR networks) whose `client_ip_header` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawRateLimit {
@@ -120,8 +125,19 @@ impl Default for RawRateLimit {
             per_ip_per_minute: 60,
             burst: 30,
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// `[admin]`: who may read the admin endpoints when there is no `admin_listen`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Serve `/admin/traces` on the public listener to loopback clients that send no proxy
+    /// header. Off by default: a reverse proxy on the same host that adds no such header would
+    /// relay every remote client as "loopback".
+    pub allow_loopback_without_proxy: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

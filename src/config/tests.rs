@@ -469,6 +469,64 @@ fn server_limits_have_defaults_and_bounds() {
     }
 }
 
+/// Issue 12.9: the client-IP header is believed only from listed proxies. A header without
+/// them stops startup (it used to be believed from anyone), naming both keys and the fix.
+#[test]
+fn a_client_ip_header_needs_trusted_proxies() {
+    let ok = raw("client_secret_env = \"SECRET\"");
+    let set = |lines: &str| {
+        ok.replacen(
+            "[[connections]]",
+            &format!("[rate_limit]\n{lines}\n[[connections]]"),
+            1,
+        )
+    };
+    let (key, problem, fix) = err_of(&set("client_ip_header = \"X-Forwarded-For\""));
+    assert_eq!(key, "rate_limit.client_ip_header");
+    assert!(
+        problem.contains("rate_limit.trusted_proxies is empty"),
+        "{problem}"
+    );
+    assert!(fix.contains("trusted_proxies = [\"127.0.0.1\"]"), "{fix}");
+
+    let limits = parse(&set(
+        "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]",
+    ))
+    .expect("valid")
+    .rate_limit
+    .expect("on by default");
+    assert_eq!(limits.trusted_proxies.len(), 3);
+    assert!(
+        limits.trusted_proxies[1].contains("10.9.8.7".parse().expect("ip")),
+        "{:?}",
+        limits.trusted_proxies
+    );
+
+    let (key, problem, _) = err_of(&set(
+        "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"10.0.0.1/8\"]",
+    ));
+    assert_eq!(key, "rate_limit.trusted_proxies[0]");
+    assert!(problem.contains("host bits"), "{problem}");
+    assert_eq!(
+        err_key(&set(
+            "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"proxy.internal\"]"
+        )),
+        "rate_limit.trusted_proxies[0]"
+    );
+}
+
+#[test]
+fn the_admin_table_defaults_to_no_traces_on_the_public_listener() {
+    let ok = raw("client_secret_env = \"SECRET\"");
+    assert!(!parse(&ok).expect("valid").admin_on_loopback);
+    let on = ok.replacen(
+        "[[connections]]",
+        "[admin]\nallow_loopback_without_proxy = true\n[[connections]]",
+        1,
+    );
+    assert!(parse(&on).expect("valid").admin_on_loopback);
+}
+
 #[test]
 fn unknown_keys_are_refused_by_name() {
     let toml = raw(r#"client_secret_env = "SECRET"

@@ -218,10 +218,12 @@ async fn finish_login(
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
-    // A multi-tenant connection cannot know the tenant yet: the parameter must have the
-    // template's shape here, and equal the ID token's `iss` once that is validated.
+    // RFC 9207 §2.4, before any IdP call: exact for a single issuer. A multi-tenant
+    // connection cannot know the tenant yet: the parameter must be the template with an
+    // allowed tenant here, and equal the ID token's `iss` right after the token call
+    // (`identify`), before the keys or userinfo are fetched.
     if let Some(iss) = &params.iss
-        && !provider.issuer.admits(iss)
+        && !provider.issuer.admits(iss, &conn.config.allowed_tenants)
     {
         return Err(AppError::IssuerParameterMismatch {
             expected: provider.metadata.issuer.clone(),
@@ -320,8 +322,8 @@ fn escape_controls(s: &str) -> String {
     out
 }
 
-/// From a redeemed code to the person: the ID token validated, userinfo merged when the
-/// connection asks for it, the callback's `iss` held to the token's, the identity derived, and
+/// From a redeemed code to the person: the callback's `iss` held to the token's, the ID token
+/// validated, userinfo merged when the connection asks for it, the identity derived, and
 /// `allowed_groups` / `allowed_roles` applied — all before any session is written, so a refused
 /// user leaves nothing signed in.
 async fn identify(
@@ -333,7 +335,27 @@ async fn identify(
     iss: Option<&str>,
     cid: &CorrelationId,
 ) -> Result<Identity, AppError> {
-    let mut claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
+    // RFC 9207: the parameter must equal the token's `iss` before any further IdP call (the
+    // tenant's keys, a key refetch, userinfo). Read unverified here; the validation below
+    // proves that same `iss`, and the comparison after it holds the validated claim to it.
+    if let Some(iss) = iss
+        && verifier::peek_iss(&tokens.id_token).as_deref() != Some(iss)
+    {
+        return Err(AppError::IssuerParameterMismatch {
+            expected: verifier::peek_iss(&tokens.id_token).unwrap_or_default(),
+            actual: iss.to_owned(),
+        });
+    }
+    let claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
+    if let Some(iss) = iss
+        && iss != claims.iss
+    {
+        return Err(AppError::IssuerParameterMismatch {
+            expected: claims.iss.clone(),
+            actual: iss.to_owned(),
+        });
+    }
+    let mut claims = claims;
     // After the ID token is proven, so the `sub` userinfo must match is one we trust.
     if wants_userinfo(&conn.config, provider, &claims, tokens) {
         let failed = |source| AppError::Userinfo {
@@ -349,14 +371,6 @@ async fn identify(
         .await
         .map_err(failed)?;
         userinfo::merge(&mut claims, answer).map_err(failed)?;
-    }
-    if let Some(iss) = iss
-        && iss != claims.iss
-    {
-        return Err(AppError::IssuerParameterMismatch {
-            expected: claims.iss.clone(),
-            actual: iss.to_owned(),
-        });
     }
     let identity = Identity::from_claims(&conn.config, &claims);
     if identity.groups_overage {

@@ -310,10 +310,29 @@ impl AppError {
         }
     }
 
+    /// The IdP's own words about the failure (an error redirect's `error_description`, a token
+    /// endpoint's), for the log and the traces ring — never for the page (issue 12.5).
+    pub(crate) fn idp_description(&self) -> Option<&str> {
+        match self {
+            AppError::IdpError { description, .. } => Some(description),
+            AppError::Token { source, .. } => match &**source {
+                TokenError::Refused { error, .. } => error.error_description.as_deref(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// What the person signing in and the admin are told. One piece on purpose: a single
     /// `match` over every variant is the table a reviewer reads to see that each failure has a
     /// status, a user message that leaks nothing, and an admin fix; the compiler then holds
     /// the table complete whenever a variant is added.
+    ///
+    /// Pages and JSON errors are public: the admin's part is a short hint — the AADSTS code
+    /// and its fix, a reason code, the key to change — and never a metadata or endpoint URL,
+    /// an IdP's response text, an issuer, a subject or a store error (issue 12.5). Those are
+    /// in the log line with the same reference id (`render_errors`), and the failed login in
+    /// `/admin/traces` on the admin listener.
     pub(crate) fn explain(&self) -> Explanation {
         let aadsts_fix = self
             .aadsts()
@@ -365,7 +384,15 @@ impl AppError {
                 name,
                 reason,
             } => Explanation {
-                admin: Some(format!("{reason}. entrance retries by itself.")),
+                admin: Some(match &**reason {
+                    NotReady::Starting => {
+                        "entrance is still fetching this connection's IdP metadata.".to_owned()
+                    }
+                    NotReady::Failed(e) => format!(
+                        "The connection is not ready ({}). entrance retries by itself; the log line with this reference and `entrance check` say why.",
+                        e.code()
+                    ),
+                }),
                 // "Try again in a few minutes": the button does, when the user is ready.
                 retry: Retry::connection(connection),
                 ..plain(
@@ -408,11 +435,14 @@ impl AppError {
                 connection,
                 name,
                 error,
-                description,
+                ..
             } => Explanation {
-                admin: Some(
-                    aadsts_fix.unwrap_or_else(|| format!("{name} answered {error}: {description}")),
-                ),
+                admin: Some(aadsts_fix.unwrap_or_else(|| {
+                    format!(
+                        "{name} answered {}. Its description is in the log line with this reference.",
+                        oauth_error_code(error)
+                    )
+                })),
                 retry: Retry::connection(connection),
                 ..plain(
                     "Sign-in was not completed",
@@ -422,7 +452,7 @@ impl AppError {
                 )
             },
             AppError::IssuerParameterMismatch { .. } => Explanation {
-                admin: Some(self.to_string()),
+                admin: Some("The callback's iss parameter is not the issuer this sign-in was sent to (RFC 9207 mix-up defence). The log line with this reference has both values.".to_owned()),
                 ..plain(
                     "Sign-in was refused",
                     "The answer came from a different sign-in service than the one you were sent to.",
@@ -447,22 +477,32 @@ impl AppError {
                         "Signing in is not possible because of a configuration problem. Your administrator has to fix it.",
                     ),
                 };
-                // The IdP's own words add what the table cannot: which certificate, and why
-                // (e.g. Entra's "[Reason - The key used is expired.]"). Shown, never parsed.
-                let said = match &**source {
-                    TokenError::Refused { error, .. } => error
-                        .error_description
-                        .as_deref()
-                        .map(|d| d.split(" Trace ID:").next().unwrap_or(d).trim())
-                        .filter(|d| !d.is_empty())
-                        .map(|d| format!(" The IdP said: {d}")),
-                    _ => None,
-                };
-                let admin = aadsts_fix.unwrap_or_else(|| source.to_string());
+                // The IdP's own words (which certificate, and why: Entra's "[Reason - The key
+                // used is expired.]") name the app and the tenant: they are logged with this
+                // reference and kept in the traces, not shown here.
+                let admin = aadsts_fix.unwrap_or_else(|| match &**source {
+                    TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(t)) => {
+                        format!(
+                            "The token endpoint did not answer within http.timeout_secs ({} s).",
+                            t.as_secs()
+                        )
+                    }
+                    TokenError::Transport(_) => "The token endpoint could not be reached; the log line with this reference has the cause (for Entra: login.microsoftonline.com, through HTTPS_PROXY if outbound traffic needs a proxy).".to_owned(),
+                    TokenError::Refused { error, .. } => format!(
+                        "The token endpoint refused the code ({}). The IdP's description is in the log line with this reference.",
+                        oauth_error_code(&error.error)
+                    ),
+                    TokenError::UnexpectedStatus(status) => format!(
+                        "The token endpoint answered HTTP {status} without an OAuth error."
+                    ),
+                    TokenError::Malformed(_) => "The token response is not valid JSON of the expected shape; the log line with this reference says what is wrong.".to_owned(),
+                    TokenError::MissingIdToken => source.to_string(),
+                    TokenError::Assertion(_) => "The client assertion could not be signed with client_private_key_file; the log line with this reference has the cause.".to_owned(),
+                });
                 Explanation {
                     title,
                     user: user.to_owned(),
-                    admin: Some(format!("{admin}{}", said.unwrap_or_default())),
+                    admin: Some(admin),
                     // Also after the admin's fix: the same button then works.
                     retry: Retry::connection(connection),
                 }
@@ -479,18 +519,16 @@ impl AppError {
                     UserinfoError::NoAccessToken => format!(
                         "{name}'s token response carried no access_token, which the userinfo call needs. Remove userinfo = true from the connection."
                     ),
-                    UserinfoError::InsecureEndpoint(url) => format!(
-                        "{name}'s metadata publishes the userinfo_endpoint {url:?}, which is not https: the access token would travel in clear. Fix the IdP's metadata, or set userinfo = false on the connection."
+                    UserinfoError::InsecureEndpoint(_) => format!(
+                        "{name}'s metadata publishes a userinfo_endpoint that is not https: the access token would travel in clear. Fix the IdP's metadata, or set userinfo = false on the connection."
                     ),
-                    UserinfoError::Transport(e) => format!(
-                        "The userinfo endpoint could not be reached ({e}). Check that entrance can reach it (for Entra: graph.microsoft.com, through HTTPS_PROXY if outbound traffic needs a proxy)."
-                    ),
+                    UserinfoError::Transport(_) => "The userinfo endpoint could not be reached (the log line with this reference has the cause). Check that entrance can reach it (for Entra: graph.microsoft.com, through HTTPS_PROXY if outbound traffic needs a proxy).".to_owned(),
                     UserinfoError::Refused(status) => format!(
                         "The userinfo endpoint refused the access token (HTTP {status}). For Entra the access token must be for Microsoft Graph: with userinfo = true, do not add another API's scopes to the connection's scopes."
                     ),
                     UserinfoError::Malformed => "The userinfo response is not a JSON object with a sub (a signed application/jwt response is not supported). Remove userinfo = true or make the IdP answer plain JSON.".to_owned(),
                     UserinfoError::SubMismatch { .. } => format!(
-                        "{source}: the answer was refused (OpenID Connect Core §5.3.4). The userinfo endpoint answered for someone else; check {name}'s configuration and any proxy in between."
+                        "userinfo's sub is not the ID token's: the answer was refused (OpenID Connect Core §5.3.4). The userinfo endpoint answered for someone else; check {name}'s configuration and any proxy in between."
                     ),
                 }),
                 retry: Retry::connection(connection),
@@ -506,7 +544,7 @@ impl AppError {
                 rejection,
             } => Explanation {
                 admin: Some(format!(
-                    "ID token rejected ({}): {rejection}",
+                    "ID token rejected ({}). The log line with this reference has the values that did not match.",
                     rejection.code()
                 )),
                 retry: Retry::connection(connection),
@@ -544,6 +582,18 @@ impl AppError {
             ),
         }
     }
+}
+
+/// An OAuth `error` value as a page may show it: the IdP's token (`access_denied`), or a
+/// placeholder when it is not one — the value comes from a URL anyone can craft, and a page
+/// must not repeat a stranger's sentence under entrance's name.
+fn oauth_error_code(error: &str) -> &str {
+    let is_token = !error.is_empty()
+        && error.len() <= 64
+        && error
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if is_token { error } else { "an error" }
 }
 
 impl IntoResponse for AppError {

@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process serves) and `GET /readyz` (it can serve sign-ins: the session
-//! store answers), with each connection's state for the admin.
+//! store answers): the status alone on the public listener, with each connection's state and
+//! the store's error on the admin listener.
 
 use axum::{
     Json,
@@ -42,8 +43,23 @@ struct ConnectionReadiness {
     warnings: Vec<String>,
 }
 
-/// 200 when the session store answers, 503 when it does not. Connections are reported but
-/// never decide the status: one customer's IdP outage must not take entrance out of the load
+/// The public listener's `/readyz`: the status alone (200 or 503 and `{"status": …}`), the
+/// same verdict as [`readyz`]. Anyone can ask it, so it names no connection, no secret expiry
+/// and no store error; those are on the admin listener and in the log.
+pub(super) async fn readyz_status(State(state): State<AppState>) -> Response {
+    let (status, code) = match state.store.probe().await {
+        Ok(()) => ("ready", StatusCode::OK),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the session store does not answer");
+            ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
+        }
+    };
+    (code, Json(serde_json::json!({ "status": status }))).into_response()
+}
+
+/// The admin listener's `/readyz`: 200 when the session store answers, 503 when it does not,
+/// with the store's error and each connection's state. Connections are reported but never
+/// decide the status: one customer's IdP outage must not take entrance out of the load
 /// balancer for every other customer.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     // The probe goes through the store's own timeout, so a hung store answers 503 promptly.

@@ -141,13 +141,18 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
         .route("/logout/frontchannel", get(logout::front_channel))
         .route("/", get(home::home))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
-    // With an admin listener, metrics and traces live only there, off the public address;
-    // without one, traces are served here to loopback clients only.
+        // Status only: connection names, secret expiry and store errors are for the admin
+        // listener (issue 12.5).
+        .route("/readyz", get(health::readyz_status));
+    // With an admin listener, metrics and traces live only there, off the public address.
+    // Without one, metrics stay here, and traces only when the operator said that no proxy
+    // on this host relays to entrance (`admin.allow_loopback_without_proxy`): such a proxy's
+    // requests come from loopback too (issue 12.4).
     if state.config.admin_listen.is_none() {
-        router = router
-            .route("/metrics", get(metrics_endpoint))
-            .route(traces::PATH, get(traces::local_only));
+        router = router.route("/metrics", get(metrics_endpoint));
+        if state.config.admin_on_loopback {
+            router = router.route(traces::PATH, get(traces::local_only));
+        }
     }
     router
         // Inside `track_metrics`, so a request stopped by the timeout is counted (and a
@@ -166,13 +171,16 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
         .with_state(state)
 }
 
-/// The admin listener's router: metrics and readiness details, nothing a browser uses.
+/// The admin listener's router: metrics, readiness details and traces, nothing a browser
+/// uses. Its errors are rendered, and its answers carry `Cache-Control: no-store` and the
+/// other headers, as the public router's do: they hold failed logins and readiness details.
 pub(crate) fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_endpoint))
         .route("/readyz", get(health::readyz))
         .route("/healthz", get(health::healthz))
         .route(traces::PATH, get(traces::admin))
+        .layer(middleware::from_fn(render_errors))
         .with_state(state)
 }
 
@@ -245,10 +253,7 @@ async fn track_metrics(
             // Rate-limited requests are counted above but not kept: a flood of them would
             // push the failures an operator is looking for out of the ring.
             if !matches!(**err, AppError::RateLimited { .. }) {
-                state.traces.record(
-                    traces::failed_login(err),
-                    correlation_id.as_deref().unwrap_or(""),
-                );
+                traces::record(&state, err, correlation_id.as_deref().unwrap_or(""));
             }
         }
     }
@@ -344,10 +349,15 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
         let _enter = span.enter();
         let status = res.status();
         let detail = err.detail();
+        // The full story stays here, with the reference id: the error with its URLs and
+        // values, and the IdP's own description. The page gets only `explain`'s hint.
+        // Escaped: a token endpoint's text reaches here as sent (issue 12.6).
+        let idp_description = err.idp_description().map(|d| d.escape_debug().to_string());
+        let idp_description = idp_description.as_deref();
         if status.is_server_error() {
-            tracing::error!(error = %err, code = err.code(), detail, "request failed");
+            tracing::error!(error = %err, code = err.code(), detail, idp_description, "request failed");
         } else {
-            tracing::warn!(error = %err, code = err.code(), detail, "request refused");
+            tracing::warn!(error = %err, code = err.code(), detail, idp_description, "request refused");
         }
         let explanation = err.explain();
         let retry_href = explanation.retry.as_ref().map(|r| r.href());
@@ -465,6 +475,111 @@ mod tests {
         async fn insert_new(&self, _: &Record) -> session_store::Result<bool> {
             Err(session_store::Error::Backend("read-only".into()))
         }
+    }
+
+    /// Issue 12.10: every type that holds a PKCE verifier, a nonce, a state, a code, an ID or
+    /// access token or a client secret prints none of them under `{:?}`.
+    #[test]
+    fn debug_never_prints_a_secret() {
+        use figment::providers::Format;
+
+        const SECRET: &str = "s3cr3t-7f2a9c";
+        let mut printed = Vec::new();
+
+        let pending = crate::session::PendingLogin {
+            state: SECRET.into(),
+            connection: "contoso".into(),
+            nonce: SECRET.into(),
+            pkce_verifier: SECRET.into(),
+            return_to: "/".into(),
+            response_mode: "query".into(),
+            created_at: 0,
+        };
+        printed.push(format!("{pending:?}"));
+
+        let claims: crate::oidc::verifier::IdTokenClaims =
+            serde_json::from_value(serde_json::json!({
+                "iss": "https://idp.example", "sub": "alice", "aud": ["entrance"],
+                "exp": 2, "iat": 1, "nonce": SECRET, "groups": [], "roles": [],
+                "groups_claim_source": false,
+            }))
+            .expect("claims");
+        printed.push(format!("{claims:?}"));
+
+        let signed_in = crate::session::SignedIn {
+            identity: Identity {
+                user: "oidc:https%3A%2F%2Fidp.example:alice".into(),
+                connection: "contoso".into(),
+                iss: "https://idp.example".into(),
+                sub: "alice".into(),
+                oid: None,
+                tid: None,
+                name: None,
+                email: None,
+                email_verified: false,
+                preferred_username: None,
+                login_hint: None,
+                sid: None,
+                groups: Vec::new(),
+                roles: Vec::new(),
+                groups_overage: false,
+            },
+            issued_at: 1,
+            expires_at: 2,
+            id_token: SECRET.into(),
+        };
+        printed.push(format!("{signed_in:?}"));
+
+        let params: callback::CallbackParams =
+            serde_urlencoded::from_str(&format!("state={SECRET}&code={SECRET}")).expect("params");
+        printed.push(format!("{params:?}"));
+
+        let tokens = crate::oidc::token::TokenResponse {
+            id_token: SECRET.into(),
+            access_token: Some(SECRET.into()),
+        };
+        printed.push(format!("{tokens:?}"));
+
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:3000"
+[session]
+store = "redis"
+redis_url = "redis://:{SECRET}@127.0.0.1:6379"
+[[connections]]
+id = "contoso"
+metadata_url = "http://127.0.0.1:9/tenant/v2.0/.well-known/openid-configuration"
+client_id = "entrance"
+client_secret = "{SECRET}"
+"#
+        );
+        let raw: crate::config::RawConfig = figment::Figment::new()
+            .merge(figment::providers::Toml::string(&toml))
+            .extract()
+            .expect("raw config");
+        printed.push(format!("{raw:?}"));
+        let config = Config::from_raw(raw, &|_| None).expect("config");
+        printed.push(format!("{config:?}"));
+        let lenient = Config::load_str_lenient(&toml).expect("lenient config");
+        printed.push(format!("{lenient:?}"));
+        let credentials = crate::oidc::token::attempts(&config.connections[0].credential);
+        printed.push(format!("{credentials:?}"));
+
+        for text in &printed {
+            assert!(!text.contains(SECRET), "{text}");
+        }
+        // Printed at all, and the redaction is visible.
+        assert!(
+            printed[0].contains("pkce_verifier: <redacted>"),
+            "{}",
+            printed[0]
+        );
+        assert!(
+            printed[2].contains("id_token: <redacted>"),
+            "{}",
+            printed[2]
+        );
     }
 
     #[tokio::test]

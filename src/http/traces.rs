@@ -77,7 +77,8 @@ fn report(state: &AppState, params: TracesParams) -> Result<Response, AppError> 
         None if connections.len() == 1 => connections[0].config.id.clone(),
         None => return Err(AppError::MissingParameter("connection")),
     };
-    match state.traces.report(&connection) {
+    let configured = connections.iter().any(|c| c.config.id == connection);
+    match state.traces.report(&connection, configured) {
         Some(report) => Ok(Json(report).into_response()),
         None => {
             let mut known: Vec<&str> = connections.iter().map(|c| c.config.id.as_str()).collect();
@@ -93,6 +94,20 @@ fn report(state: &AppState, params: TracesParams) -> Result<Response, AppError> 
                 .into_response())
         }
     }
+}
+
+/// Records a failed login callback: under its connection when that is configured now (one a
+/// reload added too), else under [`UNKNOWN`] — so an error naming a connection that no longer
+/// exists, or never did, cannot make a ring.
+pub(crate) fn record(state: &AppState, err: &AppError, correlation_id: &str) {
+    let mut failed = failed_login(err);
+    if failed
+        .connection
+        .is_some_and(|id| state.connection(id).is_err())
+    {
+        failed.connection = None;
+    }
+    state.traces.record(failed, correlation_id);
 }
 
 /// A failed login as the traces ring keeps it: the step, our code and reason, and the IdP's
@@ -272,7 +287,7 @@ mod tests {
         for i in 0..5 {
             traces.record(failed_login(&idp_error(ENTRA_TEXT)), &format!("c{i}"));
         }
-        let report = traces.report("contoso").expect("contoso");
+        let report = traces.report("contoso", true).expect("contoso");
         let ids: Vec<_> = report
             .failures
             .iter()
@@ -280,18 +295,37 @@ mod tests {
             .collect();
         assert_eq!(ids, ["c4", "c3", "c2"]);
 
-        let stray = AppError::IdToken {
-            connection: "not-configured".into(),
-            rejection: crate::oidc::verifier::Rejection::BadSignature,
-        };
-        traces.record(failed_login(&stray), "s1");
         traces.record(failed_login(&AppError::MissingParameter("state")), "s2");
-        let unknown = traces.report(UNKNOWN).expect("unknown");
-        assert_eq!(unknown.failures.len(), 2);
+        let unknown = traces.report(UNKNOWN, false).expect("unknown");
+        assert_eq!(unknown.failures.len(), 1);
         assert_eq!(unknown.failures[0].step, "state");
+        assert!(traces.report("not-configured", false).is_none());
+    }
+
+    /// Issue 12.11: a connection a reload added gets its own ring, not `unknown`'s.
+    #[test]
+    fn a_connection_added_later_gets_a_ring_of_its_own() {
+        let traces = Traces::new(3, ["contoso"]);
         assert!(
-            traces.report("not-configured").is_none(),
-            "no ring is made on demand"
+            traces
+                .report("fabrikam", true)
+                .expect("configured")
+                .failures
+                .is_empty()
+        );
+        let err = idp_error(ENTRA_TEXT);
+        let mut failed = failed_login(&err);
+        failed.connection = Some("fabrikam");
+        traces.record(failed, "f1");
+        let report = traces.report("fabrikam", false).expect("its ring");
+        assert_eq!(report.failures.len(), 1);
+        assert_eq!(report.failures[0].correlation_id, "f1");
+        assert!(
+            traces
+                .report(UNKNOWN, false)
+                .expect("unknown")
+                .failures
+                .is_empty()
         );
     }
 
@@ -299,6 +333,12 @@ mod tests {
     fn capacity_zero_keeps_nothing() {
         let traces = Traces::new(0, ["contoso"]);
         traces.record(failed_login(&idp_error(ENTRA_TEXT)), "c");
-        assert!(traces.report("contoso").expect("ring").failures.is_empty());
+        assert!(
+            traces
+                .report("contoso", true)
+                .expect("ring")
+                .failures
+                .is_empty()
+        );
     }
 }

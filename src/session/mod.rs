@@ -57,8 +57,10 @@ async fn put_user(session: &Session, user: &SignedIn) -> Result<(), SessionError
     Ok(())
 }
 
-/// A login that went to the IdP and has not come back yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A login that went to the IdP and has not come back yet. `Debug` leaves out the state, the
+/// nonce and the PKCE verifier: with the state and the verifier a reader of the log could
+/// redeem the code the IdP sends back (RFC 7636 §1).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PendingLogin {
     pub state: String,
     pub connection: String,
@@ -67,6 +69,31 @@ pub(crate) struct PendingLogin {
     pub return_to: String,
     pub response_mode: String,
     pub created_at: i64,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("state", &REDACTED)
+            .field("connection", &self.connection)
+            .field("nonce", &REDACTED)
+            .field("pkce_verifier", &REDACTED)
+            .field("return_to", &self.return_to)
+            .field("response_mode", &self.response_mode)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// What `Debug` prints in place of a secret.
+const REDACTED: Redacted = Redacted;
+
+struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl PendingLogin {
@@ -86,8 +113,9 @@ pub(crate) const PENDING_LIFETIME: Duration = Duration::from_secs(600);
 /// dropped, so a bot hammering /login cannot grow one session without bound.
 pub(crate) const MAX_PENDING: usize = 8;
 
-/// A signed-in user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A signed-in user. `Debug` leaves out the ID token (a bearer credential for
+/// `id_token_hint`, and personal data).
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct SignedIn {
     pub identity: Identity,
     pub issued_at: i64,
@@ -99,6 +127,17 @@ pub(crate) struct SignedIn {
     /// session key (see `ID_TOKEN_KEY`), not in the user's JSON.
     #[serde(skip)]
     pub id_token: String,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("identity", &self.identity)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("id_token", &REDACTED)
+            .finish()
+    }
 }
 
 /// A signed-in user as every request but logout reads it: [`SignedIn`] without the stored ID

@@ -126,8 +126,18 @@ async fn a_certificate_that_expires_while_running_is_refused_at_the_idp() {
     )
     .await;
     assert_eq!(body["aadsts"], 700027);
+    // The page has the AADSTS code's fix; Entra's own words ("[Reason - The key used is
+    // expired.]", with the app and tenant) are in the log line of that reference (issue 12.5).
     let admin = body["admin"].as_str().unwrap_or_default();
-    assert!(admin.contains("expired"), "names the expiry: {admin}");
+    assert!(admin.contains("AADSTS700027"), "{admin}");
+    assert!(!body.to_string().contains("Reason -"), "{body}");
+    let cid = body["correlation_id"].as_str().expect("reference");
+    assert!(
+        log_lines_with(cid)
+            .iter()
+            .any(|l| l.contains("idp_description") && l.contains("expired")),
+        "the log names the expiry for {cid}"
+    );
 }
 
 /// `entrance check --verify-secret` on a certificate connection at the mock IdP.

@@ -74,6 +74,8 @@ pub struct TestApp {
     pub records: SessionRecords,
     /// Applies a configuration to the running service as a SIGHUP reload does.
     pub reload: ReloadHandle,
+    /// `http://127.0.0.1:<port>` of the admin listener, with [`AppOptions::admin_listen`].
+    pub admin: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -157,6 +159,9 @@ pub struct AppOptions {
     pub authority: Option<&'static str>,
     /// Appended to the mock IdP's metadata URL, e.g. `?appid=…`.
     pub metadata_query: String,
+    /// Serve the admin endpoints on a second loopback port (`admin_listen`): `/admin/traces`,
+    /// `/readyz`'s details, `/metrics`. See [`TestApp::admin_url`].
+    pub admin_listen: bool,
 }
 
 impl Default for AppOptions {
@@ -175,6 +180,7 @@ impl Default for AppOptions {
             session_toml: r#"store = "memory""#.to_owned(),
             authority: None,
             metadata_query: String::new(),
+            admin_listen: false,
         }
     }
 }
@@ -193,10 +199,15 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let base = format!("http://127.0.0.1:{port}");
+    let admin_port = opts.admin_listen.then(free_port);
+    let admin_toml = admin_port
+        .map(|p| format!("admin_listen = \"127.0.0.1:{p}\""))
+        .unwrap_or_default();
     let toml = format!(
         r#"
 listen = "127.0.0.1:0"
 public_url = "{scheme}://{host}:{port}"
+{admin_toml}
 {top}
 [session]
 {session}
@@ -250,6 +261,7 @@ burst = {burst}
         clock,
         records: served.records,
         reload: served.reload,
+        admin: admin_port.map(|p| format!("http://127.0.0.1:{p}")),
         shutdown: Some(served.shutdown),
         server: Some(served.server),
     };
@@ -257,6 +269,15 @@ burst = {burst}
         test_app.wait_ready().await;
     }
     test_app
+}
+
+/// A loopback port that was free a moment ago (for `admin_listen`, which entrance binds
+/// itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 pub fn browser() -> reqwest::Client {
@@ -278,6 +299,25 @@ pub fn location(res: &reqwest::Response) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A URL on the admin listener; the app must have been spawned with
+    /// [`AppOptions::admin_listen`].
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self
+            .admin
+            .as_deref()
+            .expect("spawned with AppOptions { admin_listen: true, .. }");
+        format!("{admin}{path}")
+    }
+
+    /// `GET` on the admin listener (no cookies: the operator's tools send none).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin request")
     }
 
     /// Stops the service and waits until it has closed its session store.

@@ -295,6 +295,73 @@ async fn behind_a_proxy_the_client_ip_comes_only_from_the_configured_header() {
     );
 }
 
+/// Issue 12.9: `rate_limit.client_ip_header` is believed only from `rate_limit.trusted_proxies`,
+/// and IPv6 clients are keyed by their /64.
+#[tokio::test]
+async fn the_client_ip_header_counts_only_from_trusted_proxies_and_ipv6_by_64() {
+    async fn statuses(app: &TestApp, addresses: &[&str]) -> Vec<StatusCode> {
+        let mut out = Vec::new();
+        for a in addresses {
+            let res = browser()
+                .get(app.url("/login"))
+                .header("x-real-ip", *a)
+                .send()
+                .await
+                .expect("login");
+            out.push(res.status());
+        }
+        out
+    }
+    let limited = |s: &[StatusCode]| s.contains(&StatusCode::TOO_MANY_REQUESTS);
+    // This loopback client is the trusted proxy: each address it names has its own budget
+    // of 2…
+    let app = spawn_app_with(AppOptions {
+        rate_limit: (60, 2),
+        tables_toml: "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
+        ..Default::default()
+    })
+    .await;
+    let s = statuses(
+        &app,
+        &[
+            "203.0.113.1",
+            "203.0.113.1",
+            "203.0.113.2",
+            "203.0.113.2",
+            "2001:db8:0:1::1",
+            "2001:db8:0:2::1",
+        ],
+    )
+    .await;
+    assert!(!limited(&s), "{s:?}");
+    // …but one IPv6 /64 is one client, whatever the interface identifier.
+    let s = statuses(
+        &app,
+        &[
+            "2001:db8:0:7::1",
+            "2001:db8:0:7::2",
+            "2001:db8:0:7:ffff::3",
+            "2001:db8:0:7::4",
+        ],
+    )
+    .await;
+    assert!(limited(&s), "{s:?}");
+
+    // A peer outside trusted_proxies names itself nothing: one budget for all.
+    let app = spawn_app_with(AppOptions {
+        rate_limit: (60, 2),
+        tables_toml: "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"10.0.0.0/8\"]".into(),
+        ..Default::default()
+    })
+    .await;
+    let s = statuses(
+        &app,
+        &["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"],
+    )
+    .await;
+    assert!(limited(&s), "{s:?}");
+}
+
 // ----- the IdP misbehaves -------------------------------------------------------------
 
 /// Two connections on two IdPs; the first one misbehaves, the second must keep working.
@@ -425,12 +492,16 @@ async fn a_refused_connection_to_the_idp_is_not_ready_too() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["reason"], "metadata_unreachable");
+    let admin = body["admin"].as_str().unwrap_or_default();
+    assert!(admin.contains("metadata_unreachable"), "{body}");
+    // Issue 12.5: the page is public; the metadata URL and the transport error are the log's.
+    assert!(!body.to_string().contains(&port.to_string()), "{body}");
+    let cid = body["correlation_id"].as_str().expect("reference");
     assert!(
-        body["admin"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("connect"),
-        "{body}"
+        log_lines_with(cid)
+            .iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{port}")) && l.contains("connect")),
+        "the log has the URL and the cause for {cid}"
     );
 }
 

@@ -87,6 +87,75 @@ async fn iss_and_tid_that_disagree_are_refused() {
     rule(&app, bad, "tenant_mismatch", user_of(FABRIKAM)).await;
 }
 
+/// Issue 12.11: the callback's `iss` (RFC 9207) is held to the login before any further IdP
+/// call. A tenant outside `allowed_tenants` is refused before the token call; an allowed
+/// tenant that is not the token's is refused right after it — before the tenant's keys are
+/// fetched and before userinfo is called.
+#[tokio::test]
+async fn an_iss_parameter_is_checked_before_any_further_idp_call() {
+    let app = spawn_app_with(AppOptions {
+        authority: Some("common"),
+        connection_extra: format!(
+            "allowed_tenants = [\"{DEFAULT_TENANT_ID}\", \"{FABRIKAM}\"]\nuserinfo = true"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let base = app.idp.base_url();
+    let encode =
+        |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let login_with_iss = |iss: String| {
+        let app = &app;
+        async move {
+            app.idp.set_behaviour(user_of(FABRIKAM));
+            let authorize = app.begin_login().await;
+            let callback = app.authorize(&authorize).await;
+            app.callback_with(
+                &app.browser,
+                &format!("{callback}&iss={}", encode(&iss)),
+                true,
+            )
+            .await
+        }
+    };
+
+    // A tenant nobody allowed: not even the code is redeemed.
+    let before = app.idp.counters();
+    let res = login_with_iss(format!("{base}/{STRANGER}/v2.0")).await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_REQUEST,
+        "issuer_parameter_mismatch",
+        None,
+    )
+    .await;
+    let after = app.idp.counters();
+    assert_eq!(after.token, before.token, "no token call");
+
+    // An allowed tenant, but not the one the token is for: no keys, no userinfo.
+    let before = app.idp.counters();
+    let res = login_with_iss(format!("{base}/{DEFAULT_TENANT_ID}/v2.0")).await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_REQUEST,
+        "issuer_parameter_mismatch",
+        None,
+    )
+    .await;
+    let after = app.idp.counters();
+    assert_eq!(after.token, before.token + 1, "the code was redeemed");
+    assert_eq!(app.idp.jwks_requests(FABRIKAM), 0, "no tenant keys fetched");
+    assert_eq!(after.userinfo, before.userinfo, "no userinfo call");
+
+    // Twin: the token's own issuer signs in (and then fetches the keys and calls userinfo).
+    let res = login_with_iss(format!("{base}/{FABRIKAM}/v2.0")).await;
+    assert_signed_in(&app, res).await;
+    assert_eq!(app.idp.jwks_requests(FABRIKAM), 1);
+    assert_eq!(app.idp.counters().userinfo, after.userinfo + 1);
+}
+
 #[tokio::test]
 async fn a_tid_that_is_not_a_guid_is_refused() {
     let app = multi_tenant_app("common", r#"["*"]"#).await;
@@ -187,13 +256,13 @@ async fn a_templated_issuer_on_a_tenant_url_is_still_an_issuer_mismatch() {
     let app = spawn_app_with(AppOptions {
         metadata_url: Some(idp.metadata_url()),
         wait_ready: false,
+        admin_listen: true,
         ..Default::default()
     })
     .await;
-    let probe = crate::helpers::browser();
     let mut body = serde_json::Value::Null;
     for _ in 0..100 {
-        let res = probe.get(app.url("/readyz")).send().await.expect("readyz");
+        let res = app.admin_get("/readyz").await;
         body = res.json().await.unwrap_or_default();
         if body.to_string().contains("issuer_mismatch") {
             break;

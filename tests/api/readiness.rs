@@ -1,5 +1,6 @@
 //! `/healthz` and `/readyz`: ready means the session store answers; a connection whose IdP is
-//! down is reported but never makes the whole service unready.
+//! down is reported (on the admin listener) but never makes the whole service unready; the
+//! public listener's `/readyz` says the status and nothing else.
 
 use std::time::Duration;
 
@@ -32,13 +33,14 @@ client_id = "entrance"
 client_secret = "a-secret-only-for-this-test"
 "#
         ),
+        admin_listen: true,
         ..AppOptions::default()
     })
     .await;
 
     let mut body = serde_json::Value::Null;
     for _ in 0..100 {
-        let res = app.get("/readyz").await;
+        let res = app.admin_get("/readyz").await;
         assert_eq!(res.status(), StatusCode::OK, "ready whatever the IdPs do");
         body = res.json().await.expect("readyz JSON");
         if body["connections"][1]["state"] == "not_ready" {
@@ -58,4 +60,46 @@ client_secret = "a-secret-only-for-this-test"
     assert_eq!(conns[1]["id"], "fabrikam");
     assert_eq!(conns[1]["state"], "not_ready", "{body}");
     assert_eq!(conns[1]["reason"], "metadata_unreachable", "{body}");
+}
+
+/// Issue 12.5: anyone can ask the public `/readyz`. It says ready or not, and nothing an
+/// attacker could use: no connection ids or names, no secret expiry, no store error.
+#[tokio::test]
+async fn the_public_readyz_shows_the_status_only() {
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(10)).date();
+    for admin_listen in [false, true] {
+        let app = spawn_app_with(AppOptions {
+            connection_extra: format!("client_secret_expires_at = \"{soon}\""),
+            admin_listen,
+            ..AppOptions::default()
+        })
+        .await;
+        let res = app.get("/readyz").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
+        let body: serde_json::Value = res.json().await.expect("readyz JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "ready"}),
+            "admin_listen={admin_listen}"
+        );
+        if admin_listen {
+            let admin: serde_json::Value = app
+                .admin_get("/readyz")
+                .await
+                .json()
+                .await
+                .expect("admin readyz JSON");
+            assert_eq!(admin["connections"][0]["name"], "Contoso", "{admin}");
+            assert!(
+                admin["connections"][0]["secret_expires_in_days"].is_i64(),
+                "{admin}"
+            );
+        }
+    }
 }

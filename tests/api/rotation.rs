@@ -113,10 +113,16 @@ async fn readyz_shows_the_days_until_the_secret_expires() {
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::days(10)).date();
     let app = spawn_app_with(AppOptions {
         connection_extra: format!("client_secret_expires_at = \"{soon}\""),
+        admin_listen: true,
         ..Default::default()
     })
     .await;
-    let body: serde_json::Value = app.get("/readyz").await.json().await.expect("readyz JSON");
+    let body: serde_json::Value = app
+        .admin_get("/readyz")
+        .await
+        .json()
+        .await
+        .expect("readyz JSON");
     let conn = &body["connections"][0];
     let days = conn["secret_expires_in_days"].as_i64().expect("days");
     assert!((9..=10).contains(&days), "{body}");

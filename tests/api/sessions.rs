@@ -117,8 +117,9 @@ async fn assert_store_unavailable_page(res: reqwest::Response) {
     );
 }
 
+/// `/readyz` on the admin listener, with the store's error.
 async fn readyz(app: &TestApp) -> (StatusCode, serde_json::Value) {
-    let res = app.get("/readyz").await;
+    let res = app.admin_get("/readyz").await;
     let status = res.status();
     (status, res.json().await.expect("readyz JSON"))
 }
@@ -128,7 +129,12 @@ async fn a_vanished_sqlite_file_answers_503_and_service_resumes_when_it_is_back(
     let dir = TempDir::new();
     let db = dir.path().join("sessions.db");
     let moved = dir.path().join("sessions.db.moved");
-    let mut app = spawn_sqlite_app(&db).await;
+    let mut app = spawn_app_with(AppOptions {
+        session_toml: sqlite_toml(&db),
+        admin_listen: true,
+        ..AppOptions::default()
+    })
+    .await;
     let res = app.login().await;
     let before = assert_signed_in(&app, res).await;
     assert_eq!(readyz(&app).await.0, StatusCode::OK);
@@ -154,6 +160,11 @@ async fn a_vanished_sqlite_file_answers_503_and_service_resumes_when_it_is_back(
     assert_eq!(ready["status"], "not_ready");
     assert_eq!(ready["store"]["ok"], false);
     assert!(ready["store"]["error"].is_string(), "{ready}");
+    // The public listener says only that: the store's error text is the admin's.
+    let public = app.get("/readyz").await;
+    assert_eq!(public.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let public: serde_json::Value = public.json().await.expect("JSON");
+    assert_eq!(public, serde_json::json!({"status": "not_ready"}));
 
     // Put back: the same service, not restarted, serves the same session again.
     std::fs::rename(&moved, &db).expect("move the database back");

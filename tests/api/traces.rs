@@ -5,7 +5,9 @@ use mock_idp::{AuthorizeError, Behaviour, DEFAULT_CLIENT_SECRET, TokenError};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, assert_signed_in, log_lines_with, spawn_app_with};
+use crate::helpers::{
+    AppOptions, TestApp, assert_signed_in, log_lines_with, spawn_app, spawn_app_with,
+};
 
 const ENTRA_TRACE_ID: &str = "0c6f8b1e-2b4f-4d35-9a5e-0a1b2c3d4e5f";
 const ENTRA_CORRELATION_ID: &str = "7d1c2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f";
@@ -48,7 +50,11 @@ async fn traces_of(url: &str) -> Value {
 
 #[tokio::test]
 async fn failed_logins_are_listed_newest_first_with_step_reason_and_entra_ids() {
-    let app = spawn_app_with(AppOptions::default()).await;
+    let app = spawn_app_with(AppOptions {
+        admin_listen: true,
+        ..Default::default()
+    })
+    .await;
 
     let (_, idp_body) = failed_login(&app, blocked_user()).await;
     let token_refusal = Behaviour {
@@ -74,7 +80,7 @@ async fn failed_logins_are_listed_newest_first_with_step_reason_and_entra_ids() 
     )
     .await;
 
-    let report = traces_of(&app.url("/admin/traces?connection=contoso")).await;
+    let report = traces_of(&app.admin_url("/admin/traces?connection=contoso")).await;
     assert_eq!(report["connection"], "contoso");
     assert_eq!(report["capacity"], 50);
     let failures = report["failures"].as_array().expect("failures");
@@ -129,7 +135,7 @@ async fn failed_logins_are_listed_newest_first_with_step_reason_and_entra_ids() 
     assert!(!text.contains("eyJ"), "something JWT-shaped: {text}");
 
     // A connection that does not exist is named as such, with the ones that do.
-    let res = reqwest::get(app.url("/admin/traces?connection=nope"))
+    let res = reqwest::get(app.admin_url("/admin/traces?connection=nope"))
         .await
         .expect("traces");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
@@ -141,6 +147,7 @@ async fn failed_logins_are_listed_newest_first_with_step_reason_and_entra_ids() 
 async fn the_ring_is_bounded_and_unknown_states_have_their_own() {
     let app = spawn_app_with(AppOptions {
         tables_toml: "[traces]\nper_connection = 3".into(),
+        admin_listen: true,
         ..Default::default()
     })
     .await;
@@ -149,7 +156,7 @@ async fn the_ring_is_bounded_and_unknown_states_have_their_own() {
         let (_, body) = failed_login(&app, blocked_user()).await;
         cids.push(body["correlation_id"].as_str().expect("cid").to_owned());
     }
-    let report = traces_of(&app.url("/admin/traces?connection=contoso")).await;
+    let report = traces_of(&app.admin_url("/admin/traces?connection=contoso")).await;
     let kept: Vec<&str> = report["failures"]
         .as_array()
         .expect("failures")
@@ -163,7 +170,7 @@ async fn the_ring_is_bounded_and_unknown_states_have_their_own() {
         .get(app.url("/login/callback?state=nope&code=secret-code"))
         .send()
         .await;
-    let unknown = traces_of(&app.url("/admin/traces?connection=unknown")).await;
+    let unknown = traces_of(&app.admin_url("/admin/traces?connection=unknown")).await;
     let failures = unknown["failures"].as_array().expect("failures");
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["step"], "state");
@@ -194,17 +201,41 @@ async fn with_an_admin_listener_traces_are_served_only_there() {
     assert_eq!(report["failures"][0]["aadsts"], 50105);
 }
 
+/// `[admin] allow_loopback_without_proxy = true`: traces on the public listener, to loopback
+/// clients that send no proxy header.
+const ALLOW_LOOPBACK: &str = "[admin]\nallow_loopback_without_proxy = true";
+
 #[tokio::test]
 async fn a_proxied_request_cannot_read_traces_on_the_public_listener() {
-    let app = spawn_app_with(AppOptions::default()).await;
+    let app = spawn_app_with(AppOptions {
+        top_toml: ALLOW_LOOPBACK.into(),
+        ..Default::default()
+    })
+    .await;
+    let url = app.url("/admin/traces?connection=contoso");
+    assert_eq!(traces_of(&url).await["connection"], "contoso");
     // Tests run on loopback; a reverse proxy on the same host would too, and adds this.
     let res = reqwest::Client::new()
-        .get(app.url("/admin/traces?connection=contoso"))
+        .get(&url)
         .header("x-forwarded-for", "203.0.113.9")
         .send()
         .await
         .expect("traces");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+/// Issue 12.4: a reverse proxy on the same host with a plain `proxy_pass` sends no proxy
+/// header, so by default the public listener must not answer traces even to loopback.
+#[tokio::test]
+async fn by_default_the_public_listener_serves_no_traces() {
+    let app = spawn_app().await;
+    failed_login(&app, blocked_user()).await;
+    let res = reqwest::get(app.url("/admin/traces?connection=contoso"))
+        .await
+        .expect("traces");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let body = res.text().await.unwrap_or_default();
+    assert!(!body.contains("AADSTS"), "{body}");
 }
 
 /// A directory removed on drop.
@@ -216,8 +247,13 @@ impl Drop for Dir {
     }
 }
 
-/// The test app's configuration as a file for the CLI, pointing at its real port.
+/// The test app's configuration as a file for the CLI, pointing at its real port, with
+/// `[admin] allow_loopback_without_proxy = true` as the app was started.
 fn config_file(app: &TestApp) -> (std::path::PathBuf, Dir) {
+    config_file_with(app, ALLOW_LOOPBACK)
+}
+
+fn config_file_with(app: &TestApp, extra: &str) -> (std::path::PathBuf, Dir) {
     let dir = std::env::temp_dir().join(format!("entrance-traces-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("entrance.toml");
@@ -227,6 +263,7 @@ fn config_file(app: &TestApp) -> (std::path::PathBuf, Dir) {
         format!(
             r#"listen = "0.0.0.0:{port}"
 public_url = "{base}"
+{extra}
 [[connections]]
 id = "contoso"
 metadata_url = "{metadata}"
@@ -259,7 +296,11 @@ async fn run_cli(args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test]
 async fn the_traces_command_prints_one_line_per_failure_newest_first() {
-    let app = spawn_app_with(AppOptions::default()).await;
+    let app = spawn_app_with(AppOptions {
+        top_toml: ALLOW_LOOPBACK.into(),
+        ..Default::default()
+    })
+    .await;
     let (_, first) = failed_login(&app, blocked_user()).await;
     let (_, second) = failed_login(
         &app,
@@ -313,6 +354,35 @@ async fn the_traces_command_prints_one_line_per_failure_newest_first() {
     assert!(stderr.contains("no connection \"nope\""), "{stderr}");
 }
 
+/// Issue 12.4: with neither `admin_listen` nor the loopback setting, the command says what to
+/// set instead of asking an address that cannot answer.
+#[tokio::test]
+async fn the_traces_command_says_what_to_set_when_nothing_serves_traces() {
+    let app = spawn_app().await;
+    let (path, _dir) = config_file_with(&app, "");
+    let (code, stdout, stderr) = run_cli(&[
+        "traces",
+        "--config",
+        &path.display().to_string(),
+        "--connection",
+        "contoso",
+    ])
+    .await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("sets neither admin_listen nor admin.allow_loopback_without_proxy"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("admin_listen = \"127.0.0.1:9100\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[admin]") && stderr.contains("allow_loopback_without_proxy = true"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn the_traces_command_says_when_entrance_is_not_running() {
     let mut app = spawn_app_with(AppOptions::default()).await;
@@ -338,7 +408,7 @@ async fn audit_lines_carry_the_client_ip() {
     // The trusted proxy's header, when configured, is the client IP (as for rate limiting).
     let app = spawn_app_with(AppOptions {
         // Lands in the [rate_limit] table the helper writes last.
-        tables_toml: "client_ip_header = \"X-Real-IP\"".into(),
+        tables_toml: "client_ip_header = \"X-Real-IP\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
         ..Default::default()
     })
     .await;
@@ -387,4 +457,107 @@ async fn audit_lines_carry_the_client_ip() {
             && l.contains("tid=")),
         "{lines:#?}"
     );
+}
+
+/// Issue 12.11: a connection a reload added has its own ring: its failures are not filed under
+/// `unknown`, and `/admin/traces` knows it before it has failed.
+#[tokio::test]
+async fn a_connection_added_by_a_reload_has_its_own_traces() {
+    let app = spawn_app_with(AppOptions {
+        admin_listen: true,
+        ..Default::default()
+    })
+    .await;
+    app.reload_with(
+        "[rate_limit]",
+        &format!(
+            r#"[[connections]]
+id = "fabrikam"
+name = "Fabrikam"
+metadata_url = "{}"
+client_id = "{}"
+client_secret = "{}"
+[rate_limit]"#,
+            app.idp.metadata_url(),
+            mock_idp::DEFAULT_CLIENT_ID,
+            DEFAULT_CLIENT_SECRET
+        ),
+    );
+    let empty = traces_of(&app.admin_url("/admin/traces?connection=fabrikam")).await;
+    assert_eq!(empty["failures"], json!([]), "{empty}");
+
+    // Wait for the new connection's metadata, then fail a login through it.
+    let mut ready = false;
+    for _ in 0..200 {
+        let res = crate::helpers::browser()
+            .get(app.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "fabrikam never became ready");
+    app.idp.set_behaviour(blocked_user());
+    let authorize = app
+        .begin_login_with(&app.browser, "?connection=fabrikam")
+        .await;
+    let callback = app.authorize(&authorize).await;
+    let res = app.callback_with(&app.browser, &callback, true).await;
+    let body: Value = res.json().await.expect("JSON error");
+
+    let report = traces_of(&app.admin_url("/admin/traces?connection=fabrikam")).await;
+    let failures = report["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["correlation_id"], body["correlation_id"]);
+    let unknown = traces_of(&app.admin_url("/admin/traces?connection=unknown")).await;
+    assert_eq!(unknown["failures"], json!([]), "{unknown}");
+}
+
+/// Issue 12.11: the admin listener renders its errors like the public one (JSON with a
+/// reference id, not a bare status) and marks every answer `no-store`.
+#[tokio::test]
+async fn the_admin_listener_renders_errors_and_is_not_cached() {
+    let app = spawn_app_with(AppOptions {
+        admin_listen: true,
+        connection_extra: format!(
+            r#"
+[[connections]]
+id = "fabrikam"
+metadata_url = "{}"
+client_id = "{}"
+client_secret = "{}"
+"#,
+            "http://127.0.0.1:9/tenant/v2.0/.well-known/openid-configuration",
+            mock_idp::DEFAULT_CLIENT_ID,
+            DEFAULT_CLIENT_SECRET
+        ),
+        ..Default::default()
+    })
+    .await;
+    // Two connections and none named: a missing parameter.
+    let res = app.admin_get("/admin/traces").await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let no_store = |res: &reqwest::Response| {
+        res.headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(no_store(&res).as_deref(), Some("no-store"));
+    let body: Value = res.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "missing_parameter", "{body}");
+    assert!(body["correlation_id"].is_string(), "{body}");
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/healthz",
+        "/admin/traces?connection=contoso",
+    ] {
+        let res = app.admin_get(path).await;
+        assert_eq!(no_store(&res).as_deref(), Some("no-store"), "{path}");
+    }
 }

@@ -43,12 +43,13 @@ impl IssuerPolicy {
 
     /// Whether `iss` could be an issuer of this policy, before any token is seen: used for the
     /// authorization response's `iss` parameter (RFC 9207), which arrives before the token.
-    pub fn admits(&self, iss: &str) -> bool {
+    /// Exact for a single issuer; for the multi-tenant template, the template with a GUID
+    /// tenant that `allowed` lets in (a token naming any other could only be refused).
+    pub fn admits(&self, iss: &str, allowed: &TenantAllowList) -> bool {
         match self {
             IssuerPolicy::Exact(issuer) => iss == issuer,
-            IssuerPolicy::EntraTemplate { template } => {
-                template_tenant(template, iss).is_some_and(entra::is_guid)
-            }
+            IssuerPolicy::EntraTemplate { template } => template_tenant(template, iss)
+                .is_some_and(|tid| entra::is_guid(tid) && allowed.allows(tid)),
         }
     }
 }
@@ -97,7 +98,9 @@ pub fn allowed_algs(advertised: &[String]) -> Vec<Algorithm> {
 }
 
 /// The claims of a verified ID token that the application uses. Unknown claims are dropped.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+/// `Debug` leaves out the `nonce`, the login's one-time binding to this browser (OpenID
+/// Connect Core §15.5.2).
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct IdTokenClaims {
     pub iss: String,
     pub sub: String,
@@ -124,6 +127,58 @@ pub struct IdTokenClaims {
     /// Entra's overage marker of the code flow: `_claim_names` has a `groups` member pointing
     /// at Microsoft Graph, and `groups` is left out. Only its presence is kept.
     pub groups_claim_source: bool,
+}
+
+impl std::fmt::Debug for IdTokenClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Exhaustive on purpose: a new claim must be placed here, redacted or not.
+        let IdTokenClaims {
+            iss,
+            sub,
+            aud,
+            exp,
+            iat,
+            nbf,
+            nonce,
+            azp,
+            tid,
+            oid,
+            name,
+            email,
+            email_verified,
+            xms_edov,
+            preferred_username,
+            login_hint,
+            sid,
+            groups,
+            roles,
+            hasgroups,
+            groups_claim_source,
+        } = self;
+        f.debug_struct("IdTokenClaims")
+            .field("iss", iss)
+            .field("sub", sub)
+            .field("aud", aud)
+            .field("exp", exp)
+            .field("iat", iat)
+            .field("nbf", nbf)
+            .field("nonce", &nonce.as_ref().map(|_| "<redacted>"))
+            .field("azp", azp)
+            .field("tid", tid)
+            .field("oid", oid)
+            .field("name", name)
+            .field("email", email)
+            .field("email_verified", email_verified)
+            .field("xms_edov", xms_edov)
+            .field("preferred_username", preferred_username)
+            .field("login_hint", login_hint)
+            .field("sid", sid)
+            .field("groups", groups)
+            .field("roles", roles)
+            .field("hasgroups", hasgroups)
+            .field("groups_claim_source", groups_claim_source)
+            .finish()
+    }
 }
 
 impl IdTokenClaims {
@@ -294,13 +349,28 @@ pub fn peek_kid(token: &str) -> Result<Option<String>, Rejection> {
 /// from the token endpoint, and the signature, `iss`, `tid` and key-issuer checks that follow
 /// decide. `None` when the payload or the claim is unusable (verification then says why).
 pub fn peek_tid(token: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct TidOnly {
-        tid: Option<String>,
-    }
+    peek(token)?.tid
+}
+
+/// The `iss` claim of a token whose signature is not checked yet. The callback holds RFC
+/// 9207's `iss` parameter to it before any further IdP call (keys, userinfo); verification
+/// then proves this very `iss` (step 2), so the two checks together compare the parameter
+/// with the validated issuer exactly. `None` when the payload or the claim is unusable.
+pub(crate) fn peek_iss(token: &str) -> Option<String> {
+    peek(token)?.iss
+}
+
+/// The claims [`peek_tid`] and [`peek_iss`] read, from a payload that is only decoded.
+#[derive(Deserialize)]
+struct Peeked {
+    tid: Option<String>,
+    iss: Option<String>,
+}
+
+fn peek(token: &str) -> Option<Peeked> {
     let parts = split(token).ok()?;
     let payload = decode_part(parts.payload, "payload").ok()?;
-    serde_json::from_slice::<TidOnly>(&payload).ok()?.tid
+    serde_json::from_slice::<Peeked>(&payload).ok()
 }
 
 /// 3.1.3.7 step 7: the alg must be one the caller allows; `none` and HMAC are never acceptable.

@@ -1046,12 +1046,18 @@ fn a_templated_metadata_issuer_is_no_template_under_an_exact_policy() {
 
 #[test]
 fn the_authorization_response_iss_is_admitted_by_shape() {
-    assert!(template().admits(&issuer_of(HOME)));
-    assert!(!template().admits(TEMPLATE));
-    assert!(!template().admits(&issuer_of("common")));
-    assert!(!template().admits(&format!("https://login.microsoftonline.com/{HOME}/x/v2.0")));
-    assert!(IssuerPolicy::Exact(ISSUER.into()).admits(ISSUER));
-    assert!(!IssuerPolicy::Exact(ISSUER.into()).admits(&issuer_of(OTHER)));
+    assert!(template().admits(&issuer_of(HOME), &TenantAllowList::Any));
+    assert!(!template().admits(TEMPLATE, &TenantAllowList::Any));
+    assert!(!template().admits(&issuer_of("common"), &TenantAllowList::Any));
+    assert!(!template().admits(
+        &format!("https://login.microsoftonline.com/{HOME}/x/v2.0"),
+        &TenantAllowList::Any
+    ));
+    assert!(IssuerPolicy::Exact(ISSUER.into()).admits(ISSUER, &TenantAllowList::Any));
+    assert!(!IssuerPolicy::Exact(ISSUER.into()).admits(&issuer_of(OTHER), &TenantAllowList::Any));
+    // A tenant outside allowed_tenants is refused before the token is asked for.
+    assert!(template().admits(&issuer_of(HOME), &only(&[HOME])));
+    assert!(!template().admits(&issuer_of(OTHER), &only(&[HOME])));
 }
 
 // ---- peek_kid, codes ----------------------------------------------------------------------------------------
