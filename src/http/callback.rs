@@ -218,7 +218,7 @@ async fn finish_login(
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
-    // RFC 9207 §2.4, before any IdP call: exact for a single issuer. A multi-tenant
+    // RFC 9207 §2.3, before any IdP call: exact for a single issuer. A multi-tenant
     // connection cannot know the tenant yet: the parameter must be the template with an
     // allowed tenant here, and equal the ID token's `iss` right after the token call
     // (`identify`), before the keys or userinfo are fetched.
@@ -346,7 +346,7 @@ async fn identify(
             actual: iss.to_owned(),
         });
     }
-    let claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
+    let mut claims = validate_id_token(state, conn, login, &tokens.id_token).await?;
     if let Some(iss) = iss
         && iss != claims.iss
     {
@@ -355,7 +355,6 @@ async fn identify(
             actual: iss.to_owned(),
         });
     }
-    let mut claims = claims;
     // After the ID token is proven, so the `sub` userinfo must match is one we trust.
     if wants_userinfo(&conn.config, provider, &claims, tokens) {
         let failed = |source| AppError::Userinfo {

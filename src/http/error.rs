@@ -671,6 +671,87 @@ mod tests {
         assert_eq!(href.as_deref(), Some("/"));
     }
 
+    /// Issue 12.5: what a page or JSON error tells anyone who asks holds no IdP text, URL,
+    /// issuer or subject; the AADSTS code and its fix stay.
+    #[test]
+    fn public_hints_hold_no_idp_text_urls_or_values() {
+        const IDP_TEXT: &str = "Call +1-555-0100 to unlock your account";
+        const URL: &str = "https://login.example/tenant/v2.0/.well-known/openid-configuration";
+        let mut refused_with_text = refused("invalid_request");
+        if let AppError::Token { source, .. } = &mut refused_with_text
+            && let TokenError::Refused { error, .. } = &mut **source
+        {
+            error.error_description = Some(IDP_TEXT.into());
+        }
+        let cases = [
+            AppError::IdpError {
+                connection: "contoso".into(),
+                name: "Contoso".into(),
+                error: IDP_TEXT.into(),
+                description: IDP_TEXT.into(),
+            },
+            refused_with_text,
+            AppError::Token {
+                connection: "contoso".into(),
+                name: "Contoso".into(),
+                source: Box::new(TokenError::Transport(
+                    crate::oidc::http_client::FetchError::Status {
+                        status: 500,
+                        body: IDP_TEXT.into(),
+                    },
+                )),
+            },
+            AppError::not_ready(
+                &crate::config::Config::load_str(&format!(
+                    "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:3000\"\n[session]\nstore = \"memory\"\n[[connections]]\nid = \"contoso\"\nmetadata_url = \"{URL}\"\nclient_id = \"c\"\nclient_secret = \"s\""
+                ))
+                .expect("config")
+                .connections[0],
+                NotReady::Failed(crate::oidc::provider::ProviderError::Metadata {
+                    url: URL.into(),
+                    source: crate::oidc::http_client::FetchError::Connect(IDP_TEXT.into()),
+                }),
+            ),
+            AppError::IssuerParameterMismatch {
+                expected: URL.into(),
+                actual: IDP_TEXT.into(),
+            },
+            AppError::IdToken {
+                connection: "contoso".into(),
+                rejection: Rejection::IssuerMismatch {
+                    expected: URL.into(),
+                    actual: IDP_TEXT.into(),
+                },
+            },
+            AppError::Userinfo {
+                connection: "contoso".into(),
+                name: "Contoso".into(),
+                source: UserinfoError::InsecureEndpoint(URL.into()),
+            },
+        ];
+        for err in cases {
+            let e = err.explain();
+            let shown = format!("{} {} {:?}", e.title, e.user, e.admin);
+            assert!(!shown.contains("555"), "{shown}");
+            assert!(!shown.contains("login.example"), "{shown}");
+            assert!(e.admin.is_some(), "{err}: still a hint for the admin");
+        }
+        // The AADSTS code and its fix are the hint that stays.
+        let entra = AppError::IdpError {
+            connection: "contoso".into(),
+            name: "Contoso".into(),
+            error: "access_denied".into(),
+            description:
+                "AADSTS50105: Your administrator has configured the application to block users."
+                    .into(),
+        };
+        let admin = entra.explain().admin.expect("admin");
+        assert!(
+            admin.starts_with("AADSTS50105:") && admin.contains("Fix:"),
+            "{admin}"
+        );
+    }
+
     #[test]
     fn sign_in_again_is_offered_for_the_connection_that_failed() {
         for error in ["access_denied", "consent_required", "unauthorized_client"] {

@@ -479,8 +479,8 @@ mod tests {
 
     /// Issue 12.10: every type that holds a PKCE verifier, a nonce, a state, a code, an ID or
     /// access token or a client secret prints none of them under `{:?}`.
-    #[test]
-    fn debug_never_prints_a_secret() {
+    #[tokio::test]
+    async fn debug_never_prints_a_secret() {
         use figment::providers::Format;
 
         const SECRET: &str = "s3cr3t-7f2a9c";
@@ -565,6 +565,18 @@ client_secret = "{SECRET}"
         printed.push(format!("{lenient:?}"));
         let credentials = crate::oidc::token::attempts(&config.connections[0].credential);
         printed.push(format!("{credentials:?}"));
+
+        // A memory store holding a session with a pending login in it.
+        let store = crate::session::store::MemoryStore::default();
+        let mut record = tower_sessions::session::Record {
+            id: Default::default(),
+            data: [("pending".to_owned(), serde_json::json!([pending]))]
+                .into_iter()
+                .collect(),
+            expiry_date: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        };
+        store.create(&mut record).await.expect("stored");
+        printed.push(format!("{store:?}"));
 
         for text in &printed {
             assert!(!text.contains(SECRET), "{text}");

@@ -99,10 +99,10 @@ async fn an_error_description_with_markup_is_escaped_on_the_page() {
     let html = res.text().await.expect("html");
     assert!(!html.contains("<script>alert"), "{html}");
     assert!(!html.contains("<img"), "{html}");
-    assert!(
-        html.contains("&lt;script&gt;"),
-        "the text is shown, escaped: {html}"
-    );
+    // Not shown at all (issue 12.5): a stranger's text on entrance's page, even escaped,
+    // reads as entrance's. The log line of the reference has it.
+    assert!(!html.contains("alert"), "{html}");
+    assert!(html.contains("Contoso answered an error"), "{html}");
 }
 
 #[tokio::test]

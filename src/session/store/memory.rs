@@ -16,8 +16,18 @@ use crate::sync;
 /// An in-memory store whose expired records are deleted by a periodic task
 /// ([`ExpiredDeletion::continuously_delete_expired`]); tower-sessions' own memory store never
 /// evicts, so abandoned logins would grow it forever.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore(Mutex<HashMap<Id, Record>>);
+
+/// How many sessions, never their records: those hold pending logins (state, nonce, PKCE
+/// verifier) and ID tokens. tower-sessions requires `Debug` of a store.
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.len())
+            .finish_non_exhaustive()
+    }
+}
 
 impl MemoryStore {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Record>> {
