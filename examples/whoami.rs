@@ -50,7 +50,10 @@ async fn main() -> std::process::ExitCode {
             _ = term.recv() => {},
         }
     };
-    match axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    match axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("whoami: {e}");
