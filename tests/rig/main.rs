@@ -562,9 +562,33 @@ async fn across_replicas() {
     );
 }
 
+/// Before a fault: both replicas ready (their /readyz on the admin port), then nginx's
+/// fail_timeout (5 s, deploy/nginx/default.conf) past, so an earlier fault's 503s no longer
+/// keep a replica out of its rotation.
+async fn settle() {
+    let c = plain();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for service in ["entrance-a", "entrance-b"] {
+        let readyz = format!("http://{}:9100/readyz", address(service));
+        while !matches!(
+            c.get(&readyz).send().await.map(|r| r.status()),
+            Ok(StatusCode::OK)
+        ) {
+            assert!(
+                Instant::now() < deadline,
+                "{service} not ready:\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+}
+
 /// Redis stopped and started: requests meanwhile get a 503 (not a sign-out), and the same
 /// session works again afterwards without restarting entrance.
 async fn redis_restart() {
+    settle().await;
     let cookie = signed_in_cookie().await;
     let c = plain();
     let (status, user) = app_status(&c, &cookie, NGINX).await;
@@ -602,6 +626,7 @@ async fn redis_restart() {
 /// Replica B cut off from Redis: its /readyz fails, users keep being served by A through
 /// every proxy, and B is ready again once reconnected.
 async fn replica_cut_off_from_redis() {
+    settle().await;
     let cookie = signed_in_cookie().await;
     let c = plain();
     let b = address("entrance-b");
@@ -662,6 +687,7 @@ async fn replica_cut_off_from_redis() {
 /// Replica A killed while a signed-in user keeps asking through nginx: every request is
 /// answered by B, none signs the user out; Caddy and Traefik pass A over too.
 async fn replica_killed_under_traffic() {
+    settle().await;
     let cookie = signed_in_cookie().await;
     let traffic = {
         let cookie = cookie.clone();
