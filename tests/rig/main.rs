@@ -138,8 +138,9 @@ impl Rig {
             eprintln!("\n!!!!! SKIPPED: {msg} !!!!!\n");
             return None;
         }
-        // The binaries this `cargo test` built: entrance (this package's), and next to it
-        // mock-idp and examples/whoami (`cargo build --workspace --bins --examples`).
+        // The binaries this `cargo test --workspace` built: entrance (this package's), and
+        // next to it mock-idp (for mock-idp/tests/cli.rs) and examples/whoami (cargo test
+        // builds the examples).
         let bin_dir = Path::new(env!("CARGO_BIN_EXE_entrance"))
             .parent()
             .expect("the binary's folder")
@@ -147,7 +148,7 @@ impl Rig {
         for needed in ["mock-idp", "examples/whoami"] {
             assert!(
                 bin_dir.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins --examples` first (.ci/run does)",
+                "{} is missing: run `cargo test --workspace` (or `cargo build --workspace --bins --examples`) first",
                 bin_dir.join(needed).display()
             );
         }
