@@ -20,8 +20,9 @@
 # The static binary: the toolchain has no musl target, so it is the gnu target with
 # `-C target-feature=+crt-static`. glibc >= 2.34 has its `files` and `dns` NSS back ends inside
 # libc, so a static binary's getaddrinfo resolves container names on `scratch` with no
-# /etc/nsswitch.conf (checked with a static C probe on a compose network; glibc's link-time
-# warning about getaddrinfo still appears and is expected).
+# /etc/nsswitch.conf (checked with a `gcc -static` C probe on a compose network, not with this
+# build, which has not been run: see docs/DEPLOY.md). glibc's link-time warning about
+# getaddrinfo is expected.
 
 ARG RIG_BASE=entrance-rig/base:bookworm
 ARG RUST_IMAGE=rust:1-bookworm
