@@ -1,6 +1,7 @@
 //! The subcommands that answer a person at a terminal: `entrance check` prints the setup
 //! doctor's report; `entrance traces` asks a running entrance for a connection's last failed
-//! logins and prints them as a table.
+//! logins and prints them as a table; `entrance healthcheck` asks a running entrance's
+//! `/healthz` (a container's `HEALTHCHECK`, see the Dockerfile).
 
 use std::process::ExitCode;
 
@@ -119,6 +120,38 @@ fn nowhere_to_ask(path: &std::path::Path) -> String {
          \x20 allow_loopback_without_proxy = true",
         path.display()
     )
+}
+
+/// `entrance healthcheck`: 0 when `/healthz` on the configured listener (`admin_listen`, or
+/// without one `listen`; unspecified addresses reached on loopback) answers 200 within 3 s, 1
+/// otherwise, with the reason on stderr. It reads the same file as `serve`, leniently: a
+/// container's health probe need not hold the client secrets' values to ask.
+pub async fn healthcheck(path: &std::path::Path) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("entrance healthcheck: {message}");
+        ExitCode::FAILURE
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string()),
+    };
+    let addr = loopback(loaded.config.admin_listen.unwrap_or(loaded.config.listen));
+    let url = format!("http://{addr}/healthz");
+    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
+    };
+    match client.get(&url).send().await {
+        Ok(res) if res.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(res) => fail(format!("{url} answered HTTP {}", res.status().as_u16())),
+        Err(e) => fail(format!("{url}: {e}")),
+    }
 }
 
 /// Where `entrance traces` connects for a listen address: an unspecified address (`0.0.0.0`,

@@ -1,5 +1,5 @@
 //! The `entrance` command: `serve` a configuration, `check` it (the setup doctor), read a
-//! running instance's failed logins (`traces`), or run the `demo` with the bundled mock IdP.
+//! running instance's failed logins (`traces`), probe its `/healthz` (`healthcheck`), or run the `demo` with the bundled mock IdP.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -61,6 +61,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the running entrance configured in FILE whether it serves: `GET /healthz` on
+    /// `admin_listen` (or `listen`) over loopback. Exit status 0 when it answers 200, 1
+    /// otherwise (a container's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Run entrance and the bundled mock IdP together on loopback and print the URL to open.
     Demo {
         /// A configuration with a [demo] table; the embedded config/entrance.toml by default.
@@ -75,7 +82,7 @@ async fn main() -> ExitCode {
     // For `check` the report is the output; log lines would only repeat it (RUST_LOG still
     // works).
     let default_level = match cli.command {
-        Command::Check { .. } | Command::Traces { .. } => "error",
+        Command::Check { .. } | Command::Traces { .. } | Command::Healthcheck { .. } => "error",
         _ => "info",
     };
     entrance::init_logging(cli.log_json, default_level);
@@ -93,6 +100,7 @@ async fn main() -> ExitCode {
             connection,
             json,
         } => return entrance::cli::traces(&config, &connection, json).await,
+        Command::Healthcheck { config } => return entrance::cli::healthcheck(&config).await,
         Command::Serve { config: path } => serve(Config::load(&path), path).await,
         Command::Demo { config } => {
             let config = match config {

@@ -60,6 +60,10 @@ pub struct MockIdpSettings {
     /// Certificates); a client assertion must be signed by one of their keys. More can be
     /// added later with [`MockIdp::register_certificate`].
     pub client_certificates: Vec<String>,
+    /// The origin browsers and clients reach the mock at, when it is not `http://{listen}`:
+    /// in a container listening on `0.0.0.0:9090` and published on the host as
+    /// `http://127.0.0.1:9090` (docker-compose.yml). The issuer and every endpoint use it.
+    pub public_url: Option<String>,
 }
 
 impl Default for MockIdpSettings {
@@ -72,6 +76,7 @@ impl Default for MockIdpSettings {
             redirect_uris: Vec::new(),
             user: MockUser::default(),
             client_certificates: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -367,7 +372,10 @@ impl MockIdp {
         let key = generate_key_blocking().await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            base_url: format!("http://{addr}"),
+            base_url: settings
+                .public_url
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| format!("http://{addr}")),
             tenant_id: settings.tenant_id,
             client_id: settings.client_id,
             client_secrets: settings.client_secrets,

@@ -31,6 +31,14 @@ struct Args {
     /// Registered redirect URI, matched exactly (repeatable).
     #[arg(long = "redirect-uri")]
     redirect_uris: Vec<String>,
+    /// The origin clients reach the mock at when it differs from `http://LISTEN` (a
+    /// container publishing its port, docker-compose.yml): the issuer and endpoints use it.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Show a page with a Continue button before signing in (a user who takes their time at
+    /// the IdP; `Behaviour::continue_page`).
+    #[arg(long)]
+    continue_page: bool,
 }
 
 #[tokio::main]
@@ -66,15 +74,37 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         client_id: args.client_id,
         client_secrets: args.client_secrets,
         redirect_uris: args.redirect_uris,
+        public_url: args.public_url,
         ..MockIdpSettings::default()
     })
     .await?;
+    if args.continue_page {
+        idp.set_behaviour(mock_idp::Behaviour {
+            continue_page: true,
+            ..Default::default()
+        });
+    }
     println!(
         "mock-idp: TEST TOOL - an Entra-shaped mock OpenID provider; it authenticates nobody."
     );
     println!("metadata URL: {}", idp.metadata_url());
     println!("client id:    {client_id}");
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
     idp.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` sends; the mock runs as a container's PID 1 in the
+/// compose rig, where SIGINT is not sent).
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }

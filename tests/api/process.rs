@@ -478,3 +478,34 @@ async fn sighup_rotates_the_secret_without_dropping_sessions_or_logins_in_flight
         assert!(!logs.contains(secret), "a secret value reached the logs");
     }
 }
+
+/// `entrance healthcheck` (the Dockerfile's HEALTHCHECK): exit 0 while the configured listener
+/// answers `/healthz`, 1 once nothing does — read from the same file as `serve`.
+#[tokio::test]
+async fn healthcheck_exits_0_while_serving_and_1_when_not() {
+    let idp = MockIdp::start(MockIdpSettings::default())
+        .await
+        .expect("IdP");
+    let mut app = start(&idp, &[], "[session]\nstore = \"memory\"\n").await;
+    let probe = |config: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_entrance"))
+            .arg("healthcheck")
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("the binary runs")
+    };
+    let up = probe(&app.config);
+    assert!(
+        up.status.success(),
+        "{:?} {}",
+        up.status,
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _ = app.child.kill();
+    let _ = app.child.wait();
+    let down = probe(&app.config);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("/healthz"), "{stderr}");
+}
