@@ -184,7 +184,16 @@ async fn a_graph_token_is_refused_with_a_message_saying_so() {
     let graph = app.idp.graph_token().expect("graph token");
     let challenge = refused(&app, &graph, StatusCode::UNAUTHORIZED, "graph_token").await;
     assert!(challenge.contains("Microsoft Graph"), "{challenge}");
-    // The Graph audience alone (no header nonce) is enough.
+    // Graph's header nonce alone (on a token for our API) is enough…
+    let nonce = user("User.Read").v1().header("nonce", json!("AQABAAAAAABfake"));
+    refused(
+        &app,
+        &user_token(&app, nonce),
+        StatusCode::UNAUTHORIZED,
+        "graph_token",
+    )
+    .await;
+    // …and so is the Graph audience alone (no header nonce).
     for aud in [
         "https://graph.microsoft.com",
         "00000003-0000-0000-c000-000000000000",
