@@ -98,7 +98,7 @@ impl AccessToken {
     }
 }
 
-/// The object id of the daemon's service principal in app-only tokens (ENTRA-2.md's fake).
+/// The object id of the daemon's service principal in app-only tokens (docs/reference/ENTRA-2.md's fake).
 const DAEMON_SP_OID: &str = "33334444-dddd-5555-eeee-6666ffff7777";
 
 fn claims(s: &Shared, t: &AccessToken, tid: &str) -> Map<String, Value> {
@@ -235,7 +235,7 @@ pub(crate) fn sign(s: &Shared, t: &AccessToken) -> Result<String, KeyError> {
         };
         let mut header = Map::new();
         if t.version == TokenVersion::V1 {
-            // v1 headers carry x5t beside kid, with the same value (ENTRA.md §4).
+            // v1 headers carry x5t beside kid, with the same value (docs/reference/ENTRA.md §4).
             header.insert("x5t".into(), json!(kid));
         }
         for (k, v) in &t.header_set {

@@ -185,7 +185,9 @@ async fn a_graph_token_is_refused_with_a_message_saying_so() {
     let challenge = refused(&app, &graph, StatusCode::UNAUTHORIZED, "graph_token").await;
     assert!(challenge.contains("Microsoft Graph"), "{challenge}");
     // Graph's header nonce alone (on a token for our API) is enough…
-    let nonce = user("User.Read").v1().header("nonce", json!("AQABAAAAAABfake"));
+    let nonce = user("User.Read")
+        .v1()
+        .header("nonce", json!("AQABAAAAAABfake"));
     refused(
         &app,
         &user_token(&app, nonce),

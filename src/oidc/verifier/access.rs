@@ -209,7 +209,7 @@ pub(crate) fn verify_access_token(
     }
 
     // The issuer by token version. A v1 token's issuer is `https://sts.windows.net/{tid}/`,
-    // but Entra's keys name the v2 issuer in their `issuer` member (ENTRA.md §3), so the
+    // but Entra's keys name the v2 issuer in their `issuer` member (docs/reference/ENTRA.md §3), so the
     // key-issuer check runs against the v2 issuer of the same tenant: a key published for
     // another tenant cannot vouch for a v1 token either.
     let (version, key_issuer_target) = match entra::v1_issuer_tenant(&iss) {
@@ -263,13 +263,13 @@ pub(crate) fn verify_access_token(
         return Err(Rejection::IssuedInFuture);
     }
 
-    // The calling app: `azp` in v2 tokens, `appid` in v1 (ENTRA-2.md §1).
+    // The calling app: `azp` in v2 tokens, `appid` in v1 (docs/reference/ENTRA-2.md §1).
     let client_id = match version {
         TokenVersion::V2 => raw.azp.ok_or(Rejection::MissingClaim("azp"))?,
         TokenVersion::V1 => raw.appid.ok_or(Rejection::MissingClaim("appid"))?,
     };
     // `idtyp = app` is "the most accurate way to determine if a token is an app token"
-    // (ENTRA-2.md §1); without the optional claim, only delegated tokens carry `scp`.
+    // (docs/reference/ENTRA-2.md §1); without the optional claim, only delegated tokens carry `scp`.
     let app_only = raw.idtyp.as_deref() == Some("app") || raw.scp.is_none();
     if app_only && raw.scp.is_some() {
         return Err(Rejection::AppOnlyWithScopes(
@@ -329,7 +329,7 @@ pub(crate) enum Insufficient {
     /// An app-only token lacks these of `api.required_roles`.
     MissingRoles(Vec<String>),
     /// An app-only token, and the connection sets no `api.required_roles`: Entra hands such
-    /// tokens, without roles, to any app of the tenant that asks (ENTRA-2.md §1).
+    /// tokens, without roles, to any app of the tenant that asks (docs/reference/ENTRA-2.md §1).
     AppOnlyNotAccepted,
 }
 
@@ -379,7 +379,7 @@ impl std::fmt::Display for Insufficient {
 
 /// What the API requires of a valid token's caller: an allowed client app; for a user, every
 /// `required_scopes` entry in `scp`; for an app, every `required_roles` entry in `roles`
-/// (ENTRA-2.md §1, step 4).
+/// (docs/reference/ENTRA-2.md §1, step 4).
 pub(crate) fn authorize(claims: &AccessClaims, api: &ApiSettings) -> Result<(), Insufficient> {
     if !api.allows_client(&claims.client_id) {
         return Err(Insufficient::ClientNotAllowed(claims.client_id.clone()));
