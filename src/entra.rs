@@ -36,6 +36,39 @@ pub(crate) fn tenant_segment(url: &Url) -> Option<&str> {
     url.path_segments()?.next().filter(|s| !s.is_empty())
 }
 
+/// Microsoft Graph's (and the retired Azure AD Graph's) resource identifiers: app IDs and
+/// hosts of every cloud. Their tokens have a proprietary format that nobody but Graph can
+/// validate (docs/reference/ENTRA-2.md §2), so an API must refuse them by audience.
+const GRAPH_AUDIENCES: &[&str] = &[
+    "00000003-0000-0000-c000-000000000000",
+    "00000002-0000-0000-c000-000000000000",
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+    "https://canary.graph.microsoft.com",
+    "https://graph.windows.net",
+];
+
+/// Whether `aud` names Microsoft Graph (a trailing `/` or different case changes nothing).
+pub(crate) fn is_graph_audience(aud: &str) -> bool {
+    let aud = aud.trim_end_matches('/');
+    GRAPH_AUDIENCES.iter().any(|g| g.eq_ignore_ascii_case(aud))
+}
+
+/// The issuer of Entra's v1.0 access tokens (an API whose manifest leaves
+/// `accessTokenAcceptedVersion` null gets them): `https://sts.windows.net/{tid}/`, trailing
+/// slash included (docs/reference/ENTRA-2.md §1). Public cloud only; national clouds' v1
+/// issuers are not known here, so their APIs must ask for v2 tokens.
+pub(crate) const V1_ISSUER_PREFIX: &str = "https://sts.windows.net/";
+
+/// The tenant a v1.0 issuer names: `https://sts.windows.net/{tid}/` → `tid`, when it is a GUID.
+pub(crate) fn v1_issuer_tenant(iss: &str) -> Option<&str> {
+    iss.strip_prefix(V1_ISSUER_PREFIX)?
+        .strip_suffix('/')
+        .filter(|tid| is_guid(tid))
+}
+
 /// The placeholder Entra's multi-tenant metadata and keys carry in their `issuer` (docs/reference/ENTRA.md §2–§3).
 pub(crate) const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
@@ -201,6 +234,24 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn graph_audiences_and_v1_issuers() {
+        assert!(is_graph_audience("https://graph.microsoft.com/"));
+        assert!(is_graph_audience("00000003-0000-0000-C000-000000000000"));
+        assert!(!is_graph_audience(
+            "api://11112222-bbbb-3333-cccc-4444dddd5555"
+        ));
+        assert_eq!(
+            v1_issuer_tenant("https://sts.windows.net/aaaabbbb-0000-cccc-1111-dddd2222eeee/"),
+            Some("aaaabbbb-0000-cccc-1111-dddd2222eeee")
+        );
+        assert_eq!(
+            v1_issuer_tenant("https://sts.windows.net/aaaabbbb-0000-cccc-1111-dddd2222eeee"),
+            None
+        );
+        assert_eq!(v1_issuer_tenant("https://sts.windows.net/x/y/"), None);
     }
 
     #[test]

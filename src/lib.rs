@@ -14,8 +14,9 @@
 //!    in: memory, SQLite, Redis), [`doctor`] (`entrance check`), `rotation` (reloads and
 //!    secret-expiry warnings), `traces` (the last failed logins per connection).
 //! 4. `oidc` — the IdP protocol: discovery and keys per connection, the ID-token verifier
-//!    (OpenID Connect Core §3.1.3.7), the token endpoint, userinfo, the identity derived from
-//!    the claims, and the one outbound HTTP client.
+//!    (OpenID Connect Core §3.1.3.7) and the access-token verifier for bearer tokens, the
+//!    token endpoint, userinfo, the identity derived from the claims, and the one outbound
+//!    HTTP client.
 //! 5. `metrics` — Prometheus metrics, one registry per application.
 //! 6. `config` — raw settings → the validated [`Config`]; plain data, imports nothing above.
 //! 7. Leaves that import nothing of entrance: `entra` (Entra facts: hosts, GUIDs, the AADSTS

@@ -14,6 +14,7 @@
 //!
 //! This is a TEST TOOL: it authenticates nobody and its keys live in memory only.
 
+mod access;
 mod certificates;
 mod entra;
 mod http;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 use certificates::RegisteredCertificate;
 use keys::KeyPair;
 
+pub use access::{AccessToken, TokenVersion};
 pub use certificates::TestCertificate;
 pub use keys::KeyError;
 pub use x509::CertificateError;
@@ -183,6 +185,9 @@ pub struct Behaviour {
     /// signs in only when it is pressed, as a user who lingers on Entra's sign-in page would;
     /// `false`: sign in at once, without UI.
     pub continue_page: bool,
+    /// The app roles (`roles`) of app-only tokens the client-credentials grant issues for an
+    /// `api://…/.default` scope.
+    pub app_roles: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

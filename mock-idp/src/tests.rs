@@ -1070,3 +1070,72 @@ async fn common_authority_publishes_the_template_and_signs_in_the_users_tenant()
         .expect("answers");
     assert_eq!(resp.status(), 400);
 }
+
+/// The claims and header members of a signed token, decoded without verification.
+fn decode_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut next = || {
+        let part = parts.next().expect("a JWT part");
+        let bytes = URL_SAFE_NO_PAD.decode(part).expect("base64url");
+        serde_json::from_slice::<Value>(&bytes).expect("JSON")
+    };
+    let header = next();
+    (header, next())
+}
+
+fn names(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The mock's API access tokens have the claim names of Entra's (the fixtures, which also hold
+/// optional claims the mock leaves out: the mock's are a subset, the required ones all there).
+#[tokio::test]
+async fn access_tokens_are_shaped_like_entras_fixtures() {
+    let idp = start().await;
+    let api = "api://11112222-bbbb-3333-cccc-4444dddd5555";
+    let cases = [
+        (
+            crate::AccessToken::delegated(api, "Orders.Read").v1(),
+            include_str!("../../tests/fixtures/entra/access_token.v1.claims.json"),
+        ),
+        (
+            crate::AccessToken::delegated(api, "Orders.Read"),
+            include_str!("../../tests/fixtures/entra/access_token.v2.claims.json"),
+        ),
+        (
+            crate::AccessToken::app_only(
+                api,
+                "22223333-cccc-4444-dddd-5555eeee6666",
+                &["Orders.Read.All"],
+            ),
+            include_str!("../../tests/fixtures/entra/access_token.app_only.v2.claims.json"),
+        ),
+    ];
+    for (spec, fixture) in cases {
+        let fixture: Value = serde_json::from_str(fixture).expect("fixture");
+        let (header, claims) = decode_parts(&idp.access_token(&spec).expect("signed"));
+        assert_eq!(names(&header), names(&fixture["header"]), "{header}");
+        let ours = names(&claims);
+        let mut theirs = names(&fixture["payload"]);
+        // The mock's user is in groups, which Entra adds when the API's registration asks
+        // for the groups claim (docs/reference/ENTRA-2.md §4); the fixtures' API does not.
+        theirs.insert("groups".to_owned());
+        assert!(ours.is_subset(&theirs), "{:?}", ours.difference(&theirs));
+        for required in [
+            "aud", "iss", "iat", "nbf", "exp", "oid", "sub", "tid", "ver",
+        ] {
+            assert!(ours.contains(required), "{required}");
+        }
+        assert_eq!(claims["ver"], fixture["payload"]["ver"]);
+    }
+    // Graph's token: the header members of the Graph fixture, nonce included.
+    let (header, claims) = decode_parts(&idp.graph_token().expect("signed"));
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../tests/fixtures/entra/graph_token.header.json"
+    ))
+    .expect("fixture");
+    assert_eq!(names(&header), names(&fixture));
+    assert_eq!(claims["aud"], "https://graph.microsoft.com");
+}

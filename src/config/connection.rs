@@ -153,6 +153,8 @@ pub struct ConnectionConfig {
     pub access: AccessPolicy,
     /// When to call the userinfo endpoint at sign-in (the `userinfo` module of `oidc`).
     pub userinfo: Userinfo,
+    /// Bearer access tokens for the vendor's API; `None`: `/auth` and `/me` take sessions only.
+    pub api: Option<ApiSettings>,
 }
 
 /// When a connection calls the IdP's userinfo endpoint at sign-in.
@@ -200,6 +202,7 @@ impl ConnectionConfig {
             domains: vec![],
             access: Default::default(),
             userinfo: Userinfo::Never,
+            api: None,
         }
     }
 }
@@ -281,7 +284,13 @@ pub(super) fn validate_connection(
         roles: access_list(rc.allowed_roles.as_deref(), &key("allowed_roles"))?,
     };
 
+    let api = match &rc.api {
+        Some(raw) => Some(super::api::validate_api(raw, &metadata_url, &key)?),
+        None => None,
+    };
+
     let conn = ConnectionConfig {
+        api,
         name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
         id: rc.id,
         metadata_url,

@@ -7,6 +7,7 @@
 //! anything that needs the network (an unreachable IdP, an issuer mismatch) is checked later by
 //! the provider module (`oidc::provider`), which marks that one connection not ready instead.
 
+mod api;
 mod connection;
 mod network;
 mod raw;
@@ -15,6 +16,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use api::ApiSettings;
 pub use connection::*;
 pub(crate) use network::IpNet;
 pub(crate) use network::mask_v6;

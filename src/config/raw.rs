@@ -339,6 +339,9 @@ pub struct RawConnection {
     /// claims (OpenID Connect Core §5.4 lets an IdP put them in userinfo alone).
     #[serde(default)]
     pub userinfo: Option<bool>,
+    /// Bearer access tokens for the vendor's API on `/auth` and `/me` (`config::api`).
+    #[serde(default)]
+    pub api: Option<super::api::RawApi>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ use tower_sessions::Session;
 use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
     config::{ConnectionConfig, ResponseMode, Userinfo},
-    entra,
     http::error::AppError,
     http::pages,
     metrics::Metrics,
@@ -22,7 +21,7 @@ use crate::{
     oidc::provider::Connection,
     oidc::token::{self, CodeExchange},
     oidc::userinfo,
-    oidc::verifier::{self, Expectations, IssuerPolicy, Rejection},
+    oidc::verifier::{self, Expectations, Rejection},
     session::{self, PendingLogin, SignedIn},
 };
 
@@ -536,33 +535,12 @@ async fn validate_id_token(
         connection: conn.config.id.clone(),
         rejection,
     };
-    let mut provider = conn
-        .provider()
-        .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
     let kid = verifier::peek_kid(id_token).map_err(reject)?;
-    // Multi-tenant: an allowed tenant's token is verified with that tenant's own keys.
-    let tenant = match &provider.issuer {
-        IssuerPolicy::EntraTemplate { .. } => verifier::peek_tid(id_token)
-            .filter(|tid| entra::is_guid(tid) && conn.config.allowed_tenants.allows(tid)),
-        IssuerPolicy::Exact(_) => None,
-    };
-    let keys = match tenant {
-        Some(tid) => {
-            conn.tenant_keys(&state.http, &provider, &tid, kid.as_deref())
-                .await
-        }
-        None => {
-            if let Some(kid) = kid
-                && !provider.keys.contains_kid(&kid)
-            {
-                provider = conn
-                    .keys_for_unknown_kid(&state.http, &kid)
-                    .await
-                    .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
-            }
-            provider.keys.clone()
-        }
-    };
+    let tid = verifier::peek_tid(id_token);
+    let (provider, keys) = conn
+        .keys_for_token(&state.http, kid.as_deref(), tid.as_deref())
+        .await
+        .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
     let expectations = Expectations {
         issuer: &provider.issuer,
         allowed_tenants: &conn.config.allowed_tenants,

@@ -15,6 +15,7 @@ use crate::{
     oidc::token::TokenError,
     oidc::userinfo::UserinfoError,
     oidc::verifier::Rejection,
+    oidc::verifier::access::Insufficient,
     session::{SessionError, StateProblem},
 };
 
@@ -102,6 +103,27 @@ pub(crate) enum AppError {
     },
     #[error("not signed in")]
     NotSignedIn,
+    #[error("bearer token refused ({}): {rejection}", rejection.code())]
+    BearerRejected {
+        /// The connection the token was checked against, when one was chosen.
+        connection: Option<String>,
+        rejection: Rejection,
+    },
+    #[error("bearer token refused by connection {connection:?}'s api: {reason}")]
+    BearerInsufficient {
+        connection: String,
+        reason: Insufficient,
+    },
+    #[error(
+        "{user} is not allowed by connection {connection:?}'s allowed_groups/allowed_roles (bearer token)"
+    )]
+    BearerNotPermitted {
+        connection: String,
+        user: String,
+        denial: Denial,
+    },
+    #[error("bad Authorization header: {0}")]
+    BearerRequest(&'static str),
     #[error("too many sign-in requests from this client; retry in {retry_after:?}")]
     RateLimited { retry_after: std::time::Duration },
     #[error("a state-changing request came from another site (Origin check failed)")]
@@ -180,15 +202,20 @@ impl AppError {
             | AppError::MissingParameter(_)
             | AppError::BadRequest(_)
             | AppError::State { .. }
-            | AppError::IssuerParameterMismatch { .. } => StatusCode::BAD_REQUEST,
+            | AppError::IssuerParameterMismatch { .. }
+            | AppError::BearerRequest(_) => StatusCode::BAD_REQUEST,
             AppError::IdpError { error, .. } if error == "access_denied" => StatusCode::FORBIDDEN,
-            AppError::CrossSiteRequest | AppError::NotPermitted { .. } => StatusCode::FORBIDDEN,
+            AppError::CrossSiteRequest
+            | AppError::NotPermitted { .. }
+            | AppError::BearerInsufficient { .. }
+            | AppError::BearerNotPermitted { .. } => StatusCode::FORBIDDEN,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::IdpError { .. } | AppError::IdToken { .. } | AppError::NotSignedIn => {
-                StatusCode::UNAUTHORIZED
-            }
+            AppError::IdpError { .. }
+            | AppError::IdToken { .. }
+            | AppError::NotSignedIn
+            | AppError::BearerRejected { .. } => StatusCode::UNAUTHORIZED,
             AppError::Token { source, .. } => match &**source {
                 // The code itself was bad (expired, reused): the user's retry fixes it.
                 TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
@@ -251,6 +278,12 @@ impl AppError {
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::Userinfo { .. } => "userinfo_failed",
             AppError::NotSignedIn => "not_signed_in",
+            // RFC 6750 §3.1's error codes, which the WWW-Authenticate header carries too.
+            AppError::BearerRejected { .. } => "invalid_token",
+            AppError::BearerInsufficient { .. } | AppError::BearerNotPermitted { .. } => {
+                "insufficient_scope"
+            }
+            AppError::BearerRequest(_) => "invalid_request",
             AppError::CrossSiteRequest => "cross_site_request",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Session(_) => "session_store_unavailable",
@@ -262,7 +295,17 @@ impl AppError {
     /// A finer reason where there is one: the ID-token rule that failed, the OAuth error.
     pub(crate) fn detail(&self) -> Option<String> {
         match self {
-            AppError::IdToken { rejection, .. } => Some(rejection.code().to_owned()),
+            AppError::IdToken { rejection, .. } | AppError::BearerRejected { rejection, .. } => {
+                Some(rejection.code().to_owned())
+            }
+            AppError::BearerInsufficient { reason, .. } => Some(reason.code().to_owned()),
+            AppError::BearerNotPermitted { denial, .. } => Some(
+                match denial {
+                    Denial::NotListed => "not_listed",
+                    Denial::GroupsUnknown => "groups_overage",
+                }
+                .to_owned(),
+            ),
             AppError::Userinfo { source, .. } => Some(source.code().to_owned()),
             AppError::IdpError { error, .. } => Some(error.clone()),
             AppError::NotPermitted { denial, .. } => Some(
@@ -292,8 +335,12 @@ impl AppError {
             | AppError::Token { connection, .. }
             | AppError::IdToken { connection, .. }
             | AppError::Userinfo { connection, .. }
-            | AppError::NotPermitted { connection, .. } => Some(connection),
-            AppError::State { connection, .. } => connection.as_deref(),
+            | AppError::NotPermitted { connection, .. }
+            | AppError::BearerInsufficient { connection, .. }
+            | AppError::BearerNotPermitted { connection, .. } => Some(connection),
+            AppError::State { connection, .. } | AppError::BearerRejected { connection, .. } => {
+                connection.as_deref()
+            }
             _ => None,
         }
     }
@@ -554,6 +601,33 @@ impl AppError {
                 )
             },
             AppError::NotSignedIn => plain("Not signed in", "Please sign in."),
+            AppError::BearerRejected { rejection, .. } => Explanation {
+                admin: Some(format!(
+                    "Access token rejected ({}): {rejection}",
+                    rejection.code()
+                )),
+                ..plain(
+                    "Access token refused",
+                    &bearer_description(self).unwrap_or_default(),
+                )
+            },
+            AppError::BearerInsufficient { reason, .. } => Explanation {
+                admin: Some(format!(
+                    "{reason}. Grant it in Entra (API permissions and admin consent for scopes; Enterprise applications → Users and groups, or the client's API permissions, for app roles), or change the connection's api table."
+                )),
+                ..plain("Access token refused", &reason.to_string())
+            },
+            AppError::BearerNotPermitted { .. } => Explanation {
+                admin: Some("The token's user is in none of this connection's allowed_groups and holds none of its allowed_roles, which apply to API callers as to sign-ins.".to_owned()),
+                ..plain(
+                    "Access token refused",
+                    "The user this token speaks for is not allowed to use this application.",
+                )
+            },
+            AppError::BearerRequest(what) => plain(
+                "Bad Authorization header",
+                &format!("The request carries {what}; send exactly one Authorization: Bearer <token>."),
+            ),
             AppError::RateLimited { .. } => plain(
                 "Too many attempts",
                 "Too many sign-in attempts came from your network. Please wait a minute and try again.",
@@ -606,9 +680,65 @@ impl IntoResponse for AppError {
         {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
         }
+        if let Some(challenge) = www_authenticate(&self)
+            && let Ok(v) = axum::http::HeaderValue::from_str(&challenge)
+        {
+            res.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
         res.extensions_mut().insert(Arc::new(self));
         res
     }
+}
+
+/// RFC 6750 §3's challenge for a refused bearer token: `error`, a readable
+/// `error_description` and, for `insufficient_scope`, the `scope` that was needed.
+fn www_authenticate(err: &AppError) -> Option<String> {
+    let description = bearer_description(err)?;
+    let mut challenge = format!(
+        "Bearer error=\"{}\", error_description=\"{}\"",
+        err.code(),
+        quoted(&description)
+    );
+    if let AppError::BearerInsufficient { reason, .. } = err
+        && let Some(scope) = reason.needed()
+    {
+        challenge.push_str(&format!(", scope=\"{}\"", quoted(&scope)));
+    }
+    Some(challenge)
+}
+
+/// The `error_description` of a bearer refusal: the rule, in words a client developer can act
+/// on. Values a token chose (an audience, an issuer) are left out: they are the caller's own.
+fn bearer_description(err: &AppError) -> Option<String> {
+    Some(match err {
+        AppError::BearerRejected { rejection, .. } => match rejection {
+            Rejection::GraphToken => "the token is for Microsoft Graph, not for this API; request a token for this API's scope".to_owned(),
+            Rejection::AudienceNotAccepted(_) => "the token's audience (aud) is not this API".to_owned(),
+            Rejection::Expired => "the token has expired".to_owned(),
+            Rejection::NotYetValid | Rejection::IssuedInFuture => "the token is not valid yet".to_owned(),
+            Rejection::MissingClaim(claim) => format!("the token has no {claim} claim"),
+            Rejection::TenantNotAllowed(_) => "the token's tenant is not allowed".to_owned(),
+            Rejection::IssuerMismatch { .. } | Rejection::TenantMismatch { .. } => {
+                "the token's issuer is not accepted".to_owned()
+            }
+            other => format!("the token is not valid ({})", other.code()),
+        },
+        AppError::BearerInsufficient { reason, .. } => reason.to_string(),
+        AppError::BearerNotPermitted { .. } => {
+            "the token's user is not allowed to use this application".to_owned()
+        }
+        AppError::BearerRequest(what) => format!("the request carries {what}"),
+        _ => return None,
+    })
+}
+
+/// RFC 6750 §3: `error_description` and `scope` are quoted strings of visible ASCII without
+/// `"` or `\` (%x20-21 / %x23-5B / %x5D-7E).
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| matches!(*c as u32, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+        .collect()
 }
 
 #[cfg(test)]

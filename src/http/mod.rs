@@ -2,6 +2,7 @@
 //! through (correlation id, error rendering, security headers).
 
 mod auth;
+mod bearer;
 mod callback;
 pub(crate) mod error;
 mod extract;
@@ -135,8 +136,21 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
 
     let mut router = Router::new()
         .merge(login_routes)
-        .route("/me", get(me::me))
-        .route("/auth", any(auth::auth))
+        // Bearer access tokens (connections' `api`) are answered before the session is read.
+        .route(
+            "/me",
+            get(me::me).layer(middleware::from_fn_with_state(
+                state.clone(),
+                bearer::intercept,
+            )),
+        )
+        .route(
+            "/auth",
+            any(auth::auth).layer(middleware::from_fn_with_state(
+                state.clone(),
+                bearer::intercept,
+            )),
+        )
         .route("/logout", get(logout::confirm).post(logout::logout))
         .route("/logout/frontchannel", get(logout::front_channel))
         .route("/", get(home::home))

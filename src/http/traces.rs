@@ -156,7 +156,11 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         | AppError::ConnectionRequired
         | AppError::CrossSiteRequest
         | AppError::RateLimited { .. }
-        | AppError::NotSignedIn => "request",
+        | AppError::NotSignedIn
+        | AppError::BearerRejected { .. }
+        | AppError::BearerInsufficient { .. }
+        | AppError::BearerNotPermitted { .. }
+        | AppError::BearerRequest(_) => "request",
         AppError::RequestTimeout(_) => "timeout",
         AppError::Internal(_) => "internal",
     }

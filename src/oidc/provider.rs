@@ -399,6 +399,38 @@ impl Connection {
         }
     }
 
+    /// The provider and the keys to verify a token with (an ID token at sign-in, an access
+    /// token on `/auth`): on a multi-tenant connection an allowed tenant's own keys
+    /// ([`Connection::tenant_keys`]); otherwise the connection's, refetched once when the
+    /// token names an unknown `kid` ([`Connection::keys_for_unknown_kid`]). `kid` and `tid`
+    /// come from the unverified token and only choose keys; verification decides.
+    pub(crate) async fn keys_for_token(
+        &self,
+        http: &HttpClient,
+        kid: Option<&str>,
+        tid: Option<&str>,
+    ) -> Result<(Arc<Provider>, KeySet), NotReady> {
+        let mut provider = self.provider()?;
+        let tenant = match &provider.issuer {
+            IssuerPolicy::EntraTemplate { .. } => {
+                tid.filter(|tid| entra::is_guid(tid) && self.config.allowed_tenants.allows(tid))
+            }
+            IssuerPolicy::Exact(_) => None,
+        };
+        let keys = match tenant {
+            Some(tid) => self.tenant_keys(http, &provider, tid, kid).await,
+            None => {
+                if let Some(kid) = kid
+                    && !provider.keys.contains_kid(kid)
+                {
+                    provider = self.keys_for_unknown_kid(http, kid).await?;
+                }
+                provider.keys.clone()
+            }
+        };
+        Ok((provider, keys))
+    }
+
     fn tenant_slot(&self, tid: &str) -> Arc<tokio::sync::Mutex<TenantKeys>> {
         let mut slots = sync::lock(&self.tenant_keys);
         let tid = tid.to_ascii_lowercase();

@@ -143,7 +143,8 @@ pub struct AppOptions {
     /// Top-level keys (before any table), e.g. `allowed_return_hosts = [...]`.
     pub top_toml: String,
     /// Extra tables appended after the connection, e.g. `[keys]\nrefresh_interval_secs = 1`.
-    /// `{public_url}` in it becomes entrance's public URL (its port is known only here).
+    /// `{public_url}` in it becomes entrance's public URL (its port is known only here), and
+    /// `{metadata_url}` the mock IdP's tenant metadata URL (a second connection).
     pub tables_toml: String,
     /// Use this metadata URL instead of the mock IdP's (an IdP that is down).
     pub metadata_url: Option<String>,
@@ -244,10 +245,12 @@ burst = {burst}
         extra = opts.connection_extra,
         session = opts.session_toml,
     );
-    let toml = toml.replace(
-        "{public_url}",
-        &format!("{}://{}:{port}", opts.public_scheme, opts.public_host),
-    );
+    let toml = toml
+        .replace(
+            "{public_url}",
+            &format!("{}://{}:{port}", opts.public_scheme, opts.public_host),
+        )
+        .replace("{metadata_url}", &idp.metadata_url());
     let config = Config::load_str(&toml).expect("test config is valid");
     idp.set_redirect_uris(vec![config.redirect_uri()]);
     let clock = Clock::new();

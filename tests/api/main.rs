@@ -1,6 +1,7 @@
 //! Integration tests: the real service and the mock IdP on port 0, driven over real HTTP.
 //! All modules link into this one binary (zero2prod's layout).
 
+mod bearer;
 mod browser;
 mod certificate;
 mod deployable;

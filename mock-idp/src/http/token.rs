@@ -72,7 +72,7 @@ pub(super) async fn token_inner(
         Err(f) => return f.into_response(),
     };
     if grant_type == "client_credentials" {
-        return client_credentials(&form);
+        return client_credentials(s, behaviour, &form, &client_id);
     }
     authorization_code(s, behaviour, &form, &client_id).await
 }
@@ -268,7 +268,12 @@ pub(super) fn parse_basic(value: &HeaderValue) -> Result<Option<(String, String)
     }
 }
 
-pub(super) fn client_credentials(form: &Params) -> Response {
+pub(super) fn client_credentials(
+    s: &Shared,
+    behaviour: &Behaviour,
+    form: &Params,
+    client_id: &str,
+) -> Response {
     let scope = form.get("scope").unwrap_or_default();
     if !scope.ends_with("/.default") {
         return token_error(
@@ -279,13 +284,39 @@ pub(super) fn client_credentials(form: &Params) -> Response {
             ),
         );
     }
+    // A token for an API registered in the tenant (an App ID URI): a signed v2 app-only JWT
+    // like Entra's (docs/reference/ENTRA-2.md §1); anything else (Graph) stays opaque, as a
+    // Graph token is to everyone but Graph.
+    let access_token = match scope.strip_suffix("/.default") {
+        Some(audience) if audience.starts_with("api://") => {
+            let roles: Vec<&str> = behaviour.app_roles.iter().map(String::as_str).collect();
+            match crate::access::sign(
+                s,
+                &crate::AccessToken::app_only(audience, client_id, &roles),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "mock IdP could not sign an access token");
+                    return json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &entra::token_error_body(
+                            "server_error",
+                            50000,
+                            "The mock IdP could not sign the access token.",
+                        ),
+                    );
+                }
+            }
+        }
+        _ => format!("mock-app-token.{}", keys::random_b64(32)),
+    };
     json_response(
         StatusCode::OK,
         &json!({
             "token_type": "Bearer",
             "expires_in": 3599,
             "ext_expires_in": 3599,
-            "access_token": format!("mock-app-token.{}", keys::random_b64(32)),
+            "access_token": access_token,
         }),
     )
 }

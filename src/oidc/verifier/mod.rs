@@ -230,6 +230,16 @@ pub enum Rejection {
     TenantNotAllowed(String),
     #[error("the verifying key's issuer {key_issuer} does not match iss {iss}")]
     KeyIssuerMismatch { key_issuer: String, iss: String },
+    #[error(
+        "this is a Microsoft Graph access token, meant for Graph and not for this API; request a token for the API's own scope"
+    )]
+    GraphToken,
+    #[error("audience {0:?} is not one of the API's audiences")]
+    AudienceNotAccepted(String),
+    #[error("ver {ver:?} does not fit the issuer's token version {expected}")]
+    VersionMismatch { ver: String, expected: &'static str },
+    #[error("{0}")]
+    AppOnlyWithScopes(&'static str),
 }
 
 impl Rejection {
@@ -255,6 +265,10 @@ impl Rejection {
             Rejection::TenantMismatch { .. } => "tenant_mismatch",
             Rejection::TenantNotAllowed(_) => "tenant_not_allowed",
             Rejection::KeyIssuerMismatch { .. } => "key_issuer_mismatch",
+            Rejection::GraphToken => "graph_token",
+            Rejection::AudienceNotAccepted(_) => "audience_not_accepted",
+            Rejection::VersionMismatch { .. } => "version_mismatch",
+            Rejection::AppOnlyWithScopes(_) => "app_token_with_scopes",
         }
     }
 }
@@ -281,6 +295,10 @@ struct RawHeader {
     kid: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "present")]
     crit: Option<serde_json::Value>,
+    /// Microsoft Graph's access tokens carry a non-standard `nonce` header member
+    /// (docs/reference/ENTRA-2.md §2); only its presence matters (`access`).
+    #[serde(default, deserialize_with = "present")]
+    nonce: Option<serde_json::Value>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
@@ -291,6 +309,8 @@ struct Header {
     alg: Option<serde_json::Value>,
     kid: Option<String>,
     crit: Option<serde_json::Value>,
+    /// A `nonce` member is present (a Microsoft Graph token).
+    nonce: bool,
 }
 
 /// The three compact-serialisation parts, still encoded.
@@ -335,6 +355,7 @@ fn parse_header(encoded: &str) -> Result<Header, Rejection> {
         alg: raw.alg,
         kid,
         crit: raw.crit,
+        nonce: raw.nonce.is_some(),
     })
 }
 
@@ -497,9 +518,37 @@ pub fn verify_id_token(
     keys: &KeySet,
     exp: &Expectations<'_>,
 ) -> Result<IdTokenClaims, Rejection> {
+    let (key, payload) = verify_jws(token, keys, exp.allowed_algs, Kind::IdToken)?;
+    let raw: RawClaims = serde_json::from_slice(&payload)
+        .map_err(|e| Rejection::Malformed(format!("claims: {}", json_error_kind(&e))))?;
+    check_claims(raw, key, exp)
+}
+
+/// Which kind of token [`verify_jws`] checks: an access token with a `nonce` header member is
+/// Microsoft Graph's, refused with its own reason before its (unverifiable) signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    IdToken,
+    AccessToken,
+}
+
+/// The JWS half of validation, shared by ID and access tokens: header, algorithm, `crit`,
+/// key choice and signature (OIDC Core §3.1.3.7 steps 6–8; RFC 9068 §4 asks the same of
+/// access tokens). Returns the verifying key and the decoded, now authenticated, payload.
+fn verify_jws<'k>(
+    token: &str,
+    keys: &'k KeySet,
+    allowed_algs: &[Algorithm],
+    kind: Kind,
+) -> Result<(&'k VerificationKey, Vec<u8>), Rejection> {
     let parts = split(token)?;
     let header = parse_header(parts.header)?;
-    let alg = check_alg(header.alg.as_ref(), exp.allowed_algs)?;
+    // docs/reference/ENTRA-2.md §2: Graph signs a hash of its header nonce, so its tokens
+    // never verify with the published keys; say what they are instead of "bad signature".
+    if kind == Kind::AccessToken && header.nonce {
+        return Err(Rejection::GraphToken);
+    }
+    let alg = check_alg(header.alg.as_ref(), allowed_algs)?;
     check_crit(header.crit.as_ref())?;
     let key = select_key(keys, header.kid.as_deref(), alg)?;
 
@@ -514,11 +563,7 @@ pub fn verify_id_token(
         Ok(true) => {}
         Ok(false) | Err(_) => return Err(Rejection::BadSignature),
     }
-
-    let payload = decode_part(parts.payload, "payload")?;
-    let raw: RawClaims = serde_json::from_slice(&payload)
-        .map_err(|e| Rejection::Malformed(format!("claims: {}", json_error_kind(&e))))?;
-    check_claims(raw, key, exp)
+    Ok((key, decode_part(parts.payload, "payload")?))
 }
 
 /// A short description of a JSON error that does not echo the (attacker-chosen) input.
@@ -704,6 +749,8 @@ fn check_key_issuer(key: &VerificationKey, iss: &str, tid: Option<&str>) -> Resu
     }
     Ok(())
 }
+
+pub(crate) mod access;
 
 /// Property tests: whatever arrives, the verifier answers with an error rather than a panic, and an acceptance
 /// always satisfies every rule. Cases default to proptest's 256; set `PROPTEST_CASES=10000` for a deeper run.
