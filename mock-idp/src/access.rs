@@ -102,7 +102,7 @@ impl AccessToken {
 const DAEMON_SP_OID: &str = "33334444-dddd-5555-eeee-6666ffff7777";
 
 fn claims(s: &Shared, t: &AccessToken, tid: &str) -> Map<String, Value> {
-    let now = crate::http::now_unix() as i64;
+    let now = crate::keys::now_unix() as i64;
     let u = &s.user;
     let mut c = Map::new();
     c.insert("aud".into(), json!(t.audience));

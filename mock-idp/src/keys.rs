@@ -224,3 +224,11 @@ pub(super) fn random_b64(n: usize) -> String {
     OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// Seconds since the Unix epoch, for the `iat`/`nbf`/`exp` of the tokens this IdP signs.
+pub(super) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

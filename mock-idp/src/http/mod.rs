@@ -2,7 +2,6 @@
 //! `/_mock/…` control API, plus the transport faults that [`Fault`] switches in.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -76,13 +75,6 @@ impl Params {
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
     }
-}
-
-pub(super) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------

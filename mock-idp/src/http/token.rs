@@ -454,7 +454,7 @@ pub(super) async fn authorization_code(
 /// `iss` always names that same tenant, as Entra's does.
 pub(super) fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map<String, Value> {
     let u = &s.user;
-    let iat = now_unix();
+    let iat = keys::now_unix();
     let mut c = Map::new();
     c.insert("aud".into(), json!(record.client_id));
     c.insert("iss".into(), json!(format!("{}/{tid}/v2.0", s.base_url)));
