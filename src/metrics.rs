@@ -80,6 +80,11 @@ pub(crate) struct Metrics {
     last_overflow_warning: std::sync::atomic::AtomicI64,
     /// Code exchanges that succeeded only with a later (older) secret than the first.
     pub client_secret_fallbacks: Family<ConnectionLabels, Counter>,
+    /// Refreshes of upstream access tokens by result: `refreshed`, `sign_in_again` (the grant
+    /// is gone; the session ended), `failed` (kept; retried later).
+    pub upstream_refreshes: Family<ResultLabels, Counter>,
+    /// `/auth` answers refused because the access token exceeded `upstream.max_token_bytes`.
+    pub upstream_token_oversize: Family<ConnectionLabels, Counter>,
     secret_expiry_days: Family<ConnectionLabels, Gauge>,
     /// (connection id, expiry) pairs, for the gauge computed at scrape time.
     /// Replaced when the configuration is reloaded.
@@ -180,8 +185,22 @@ impl Metrics {
             "Code exchanges that succeeded only with an older client secret (remove the refused one)",
             client_secret_fallbacks.clone(),
         );
+        let upstream_refreshes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "upstream_token_refreshes",
+            "Refreshes of the access tokens passed upstream, by result (refreshed, sign_in_again, failed)",
+            upstream_refreshes.clone(),
+        );
+        let upstream_token_oversize = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "upstream_token_oversize",
+            "Forward-auth answers refused because the access token exceeded upstream.max_token_bytes",
+            upstream_token_oversize.clone(),
+        );
         let secret_expiries = std::sync::Mutex::new(secret_expiries(config));
         Metrics {
+            upstream_refreshes,
+            upstream_token_oversize,
             registry,
             requests,
             request_duration,
@@ -218,6 +237,15 @@ impl Metrics {
         histogram
             .get_or_create(&Self::connection(id))
             .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn upstream_refresh(&self, connection: &str, result: &str) {
+        self.upstream_refreshes
+            .get_or_create(&ResultLabels {
+                connection: connection.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub(crate) fn auth_outcome(&self, outcome: &str) {

@@ -132,6 +132,9 @@ pub struct Counters {
     pub token: u64,
     #[serde(default)]
     pub userinfo: u64,
+    /// Refresh-token grants that reached the token endpoint (past client authentication).
+    #[serde(default)]
+    pub refresh: u64,
 }
 
 /// Switchable misbehaviour. Default = behave like Entra.
@@ -188,6 +191,12 @@ pub struct Behaviour {
     /// The app roles (`roles`) of app-only tokens the client-credentials grant issues for an
     /// `api://…/.default` scope.
     pub app_roles: Vec<String>,
+    /// Seconds until `exp` of the API access tokens the code and refresh grants issue for a
+    /// resource scope (`api://…`); `None`: 3599, as Entra's default.
+    pub access_token_lifetime_secs: Option<i64>,
+    /// The refresh-token grant answers this status + JSON body instead of tokens (e.g.
+    /// `interaction_required` AADSTS50076, `temporarily_unavailable`).
+    pub refresh_error: Option<TokenError>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -311,6 +320,28 @@ struct Inner {
     /// [`CODE_LIFETIME`]; a field only so unit tests can expire codes without waiting
     /// (backdating an `Instant` can underflow on a freshly booted machine).
     code_lifetime: Duration,
+    /// Refresh tokens that can still be redeemed, each spent by its redemption: the grant
+    /// answers a new one (rotation) and the old one no longer works, as the strictest IdPs
+    /// do. (Entra itself keeps an old one usable; a relying party that stores the new one,
+    /// as it should, cannot tell.)
+    refresh_tokens: HashMap<String, RefreshRecord>,
+    /// Refresh tokens revoked by [`MockIdp::revoke_refresh_tokens`]: AADSTS50173.
+    revoked_refresh_tokens: HashSet<String>,
+}
+
+/// [`MockIdp::revoke_refresh_tokens`], also `POST /_mock/revoke-refresh-tokens`.
+fn revoke_refresh_tokens(s: &Shared) {
+    let mut inner = s.lock();
+    let live: Vec<String> = inner.refresh_tokens.drain().map(|(t, _)| t).collect();
+    inner.revoked_refresh_tokens.extend(live);
+}
+
+/// What a refresh token was issued for.
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshRecord {
+    pub(crate) client_id: String,
+    /// The scopes of the original request.
+    pub(crate) scope: String,
 }
 
 /// State shared by the handlers and the [`MockIdp`] handle.
@@ -402,6 +433,8 @@ impl MockIdp {
                 client_certificates,
                 seen_assertions: HashMap::new(),
                 code_lifetime: CODE_LIFETIME,
+                refresh_tokens: HashMap::new(),
+                revoked_refresh_tokens: HashSet::new(),
             }),
             shutdown: shutdown_rx.clone(),
         });
@@ -527,7 +560,13 @@ impl MockIdp {
             .unwrap_or(0)
     }
 
-    /// Every access and ID token this IdP has issued, in order.
+    /// Revokes every refresh token issued so far (the user changed their password, an admin
+    /// revoked their sessions): redeeming one answers `invalid_grant` AADSTS50173.
+    pub fn revoke_refresh_tokens(&self) {
+        revoke_refresh_tokens(&self.shared);
+    }
+
+    /// Every access, ID and refresh token this IdP has issued, in order.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.shared.lock().issued.clone()
     }

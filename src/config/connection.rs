@@ -155,6 +155,8 @@ pub struct ConnectionConfig {
     pub userinfo: Userinfo,
     /// Bearer access tokens for the vendor's API; `None`: `/auth` and `/me` take sessions only.
     pub api: Option<ApiSettings>,
+    /// An access token for the vendor's backend API; `None`: `/auth` passes none.
+    pub upstream: Option<UpstreamSettings>,
 }
 
 /// When a connection calls the IdP's userinfo endpoint at sign-in.
@@ -169,6 +171,25 @@ pub enum Userinfo {
     /// (OpenID Connect Core §5.4: with an access token issued, an IdP may put them in
     /// userinfo alone).
     WhenMissing,
+}
+
+impl ConnectionConfig {
+    /// The `scope` of the authorization request: `scopes`, and with an `upstream` table
+    /// `offline_access` (for the refresh token) and the API's scopes — Entra then issues the
+    /// access token for that API (one resource per token).
+    pub(crate) fn authorize_scope(&self) -> String {
+        let mut scope = self.scopes.join(" ");
+        if let Some(upstream) = &self.upstream {
+            if !self.scopes.iter().any(|s| s == "offline_access") {
+                scope.push_str(" offline_access");
+            }
+            for s in &upstream.scopes {
+                scope.push(' ');
+                scope.push_str(s);
+            }
+        }
+        scope
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +224,7 @@ impl ConnectionConfig {
             access: Default::default(),
             userinfo: Userinfo::Never,
             api: None,
+            upstream: None,
         }
     }
 }
@@ -289,6 +311,23 @@ pub(super) fn validate_connection(
         None => None,
     };
 
+    let upstream = match &rc.upstream {
+        Some(raw) => Some(super::upstream::validate_upstream(
+            raw,
+            &metadata_url,
+            rc.userinfo,
+            &key,
+        )?),
+        None => None,
+    };
+
+    let userinfo = match rc.userinfo {
+        Some(true) => Userinfo::Always,
+        Some(false) => Userinfo::Never,
+        // The sign-in's access token is the upstream API's: it cannot call userinfo.
+        None if is_entra || upstream.is_some() => Userinfo::Never,
+        None => Userinfo::WhenMissing,
+    };
     let conn = ConnectionConfig {
         api,
         name: rc.name.clone().unwrap_or_else(|| rc.id.clone()),
@@ -308,12 +347,8 @@ pub(super) fn validate_connection(
         allowed_tenants,
         domains,
         access,
-        userinfo: match rc.userinfo {
-            Some(true) => Userinfo::Always,
-            Some(false) => Userinfo::Never,
-            None if is_entra => Userinfo::Never,
-            None => Userinfo::WhenMissing,
-        },
+        userinfo,
+        upstream,
     };
     Ok((conn, read))
 }

@@ -15,6 +15,7 @@ mod secrets;
 mod session;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 pub(crate) use api::ApiSettings;
 pub use connection::*;
@@ -23,6 +24,7 @@ pub(crate) use network::mask_v6;
 pub(crate) use raw::*;
 pub(crate) use secrets::*;
 pub(crate) use session::*;
+pub(crate) use upstream::UpstreamSettings;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 

@@ -342,6 +342,10 @@ pub struct RawConnection {
     /// Bearer access tokens for the vendor's API on `/auth` and `/me` (`config::api`).
     #[serde(default)]
     pub api: Option<super::api::RawApi>,
+    /// An access token for the vendor's backend API, passed to apps by `/auth`
+    /// (`config::upstream`).
+    #[serde(default)]
+    pub upstream: Option<super::upstream::RawUpstream>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,8 +14,22 @@ use axum::{
 };
 use serde::Deserialize;
 
+use secrecy::{ExposeSecret, SecretString};
+use tower_sessions::Session;
+
 use super::{AppState, Params, urlencode};
-use crate::{http::error::AppError, http::extract::MaybeUser, metrics::Metrics, return_to};
+use crate::{
+    config::UpstreamSettings,
+    http::error::AppError,
+    http::extract::MaybeUser,
+    metrics::Metrics,
+    oidc::http_client::FetchError,
+    oidc::identity::Identity,
+    oidc::provider::Connection,
+    oidc::token::{self, TokenError},
+    return_to,
+    session::{self, ActiveUser, upstream, upstream::UpstreamError},
+};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct AuthParams {
@@ -34,10 +48,81 @@ pub(super) async fn auth(
     request: Request,
 ) -> Result<Response, AppError> {
     let Some(user) = user else {
-        if !params.redirect {
-            state.metrics.auth_outcome("unauthorized");
-            return Err(AppError::NotSignedIn);
+        return anonymous(&state, &params, &request, AppError::NotSignedIn);
+    };
+
+    let id = &user.identity;
+    // The configuration may have changed since this session signed in: a user the
+    // connection no longer admits is refused here too, not only at the next sign-in. (A
+    // connection that is gone, or no longer admits the tenant, already made `MaybeUser`
+    // read the session as not signed in; gone since then, it answers the same.)
+    let Some(conn) = state.session_connection(id) else {
+        state.metrics.auth_outcome("unauthorized");
+        return Err(AppError::NotSignedIn);
+    };
+    if let Err(denial) = conn.config.access.check(id) {
+        state.metrics.auth_outcome("forbidden");
+        return Err(AppError::NotPermitted {
+            connection: id.connection.clone(),
+            user: id.user.clone(),
+            denial,
+        });
+    }
+    // Before any header is built: an upstream token that cannot be had ends or fails the
+    // request as a whole.
+    let access_token = match &conn.config.upstream {
+        None => None,
+        Some(settings) => {
+            match upstream_token(&state, &conn, &user, session(&request)?, settings).await {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    // Kept for the admin in /admin/traces beside the failed logins, with the
+                    // IdP's answer (render_errors records only the callback's failures).
+                    let cid = correlation_id(&request);
+                    super::traces::record(&state, &e, &cid);
+                    if matches!(e, AppError::UpstreamSignInAgain { .. }) {
+                        if params.redirect {
+                            // The redirect carries no error for `render_errors` to log.
+                            tracing::warn!(error = %e, code = e.code(), correlation_id = %cid, "session ended; sending the browser to sign in again");
+                        }
+                        return anonymous(&state, &params, &request, e);
+                    }
+                    state.metrics.auth_outcome("error");
+                    return Err(e);
+                }
+            }
         }
+    };
+
+    state.metrics.auth_outcome("authorized");
+    let mut res = identity_headers(&state, id);
+    if let Some(token) = access_token {
+        res.headers_mut().insert(ACCESS_TOKEN, token);
+    }
+    Ok(res)
+}
+
+fn correlation_id(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<super::CorrelationId>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default()
+}
+
+/// The answer to a request without a (usable) session: 401 with `why`, or with `?redirect=true`
+/// a 302 to sign in.
+fn anonymous(
+    state: &AppState,
+    params: &AuthParams,
+    request: &Request,
+    why: AppError,
+) -> Result<Response, AppError> {
+    if !params.redirect {
+        state.metrics.auth_outcome("unauthorized");
+        return Err(why);
+    }
+    {
         state.metrics.auth_outcome("redirect");
         let target = original_url(request.headers());
         let return_to = return_to::sanitize(
@@ -59,28 +144,126 @@ pub(super) async fn auth(
         );
         let location = HeaderValue::from_str(&location)
             .map_err(|e| AppError::Internal(format!("login URL: {e}")))?;
-        return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
-    };
+        Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+    }
+}
 
+/// The access token for the upstream API (`[connections.upstream]`), refreshed when due
+/// ([`crate::session::upstream`]), as a header value within `upstream.max_token_bytes`. A grant
+/// the IdP refused for good ends the session here.
+async fn upstream_token(
+    state: &AppState,
+    conn: &Connection,
+    user: &ActiveUser,
+    session: Session,
+    settings: &UpstreamSettings,
+) -> Result<HeaderValue, AppError> {
     let id = &user.identity;
-    // The configuration may have changed since this session signed in: a user the
-    // connection no longer admits is refused here too, not only at the next sign-in. (A
-    // connection that is gone, or no longer admits the tenant, already made `MaybeUser`
-    // read the session as not signed in; gone since then, it answers the same.)
-    let Some(conn) = state.session_connection(id) else {
-        state.metrics.auth_outcome("unauthorized");
+    let Some(session_id) = session.id() else {
         return Err(AppError::NotSignedIn);
     };
-    if let Err(denial) = conn.config.access.check(id) {
-        state.metrics.auth_outcome("forbidden");
-        return Err(AppError::NotPermitted {
-            connection: id.connection.clone(),
+    let up = upstream::Upstream {
+        store: &state.store,
+        session: session_id,
+        clock: &state.clock,
+        metrics: &state.metrics,
+        connection: &conn.config.id,
+        until: user.expires_at,
+    };
+    let scope = format!("{} offline_access", settings.scopes.join(" "));
+    let refresh = |refresh_token: SecretString| async move {
+        let provider = conn.provider().map_err(|reason| {
+            TokenError::Transport(FetchError::Other(format!(
+                "the IdP's metadata is not loaded ({reason})"
+            )))
+        })?;
+        token::refresh_with_fallback(
+            &state.http,
+            &conn.config.credential,
+            &token::RefreshGrant {
+                token_endpoint: &provider.metadata.token_endpoint,
+                client_id: &conn.config.client_id,
+                client_auth: provider.client_auth,
+                refresh_token: &refresh_token,
+                scope: &scope,
+            },
+        )
+        .await
+    };
+    let ended =
+        |reason: &'static str, source: Option<Box<TokenError>>| AppError::UpstreamSignInAgain {
+            connection: conn.config.id.clone(),
             user: id.user.clone(),
-            denial,
+            reason,
+            source,
+        };
+    let token = match upstream::access_token(&up, refresh).await {
+        Ok(token) => token,
+        Err(UpstreamError::Session(e)) => return Err(e.into()),
+        Err(UpstreamError::Unavailable(source)) => {
+            return Err(AppError::UpstreamUnavailable {
+                connection: conn.config.id.clone(),
+                source,
+            });
+        }
+        Err(e) => {
+            let err = match e {
+                UpstreamError::Missing => ended("no_upstream_token", None),
+                UpstreamError::Expired => ended("no_refresh_token", None),
+                UpstreamError::SignInAgain(source) => ended("refresh_refused", Some(source)),
+                UpstreamError::Session(_) | UpstreamError::Unavailable(_) => {
+                    return Err(AppError::Internal("unreachable upstream error".into()));
+                }
+            };
+            if let Some(user) = session::sign_out(&session, &state.store).await? {
+                tracing::info!(
+                    target: "entrance::audit",
+                    event = "sign_out",
+                    user = %user.identity.user,
+                    connection = %user.identity.connection,
+                    reason = err.detail().unwrap_or_default(),
+                    aadsts = err.aadsts(),
+                    "session ended: no access token for the upstream API without a new sign-in"
+                );
+            }
+            return Err(err);
+        }
+    };
+    let token = token.expose_secret();
+    if token.len() > settings.max_token_bytes {
+        state
+            .metrics
+            .upstream_token_oversize
+            .get_or_create(&Metrics::connection(&conn.config.id))
+            .inc();
+        return Err(AppError::AccessTokenTooLarge {
+            connection: conn.config.id.clone(),
+            bytes: token.len(),
+            max: settings.max_token_bytes,
         });
     }
+    let mut value = HeaderValue::from_str(token).map_err(|_| AppError::UpstreamUnavailable {
+        connection: conn.config.id.clone(),
+        source: Some(Box::new(TokenError::Malformed(
+            "the access token is not a valid header value".into(),
+        ))),
+    })?;
+    // HTTP/2 and HTTP/3 then keep it out of their header compression tables.
+    value.set_sensitive(true);
+    Ok(value)
+}
 
-    state.metrics.auth_outcome("authorized");
+/// The request's session (a handle; the data stays shared with the session layer).
+fn session(request: &Request) -> Result<Session, AppError> {
+    request
+        .extensions()
+        .get::<Session>()
+        .cloned()
+        .ok_or_else(|| AppError::Internal("the session layer is missing".into()))
+}
+
+/// The 200 answer with the identity headers, each within `forward_auth.max_header_bytes`.
+fn identity_headers(state: &AppState, id: &Identity) -> Response {
     let max = state.config.forward_auth.max_header_bytes;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
@@ -129,7 +312,7 @@ pub(super) async fn auth(
     if id.groups_overage {
         h.insert(GROUPS_OVERAGE, HeaderValue::from_static("true"));
     }
-    Ok(res)
+    res
 }
 
 // The identity headers, built at compile time (a `from_static` per request showed in the profile).
@@ -144,6 +327,8 @@ const GROUPS_TRUNCATED: HeaderName = HeaderName::from_static("x-auth-request-gro
 const GROUPS_OVERAGE: HeaderName = HeaderName::from_static("x-auth-request-groups-overage");
 const ROLES: HeaderName = HeaderName::from_static("x-auth-request-roles");
 const ROLES_TRUNCATED: HeaderName = HeaderName::from_static("x-auth-request-roles-truncated");
+/// The upstream API's access token (`[connections.upstream]`), with its own budget.
+const ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-auth-request-access-token");
 
 fn overflow(metrics: &Metrics, header: &str, user: &str) {
     if metrics.header_overflow(header) {

@@ -22,7 +22,7 @@ use crate::{
     oidc::token::{self, CodeExchange},
     oidc::userinfo,
     oidc::verifier::{self, Expectations, Rejection},
-    session::{self, PendingLogin, SignedIn},
+    session::{self, PendingLogin, SignedIn, upstream::UpstreamTokens},
 };
 
 /// The authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207's `iss`). `Debug`
@@ -260,12 +260,31 @@ async fn finish_login(
     )
     .await?;
     let now = state.clock.now_unix();
+    let upstream = match (&conn.config.upstream, &tokens.access_token) {
+        (Some(_), Some(access)) => Some(UpstreamTokens::received(
+            access,
+            tokens.refresh_token.as_ref(),
+            tokens.expires_in,
+            now,
+        )),
+        (Some(_), None) => {
+            // /auth then ends the session with a reason the admin can act on.
+            tracing::warn!(connection = %conn.config.id, correlation_id = %cid.0, "the token response carried no access_token for the upstream API");
+            None
+        }
+        (None, _) => None,
+    };
     let signed_in = SignedIn {
         issued_at: now,
         expires_at: now + state.config.session.absolute_lifetime.as_secs() as i64,
         id_token: tokens.id_token,
         identity,
     };
+    // A sign-in over an earlier one in this browser: that session's id is replaced below, and
+    // its upstream tokens go with it.
+    if let Some(old) = session.id() {
+        session::upstream::forget(&state.store, &old).await?;
+    }
     session::sign_in(
         &session,
         &signed_in,
@@ -273,6 +292,10 @@ async fn finish_login(
         &state.clock,
     )
     .await?;
+    if let (Some(kept), Some(id)) = (&upstream, session.id()) {
+        session::upstream::keep(&state.store, &id, kept, signed_in.expires_at, &state.clock)
+            .await?;
+    }
     if let Some(sid) = &signed_in.identity.sid {
         session::index_sid(&state.store, sid, &session, &signed_in, &state.clock).await?;
     }

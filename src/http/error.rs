@@ -103,6 +103,31 @@ pub(crate) enum AppError {
     },
     #[error("not signed in")]
     NotSignedIn,
+    /// `/auth` ended the session: no access token for the upstream API can be had without a
+    /// new sign-in (refresh refused for good, or none kept).
+    #[error("{user}'s session through connection {connection:?} ended: {reason}")]
+    UpstreamSignInAgain {
+        connection: String,
+        user: String,
+        reason: &'static str,
+        source: Option<Box<TokenError>>,
+    },
+    /// The upstream access token expired and could not be refreshed now; the session stays.
+    #[error("the upstream access token of connection {connection:?} expired and could not be refreshed{}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_else(|| " (another request's refresh did not finish in time)".into()))]
+    UpstreamUnavailable {
+        connection: String,
+        source: Option<Box<TokenError>>,
+    },
+    /// The access token is over `upstream.max_token_bytes`: refused, never passed cut or
+    /// left out silently.
+    #[error(
+        "the upstream access token of connection {connection:?} is {bytes} bytes, over upstream.max_token_bytes ({max})"
+    )]
+    AccessTokenTooLarge {
+        connection: String,
+        bytes: usize,
+        max: usize,
+    },
     #[error("bearer token refused ({}): {rejection}", rejection.code())]
     BearerRejected {
         /// The connection the token was checked against, when one was chosen.
@@ -215,7 +240,20 @@ impl AppError {
             AppError::IdpError { .. }
             | AppError::IdToken { .. }
             | AppError::NotSignedIn
+            | AppError::UpstreamSignInAgain { .. }
             | AppError::BearerRejected { .. } => StatusCode::UNAUTHORIZED,
+            AppError::UpstreamUnavailable {
+                source: Some(source),
+                ..
+            } if matches!(
+                **source,
+                TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(_))
+            ) =>
+            {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            AppError::UpstreamUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::AccessTokenTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Token { source, .. } => match &**source {
                 // The code itself was bad (expired, reused): the user's retry fixes it.
                 TokenError::Refused { error, .. } if error.error == "invalid_grant" => {
@@ -278,6 +316,9 @@ impl AppError {
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::Userinfo { .. } => "userinfo_failed",
             AppError::NotSignedIn => "not_signed_in",
+            AppError::UpstreamSignInAgain { .. } => "upstream_sign_in_again",
+            AppError::UpstreamUnavailable { .. } => "upstream_refresh_failed",
+            AppError::AccessTokenTooLarge { .. } => "access_token_too_large",
             // RFC 6750 §3.1's error codes, which the WWW-Authenticate header carries too.
             AppError::BearerRejected { .. } => "invalid_token",
             AppError::BearerInsufficient { .. } | AppError::BearerNotPermitted { .. } => {
@@ -319,6 +360,15 @@ impl AppError {
                 TokenError::Refused { error, .. } => Some(error.error.clone()),
                 _ => None,
             },
+            AppError::UpstreamSignInAgain { reason, source, .. } => Some(match source.as_deref() {
+                Some(TokenError::Refused { error, .. }) => error.error.clone(),
+                _ => (*reason).to_owned(),
+            }),
+            AppError::UpstreamUnavailable { source, .. } => source.as_deref().map(|e| match e {
+                TokenError::Refused { error, .. } => error.error.clone(),
+                TokenError::Transport(_) => "token_endpoint_unreachable".to_owned(),
+                _ => "token_response_invalid".to_owned(),
+            }),
             AppError::ConnectionNotReady { reason, .. } => match &**reason {
                 NotReady::Failed(e) => Some(e.code().to_owned()),
                 NotReady::Starting => Some("starting".to_owned()),
@@ -337,7 +387,10 @@ impl AppError {
             | AppError::Userinfo { connection, .. }
             | AppError::NotPermitted { connection, .. }
             | AppError::BearerInsufficient { connection, .. }
-            | AppError::BearerNotPermitted { connection, .. } => Some(connection),
+            | AppError::BearerNotPermitted { connection, .. }
+            | AppError::UpstreamSignInAgain { connection, .. }
+            | AppError::UpstreamUnavailable { connection, .. }
+            | AppError::AccessTokenTooLarge { connection, .. } => Some(connection),
             AppError::State { connection, .. } | AppError::BearerRejected { connection, .. } => {
                 connection.as_deref()
             }
@@ -349,10 +402,19 @@ impl AppError {
     pub(crate) fn aadsts(&self) -> Option<u32> {
         match self {
             AppError::IdpError { description, .. } => entra::aadsts_code(description),
-            AppError::Token { source, .. } => match &**source {
+            _ => match self.token_error()? {
                 TokenError::Refused { error, .. } => error.aadsts(),
                 _ => None,
             },
+        }
+    }
+
+    /// The token endpoint's answer behind the error: a code redemption's or a refresh's.
+    pub(crate) fn token_error(&self) -> Option<&TokenError> {
+        match self {
+            AppError::Token { source, .. } => Some(source),
+            AppError::UpstreamSignInAgain { source, .. }
+            | AppError::UpstreamUnavailable { source, .. } => source.as_deref(),
             _ => None,
         }
     }
@@ -362,11 +424,10 @@ impl AppError {
     pub(crate) fn idp_description(&self) -> Option<&str> {
         match self {
             AppError::IdpError { description, .. } => Some(description),
-            AppError::Token { source, .. } => match &**source {
+            _ => match self.token_error()? {
                 TokenError::Refused { error, .. } => error.error_description.as_deref(),
                 _ => None,
             },
-            _ => None,
         }
     }
 
@@ -601,6 +662,36 @@ impl AppError {
                 )
             },
             AppError::NotSignedIn => plain("Not signed in", "Please sign in."),
+            AppError::UpstreamSignInAgain {
+                connection, reason, ..
+            } => Explanation {
+                admin: Some(aadsts_fix.unwrap_or_else(|| match *reason {
+                    "no_upstream_token" => "The session holds no access token for the upstream API: it signed in before the connection had an upstream table, or the IdP sent no access token. Signing in again gets one.".to_owned(),
+                    "no_refresh_token" => "The upstream access token expired and the IdP issued no refresh token: check that offline_access is granted (Entra: API permissions, and the user's or admin consent).".to_owned(),
+                    _ => "The IdP refused to refresh the upstream access token for good (revoked, expired, or it needs the user again), so the session ended. The log line with this reference and /admin/traces have its answer.".to_owned(),
+                })),
+                retry: Retry::connection(connection),
+                ..plain(
+                    "Please sign in again",
+                    "Your sign-in has ended. Please sign in again.",
+                )
+            },
+            AppError::UpstreamUnavailable { .. } => Explanation {
+                admin: Some(aadsts_fix.unwrap_or_else(|| "The access token for the upstream API expired and refreshing it failed for now (the IdP did not answer, or answered with a temporary error). entrance tries again on the next request and keeps the session; the log line with this reference has the cause.".to_owned())),
+                ..plain(
+                    "Temporarily unavailable",
+                    "Your sign-in could not be renewed right now. Please try again in a few minutes.",
+                )
+            },
+            AppError::AccessTokenTooLarge { bytes, max, .. } => Explanation {
+                admin: Some(format!(
+                    "The access token for the upstream API is {bytes} bytes, over upstream.max_token_bytes ({max}). Raise upstream.max_token_bytes together with the proxy's buffer for the auth answer (README, \"Passing tokens to your app\"), or make the token smaller (fewer optional claims or groups in it)."
+                )),
+                ..plain(
+                    "Something went wrong",
+                    "This application cannot be used right now because of a configuration problem. Your administrator has to fix it.",
+                )
+            },
             AppError::BearerRejected { rejection, .. } => Explanation {
                 admin: Some(format!(
                     "Access token rejected ({}): {rejection}",

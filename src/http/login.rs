@@ -114,7 +114,7 @@ pub(super) async fn login(
         .append_pair("client_id", &conn.config.client_id)
         .append_pair("response_type", "code")
         .append_pair("redirect_uri", &state.config.redirect_uri())
-        .append_pair("scope", &conn.config.scopes.join(" "))
+        .append_pair("scope", &conn.config.authorize_scope())
         .append_pair("response_mode", &login.response_mode)
         .append_pair("state", &login.state)
         .append_pair("nonce", &login.nonce)

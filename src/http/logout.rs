@@ -50,7 +50,7 @@ pub(super) async fn logout(
         return Err(AppError::CrossSiteRequest);
     }
 
-    let Some(user) = session::sign_out(&session).await? else {
+    let Some(user) = session::sign_out(&session, &state.store).await? else {
         return Ok(see_other("/"));
     };
     tracing::info!(

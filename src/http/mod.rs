@@ -551,8 +551,16 @@ mod tests {
         let tokens = crate::oidc::token::TokenResponse {
             id_token: SECRET.into(),
             access_token: Some(SECRET.into()),
+            refresh_token: Some(SECRET.into()),
+            expires_in: Some(1),
         };
         printed.push(format!("{tokens:?}"));
+        let kept = crate::session::upstream::UpstreamTokens {
+            access_token: SECRET.into(),
+            refresh_token: Some(SECRET.into()),
+            expires_at: 1,
+        };
+        printed.push(format!("{kept:?}"));
 
         let toml = format!(
             r#"

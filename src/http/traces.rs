@@ -115,14 +115,13 @@ pub(crate) fn record(state: &AppState, err: &AppError, correlation_id: &str) {
 pub(crate) fn failed_login(err: &AppError) -> FailedLogin<'_> {
     let (description, entra_ids) = match err {
         AppError::IdpError { description, .. } => (Some(description.as_str()), None),
-        AppError::Token { source, .. } => match &**source {
-            TokenError::Refused { error, .. } => (
+        _ => match err.token_error() {
+            Some(TokenError::Refused { error, .. }) => (
                 error.error_description.as_deref(),
                 Some((error.trace_id.as_deref(), error.correlation_id.as_deref())),
             ),
             _ => (None, None),
         },
-        _ => (None, None),
     };
     FailedLogin {
         connection: err.connection(),
@@ -142,6 +141,9 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         AppError::IdpError { .. } => "idp_error",
         AppError::IssuerParameterMismatch { .. } => "callback",
         AppError::Token { .. } => "token",
+        AppError::UpstreamSignInAgain { .. }
+        | AppError::UpstreamUnavailable { .. }
+        | AppError::AccessTokenTooLarge { .. } => "upstream_token",
         AppError::IdToken { .. } => "id_token",
         AppError::Userinfo { .. } => "userinfo",
         AppError::Session(_) => "session",

@@ -66,17 +66,146 @@ pub(crate) struct CodeExchange<'a> {
     pub code_verifier: &'a str,
 }
 
-/// What entrance keeps from a successful token response. The refresh token is dropped, and
-/// the access token is used only for the optional userinfo call during the callback, then
-/// dropped: entrance signs users in, it does not call APIs for them.
+/// What entrance reads from a successful code redemption. The access token serves the
+/// optional userinfo call during the callback; with an `upstream` table it (an access token
+/// for the backend API) and the refresh token are kept server-side for `/auth`
+/// (`session::upstream`); otherwise both are dropped.
 pub(crate) struct TokenResponse {
     pub id_token: String,
     pub access_token: Option<SecretString>,
+    pub refresh_token: Option<SecretString>,
+    /// Seconds the access token lives (RFC 6749 §5.1: recommended, so it may be missing).
+    pub expires_in: Option<u64>,
 }
 
 impl fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenResponse { id_token: <redacted>, access_token: <redacted> }")
+        write!(
+            f,
+            "TokenResponse {{ id_token: <redacted>, access_token: <redacted>, refresh_token: <redacted>, expires_in: {:?} }}",
+            self.expires_in
+        )
+    }
+}
+
+/// A refresh-token grant (RFC 6749 §6), apart from the credential it is sent with.
+pub(crate) struct RefreshGrant<'a> {
+    pub token_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub client_auth: ClientAuth,
+    pub refresh_token: &'a SecretString,
+    /// The scopes asked again (Entra's v2 endpoint wants them on every refresh).
+    pub scope: &'a str,
+}
+
+/// The answer to a refresh: a new access token and, when the IdP rotates it (Entra does), a
+/// new refresh token to keep in place of the old one.
+pub(crate) struct Refreshed {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_in: Option<u64>,
+}
+
+impl fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Refreshed {{ access_token: <redacted>, refresh_token: <redacted>, expires_in: {:?} }}",
+            self.expires_in
+        )
+    }
+}
+
+/// Redeems a refresh token.
+pub(crate) async fn refresh(
+    http: &HttpClient,
+    req: &RefreshGrant<'_>,
+    credential: Credential<'_>,
+) -> Result<Refreshed, TokenError> {
+    let mut form: Vec<(&str, &str)> = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", req.refresh_token.expose_secret()),
+        ("scope", req.scope),
+    ];
+    let auth = ClientAuthentication::new(
+        credential,
+        req.client_auth,
+        req.client_id,
+        req.token_endpoint,
+    )?;
+    let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
+    let (status, body) = http.send_for_json(builder.form(&form)).await?;
+    parse_refresh_response(status.as_u16(), &body)
+}
+
+/// [`refresh`] with each of the connection's credentials in turn (newest secret first), moving
+/// on only when the IdP refused the client's authentication — as the code exchange does during
+/// a secret rotation; a refused client leaves the refresh token unspent.
+pub(crate) async fn refresh_with_fallback(
+    http: &HttpClient,
+    credential: &ClientCredential,
+    req: &RefreshGrant<'_>,
+) -> Result<Refreshed, TokenError> {
+    let attempts = attempts(credential);
+    let mut result = Err(TokenError::Malformed(
+        "the connection has no credential".into(),
+    ));
+    for (i, (_, credential)) in attempts.iter().enumerate() {
+        result = refresh(http, req, *credential).await;
+        match &result {
+            Err(TokenError::Refused { error, .. })
+                if i + 1 < attempts.len() && is_client_auth_failure(error) => {}
+            _ => break,
+        }
+    }
+    result
+}
+
+/// Pure: reads a refresh answer. Unlike a code redemption, no ID token is needed.
+pub(crate) fn parse_refresh_response(status: u16, body: &[u8]) -> Result<Refreshed, TokenError> {
+    let raw = parse_success(status, body)?;
+    match raw.access_token {
+        Some(access_token) if !access_token.is_empty() => Ok(Refreshed {
+            access_token: SecretString::from(access_token),
+            refresh_token: raw
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from),
+            expires_in: raw.expires_in,
+        }),
+        _ => Err(TokenError::Malformed(
+            "the refresh answer has no access_token".into(),
+        )),
+    }
+}
+
+/// What a failed refresh means for the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefreshVerdict {
+    /// The grant is gone for good — revoked (AADSTS50173), expired (70043, 700082), or the
+    /// user must interact again (50076 MFA now required, consent): the session ends and the
+    /// user signs in again.
+    SignInAgain,
+    /// Worth trying again later (a timeout, a 5xx, `temporarily_unavailable`), or a matter for
+    /// the admin (a refused client secret) that ending the user's session would not fix: the
+    /// session stays and the current token is used while it is valid.
+    TryLater,
+}
+
+/// RFC 6749 §5.2's `invalid_grant` and OpenID Connect Core §3.1.2.6's errors that need the
+/// user (`interaction_required`, `login_required`, `consent_required`) end the session;
+/// everything else keeps it.
+pub(crate) fn refresh_verdict(error: &TokenError) -> RefreshVerdict {
+    match error {
+        TokenError::Refused { error, .. }
+            if matches!(
+                error.error.as_str(),
+                "invalid_grant" | "interaction_required" | "login_required" | "consent_required"
+            ) =>
+        {
+            RefreshVerdict::SignInAgain
+        }
+        _ => RefreshVerdict::TryLater,
     }
 }
 
@@ -130,6 +259,10 @@ struct RawTokenResponse {
     access_token: Option<String>,
     #[serde(default)]
     token_type: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
 
 pub(crate) async fn exchange_code(
@@ -304,6 +437,23 @@ fn basic_auth(client_id: &str, secret: &str) -> String {
 
 /// Pure: reads a token endpoint answer.
 pub(crate) fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResponse, TokenError> {
+    let raw = parse_success(status, body)?;
+    match raw.id_token {
+        Some(id_token) if !id_token.is_empty() => Ok(TokenResponse {
+            id_token,
+            access_token: raw.access_token.map(SecretString::from),
+            refresh_token: raw
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from),
+            expires_in: raw.expires_in,
+        }),
+        _ => Err(TokenError::MissingIdToken),
+    }
+}
+
+/// A 2xx answer with a Bearer (or no) `token_type`, else the typed refusal.
+fn parse_success(status: u16, body: &[u8]) -> Result<RawTokenResponse, TokenError> {
     if !(200..300).contains(&status) {
         return match serde_json::from_slice::<OAuthError>(body) {
             Ok(error) => Err(TokenError::Refused { status, error }),
@@ -317,13 +467,7 @@ pub(crate) fn parse_token_response(status: u16, body: &[u8]) -> Result<TokenResp
     {
         return Err(TokenError::Malformed(format!("token_type {tt:?}")));
     }
-    match raw.id_token {
-        Some(id_token) if !id_token.is_empty() => Ok(TokenResponse {
-            id_token,
-            access_token: raw.access_token.map(SecretString::from),
-        }),
-        _ => Err(TokenError::MissingIdToken),
-    }
+    Ok(raw)
 }
 
 #[cfg(test)]
@@ -387,7 +531,62 @@ mod tests {
         let t = TokenResponse {
             id_token: "eyJsecret".into(),
             access_token: Some(SecretString::from("eyJaccess")),
+            refresh_token: Some(SecretString::from("eyJrefresh")),
+            expires_in: Some(3599),
         };
         assert!(!format!("{t:?}").contains("eyJ"));
+        let r = Refreshed {
+            access_token: SecretString::from("eyJaccess"),
+            refresh_token: Some(SecretString::from("eyJrefresh")),
+            expires_in: None,
+        };
+        assert!(!format!("{r:?}").contains("eyJ"));
+    }
+
+    #[test]
+    fn refresh_answers_are_read_and_errors_sorted_into_sign_in_again_or_try_later() {
+        let ok = parse_refresh_response(
+            200,
+            br#"{"token_type":"Bearer","access_token":"a","refresh_token":"r2","expires_in":3599}"#,
+        )
+        .expect("refreshed");
+        assert_eq!(ok.access_token.expose_secret(), "a");
+        assert_eq!(
+            ok.refresh_token.map(|r| r.expose_secret().to_owned()),
+            Some("r2".into())
+        );
+        assert!(parse_refresh_response(200, br#"{"token_type":"Bearer"}"#).is_err());
+        let refused = |error: &str, status: u16| {
+            let body = format!(r#"{{"error":"{error}","error_description":"AADSTS1: x"}}"#);
+            parse_refresh_response(status, body.as_bytes()).expect_err("refused")
+        };
+        for error in [
+            "invalid_grant",
+            "interaction_required",
+            "login_required",
+            "consent_required",
+        ] {
+            assert_eq!(
+                refresh_verdict(&refused(error, 400)),
+                RefreshVerdict::SignInAgain,
+                "{error}"
+            );
+        }
+        for error in [
+            "temporarily_unavailable",
+            "server_error",
+            "invalid_client",
+            "invalid_scope",
+        ] {
+            assert_eq!(
+                refresh_verdict(&refused(error, 400)),
+                RefreshVerdict::TryLater,
+                "{error}"
+            );
+        }
+        assert_eq!(
+            refresh_verdict(&parse_refresh_response(503, b"<html>").expect_err("5xx")),
+            RefreshVerdict::TryLater
+        );
     }
 }

@@ -13,6 +13,7 @@ use tower_sessions::{
 };
 
 pub(crate) mod store;
+pub(crate) mod upstream;
 
 use crate::clock::Clock;
 use crate::{config::ResponseMode, oidc::identity::Identity};
@@ -473,6 +474,7 @@ pub(crate) async fn end_by_sid(
             continue;
         }
         store.delete(&session_id).await?;
+        upstream::forget(store, &session_id).await?;
         ended.push(user);
     }
     if !kept {
@@ -483,7 +485,14 @@ pub(crate) async fn end_by_sid(
 
 /// Ends the session: deletes it from the store and empties it, so the session layer sends a
 /// removal cookie. Returns who was signed in.
-pub(crate) async fn sign_out(session: &Session) -> Result<Option<SignedIn>, SessionError> {
+/// The session's upstream tokens ([`upstream`]) go with it.
+pub(crate) async fn sign_out(
+    session: &Session,
+    store: &AnyStore,
+) -> Result<Option<SignedIn>, SessionError> {
+    if let Some(id) = session.id() {
+        upstream::forget(store, &id).await?;
+    }
     let mut user = get_user::<SignedIn>(session).await?;
     if let Some(user) = &mut user {
         user.id_token = session
@@ -565,7 +574,7 @@ mod tests {
     #[tokio::test]
     async fn the_user_is_kept_as_one_json_string_and_read_back() {
         let (store, _) = AnyStore::memory(Duration::from_secs(1));
-        let session = Session::new(None, Arc::new(store), None);
+        let session = Session::new(None, Arc::new(store.clone()), None);
         let user = ada();
         sign_in(&session, &user, Duration::from_secs(3600), &clock())
             .await
@@ -583,14 +592,44 @@ mod tests {
         assert_eq!(back.identity, user.identity);
         assert_eq!(back.expires_at, user.expires_at);
         // The ID token is read back only on the way out, for logout.
-        let out = sign_out(&session).await.expect("sign out").expect("was in");
+        let out = sign_out(&session, &store)
+            .await
+            .expect("sign out")
+            .expect("was in");
         assert_eq!(out.id_token, user.id_token);
+    }
+
+    /// Issue 14.2: the upstream tokens live beside the session and end with it.
+    #[tokio::test]
+    async fn sign_out_forgets_the_upstream_tokens() {
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
+        let session = Session::new(None, Arc::new(store.clone()), None);
+        let user = ada();
+        sign_in(&session, &user, Duration::from_secs(3600), &clock())
+            .await
+            .expect("sign in");
+        let id = session.id().expect("saved");
+        let tokens = upstream::UpstreamTokens::received(
+            &secrecy::SecretString::from("access"),
+            Some(&secrecy::SecretString::from("refresh")),
+            Some(3600),
+            now_unix(),
+        );
+        upstream::keep(&store, &id, &tokens, user.expires_at, &clock())
+            .await
+            .expect("keep");
+        assert_eq!(
+            upstream::load(&store, &id).await.expect("load"),
+            Some(tokens)
+        );
+        sign_out(&session, &store).await.expect("sign out");
+        assert_eq!(upstream::load(&store, &id).await.expect("load"), None);
     }
 
     #[tokio::test]
     async fn a_user_stored_as_an_object_is_still_read() {
         let (store, _) = AnyStore::memory(Duration::from_secs(1));
-        let session = Session::new(None, Arc::new(store), None);
+        let session = Session::new(None, Arc::new(store.clone()), None);
         let user = ada();
         session.insert(USER_KEY, &user).await.expect("insert");
         let back = signed_in(&session, Duration::from_secs(3600), &clock())
@@ -598,7 +637,10 @@ mod tests {
             .expect("read")
             .expect("signed in");
         assert_eq!(back.identity, user.identity);
-        let out = sign_out(&session).await.expect("sign out").expect("was in");
+        let out = sign_out(&session, &store)
+            .await
+            .expect("sign out")
+            .expect("was in");
         assert_eq!(out.identity, user.identity);
     }
 

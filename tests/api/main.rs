@@ -26,4 +26,5 @@ mod sessions;
 mod sign_out;
 mod store_contract;
 mod traces;
+mod upstream;
 mod userinfo;

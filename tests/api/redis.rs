@@ -224,6 +224,17 @@ async fn replica(
     public_url: &str,
     listener: tokio::net::TcpListener,
 ) -> Replica {
+    replica_with(redis, idp, public_url, listener, "").await
+}
+
+/// A replica whose connection has these extra lines.
+async fn replica_with(
+    redis: &RedisServer,
+    idp: &mock_idp::MockIdp,
+    public_url: &str,
+    listener: tokio::net::TcpListener,
+    connection_extra: &str,
+) -> Replica {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let toml = format!(
         r#"listen = "127.0.0.1:0"
@@ -238,6 +249,7 @@ name = "Contoso"
 metadata_url = "{}"
 client_id = "{}"
 client_secret = "{}"
+{connection_extra}
 [keys]
 refetch_cooldown_secs = 0
 "#,
@@ -386,6 +398,97 @@ async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
             .status(),
         StatusCode::OK
     );
+}
+
+/// Issue 14, done-when: two replicas on one Redis, many `/auth` requests of one session at
+/// once on both, its upstream access token due for a refresh: exactly one refresh reaches the
+/// IdP (the mock spends a refresh token when it is redeemed, so a second one would also have
+/// ended the session), and every request gets a valid token — the old one while the refresh
+/// is underway, or the new one.
+#[tokio::test]
+async fn two_replicas_refresh_one_session_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let idp = mock_idp::MockIdp::start(Default::default())
+        .await
+        .expect("IdP");
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let public_url = format!("http://{}", la.local_addr().expect("addr"));
+    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
+    let upstream = crate::upstream::upstream_toml("");
+    let a = replica_with(&redis, &idp, &public_url, la, &upstream).await;
+    let b = replica_with(&redis, &idp, &public_url, lb, &upstream).await;
+
+    // Signed in with a token that has less than five minutes left: the first /auth refreshes.
+    idp.set_behaviour(mock_idp::Behaviour {
+        access_token_lifetime_secs: Some(200),
+        ..Default::default()
+    });
+    let browser = crate::helpers::browser();
+    let res = login_on(&browser, &a, &b, &public_url).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let refreshed_lifetime = mock_idp::Behaviour {
+        access_token_lifetime_secs: Some(3600),
+        ..Default::default()
+    };
+    idp.set_behaviour(refreshed_lifetime);
+
+    let requests = (0..16).map(|i| {
+        let browser = browser.clone();
+        let url = format!("{}/auth", if i % 2 == 0 { &a.base } else { &b.base });
+        async move {
+            let res = browser.get(url).send().await.expect("auth");
+            let token = res
+                .headers()
+                .get("x-auth-request-access-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            (res.status(), token)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    assert_eq!(idp.counters().refresh, 1, "{answers:?}");
+    let mut tokens = Vec::new();
+    for (status, token) in answers {
+        assert_eq!(status, StatusCode::OK);
+        tokens.push(crate::upstream::api_token(token));
+    }
+    tokens.sort();
+    tokens.dedup();
+    assert!(tokens.len() <= 2, "the old token or the new one");
+    // Afterwards both replicas pass the new token and nobody refreshes again.
+    let mut after = Vec::new();
+    for r in [&a, &b] {
+        let res = browser
+            .get(format!("{}/auth", r.base))
+            .send()
+            .await
+            .expect("auth");
+        assert_eq!(res.status(), StatusCode::OK);
+        after.push(crate::upstream::api_token(
+            res.headers()
+                .get("x-auth-request-access-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ));
+    }
+    assert_eq!(after[0], after[1]);
+    assert!(
+        crate::upstream::claims(&after[0])["exp"]
+            .as_i64()
+            .unwrap_or(0)
+            > 3000
+                + crate::upstream::claims(&after[0])["iat"]
+                    .as_i64()
+                    .unwrap_or(0)
+    );
+    assert_eq!(idp.counters().refresh, 1);
 }
 
 #[tokio::test]

@@ -585,6 +585,75 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Issue 14 items 2–3 on every store: the upstream tokens live in a record of their own
+/// (written with `put`, read with `load`), one refresh at a time takes the store's single-use
+/// lock (`insert_new`, released with `delete`), the rotated refresh token is what the next
+/// refresh sends (the mock spends each one), a revoked grant ends the session, and sign-out —
+/// by the button or front-channel — takes the tokens along: a stolen copy of the cookie
+/// replayed afterwards gets neither a session nor a token.
+async fn upstream_tokens_refresh_rotate_and_end_with_the_session(kind: Kind) {
+    let Some(store) = Store::start(kind).await else {
+        return;
+    };
+    let opts = || AppOptions {
+        connection_extra: crate::upstream::upstream_toml(""),
+        ..AppOptions::default()
+    };
+    let app = store.app_with(LONG, opts()).await;
+    let cookie = sign_in(&app).await;
+    let first = crate::upstream::api_token(crate::upstream::auth(&app).await.1);
+    for round in 1..=2 {
+        app.clock.advance(secs(3400));
+        let next = crate::upstream::api_token(crate::upstream::auth(&app).await.1);
+        assert_ne!(next, first, "{kind:?} round {round}");
+        assert_eq!(app.idp.counters().refresh, round, "{kind:?}");
+    }
+    // Sign-out takes the tokens along.
+    let res = app
+        .browser
+        .post(app.url("/logout"))
+        .header(header::ORIGIN, app.base.clone())
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(me_with(&app, &cookie).await, StatusCode::UNAUTHORIZED);
+    let replay = reqwest::Client::new()
+        .get(app.url("/auth"))
+        .header(
+            header::COOKIE,
+            format!("{}={cookie}", app.config.session.cookie_name),
+        )
+        .send()
+        .await
+        .expect("auth");
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED, "{kind:?}");
+
+    // A revoked grant ends the next session at its refresh; so does front-channel logout.
+    sign_in(&app).await;
+    crate::upstream::api_token(crate::upstream::auth(&app).await.1);
+    app.idp.revoke_refresh_tokens();
+    app.clock.advance(secs(3400));
+    assert_eq!(
+        crate::upstream::auth(&app).await.0,
+        StatusCode::UNAUTHORIZED,
+        "{kind:?}"
+    );
+    assert_eq!(
+        app.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "{kind:?}"
+    );
+    sign_in(&app).await;
+    crate::upstream::api_token(crate::upstream::auth(&app).await.1);
+    front_channel(&app, &format!("sid={}", sid())).await;
+    assert_eq!(
+        crate::upstream::auth(&app).await.0,
+        StatusCode::UNAUTHORIZED,
+        "{kind:?}"
+    );
+}
+
 /// Each contract test as `store_contract::{memory,sqlite,redis}::<test>`, on a multi-threaded
 /// runtime like the service's.
 macro_rules! for_each_store {
@@ -630,6 +699,7 @@ for_each_store!(
     concurrent_callbacks_with_one_state_sign_in_once,
     a_removed_connection_signs_its_sessions_out,
     front_channel_logout_is_per_connection,
+    upstream_tokens_refresh_rotate_and_end_with_the_session,
 );
 
 // ----- store-independent ------------------------------------------------------------------

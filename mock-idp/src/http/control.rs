@@ -73,6 +73,11 @@ pub(super) async fn rotate(State(s): S, Query(q): Query<RotateQuery>) -> Respons
     }
 }
 
+pub(super) async fn revoke_refresh_tokens(State(s): S) -> StatusCode {
+    crate::revoke_refresh_tokens(&s);
+    StatusCode::NO_CONTENT
+}
+
 pub(super) async fn publish(State(s): S) -> Response {
     publish_current(&s);
     let kid = s.lock().current.kid.clone();

@@ -43,6 +43,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_mock/counters", get(get_counters))
         .route("/_mock/rotate", post(rotate))
         .route("/_mock/publish", post(publish))
+        .route("/_mock/revoke-refresh-tokens", post(revoke_refresh_tokens))
         .route(
             "/_mock/redirect_uris",
             get(get_redirect_uris).put(put_redirect_uris),

@@ -60,7 +60,10 @@ pub(super) async fn token_inner(
         );
     };
     // Reject unknown grant types before looking at credentials, as Entra does.
-    if grant_type != "authorization_code" && grant_type != "client_credentials" {
+    if !matches!(
+        grant_type,
+        "authorization_code" | "client_credentials" | "refresh_token"
+    ) {
         return token_error(
             "unsupported_grant_type",
             70003,
@@ -73,6 +76,9 @@ pub(super) async fn token_inner(
     };
     if grant_type == "client_credentials" {
         return client_credentials(s, behaviour, &form, &client_id);
+    }
+    if grant_type == "refresh_token" {
+        return refresh(s, behaviour, &form, &client_id);
     }
     authorization_code(s, behaviour, &form, &client_id).await
 }
@@ -412,20 +418,10 @@ pub(super) async fn authorization_code(
         }
     }
 
-    let mut body = Map::new();
-    body.insert("token_type".into(), json!("Bearer"));
-    body.insert("scope".into(), json!(record.scope));
-    body.insert("expires_in".into(), json!(3599));
-    body.insert("ext_expires_in".into(), json!(3599));
-    let access_token = format!("mock-access-token.{}", keys::random_b64(32));
-    {
-        let mut inner = s.lock();
-        inner.issued.push(access_token.clone());
-        inner
-            .userinfo
-            .insert(access_token.clone(), userinfo_answer(s, behaviour));
-    }
-    body.insert("access_token".into(), json!(access_token));
+    let mut body = match access_and_refresh(s, behaviour, &record.scope, client_id) {
+        Ok(body) => body,
+        Err(e) => return signing_failed(&e),
+    };
     if !behaviour.omit_id_token {
         match id_token(s, behaviour, &record).await {
             Ok(t) => {
@@ -446,6 +442,163 @@ pub(super) async fn authorization_code(
         }
     }
     json_response(StatusCode::OK, &Value::Object(body))
+}
+
+/// The token response's members but the ID token, for `scope`: an access token — a signed JWT
+/// for the API a resource scope names (`api://backend/.default`), else an opaque one for
+/// userinfo, as Entra's Graph token is to everyone but Graph — and, when `offline_access` is
+/// among the scopes, a new refresh token.
+fn access_and_refresh(
+    s: &Shared,
+    behaviour: &Behaviour,
+    scope: &str,
+    client_id: &str,
+) -> Result<Map<String, Value>, keys::KeyError> {
+    let (access_token, lifetime) = match api_scope(scope) {
+        Some((audience, scp)) => {
+            let lifetime = behaviour.access_token_lifetime_secs.unwrap_or(3599);
+            let mut t = crate::AccessToken::delegated(&audience, &scp);
+            t.client_id = client_id.to_owned();
+            t.lifetime_secs = lifetime;
+            let token = crate::access::sign(s, &t)?;
+            (token, lifetime)
+        }
+        None => {
+            let token = format!("mock-access-token.{}", keys::random_b64(32));
+            let mut inner = s.lock();
+            inner.issued.push(token.clone());
+            inner
+                .userinfo
+                .insert(token.clone(), userinfo_answer(s, behaviour));
+            (token, 3599)
+        }
+    };
+    let mut body = Map::new();
+    body.insert("token_type".into(), json!("Bearer"));
+    body.insert("scope".into(), json!(scope));
+    body.insert("expires_in".into(), json!(lifetime));
+    body.insert("ext_expires_in".into(), json!(lifetime));
+    body.insert("access_token".into(), json!(access_token));
+    if scope.split_whitespace().any(|w| w == "offline_access") {
+        let refresh_token = format!("mock-refresh-token.{}", keys::random_b64(48));
+        let mut inner = s.lock();
+        inner.issued.push(refresh_token.clone());
+        inner.refresh_tokens.insert(
+            refresh_token.clone(),
+            crate::RefreshRecord {
+                client_id: client_id.to_owned(),
+                scope: scope.to_owned(),
+            },
+        );
+        body.insert("refresh_token".into(), json!(refresh_token));
+    }
+    Ok(body)
+}
+
+/// The API the scopes ask a token for, as Entra reads them (one resource per token): the first
+/// `{resource}/{name}` scope that is not an OpenID Connect one, with the names asked of that
+/// resource as `scp` (`.default`, all the app's consented scopes, as `access_as_user`).
+pub(super) fn api_scope(scope: &str) -> Option<(String, String)> {
+    let mut resource: Option<&str> = None;
+    let mut names = Vec::new();
+    for word in scope.split_whitespace() {
+        let Some((res, name)) = word.rsplit_once('/') else {
+            continue;
+        };
+        if !res.contains("://") || resource.is_some_and(|r| r != res) {
+            continue;
+        }
+        resource = Some(res);
+        names.push(if name == ".default" {
+            "access_as_user"
+        } else {
+            name
+        });
+    }
+    resource.map(|r| (r.to_owned(), names.join(" ")))
+}
+
+/// The refresh-token grant (RFC 6749 §6): the token is spent and a new one issued (rotation);
+/// a revoked one answers AADSTS50173, as Entra does after a password reset.
+pub(super) fn refresh(
+    s: &Shared,
+    behaviour: &Behaviour,
+    form: &Params,
+    client_id: &str,
+) -> Response {
+    s.lock().counters.refresh += 1;
+    if let Some(te) = &behaviour.refresh_error {
+        let status = StatusCode::from_u16(te.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return json_response(status, &te.body);
+    }
+    let Some(presented) = form.get("refresh_token") else {
+        return token_error(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'refresh_token'.",
+        );
+    };
+    let record = {
+        let mut inner = s.lock();
+        if inner.revoked_refresh_tokens.contains(presented) {
+            return token_error(
+                "invalid_grant",
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.",
+            );
+        }
+        match inner.refresh_tokens.remove(presented) {
+            Some(r) if r.client_id == client_id => r,
+            Some(r) => {
+                inner.refresh_tokens.insert(presented.to_owned(), r);
+                return token_error(
+                    "invalid_grant",
+                    70000,
+                    "Provided grant is invalid or malformed. The refresh token was issued to another client.",
+                );
+            }
+            None => {
+                return token_error(
+                    "invalid_grant",
+                    70000,
+                    "Provided grant is invalid or malformed. (The mock IdP spends a refresh token when it is redeemed: send the one the last refresh returned.)",
+                );
+            }
+        }
+    };
+    // The scopes asked now (a subset of the original ones, RFC 6749 §6), else the original.
+    let scope = form
+        .get("scope")
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+        .unwrap_or(record.scope.clone());
+    // The new refresh token keeps the original grant's scopes, offline_access included.
+    let mut scope_with_offline = scope.clone();
+    if !scope.split_whitespace().any(|w| w == "offline_access")
+        && record
+            .scope
+            .split_whitespace()
+            .any(|w| w == "offline_access")
+    {
+        scope_with_offline.push_str(" offline_access");
+    }
+    match access_and_refresh(s, behaviour, &scope_with_offline, client_id) {
+        Ok(body) => json_response(StatusCode::OK, &Value::Object(body)),
+        Err(e) => signing_failed(&e),
+    }
+}
+
+/// Entra's `server_error` for a token the mock could not sign.
+fn signing_failed(e: &keys::KeyError) -> Response {
+    tracing::error!(error = %e, "mock IdP could not sign an access token");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &entra::token_error_body(
+            "server_error",
+            50000,
+            "The mock IdP could not sign the access token.",
+        ),
+    )
 }
 
 /// The ID token's claims before [`Behaviour`] edits (`tests/fixtures/entra/id_token.claims.json`,
