@@ -1,7 +1,9 @@
 //! The demo app of the compose rig (docker-compose.yml): it sits behind nginx, Caddy and
 //! Traefik, each asking entrance's `/auth` first, and answers every request with the
 //! identity headers it received, as JSON: `{"path": "/app/", "headers": {"x-auth-request-user":
-//! "…", …}}`. Every `X-Auth-Request-*` header that reached it is listed, so the rig's tests
+//! "…", …}}`. Every `X-Auth-Request-*` header that reached it is listed, and `Authorization`
+//! (where the proxies put the upstream access token, README "Passing tokens to your app"), so
+//! the rig's tests
 //! (tests/rig/main.rs) can see both what the proxy passed on and that a client-sent one did not
 //! get through. A test tool: it trusts whatever headers arrive.
 //!
@@ -14,7 +16,7 @@ use axum::{Json, Router, http::HeaderMap, http::Uri, routing::any};
 async fn show(uri: Uri, headers: HeaderMap) -> Json<serde_json::Value> {
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in &headers {
-        if name.as_str().starts_with("x-auth-request-") {
+        if name.as_str().starts_with("x-auth-request-") || name == "authorization" {
             seen.entry(name.as_str().to_owned())
                 .or_default()
                 .push(String::from_utf8_lossy(value.as_bytes()).into_owned());

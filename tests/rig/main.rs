@@ -353,6 +353,33 @@ fn header<'a>(h: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> 
     h.get(name).and_then(|v| v.as_str())
 }
 
+/// The upstream API's access token as the app received it (deploy/entrance.toml's
+/// `[connections.upstream]`): `Authorization: Bearer` through nginx and Caddy, alone;
+/// `X-Auth-Request-Access-Token` through Traefik, which cannot rename it.
+fn upstream_token(h: &serde_json::Map<String, serde_json::Value>, base: &str) -> String {
+    let token = if base == TRAEFIK {
+        header(h, "x-auth-request-access-token").map(str::to_owned)
+    } else {
+        assert_eq!(header(h, "x-auth-request-access-token"), None, "{h:?}");
+        header(h, "authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::to_owned)
+    };
+    let token = token.unwrap_or_else(|| panic!("no access token through {base}: {h:?}"));
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    use base64::Engine as _;
+    let claims: serde_json::Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("not a JWT through {base}: {token}"));
+    assert_eq!(
+        claims["aud"], "api://11112222-bbbb-3333-cccc-4444dddd5555",
+        "{claims}"
+    );
+    token
+}
+
 /// Signs in through the proxy at `base`, from its app, and checks what the app received,
 /// also when the client sends its own identity headers.
 async fn sign_in_through(base: &str, strips_unknown_names: bool) {
@@ -391,10 +418,13 @@ async fn sign_in_through(base: &str, strips_unknown_names: bool) {
         "{body}"
     );
     assert_eq!(header(&h, "x-auth-request-groups"), Some(GROUPS), "{body}");
+    let token = upstream_token(&h, base);
 
     // Signed in, with forged headers: the app sees entrance's values only.
     let res = c
         .get(&start)
+        .header(header::AUTHORIZATION, "Bearer forged")
+        .header("X-Auth-Request-Access-Token", "forged")
         .header("X-Auth-Request-Groups", "admins")
         .header("X-Auth-Request-Roles", "Global.Admin")
         .header("X-Auth-Request-User", "entra:evil:evil")
@@ -408,6 +438,7 @@ async fn sign_in_through(base: &str, strips_unknown_names: bool) {
     assert_eq!(header(&h, "x-auth-request-groups"), Some(GROUPS), "{body}");
     assert_eq!(header(&h, "x-auth-request-user"), Some(USER), "{body}");
     assert_eq!(header(&h, "x-auth-request-roles"), None, "{body}");
+    assert_eq!(upstream_token(&h, base), token, "{body}");
     if strips_unknown_names {
         assert_eq!(header(&h, "x-auth-request-forged"), None, "{body}");
     }
