@@ -197,6 +197,10 @@ pub struct Behaviour {
     /// The refresh-token grant answers this status + JSON body instead of tokens (e.g.
     /// `interaction_required` AADSTS50076, `temporarily_unavailable`).
     pub refresh_error: Option<TokenError>,
+    /// APIs (`api://…` resources) with no service principal in the tenant: asking a token for
+    /// one answers `invalid_resource` AADSTS500011, as Entra does for an API the customer's
+    /// tenant never consented to.
+    pub missing_apis: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -9,8 +9,8 @@ use crate::expiry::{Expiry, RENEW_CERTIFICATE};
 use crate::{
     certificate::CertificateCredential,
     config::{
-        ClientCredential, ConfigError, ConnectionConfig, SECRET_ID_FIX, SECRET_ID_PROBLEM,
-        SecretAsRead,
+        ApiSettings, ClientCredential, ConfigError, ConnectionConfig, SECRET_ID_FIX,
+        SECRET_ID_PROBLEM, SecretAsRead, UpstreamSettings,
     },
     entra,
     oidc::http_client::{FetchError, HttpClient},
@@ -21,7 +21,7 @@ use crate::{
 
 use super::{
     CERTIFICATE, CERTIFICATE_EXPIRY, CLIENT_ID, CREDENTIALS, Check, DEFAULT_GRAPH_HOST, Discovered,
-    ISSUER, JWKS, METADATA, REDIRECT_URI, SECRET, SECRET_EXPIRY, Status, USERINFO,
+    ISSUER, JWKS, METADATA, REDIRECT_URI, SECRET, SECRET_EXPIRY, Status, UPSTREAM, USERINFO,
 };
 
 /// `userinfo = true` needs a `userinfo_endpoint` in the metadata; without one every sign-in
@@ -698,6 +698,128 @@ pub(super) fn judge_credentials(
                 "sign in once to prove the secret",
             ),
         },
+    }
+}
+
+/// The `api` table as `/auth` will apply it: what a bearer token must carry. Nothing to fetch:
+/// the tokens come from the callers.
+pub(super) fn describe_api(api: &ApiSettings) -> Check {
+    let list = |v: &[String]| v.join(", ");
+    let users = if api.required_scopes.is_empty() {
+        "users' tokens need no particular scope".to_owned()
+    } else {
+        format!("users' tokens need scp {}", list(&api.required_scopes))
+    };
+    let apps = if api.required_roles.is_empty() {
+        "app-only tokens are refused (no required_roles)".to_owned()
+    } else {
+        format!("app-only tokens need roles {}", list(&api.required_roles))
+    };
+    let clients = match &api.allowed_clients {
+        None => "from any client app".to_owned(),
+        Some(c) => format!("from client apps {}", list(c)),
+    };
+    Check::ok(
+        super::API,
+        format!(
+            "bearer tokens for {} are accepted on /auth and /me {clients}; {users}; {apps}",
+            list(&api.audiences)
+        ),
+    )
+}
+
+/// `--verify-secret` for an `upstream` table: a client-credentials request for the API's
+/// `.default` in the connection's tenant proves that the tenant knows the API (Entra answers
+/// AADSTS500011 when its service principal is missing: the backend was never consented to
+/// there). The user's delegated permission itself is only granted at sign-in.
+pub(super) async fn verify_upstream(
+    conn: &ConnectionConfig,
+    upstream: &UpstreamSettings,
+    d: Option<&Discovered>,
+    is_entra: bool,
+    issuer_ok: bool,
+    verify_secret: bool,
+    http: &HttpClient,
+) -> Check {
+    let asks = format!(
+        "sign-ins ask for {} with offline_access",
+        upstream.scopes.join(" ")
+    );
+    let resource = upstream.scopes[0]
+        .rsplit_once('/')
+        .map(|(r, _)| r.to_owned())
+        .filter(|_| is_entra);
+    let Some(resource) = resource else {
+        return Check::ok(
+            UPSTREAM,
+            format!("{asks}; the IdP grants them at sign-in"),
+        );
+    };
+    if !verify_secret {
+        return Check::skipped(
+            UPSTREAM,
+            format!("{asks}; run with --verify-secret to prove the tenant knows {resource}"),
+        );
+    }
+    let Some(d) = d else {
+        return Check::skipped(UPSTREAM, format!("{asks}; needs the metadata"));
+    };
+    let Ok(endpoint) = verify_endpoint(conn, &d.meta, is_entra, issuer_ok) else {
+        return Check::skipped(UPSTREAM, format!("{asks}; needs a usable token endpoint"));
+    };
+    let Some((_, credential)) = token::attempts(&conn.credential).into_iter().next() else {
+        return Check::skipped(UPSTREAM, format!("{asks}; needs a credential"));
+    };
+    let scope = format!("{resource}/.default");
+    let result = token::client_credentials(
+        http,
+        &ClientCredentials {
+            token_endpoint: endpoint.as_str(),
+            client_id: &conn.client_id,
+            credential,
+            client_auth: conn
+                .client_auth
+                .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
+            scope: Some(&scope),
+        },
+    )
+    .await;
+    judge_upstream(result, &resource, &asks)
+}
+
+/// Translates the answer to [`verify_upstream`]'s request.
+pub(super) fn judge_upstream(result: Result<(), TokenError>, resource: &str, asks: &str) -> Check {
+    let error = match result {
+        Ok(()) => {
+            return Check::ok(
+                UPSTREAM,
+                format!("{asks}; the tenant knows {resource} (a token for it was issued)"),
+            );
+        }
+        Err(TokenError::Refused { error, .. }) => error,
+        Err(other) => {
+            return Check::warning(
+                UPSTREAM,
+                format!("could not verify {resource}: {other}"),
+                "sign in once: /auth then passes the token",
+            );
+        }
+    };
+    match error.aadsts() {
+        Some(500011) => Check::error(
+            UPSTREAM,
+            format!(
+                "the tenant does not know the API {resource} (AADSTS500011): sign-ins will fail"
+            ),
+            entra::aadsts(500011)
+                .map(|r| r.fix.clone())
+                .unwrap_or_else(|| "fix upstream.scopes, or have the tenant's admin consent to the API".into()),
+        ),
+        _ => Check::warning(
+            UPSTREAM,
+            format!("could not verify {resource}: {}", describe(&error)),
+            "fix the credentials line first; otherwise sign in once: /auth then passes the token",
+        ),
     }
 }
 

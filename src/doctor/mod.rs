@@ -23,7 +23,7 @@ mod tests;
 use checks::{
     judge_certificate, judge_certificate_expiry, judge_client_id, judge_expiry, judge_issuer,
     judge_jwks, judge_metadata, judge_redirect_uri, judge_secret, judge_userinfo, secret_usable,
-    verify_credentials, worst,
+    verify_credentials, verify_upstream, worst,
 };
 pub use report::{Check, ConnectionReport, Report, Status, UnknownConnection};
 /// Check names, as printed and in the JSON.
@@ -39,6 +39,10 @@ pub const CERTIFICATE: &str = "certificate";
 pub const CERTIFICATE_EXPIRY: &str = "cert_expiry";
 pub const CREDENTIALS: &str = "credentials";
 pub const USERINFO: &str = "userinfo";
+/// For a connection with an `api` table: what bearer tokens must carry.
+pub const API: &str = "api";
+/// For a connection with an `upstream` table: the API its sign-ins ask a token for.
+pub const UPSTREAM: &str = "upstream";
 
 /// Entra's default `--verify-secret` scope: every confidential client may ask for an app-only
 /// Graph token (`.default` needs no granted permission to be issued).
@@ -184,6 +188,23 @@ async fn check_connection(
     // Only a connection that asks for userinfo gets the line.
     if conn.userinfo == Userinfo::Always {
         checks.push(judge_userinfo(discovered.as_ref().map(|d| &d.meta)));
+    }
+    if let Some(api) = &conn.api {
+        checks.push(checks::describe_api(api));
+    }
+    if let Some(upstream) = &conn.upstream {
+        checks.push(
+            verify_upstream(
+                conn,
+                upstream,
+                discovered.as_ref(),
+                is_entra,
+                issuer_ok,
+                verify_secret && credential_usable && !conn.client_id.is_empty(),
+                http,
+            )
+            .await,
+        );
     }
     ConnectionReport {
         id: conn.id.clone(),

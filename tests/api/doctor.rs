@@ -135,6 +135,45 @@ async fn a_healthy_connection_passes_every_check() {
     assert!(text.contains("  ok      credentials   "), "{text}");
 }
 
+/// Issue 14: a connection with `api` and `upstream` tables gets a line for each; with
+/// `--verify-secret` the upstream line proves the tenant knows the API (a client-credentials
+/// token for its `.default`), and names AADSTS500011 when it does not.
+#[tokio::test]
+async fn api_and_upstream_tables_get_their_lines_and_a_missing_api_is_named() {
+    let idp = idp().await;
+    let mut setup = Setup::healthy(&idp);
+    setup.extra = format!(
+        "{}
+api = {{ audiences = [\"api://x\"], required_scopes = [\"Files.Read\"] }}
+{}",
+        setup.extra,
+        crate::upstream::upstream_toml("")
+    );
+    let report = setup.run(false).await;
+    let api = assert_status(&report, doctor::API, Status::Ok);
+    assert!(api.contains("api://x") && api.contains("Files.Read") && api.contains("app-only tokens are refused"), "{api}");
+    let line = assert_status(&report, doctor::UPSTREAM, Status::Skipped);
+    assert!(line.contains("--verify-secret"), "{line}");
+    assert_eq!(idp.counters().token, 0);
+
+    let report = setup.run(true).await;
+    let line = assert_status(&report, doctor::UPSTREAM, Status::Ok);
+    assert!(line.contains(crate::upstream::BACKEND), "{line}");
+    assert!(report.passed(), "{}", report.render());
+
+    idp.set_behaviour(mock_idp::Behaviour {
+        missing_apis: vec![crate::upstream::BACKEND.into()],
+        ..Default::default()
+    });
+    let report = setup.run(true).await;
+    let line = assert_status(&report, doctor::UPSTREAM, Status::Error);
+    assert!(line.contains("AADSTS500011"), "{line}");
+    assert!(fix(&report, doctor::UPSTREAM).contains("consent"), "{}", report.render());
+    assert!(!report.passed());
+    // The credentials themselves are fine: only the API is missing.
+    assert_status(&report, doctor::CREDENTIALS, Status::Ok);
+}
+
 #[tokio::test]
 async fn without_verify_secret_the_credentials_are_skipped_and_no_token_is_requested() {
     let idp = idp().await;

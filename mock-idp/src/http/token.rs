@@ -293,6 +293,12 @@ pub(super) fn client_credentials(
     // A token for an API registered in the tenant (an App ID URI): a signed v2 app-only JWT
     // like Entra's (docs/reference/ENTRA-2.md §1); anything else (Graph) stays opaque, as a
     // Graph token is to everyone but Graph.
+    if let Some(missing) = scope
+        .strip_suffix("/.default")
+        .filter(|r| behaviour.missing_apis.iter().any(|m| m == r))
+    {
+        return resource_not_found(missing, &s.tenant_id);
+    }
     let access_token = match scope.strip_suffix("/.default") {
         Some(audience) if audience.starts_with("api://") => {
             let roles: Vec<&str> = behaviour.app_roles.iter().map(String::as_str).collect();
@@ -418,6 +424,11 @@ pub(super) async fn authorization_code(
         }
     }
 
+    if let Some((missing, _)) =
+        api_scope(&record.scope).filter(|(r, _)| behaviour.missing_apis.contains(r))
+    {
+        return resource_not_found(&missing, &s.tenant_id);
+    }
     let mut body = match access_and_refresh(s, behaviour, &record.scope, client_id) {
         Ok(body) => body,
         Err(e) => return signing_failed(&e),
@@ -586,6 +597,17 @@ pub(super) fn refresh(
         Ok(body) => json_response(StatusCode::OK, &Value::Object(body)),
         Err(e) => signing_failed(&e),
     }
+}
+
+/// Entra's answer for a resource whose service principal the tenant does not have.
+fn resource_not_found(resource: &str, tenant: &str) -> Response {
+    token_error(
+        "invalid_resource",
+        500011,
+        &format!(
+            "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+        ),
+    )
 }
 
 /// Entra's `server_error` for a token the mock could not sign.
