@@ -194,11 +194,15 @@ impl Rig {
                     Ok(r) if r.status() == StatusCode::FOUND);
                 ready &= ok;
             }
-            let login = c.get(format!("{NGINX}/login")).send().await;
-            ready &= matches!(login, Ok(r) if r.status() == StatusCode::SEE_OTHER
-                && r.headers().get(header::LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .is_some_and(|l| l.starts_with("http://127.0.0.1:9090/")));
+            // nginx takes turns between the replicas: several answers in a row, so both have
+            // their connection ready (one may still be fetching the metadata on a busy host).
+            for _ in 0..4 {
+                let login = c.get(format!("{NGINX}/login")).send().await;
+                ready &= matches!(login, Ok(r) if r.status() == StatusCode::SEE_OTHER
+                    && r.headers().get(header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .is_some_and(|l| l.starts_with("http://127.0.0.1:9090/")));
+            }
             if ready {
                 return;
             }
