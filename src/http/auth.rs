@@ -79,7 +79,10 @@ pub(super) async fn auth(
                     // Kept for the admin in /admin/traces beside the failed logins, with the
                     // IdP's answer (render_errors records only the callback's failures).
                     let cid = correlation_id(&request);
-                    super::traces::record(&state, &e, &cid);
+                    // A store outage is not the admin's sign-in problem: not kept.
+                    if !matches!(e, AppError::Session(_)) {
+                        super::traces::record(&state, &e, &cid);
+                    }
                     if matches!(e, AppError::UpstreamSignInAgain { .. }) {
                         if params.redirect {
                             // The redirect carries no error for `render_errors` to log.
