@@ -243,6 +243,7 @@ run_store() {
     local store=$1 port=${EPORT[$1]} extra="" redis_pid=""
     local base="http://127.0.0.1:$port"
     log "store: $store"
+    PHASE_LOAD+=("$store $(cut -d' ' -f1 /proc/loadavg)")
     case $store in
         memory) ;;
         sqlite) extra="sqlite_path = \"$WORK/sessions.db\"" ;;
@@ -378,6 +379,7 @@ TOML
 # The peer: Apache (mpm_event) + mod_auth_openidc protecting a static file, same mock IdP.
 run_peer() {
     local d=$WORK/apache url="http://127.0.0.1:$APORT/protected/index.html" user=() apid
+    PHASE_LOAD+=("peer $(cut -d' ' -f1 /proc/loadavg)")
     log "peer: Apache $("$APACHE_BIN" -v | awk -F/ '/^Server version/ {print $2}') + mod_auth_openidc on 127.0.0.1:$APORT"
     mkdir -p "$d/htdocs/protected"
     echo "a static file behind mod_auth_openidc" >"$d/htdocs/protected/index.html"
@@ -487,6 +489,7 @@ CONF
 declare -A RATIO AP99 ECPU CPU_REQ
 ALL_ROWS=()
 CHART=()
+PHASE_LOAD=()
 PEER_CPU=""
 PEER_IDP_CPU=""
 for s in $STORES; do
@@ -519,7 +522,8 @@ fi
     echo
     echo "Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}'),"
     echo "$(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r), $(rustc --version), $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}')$PEER_VERSIONS."
-    echo "Load average (1, 5, 15 min): $LOAD_AT_START at the start, $LOAD_AT_END at the end."
+    echo "Load average (1, 5, 15 min): $LOAD_AT_START at the start, $LOAD_AT_END at the end;"
+    echo "1-min load average as each phase started (the previous phase's own load included): $(printf '%s, ' "${PHASE_LOAD[@]}" | sed 's/, $//')."
     echo "Command: \`bench/run.sh\` (wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, $ROUNDS rounds of baseline then /auth, medians;"
     echo "logins at concurrency $LOGIN_CONC for ${LOGIN_SECS}s)."
     echo
@@ -597,6 +601,7 @@ set bmargin 6
 set grid ytics
 set xtics rotate by -30 nomirror
 set yrange [0:*]
+set offsets 0, 0, graph 0.1, 0
 unset key
 set title "server CPU per request (µs, lower is better)"
 plot "$RESULTS/latest-chart.dat" using 2:xtic(1) linecolor rgb "#3b75af", \\
