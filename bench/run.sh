@@ -106,7 +106,8 @@ to_ms() {
 # For entrance, the baseline and redis-server that is the process itself; for Apache it is the
 # parent and its worker processes.
 tree_ticks() {
-    cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    # A process may exit between the glob and the read: cat's complaint is not a failure.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
         { line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
           # after the command name: f[1] state, f[2] ppid, f[12] utime, f[13] stime,
           # f[14] cutime, f[15] cstime
