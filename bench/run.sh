@@ -382,8 +382,10 @@ run_peer() {
     local d=$WORK/apache url="http://127.0.0.1:$APORT/protected/index.html" user=() apid
     PHASE_LOAD+=("peer $(cut -d' ' -f1 /proc/loadavg)")
     log "peer: Apache $("$APACHE_BIN" -v | awk -F/ '/^Server version/ {print $2}') + mod_auth_openidc on 127.0.0.1:$APORT"
-    mkdir -p "$d/htdocs/protected"
+    mkdir -p "$d/htdocs/protected" "$d/htdocs/public"
     echo "a static file behind mod_auth_openidc" >"$d/htdocs/protected/index.html"
+    # The same file without authentication: Apache's own share, as bench_baseline is axum's.
+    cp "$d/htdocs/protected/index.html" "$d/htdocs/public/index.html"
     if [[ $(id -u) == 0 ]]; then
         # Apache started as root serves as an unprivileged user, who must reach the files.
         local u=www-data g=www-data
@@ -456,9 +458,13 @@ CONF
     local code
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$url")
     [[ $code == 200 ]] || { echo "bench: the peer answered $code with its session cookie" >&2; exit 1; }
-    local r rpss=() p50s=() p99s=() cpus=()
+    local r rpss=() p50s=() p99s=() cpus=() srpss=() sp50s=() sp99s=() scpus=()
     for r in $(seq 1 "$ROUNDS"); do
-        log "round $r/$ROUNDS: peer, protected static file: wrk -t$THREADS -c$CONNS -d${DURATION}s"
+        log "round $r/$ROUNDS: Apache, the same file unprotected, then the peer, protected: wrk -t$THREADS -c$CONNS -d${DURATION}s"
+        load "http://127.0.0.1:$APORT/public/index.html" "$cookie" "apache-static-$r" "$apid"
+        srpss+=("$RPS"); sp50s+=("$P50"); sp99s+=("$P99"); scpus+=("$CPU")
+        echo "Apache static, no auth: $RPS req/s, p50 $P50 ms, p99 $P99 ms, Apache CPU $CPU µs/request" >&2
+        ROUNDS_LOG+=("| Apache, same file unprotected | $r | — | — | — | $RPS | — | $P50 / $P99 | $CPU |")
         load "$url" "$cookie" "peer-$r" "$apid"
         rpss+=("$RPS"); p50s+=("$P50"); p99s+=("$P99"); cpus+=("$CPU")
         echo "peer: $RPS req/s, p50 $P50 ms, p99 $P99 ms, Apache CPU $CPU µs/request" >&2
@@ -481,6 +487,7 @@ CONF
     stop "$apid"
     p_rps=$(median "${rpss[@]}"); p_p50=$(median "${p50s[@]}"); p_p99=$(median "${p99s[@]}")
     p_cpu=$(median "${cpus[@]}")
+    ALL_ROWS+=("| Apache $("$APACHE_BIN" -v | awk -F'[/ ]' '/^Server version/ {print $4; exit}'), the same file without authentication | $(median "${srpss[@]}") | $(median "${sp50s[@]}") | $(median "${sp99s[@]}") | $(median "${scpus[@]}") | — | — | — | — | — |")
     PEER_VERSION=$(dpkg-query -W -f '${Version}' libapache2-mod-auth-openidc 2>/dev/null || echo "?")
     ALL_ROWS+=("| mod_auth_openidc $PEER_VERSION (Apache, protected static file) | $p_rps | $p_p50 | $p_p99 | **$p_cpu** | — | $lps | $lcpu | $(mib "$rss_idle") | $(mib "$rss_after") |")
     CHART+=("\"mod_auth_openidc\" $p_cpu $p_p99")
