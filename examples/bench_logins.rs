@@ -172,7 +172,11 @@ fn stat_ticks(pid: u32) -> Option<(u64, u64, u32)> {
         .take(14)
         .map(|v| v.parse().unwrap_or(0))
         .collect();
-    Some((f.get(10)? + f.get(11)?, f.get(12)? + f.get(13)?, u32::try_from(*f.first()?).ok()?))
+    Some((
+        f.get(10)? + f.get(11)?,
+        f.get(12)? + f.get(13)?,
+        u32::try_from(*f.first()?).ok()?,
+    ))
 }
 
 /// CPU of a process and its descendants, in clock ticks: utime + stime of each live one, plus
