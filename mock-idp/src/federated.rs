@@ -106,13 +106,26 @@ fn refuse(code: u32, text: String) -> Refusal {
     }
 }
 
-/// The assertion's `iss` read without checking anything: an assertion issued by the app
-/// itself (a certificate credential's, `iss` = the client ID) goes to the certificate check.
-pub(crate) fn issuer_of(assertion: &str) -> Option<String> {
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_owned)
+/// Whether an assertion is a platform's token rather than one the app signed with its
+/// certificate: no certificate thumbprint in the header (`x5t`, `x5t#S256`) and an issuer
+/// other than the app. Read without checking anything; the checks follow.
+pub(crate) fn is_federated(assertion: &str, client_id: &str) -> bool {
+    let mut parts = assertion.split('.');
+    let part = |p: Option<&str>| -> Map<String, Value> {
+        p.and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let header = part(parts.next());
+    let claims = part(parts.next());
+    let thumbprint = header.contains_key("x5t") || header.contains_key("x5t#S256");
+    let iss = claims.get("iss").and_then(Value::as_str);
+    !thumbprint && iss.is_some_and(|i| i != client_id)
+}
+
+/// The assertion's `iss`, unverified.
+fn issuer_of(assertion: &str) -> Option<String> {
+    peek(assertion).get("iss")?.as_str().map(str::to_owned)
 }
 
 const LINK: &str = "Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation";

@@ -171,7 +171,7 @@ pub(super) fn authenticate_client(
             ));
         }
         // Issued by someone else than the app itself: a platform's token (workload identity).
-        if crate::federated::issuer_of(assertion).is_some_and(|iss| iss != client_id) {
+        if crate::federated::is_federated(assertion, &client_id) {
             return authenticate_federated(s, form, assertion, client_id);
         }
         return authenticate_assertion(s, behaviour, form, assertion, client_id);
