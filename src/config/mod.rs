@@ -9,6 +9,7 @@
 
 mod api;
 mod connection;
+mod groups;
 mod network;
 mod raw;
 mod secrets;
@@ -24,6 +25,7 @@ pub(crate) use network::mask_v6;
 pub(crate) use raw::*;
 pub(crate) use secrets::*;
 pub(crate) use session::*;
+pub(crate) use groups::GroupsSettings;
 pub(crate) use upstream::UpstreamSettings;
 
 use std::{net::SocketAddr, path::Path, time::Duration};

@@ -15,6 +15,7 @@ mod login_flow;
 mod metrics;
 mod mock_certificates;
 mod multitenant;
+mod overage;
 mod pages;
 mod process;
 mod readiness;
