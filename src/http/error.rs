@@ -99,7 +99,7 @@ pub(crate) enum AppError {
     },
     /// A group overage could not be resolved through Microsoft Graph: the sign-in fails
     /// rather than judge `allowed_groups` on no list or on part of one.
-    #[error("reading the user's groups from Microsoft Graph ({} call, tenant {}) failed: {source}", caller.kind(), tenant.as_deref().unwrap_or("unknown"))]
+    #[error("reading the user's groups from Microsoft Graph ({} call, tenant {}) failed: {source}", .caller.kind(), .tenant.as_deref().unwrap_or("unknown"))]
     Groups {
         connection: String,
         name: String,

@@ -396,9 +396,10 @@ impl AppTokens {
             .map(|(t, _)| t.clone())
     }
 
-    fn put(&self, endpoint: &str, client_id: &str, token: SecretString, renew_at: i64) {
+    /// Drops the tokens past renewal first, so tenants that stopped signing in leave nothing.
+    fn put(&self, endpoint: &str, client_id: &str, token: SecretString, now: i64, renew_at: i64) {
         let mut cache = sync::lock(&self.cache);
-        cache.retain(|_, (_, at)| now_is_before(*at));
+        cache.retain(|_, (_, at)| now < *at);
         cache.insert((endpoint.to_owned(), client_id.to_owned()), (token, renew_at));
     }
 
@@ -407,11 +408,6 @@ impl AppTokens {
     fn len(&self) -> usize {
         sync::lock(&self.cache).len()
     }
-}
-
-/// Keeps the cache from growing with tenants whose tokens are all past renewal.
-fn now_is_before(at: i64) -> bool {
-    crate::clock::now_unix() < at
 }
 
 /// What the app-only path needs from the connection.
@@ -467,6 +463,7 @@ pub(crate) async fn app_token(
         endpoint.as_str(),
         client_id,
         issued.access_token.clone(),
+        req.now,
         req.now + lifetime - TOKEN_MARGIN_SECS,
     );
     Ok(issued.access_token)
@@ -624,8 +621,9 @@ mod tests {
     #[test]
     fn app_tokens_are_kept_per_tenant_until_the_margin() {
         let cache = AppTokens::default();
-        let now = crate::clock::now_unix();
-        cache.put("https://l/t1/token", "c", SecretString::from("a"), now + 100);
+        let now = 1_000;
+        cache.put("https://l/t0/token", "c", SecretString::from("old"), now - 10, now - 1);
+        cache.put("https://l/t1/token", "c", SecretString::from("a"), now, now + 100);
         assert!(cache.get("https://l/t1/token", "c", now).is_some());
         assert!(cache.get("https://l/t2/token", "c", now).is_none());
         assert!(cache.get("https://l/t1/token", "c", now + 100).is_none());

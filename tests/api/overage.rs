@@ -274,7 +274,7 @@ async fn overage_app_only_when_the_access_token_is_another_apis() {
         allowed(&overage_group(240)),
         upstream_toml("")
     );
-    let app = app_with(&extra).await;
+    let mut app = app_with(&extra).await;
     assert_signed_in(&app, app.login_with_behaviour(many_groups(250)).await).await;
     let first = app.idp.counters();
     assert_eq!(first.graph, 3);
@@ -286,6 +286,8 @@ async fn overage_app_only_when_the_access_token_is_another_apis() {
     assert_eq!(second.graph_app_only, 6);
     assert_eq!(second.token, 3, "the app-only token came from the cache");
 
+    // A new browser, so the refusal is not hidden by the session above.
+    app.browser = crate::helpers::browser();
     app.idp.set_behaviour(Behaviour {
         graph_forbidden: true,
         ..many_groups(250)
