@@ -750,10 +750,7 @@ pub(super) async fn verify_upstream(
         .map(|(r, _)| r.to_owned())
         .filter(|_| is_entra);
     let Some(resource) = resource else {
-        return Check::ok(
-            UPSTREAM,
-            format!("{asks}; the IdP grants them at sign-in"),
-        );
+        return Check::ok(UPSTREAM, format!("{asks}; the IdP grants them at sign-in"));
     };
     if !verify_secret {
         return Check::skipped(
@@ -813,7 +810,9 @@ pub(super) fn judge_upstream(result: Result<(), TokenError>, resource: &str, ask
             ),
             entra::aadsts(500011)
                 .map(|r| r.fix.clone())
-                .unwrap_or_else(|| "fix upstream.scopes, or have the tenant's admin consent to the API".into()),
+                .unwrap_or_else(|| {
+                    "fix upstream.scopes, or have the tenant's admin consent to the API".into()
+                }),
         ),
         _ => Check::warning(
             UPSTREAM,

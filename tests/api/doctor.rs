@@ -151,7 +151,12 @@ api = {{ audiences = [\"api://x\"], required_scopes = [\"Files.Read\"] }}
     );
     let report = setup.run(false).await;
     let api = assert_status(&report, doctor::API, Status::Ok);
-    assert!(api.contains("api://x") && api.contains("Files.Read") && api.contains("app-only tokens are refused"), "{api}");
+    assert!(
+        api.contains("api://x")
+            && api.contains("Files.Read")
+            && api.contains("app-only tokens are refused"),
+        "{api}"
+    );
     let line = assert_status(&report, doctor::UPSTREAM, Status::Skipped);
     assert!(line.contains("--verify-secret"), "{line}");
     assert_eq!(idp.counters().token, 0);
@@ -168,7 +173,11 @@ api = {{ audiences = [\"api://x\"], required_scopes = [\"Files.Read\"] }}
     let report = setup.run(true).await;
     let line = assert_status(&report, doctor::UPSTREAM, Status::Error);
     assert!(line.contains("AADSTS500011"), "{line}");
-    assert!(fix(&report, doctor::UPSTREAM).contains("consent"), "{}", report.render());
+    assert!(
+        fix(&report, doctor::UPSTREAM).contains("consent"),
+        "{}",
+        report.render()
+    );
     assert!(!report.passed());
     // The credentials themselves are fine: only the API is missing.
     assert_status(&report, doctor::CREDENTIALS, Status::Ok);
