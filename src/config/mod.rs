@@ -20,12 +20,12 @@ mod upstream;
 
 pub(crate) use api::ApiSettings;
 pub use connection::*;
+pub(crate) use groups::GroupsSettings;
 pub(crate) use network::IpNet;
 pub(crate) use network::mask_v6;
 pub(crate) use raw::*;
 pub(crate) use secrets::*;
 pub(crate) use session::*;
-pub(crate) use groups::GroupsSettings;
 pub(crate) use upstream::UpstreamSettings;
 
 use std::{net::SocketAddr, path::Path, time::Duration};

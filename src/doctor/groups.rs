@@ -129,10 +129,7 @@ pub(super) fn judge_groups(answer: GraphAnswer, tenant: &str, permission: &str) 
         ),
         GraphAnswer::Status(status, body) => Check::warning(
             GROUPS,
-            format!(
-                "could not verify: {}",
-                graph::classify(status, None, &body)
-            ),
+            format!("could not verify: {}", graph::classify(status, None, &body)),
             "sign in once with a user in more than 200 groups",
         ),
         GraphAnswer::Transport(e) => Check::error(
@@ -160,7 +157,11 @@ mod tests {
         let body = include_bytes!("../../tests/fixtures/entra/graph.error.403.json").to_vec();
         let check = judge_groups(GraphAnswer::Status(403, body), TID, "User.Read.All");
         assert_eq!(check.status, Status::Error);
-        assert!(check.message.contains("Authorization_RequestDenied"), "{}", check.message);
+        assert!(
+            check.message.contains("Authorization_RequestDenied"),
+            "{}",
+            check.message
+        );
         let fix = check.fix.unwrap_or_default();
         assert!(fix.contains("User.Read.All") && fix.contains(TID), "{fix}");
         // Graph looked the (nonexistent) user up: the permission is there.

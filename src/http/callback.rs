@@ -462,8 +462,7 @@ async fn resolve_overage(
         source: Box::new(source),
     };
     let started = std::time::Instant::now();
-    let target =
-        graph::target(&conn.config.metadata_url, &provider.metadata).map_err(failed)?;
+    let target = graph::target(&conn.config.metadata_url, &provider.metadata).map_err(failed)?;
     let (bearer, who) = match (caller, &tokens.access_token) {
         (graph::Caller::Delegated, Some(access)) => (access.clone(), graph::Who::Me),
         _ => {

@@ -67,7 +67,9 @@ impl Caller {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum GraphError {
-    #[error("Microsoft Graph refused the call (HTTP 403 {code}): the permission or its consent is missing")]
+    #[error(
+        "Microsoft Graph refused the call (HTTP 403 {code}): the permission or its consent is missing"
+    )]
     Forbidden { code: String },
     #[error("Microsoft Graph is throttling (HTTP 429, Retry-After {})", .retry_after.map(|d| format!("{} s", d.as_secs_f64())).unwrap_or_else(|| "absent".into()))]
     Throttled { retry_after: Option<Duration> },
@@ -77,7 +79,9 @@ pub(crate) enum GraphError {
     Status { status: u16, code: String },
     #[error("Microsoft Graph's answer is not valid: {0}")]
     Malformed(String),
-    #[error("Microsoft Graph's next-page link points to {0:?}, not to the Graph host entrance called")]
+    #[error(
+        "Microsoft Graph's next-page link points to {0:?}, not to the Graph host entrance called"
+    )]
     ForeignNextLink(String),
     #[error("the user is in more than {max} groups (groups.max_groups)")]
     TooManyGroups { max: usize },
@@ -400,7 +404,10 @@ impl AppTokens {
     fn put(&self, endpoint: &str, client_id: &str, token: SecretString, now: i64, renew_at: i64) {
         let mut cache = sync::lock(&self.cache);
         cache.retain(|_, (_, at)| now < *at);
-        cache.insert((endpoint.to_owned(), client_id.to_owned()), (token, renew_at));
+        cache.insert(
+            (endpoint.to_owned(), client_id.to_owned()),
+            (token, renew_at),
+        );
     }
 
     /// How many tokens are cached (tests).
@@ -473,8 +480,10 @@ pub(crate) async fn app_token(
 mod tests {
     use super::*;
 
-    const PAGE1: &[u8] = include_bytes!("../../tests/fixtures/entra/graph.transitiveMemberOf.page1.json");
-    const PAGE2: &[u8] = include_bytes!("../../tests/fixtures/entra/graph.transitiveMemberOf.page2.json");
+    const PAGE1: &[u8] =
+        include_bytes!("../../tests/fixtures/entra/graph.transitiveMemberOf.page1.json");
+    const PAGE2: &[u8] =
+        include_bytes!("../../tests/fixtures/entra/graph.transitiveMemberOf.page2.json");
     const E403: &[u8] = include_bytes!("../../tests/fixtures/entra/graph.error.403.json");
     const E429: &[u8] = include_bytes!("../../tests/fixtures/entra/graph.error.429.json");
 
@@ -507,7 +516,10 @@ mod tests {
             parse_page(br#"{"error":{"code":"x"}}"#),
             Err(GraphError::Malformed(_))
         ));
-        assert!(matches!(parse_page(b"<html>"), Err(GraphError::Malformed(_))));
+        assert!(matches!(
+            parse_page(b"<html>"),
+            Err(GraphError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -574,8 +586,11 @@ mod tests {
         assert_eq!(t.base.as_str(), "https://graph.microsoft.us/");
         assert_eq!(t.resource, "https://graph.microsoft.us");
         // A graph_url in metadata fetched from the internet is ignored: https Graph only.
-        let t = target(&entra, &meta(Some("graph.microsoft.us"), Some("http://127.0.0.1:9/")))
-            .expect("target");
+        let t = target(
+            &entra,
+            &meta(Some("graph.microsoft.us"), Some("http://127.0.0.1:9/")),
+        )
+        .expect("target");
         assert_eq!(t.base.as_str(), "https://graph.microsoft.us/");
         let t = target(&entra, &meta(Some("evil.example/x"), None)).expect("target");
         assert_eq!(t.base.as_str(), "https://graph.microsoft.com/");
@@ -592,7 +607,10 @@ mod tests {
         // Loopback metadata pointing Graph off loopback: ignored too.
         let t = target(
             &mock,
-            &meta(Some("graph.microsoft.com"), Some("http://graph.evil.example")),
+            &meta(
+                Some("graph.microsoft.com"),
+                Some("http://graph.evil.example"),
+            ),
         )
         .expect("target");
         assert_eq!(t.base.as_str(), "https://graph.microsoft.com/");
@@ -610,7 +628,13 @@ mod tests {
             url.as_str(),
             format!("https://login.microsoftonline.com/{tid}/oauth2/v2.0/token")
         );
-        assert!(tenant_token_endpoint("https://login.microsoftonline.com/common/oauth2/v2.0/token", "common").is_err());
+        assert!(
+            tenant_token_endpoint(
+                "https://login.microsoftonline.com/common/oauth2/v2.0/token",
+                "common"
+            )
+            .is_err()
+        );
         assert!(first_page(&graph(), Who::User("../me")).is_err());
         assert_eq!(
             first_page(&graph(), Who::Me).expect("url").as_str(),
@@ -622,8 +646,20 @@ mod tests {
     fn app_tokens_are_kept_per_tenant_until_the_margin() {
         let cache = AppTokens::default();
         let now = 1_000;
-        cache.put("https://l/t0/token", "c", SecretString::from("old"), now - 10, now - 1);
-        cache.put("https://l/t1/token", "c", SecretString::from("a"), now, now + 100);
+        cache.put(
+            "https://l/t0/token",
+            "c",
+            SecretString::from("old"),
+            now - 10,
+            now - 1,
+        );
+        cache.put(
+            "https://l/t1/token",
+            "c",
+            SecretString::from("a"),
+            now,
+            now + 100,
+        );
         assert!(cache.get("https://l/t1/token", "c", now).is_some());
         assert!(cache.get("https://l/t2/token", "c", now).is_none());
         assert!(cache.get("https://l/t1/token", "c", now + 100).is_none());

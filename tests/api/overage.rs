@@ -147,7 +147,11 @@ async fn overage_over_a_cap_fails_rather_than_judge_part_of_the_list() {
         Some("too_many_pages"),
     )
     .await;
-    assert_eq!(app.idp.counters().graph, 2, "the third page is never asked for");
+    assert_eq!(
+        app.idp.counters().graph,
+        2,
+        "the third page is never asked for"
+    );
 
     let app = app_with(&format!(
         "{}\ngroups = {{ resolve_overage = true, max_groups = 200 }}",
@@ -214,9 +218,11 @@ async fn overage_throttling_is_retried_once_within_two_seconds() {
     )
     .await;
     assert_eq!(app.idp.counters().graph, 3, "one retry, not two");
-    assert!(metrics(&app).await.contains(
-        r#"entrance_graph_requests_total{connection="contoso",result="throttled"} 3"#
-    ));
+    assert!(
+        metrics(&app).await.contains(
+            r#"entrance_graph_requests_total{connection="contoso",result="throttled"} 3"#
+        )
+    );
 }
 
 /// A missing permission: Graph's 403 fails the sign-in; the page names the delegated
@@ -238,9 +244,17 @@ async fn overage_missing_permission_names_it_on_the_page_and_in_the_traces() {
     )
     .await;
     let admin = body["admin"].as_str().expect("admin hint");
-    assert!(admin.contains("delegated Microsoft Graph permission User.Read "), "{admin}");
+    assert!(
+        admin.contains("delegated Microsoft Graph permission User.Read "),
+        "{admin}"
+    );
     assert!(admin.contains(&app.idp.tenant_id()), "{admin}");
-    assert!(!body["message"].as_str().unwrap_or_default().contains("Insufficient privileges"));
+    assert!(
+        !body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Insufficient privileges")
+    );
 
     // The HTML page says the same to the admin.
     app.idp.set_behaviour(forbidden);
@@ -279,7 +293,10 @@ async fn overage_app_only_when_the_access_token_is_another_apis() {
     let first = app.idp.counters();
     assert_eq!(first.graph, 3);
     assert_eq!(first.graph_app_only, 3);
-    assert_eq!(first.token, 2, "the code, then one client-credentials token");
+    assert_eq!(
+        first.token, 2,
+        "the code, then one client-credentials token"
+    );
 
     assert_signed_in(&app, app.login().await).await;
     let second = app.idp.counters();
@@ -301,7 +318,10 @@ async fn overage_app_only_when_the_access_token_is_another_apis() {
     )
     .await;
     let admin = body["admin"].as_str().expect("admin hint");
-    assert!(admin.contains("application permission User.Read.All"), "{admin}");
+    assert!(
+        admin.contains("application permission User.Read.All"),
+        "{admin}"
+    );
     assert!(admin.contains("admin consent"), "{admin}");
     assert!(admin.contains(&app.idp.tenant_id()), "{admin}");
 }

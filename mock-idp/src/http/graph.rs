@@ -135,7 +135,9 @@ async fn groups(
         return graph_error(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",
-            &format!("Resource '{oid}' does not exist or one of its queried reference-property objects are not present."),
+            &format!(
+                "Resource '{oid}' does not exist or one of its queried reference-property objects are not present."
+            ),
         );
     }
     let all: Vec<String> = match behaviour.group_count {
