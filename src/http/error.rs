@@ -285,10 +285,17 @@ impl AppError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             AppError::Groups { source, .. } => match &**source {
-                GraphError::Transport(crate::oidc::http_client::FetchError::Timeout(_))
-                | GraphError::AppToken(TokenError::Transport(
-                    crate::oidc::http_client::FetchError::Timeout(_),
-                )) => StatusCode::GATEWAY_TIMEOUT,
+                GraphError::Transport(crate::oidc::http_client::FetchError::Timeout(_)) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                GraphError::AppToken(e)
+                    if matches!(
+                        **e,
+                        TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(_))
+                    ) =>
+                {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 GraphError::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
@@ -439,7 +446,7 @@ impl AppError {
             AppError::UpstreamSignInAgain { source, .. }
             | AppError::UpstreamUnavailable { source, .. } => source.as_deref(),
             AppError::Groups { source, .. } => match &**source {
-                GraphError::AppToken(e) => Some(e),
+                GraphError::AppToken(e) => Some(e.as_ref()),
                 _ => None,
             },
             _ => None,

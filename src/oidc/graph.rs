@@ -88,7 +88,7 @@ pub(crate) enum GraphError {
     #[error("the user's groups fill more than {max} pages (groups.max_pages)")]
     TooManyPages { max: usize },
     #[error("no app-only token for Microsoft Graph: {0}")]
-    AppToken(TokenError),
+    AppToken(Box<TokenError>),
     #[error("the ID token has no usable {0} claim, which the Graph call needs")]
     MissingClaim(&'static str),
     #[error("the metadata names no usable Microsoft Graph host ({0})")]
@@ -463,7 +463,7 @@ pub(crate) async fn app_token(
             _ => break,
         }
     }
-    let issued = result.map_err(GraphError::AppToken)?;
+    let issued = result.map_err(|e| GraphError::AppToken(Box::new(e)))?;
     // No expires_in (RFC 6749 §5.1 only recommends it): Entra's shortest lifetime, an hour.
     let lifetime = issued.expires_in.unwrap_or(3600) as i64;
     cache.put(
