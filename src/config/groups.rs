@@ -88,3 +88,47 @@ pub(super) fn validate_groups(
         max_groups,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &str) -> String {
+        format!("connections[0].{k}")
+    }
+
+    fn raw(resolve: bool, pages: Option<usize>, groups: Option<usize>) -> RawGroups {
+        RawGroups {
+            resolve_overage: resolve,
+            max_pages: pages,
+            max_groups: groups,
+        }
+    }
+
+    #[test]
+    fn resolution_is_off_by_default_and_for_entra_only() {
+        let entra = Url::parse(
+            "https://login.microsoftonline.com/aaaabbbb-0000-cccc-1111-dddd2222eeee/v2.0/.well-known/openid-configuration",
+        )
+        .expect("url");
+        let other = Url::parse("https://kc.example/realms/x/.well-known/openid-configuration")
+            .expect("url");
+        assert_eq!(
+            validate_groups(None, &entra, &key).expect("default"),
+            GroupsSettings::default()
+        );
+        let on = validate_groups(Some(&raw(true, None, None)), &entra, &key).expect("on");
+        assert!(on.resolve_overage);
+        assert_eq!((on.max_pages, on.max_groups), (10, 2000));
+        let err =
+            validate_groups(Some(&raw(true, None, None)), &other, &key).expect_err("not Entra");
+        assert!(err.to_string().contains("groups.resolve_overage"), "{err}");
+        for bad in [
+            raw(true, Some(0), None),
+            raw(true, Some(101), None),
+            raw(true, None, Some(0)),
+        ] {
+            assert!(validate_groups(Some(&bad), &entra, &key).is_err());
+        }
+    }
+}
