@@ -220,6 +220,9 @@ pub struct Behaviour {
     /// or its consent.
     pub graph_forbidden: bool,
     pub graph_fault: Fault,
+    /// Graph's `@odata.nextLink` points at this origin instead of the mock's own (a link a
+    /// relying party must not follow with the user's token).
+    pub graph_next_link_origin: Option<String>,
 }
 
 /// Graph throttling (docs/reference/ENTRA-2.md §5): `times` calls answered 429 with
@@ -344,6 +347,8 @@ struct Inner {
     app_key: Option<Arc<KeyPair>>,
     /// JWKS requests by the authority segment of their path (tenant ID, `common`, …).
     jwks_by_authority: HashMap<String, u64>,
+    /// Token requests by the authority segment of their path.
+    token_by_authority: HashMap<String, u64>,
     /// The userinfo answer for each access token issued.
     userinfo: HashMap<String, serde_json::Value>,
     codes: HashMap<String, CodeRecord>,
@@ -469,6 +474,7 @@ impl MockIdp {
                 tenant_keys: HashMap::new(),
                 app_key: None,
                 jwks_by_authority: HashMap::new(),
+                token_by_authority: HashMap::new(),
                 userinfo: HashMap::new(),
                 codes: HashMap::new(),
                 issued: Vec::new(),
@@ -602,6 +608,17 @@ impl MockIdp {
         self.shared
             .lock()
             .jwks_by_authority
+            .get(authority)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Token requests for one authority (`/{authority}/oauth2/v2.0/token`): a tenant ID,
+    /// `common` or `organizations`.
+    pub fn token_requests(&self, authority: &str) -> u64 {
+        self.shared
+            .lock()
+            .token_by_authority
             .get(authority)
             .copied()
             .unwrap_or(0)

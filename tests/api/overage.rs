@@ -326,6 +326,70 @@ async fn overage_app_only_when_the_access_token_is_another_apis() {
     assert!(admin.contains(&app.idp.tenant_id()), "{admin}");
 }
 
+/// A multi-tenant connection: the app-only token comes from the user's own tenant's token
+/// endpoint, never from `common`, and a refusal names that tenant.
+#[tokio::test]
+async fn overage_app_only_token_comes_from_the_users_tenant() {
+    const FABRIKAM: &str = "11112222-bbbb-3333-cccc-4444dddd5555";
+    let app = spawn_app_with(AppOptions {
+        authority: Some("common"),
+        connection_extra: format!(
+            "allowed_tenants = [\"{FABRIKAM}\"]\n{}\n{RESOLVE}\n{}",
+            allowed(&overage_group(240)),
+            upstream_toml("")
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let fabrikam = Behaviour {
+        user_tenant: Some(FABRIKAM.to_owned()),
+        ..many_groups(250)
+    };
+    assert_signed_in(&app, app.login_with_behaviour(fabrikam.clone()).await).await;
+    assert_eq!(app.idp.token_requests("common"), 1, "the code only");
+    assert_eq!(app.idp.token_requests(FABRIKAM), 1, "the app-only token");
+    assert_eq!(app.idp.counters().graph_app_only, 3);
+
+    let mut app = app;
+    app.browser = crate::helpers::browser();
+    app.idp.set_behaviour(Behaviour {
+        graph_forbidden: true,
+        ..fabrikam
+    });
+    let body = assert_refused(
+        &app,
+        app.login().await,
+        StatusCode::BAD_GATEWAY,
+        "groups_unresolved",
+        Some("graph_forbidden"),
+    )
+    .await;
+    let admin = body["admin"].as_str().expect("admin hint");
+    assert!(admin.contains(&format!("tenant {FABRIKAM}")), "{admin}");
+}
+
+/// `@odata.nextLink` to another origin is not followed: the user's token would go with it.
+#[tokio::test]
+async fn overage_a_next_link_to_another_host_is_not_followed() {
+    let app = app_with(&format!("{}\n{RESOLVE}", allowed(&overage_group(240)))).await;
+    let port = app.idp.port();
+    let res = app
+        .login_with_behaviour(Behaviour {
+            graph_next_link_origin: Some(format!("http://localhost:{port}")),
+            ..many_groups(250)
+        })
+        .await;
+    assert_refused(
+        &app,
+        res,
+        StatusCode::BAD_GATEWAY,
+        "groups_unresolved",
+        Some("graph_foreign_next_link"),
+    )
+    .await;
+    assert_eq!(app.idp.counters().graph, 1);
+}
+
 /// A Graph that does not answer in `http.timeout_secs` fails the sign-in with a 504.
 #[tokio::test]
 async fn overage_graph_timeout_fails_the_sign_in() {

@@ -166,9 +166,12 @@ async fn groups(
             Some(oid) => format!("users/{oid}"),
             None => "me".to_owned(),
         };
+        let origin = behaviour
+            .graph_next_link_origin
+            .as_deref()
+            .unwrap_or(&s.base_url);
         body["@odata.nextLink"] = json!(format!(
-            "{}/v1.0/{path}/transitiveMemberOf/microsoft.graph.group?$select=id&$skiptoken={end}",
-            s.base_url
+            "{origin}/v1.0/{path}/transitiveMemberOf/microsoft.graph.group?$select=id&$skiptoken={end}"
         ));
     }
     post_fault(&behaviour.graph_fault, json_response(StatusCode::OK, &body))

@@ -29,6 +29,7 @@ pub(super) async fn token(
     let behaviour = {
         let mut inner = s.lock();
         inner.counters.token += 1;
+        *inner.token_by_authority.entry(tenant.clone()).or_default() += 1;
         inner.behaviour.clone()
     };
     if let Some(r) = pre_fault(&s, &behaviour.token_fault).await {
@@ -38,7 +39,9 @@ pub(super) async fn token(
         let status = StatusCode::from_u16(te.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return post_fault(&behaviour.token_fault, json_response(status, &te.body));
     }
-    if !s.serves(&tenant) {
+    // The user's own tenant (`Behaviour::user_tenant`) exists too: an app asks it for
+    // app-only tokens in the customer's directory (docs/reference/ENTRA-2.md §7).
+    if !s.serves(&tenant) && behaviour.user_tenant.as_deref() != Some(tenant.as_str()) {
         return unknown_tenant_json(&tenant);
     }
     let resp = token_inner(&s, &behaviour, &headers, &body).await;
