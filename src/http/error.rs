@@ -834,6 +834,9 @@ fn groups_fix(tenant: Option<&str>, caller: Caller, source: &GraphError) -> Stri
         (GraphError::MissingClaim(claim), _) => format!(
             "The ID token carries no usable {claim}, which the Graph call needs; is this connection's IdP Entra ID?"
         ),
+        (GraphError::Status { status: 401, code }, Caller::Delegated) => format!(
+            "Microsoft Graph refused the sign-in's access token (HTTP 401 {code}): it is not a Graph token. Do not add another API's scopes to the connection's scopes; ask for an API's token with an upstream table (groups are then read app-only)."
+        ),
         (GraphError::Status { status, code }, _) => format!(
             "Microsoft Graph answered HTTP {status} ({code}); the log line with this reference has the details."
         ),

@@ -265,9 +265,15 @@ struct ErrorInner {
 
 /// Pure: Graph's error answer (`{"error":{"code",…}}`, ENTRA-2.md §5: branch on `code`).
 pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> GraphError {
-    let code = serde_json::from_slice::<ErrorBody>(body)
+    // An identifier such as `Authorization_RequestDenied`; anything else in it is dropped,
+    // since the code reaches the admin's part of an error page.
+    let code: String = serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.error.code)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect();
     match status {
         403 => GraphError::Forbidden { code },
         429 => GraphError::Throttled { retry_after },
@@ -559,6 +565,10 @@ mod tests {
             classify(503, None, b"<html>"),
             GraphError::Status { status: 503, .. }
         ));
+        match classify(403, None, br#"{"error":{"code":"<b>x</b> y"}}"#) {
+            GraphError::Forbidden { code } => assert_eq!(code, "bxby"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(parse_retry_after("2.128"), wait);
         assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT"), None);
