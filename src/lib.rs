@@ -36,6 +36,7 @@ mod config;
 pub mod doctor;
 mod entra;
 mod expiry;
+mod federated;
 mod http;
 mod loopback;
 mod metrics;
@@ -52,6 +53,7 @@ pub use certificate::{AssertionAlg, CLIENT_ASSERTION_TYPE, CertificateCredential
 pub use clock::Clock;
 pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML};
 pub use entra::aadsts;
+pub use federated::{AssertionSource, FederatedAssertion};
 pub use http::pages::escape as escape_html;
 pub use oidc::http_client::HttpClient;
 pub use session::store::SessionRecords;

@@ -159,6 +159,9 @@ async fn demo(config: Result<Config, entrance::ConfigError>) -> Result<(), Strin
             Vec::new(),
         ),
         ClientCredential::Certificate(c) => (Vec::new(), vec![c.certificate_pem.clone()]),
+        ClientCredential::Federated(_) => {
+            return Err("the demo's mock IdP knows client secrets and certificates; a federated credential (client_assertion_file, workload_identity) is for a real tenant".to_owned());
+        }
     };
     let idp = mock_idp::MockIdp::start(mock_idp::MockIdpSettings {
         listen,

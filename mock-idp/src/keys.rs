@@ -73,6 +73,13 @@ impl KeyPair {
         })
     }
 
+    /// The public key, for checking what this key signed (the federated issuers' tokens).
+    pub(super) fn decoding_key(&self) -> Result<jsonwebtoken::DecodingKey, KeyError> {
+        Ok(jsonwebtoken::DecodingKey::from_rsa_components(
+            &self.n, &self.e,
+        )?)
+    }
+
     /// The key as Entra publishes it: no `alg`, `x5t` = `kid`, and Entra's non-standard
     /// `issuer` member. `x5c` is left out because the mock has no certificate.
     pub(super) fn jwk(&self, key_issuer: &str) -> Value {

@@ -17,6 +17,7 @@
 mod access;
 mod certificates;
 mod entra;
+mod federated;
 mod http;
 mod keys;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use keys::KeyPair;
 
 pub use access::{AccessToken, TokenVersion};
 pub use certificates::TestCertificate;
+pub use federated::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AUDIENCE};
 pub use keys::KeyError;
 pub use x509::CertificateError;
 
@@ -358,6 +360,10 @@ struct Inner {
     spent_codes: HashSet<String>,
     /// Client certificates registered for `private_key_jwt`.
     client_certificates: Vec<RegisteredCertificate>,
+    /// External issuers whose tokens the mock can check, and the app's federated identity
+    /// credentials (workload identity federation).
+    federated_issuers: Vec<federated::FederatedIssuer>,
+    federated_credentials: Vec<federated::FederatedCredential>,
     /// `jti`s of accepted client assertions with their `exp`, to refuse a replay (RFC 7523
     /// §3 item 7); entries past their `exp` are dropped.
     seen_assertions: HashMap<String, i64>,
@@ -483,6 +489,8 @@ impl MockIdp {
                 seen_assertions: HashMap::new(),
                 code_lifetime: CODE_LIFETIME,
                 refresh_tokens: HashMap::new(),
+                federated_issuers: Vec::new(),
+                federated_credentials: Vec::new(),
                 revoked_refresh_tokens: HashSet::new(),
                 graph_app_tokens: HashSet::new(),
                 graph_throttled: 0,
@@ -545,6 +553,20 @@ impl MockIdp {
     /// "{base}/{tenant}/oauth2/v2.0/token": the `aud` a client assertion must carry.
     pub fn token_endpoint(&self) -> String {
         self.shared.token_endpoint()
+    }
+
+    /// An external token issuer (`iss` = `issuer`) whose tokens this IdP can verify, as Entra
+    /// verifies a Kubernetes cluster's or a CI system's by their published keys.
+    pub async fn federated_issuer(&self, issuer: &str) -> std::io::Result<FederatedIssuer> {
+        let key = generate_key_blocking().await?;
+        let issuer = FederatedIssuer::new(issuer, key);
+        self.shared.lock().federated_issuers.push(issuer.clone());
+        Ok(issuer)
+    }
+
+    /// Adds a federated identity credential to the app registration.
+    pub fn add_federated_credential(&self, credential: FederatedCredential) {
+        self.shared.lock().federated_credentials.push(credential);
     }
 
     /// Uploads a client certificate (PEM, public part) for `private_key_jwt`.

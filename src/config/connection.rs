@@ -12,6 +12,7 @@ use crate::loopback::is_secure_url;
 use crate::{
     certificate::{AssertionAlg, CertificateCredential, CredentialFile},
     entra,
+    federated::{AssertionSource, FederatedAssertion},
 };
 
 use super::*;
@@ -42,13 +43,16 @@ pub enum ClientCredential {
     /// A certificate and its private key: a signed client assertion (`private_key_jwt`,
     /// RFC 7523), Entra's "certificate credentials".
     Certificate(Arc<CertificateCredential>),
+    /// A JWT issued by the platform (workload identity federation), sent as the client
+    /// assertion (RFC 7523 §2.2); read afresh for every token request.
+    Federated(Arc<FederatedAssertion>),
 }
 
 impl ClientCredential {
     pub fn certificate(&self) -> Option<&CertificateCredential> {
         match self {
             ClientCredential::Certificate(c) => Some(c),
-            ClientCredential::Secrets(_) => None,
+            ClientCredential::Secrets(_) | ClientCredential::Federated(_) => None,
         }
     }
 
@@ -58,7 +62,7 @@ impl ClientCredential {
             ClientCredential::Secrets(secrets) => {
                 secrets.iter().map(|s| s.label.as_str()).collect()
             }
-            ClientCredential::Certificate(_) => Vec::new(),
+            ClientCredential::Certificate(_) | ClientCredential::Federated(_) => Vec::new(),
         }
     }
 }
@@ -242,7 +246,11 @@ pub(super) fn validate_connection(
     let (metadata_url, expected_issuer) = check_id_and_metadata_url(&rc, &key)?;
 
     let is_entra = entra::is_entra_url(&metadata_url);
-    let client_id = rc.client_id.trim().to_owned();
+    let workload_identity = rc.workload_identity == Some(true);
+    let mut client_id = rc.client_id.trim().to_owned();
+    if workload_identity {
+        workload_identity_env(&mut client_id, &metadata_url, &key, env)?;
+    }
     let has_certificate =
         rc.client_certificate_file.is_some() || rc.client_private_key_file.is_some();
     if mode == Mode::Strict {
@@ -428,6 +436,48 @@ fn credential(
         || rc.client_secret_file.is_some()
         || rc.client_secrets_env.is_some()
         || rc.client_secret_files.is_some();
+    let federated = [
+        rc.client_assertion_file.is_some(),
+        rc.client_assertion_env.is_some(),
+        rc.workload_identity == Some(true),
+    ];
+    if federated.iter().filter(|f| **f).count() > 1 {
+        return Err(invalid(
+            key("client_assertion_file"),
+            "more than one of client_assertion_file, client_assertion_env and workload_identity = true is set",
+            "keep one: workload_identity = true reads AZURE_FEDERATED_TOKEN_FILE; client_assertion_file names another file",
+        ));
+    }
+    if federated.contains(&true) {
+        if has_secret || has_certificate {
+            return Err(invalid(
+                key("client_assertion_file"),
+                "a federated credential and a client secret or certificate are both configured; a connection proves itself one way",
+                "keep the federated credential and remove the client_secret…/client_certificate… keys (and delete the secret or certificate in Certificates & secrets once sign-ins work), or remove the federated keys",
+            ));
+        }
+        let source = match (&rc.client_assertion_file, &rc.client_assertion_env) {
+            (Some(file), _) => AssertionSource::File(file.into()),
+            (None, Some(var)) => AssertionSource::Env(var.clone()),
+            (None, None) => match env("AZURE_FEDERATED_TOKEN_FILE") {
+                Some(file) if !file.trim().is_empty() => AssertionSource::File(file.trim().into()),
+                _ => {
+                    return Err(invalid(
+                        key("workload_identity"),
+                        "is true, but AZURE_FEDERATED_TOKEN_FILE is not set",
+                        "label the pod azure.workload.identity/use: \"true\" and annotate its service account with azure.workload.identity/client-id (the webhook then sets AZURE_FEDERATED_TOKEN_FILE), or name the token file in client_assertion_file",
+                    ));
+                }
+            },
+        };
+        if mode == Mode::Strict {
+            check_assertion_source(&source, key, env)?;
+        }
+        return Ok((
+            ClientCredential::Federated(Arc::new(FederatedAssertion { source })),
+            Vec::new(),
+        ));
+    }
     if has_certificate && has_secret {
         return Err(invalid(
             key("client_certificate_file"),
@@ -500,6 +550,68 @@ fn credential(
         }
         (ClientCredential::Secrets(secrets), kept)
     })
+}
+
+/// At startup: the assertion is there to be read (the platform writes the file before the
+/// container starts). Its content is judged by the IdP; `entrance check` shows its claims.
+fn check_assertion_source(
+    source: &AssertionSource,
+    key: &dyn Fn(&str) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let problem = match source {
+        AssertionSource::File(path) => match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => return Ok(()),
+            Ok(_) => format!("{} is not a file", path.display()),
+            Err(e) => format!("{} cannot be read: {e}", path.display()),
+        },
+        AssertionSource::Env(var) => match env(var) {
+            Some(v) if !v.trim().is_empty() => return Ok(()),
+            _ => format!("the environment variable {var} is not set"),
+        },
+    };
+    Err(invalid(
+        key("client_assertion_file"),
+        problem,
+        "mount the platform's token (Kubernetes: a projected service-account token volume with audience api://AzureADTokenExchange) at that path, or fix the path",
+    ))
+}
+
+/// `workload_identity = true`: the client ID from `AZURE_CLIENT_ID` when the connection leaves
+/// it out (the webhook sets it from the service account's annotation), and `AZURE_TENANT_ID`
+/// must name the metadata URL's tenant — a mismatch would send every assertion to the wrong
+/// tenant's app.
+fn workload_identity_env(
+    client_id: &mut String,
+    metadata_url: &Url,
+    key: &dyn Fn(&str) -> String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let from_env = env("AZURE_CLIENT_ID").map(|v| v.trim().to_owned());
+    match (&from_env, client_id.is_empty()) {
+        (Some(id), true) => *client_id = id.clone(),
+        (Some(id), false) if !id.eq_ignore_ascii_case(client_id) && !id.is_empty() => {
+            return Err(invalid(
+                key("client_id"),
+                format!("is {client_id}, but AZURE_CLIENT_ID is {id}"),
+                "make the service account's azure.workload.identity/client-id annotation and client_id the same app, or leave client_id out",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(tenant) = env("AZURE_TENANT_ID").map(|v| v.trim().to_owned())
+        && !tenant.is_empty()
+        && let Some(segment) = entra::tenant_segment(metadata_url)
+        && entra::is_guid(segment)
+        && !segment.eq_ignore_ascii_case(&tenant)
+    {
+        return Err(invalid(
+            key("metadata_url"),
+            format!("names tenant {segment}, but AZURE_TENANT_ID is {tenant}"),
+            "use the metadata URL of the tenant the app registration and its federated credential are in",
+        ));
+    }
+    Ok(())
 }
 
 /// `scopes`: default `openid profile email`; must hold `openid`; each a valid scope token.

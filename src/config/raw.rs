@@ -280,6 +280,8 @@ pub struct RawConnection {
     #[serde(default)]
     pub name: Option<String>,
     pub metadata_url: String,
+    /// Required, but may be left out with `workload_identity = true` (then `AZURE_CLIENT_ID`).
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<Concealed>,
@@ -302,6 +304,18 @@ pub struct RawConnection {
     /// `PS256` (default) or `RS256`.
     #[serde(default)]
     pub client_assertion_alg: Option<String>,
+    /// Instead of a secret or certificate: a federated credential, a JWT the platform keeps
+    /// in this file (read afresh for every token request)…
+    #[serde(default)]
+    pub client_assertion_file: Option<String>,
+    /// …or in this environment variable.
+    #[serde(default)]
+    pub client_assertion_env: Option<String>,
+    /// Azure Workload Identity's convention: the assertion file from
+    /// `AZURE_FEDERATED_TOKEN_FILE`, the client ID from `AZURE_CLIENT_ID` when `client_id` is
+    /// left out, and `AZURE_TENANT_ID` held against the metadata URL's tenant.
+    #[serde(default)]
+    pub workload_identity: Option<bool>,
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
     #[serde(default)]

@@ -889,3 +889,106 @@ fn the_embedded_demo_config_warns_about_nothing() {
     });
     assert!(count.load(Ordering::Relaxed) > 0);
 }
+
+/// Issue 15.2: a connection proves itself one way — secret(s), certificate or federated
+/// assertion — and Azure Workload Identity's variables fill in and are held to the config.
+mod federated {
+    use super::*;
+
+    fn parse_with(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let raw: RawConfig = Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)?;
+        Config::from_raw(raw, &|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    fn without_client_id(extra: &str) -> String {
+        raw(extra).replace("client_id = \"00001111-aaaa-2222-bbbb-3333cccc4444\"\n", "")
+    }
+
+    #[test]
+    fn a_token_file_is_the_credential_and_must_exist() {
+        let (path, _dir) = temp_file("token", b"header.payload.sig\n");
+        let line = format!("client_assertion_file = {:?}", path.display().to_string());
+        let cfg = parse_with(&raw(&line), &[]).expect("a federated connection");
+        match &cfg.connections[0].credential {
+            ClientCredential::Federated(f) => {
+                assert_eq!(
+                    f.source,
+                    crate::federated::AssertionSource::File(path.clone())
+                );
+            }
+            other => panic!("expected a federated credential, got {other:?}"),
+        }
+        let missing = raw("client_assertion_file = \"/nonexistent/token\"");
+        let err = parse_with(&missing, &[]).expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/token"), "{err}");
+    }
+
+    #[test]
+    fn a_federated_credential_beside_a_secret_or_another_source_is_refused() {
+        let (path, _dir) = temp_file("token", b"t");
+        let file = format!("client_assertion_file = {:?}", path.display().to_string());
+        for extra in [
+            format!("{file}\nclient_secret_env = \"SECRET\""),
+            format!("{file}\nclient_assertion_env = \"TOKEN\""),
+            format!("{file}\nworkload_identity = true"),
+        ] {
+            let err =
+                parse_with(&raw(&extra), &[("SECRET", "x"), ("TOKEN", "t")]).expect_err(&extra);
+            assert!(
+                err.to_string().contains("client_assertion_file"),
+                "{extra}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn workload_identity_reads_the_webhook_variables() {
+        let (path, _dir) = temp_file("azure-identity-token", b"t");
+        let file = path.display().to_string();
+        let cfg = parse_with(
+            &without_client_id("workload_identity = true"),
+            &[
+                ("AZURE_FEDERATED_TOKEN_FILE", file.as_str()),
+                ("AZURE_CLIENT_ID", "00001111-aaaa-2222-bbbb-3333cccc4444"),
+                ("AZURE_TENANT_ID", "aaaabbbb-0000-cccc-1111-dddd2222eeee"),
+            ],
+        )
+        .expect("workload identity");
+        assert_eq!(
+            cfg.connections[0].client_id,
+            "00001111-aaaa-2222-bbbb-3333cccc4444"
+        );
+        // Without the file variable: says how the webhook sets it.
+        let err = parse_with(&raw("workload_identity = true"), &[]).expect_err("no file");
+        assert!(
+            err.to_string().contains("AZURE_FEDERATED_TOKEN_FILE"),
+            "{err}"
+        );
+        // Another tenant than the metadata URL's, another app than client_id: refused.
+        let err = parse_with(
+            &raw("workload_identity = true"),
+            &[
+                ("AZURE_FEDERATED_TOKEN_FILE", file.as_str()),
+                ("AZURE_TENANT_ID", "bbbbcccc-1111-dddd-2222-eeee3333ffff"),
+            ],
+        )
+        .expect_err("tenant mismatch");
+        assert!(err.to_string().contains("AZURE_TENANT_ID"), "{err}");
+        let err = parse_with(
+            &raw("workload_identity = true"),
+            &[
+                ("AZURE_FEDERATED_TOKEN_FILE", file.as_str()),
+                ("AZURE_CLIENT_ID", "22223333-cccc-4444-dddd-5555eeee6666"),
+            ],
+        )
+        .expect_err("client mismatch");
+        assert!(err.to_string().contains("AZURE_CLIENT_ID"), "{err}");
+    }
+}

@@ -13,6 +13,7 @@ use crate::{
         SECRET_ID_PROBLEM, SecretAsRead, UpstreamSettings,
     },
     entra,
+    federated::FederatedAssertion,
     oidc::http_client::{FetchError, HttpClient},
     oidc::provider::{self, Metadata, ProviderError},
     oidc::token::{self, ClientCredentials, TokenError},
@@ -21,7 +22,8 @@ use crate::{
 
 use super::{
     CERTIFICATE, CERTIFICATE_EXPIRY, CLIENT_ID, CREDENTIALS, Check, DEFAULT_GRAPH_HOST, Discovered,
-    ISSUER, JWKS, METADATA, REDIRECT_URI, SECRET, SECRET_EXPIRY, Status, UPSTREAM, USERINFO,
+    FEDERATED, FEDERATED_EXPIRY, ISSUER, JWKS, METADATA, REDIRECT_URI, SECRET, SECRET_EXPIRY,
+    Status, UPSTREAM, USERINFO,
 };
 
 /// `userinfo = true` needs a `userinfo_endpoint` in the metadata; without one every sign-in
@@ -514,6 +516,7 @@ pub(super) async fn verify_credentials(
     let what = match conn.credential {
         ClientCredential::Secrets(_) => "secret",
         ClientCredential::Certificate(_) => "certificate",
+        ClientCredential::Federated(_) => "federated credential",
     };
     // Every secret of a rotation is proven on its own: the old one may already be gone.
     let mut checks = Vec::new();
@@ -699,6 +702,84 @@ pub(super) fn judge_credentials(
             ),
         },
     }
+}
+
+/// A federated credential (workload identity): the platform's token as it is now — its `iss`,
+/// `sub` and `aud` (what the federated credential on the app registration must equal, exactly)
+/// and its expiry. Returns the credential line and the expiry line.
+pub(super) async fn judge_federated(
+    federated: &FederatedAssertion,
+    is_entra: bool,
+    now: OffsetDateTime,
+) -> (Check, Check) {
+    let token = match federated.read().await {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                Check::error(
+                    FEDERATED,
+                    e.to_string(),
+                    "mount the platform's token there (Kubernetes: label the pod azure.workload.identity/use: \"true\", or a projected service-account token volume with audience api://AzureADTokenExchange)",
+                ),
+                Check::skipped(FEDERATED_EXPIRY, "needs the token"),
+            );
+        }
+    };
+    let Some(claims) = crate::federated::peek(token.expose_secret()) else {
+        return (
+            Check::error(
+                FEDERATED,
+                format!("{} does not hold a JWT", federated.source),
+                "point client_assertion_file at the platform's token file, not at a secret or a certificate",
+            ),
+            Check::skipped(FEDERATED_EXPIRY, "needs a JWT"),
+        );
+    };
+    let line = format!(
+        "{} holds a token with {}: the app registration's federated credential must have exactly this Issuer, Subject identifier and Audience",
+        federated.source,
+        claims.summary()
+    );
+    let credential = if is_entra
+        && !claims
+            .aud
+            .iter()
+            .any(|a| a.starts_with(crate::federated::ENTRA_EXCHANGE_AUDIENCE))
+    {
+        Check::warning(
+            FEDERATED,
+            line,
+            format!(
+                "Entra accepts only the audience {} (AADSTS700212 otherwise): issue the token for it",
+                crate::federated::ENTRA_EXCHANGE_AUDIENCE
+            ),
+        )
+    } else {
+        Check::ok(FEDERATED, line)
+    };
+    let expiry = match claims.exp {
+        None => Check::warning(
+            FEDERATED_EXPIRY,
+            "the token has no exp",
+            "the IdP will refuse it: use the platform's short-lived token",
+        ),
+        Some(exp) if exp <= now.unix_timestamp() => Check::error(
+            FEDERATED_EXPIRY,
+            format!(
+                "the token expired {} s ago: the platform is not refreshing the file (AADSTS700024 at every sign-in)",
+                now.unix_timestamp() - exp
+            ),
+            "check the projected token volume (its expirationSeconds) and that the kubelet refreshes it; entrance re-reads the file for every request",
+        ),
+        Some(exp) => Check::ok(
+            FEDERATED_EXPIRY,
+            format!(
+                "the token is valid for {} more minutes; the platform refreshes the file and entrance reads it afresh for every request",
+                (exp - now.unix_timestamp()) / 60
+            ),
+        ),
+    };
+    (credential, expiry)
 }
 
 /// The `api` table as `/auth` will apply it: what a bearer token must carry. Nothing to fetch:

@@ -39,6 +39,9 @@ pub const REDIRECT_URI: &str = "redirect_uri";
 /// For a certificate credential, in place of [`SECRET`] and [`SECRET_EXPIRY`].
 pub const CERTIFICATE: &str = "certificate";
 pub const CERTIFICATE_EXPIRY: &str = "cert_expiry";
+/// For a federated credential (workload identity), in place of [`SECRET`] and [`SECRET_EXPIRY`].
+pub const FEDERATED: &str = "federated";
+pub const FEDERATED_EXPIRY: &str = "assertion_expiry";
 pub const CREDENTIALS: &str = "credentials";
 pub const USERINFO: &str = "userinfo";
 /// For a connection with an `api` table: what bearer tokens must carry.
@@ -139,6 +142,11 @@ async fn check_connection(
             judge_certificate_expiry(cert, now),
             true,
         ),
+        (ClientCredential::Federated(federated), _) => {
+            let (line, expiry) = checks::judge_federated(federated, is_entra, now).await;
+            let usable = line.status != Status::Error;
+            (line, expiry, usable)
+        }
         (ClientCredential::Secrets(_), [secret]) => (
             judge_secret(secret, is_entra),
             judge_expiry(conn.client_secret_expires_at, now),

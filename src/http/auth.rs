@@ -79,7 +79,10 @@ pub(super) async fn auth(
                     // Kept for the admin in /admin/traces beside the failed logins, with the
                     // IdP's answer (render_errors records only the callback's failures).
                     let cid = correlation_id(&request);
-                    super::traces::record(&state, &e, &cid);
+                    // A store outage is not the admin's sign-in problem: not kept.
+                    if !matches!(e, AppError::Session(_)) {
+                        super::traces::record(&state, &e, &cid);
+                    }
                     if matches!(e, AppError::UpstreamSignInAgain { .. }) {
                         if params.redirect {
                             // The redirect carries no error for `render_errors` to log.
@@ -122,30 +125,28 @@ fn anonymous(
         state.metrics.auth_outcome("unauthorized");
         return Err(why);
     }
-    {
-        state.metrics.auth_outcome("redirect");
-        let target = original_url(request.headers());
-        let return_to = return_to::sanitize(
-            target.as_deref(),
-            &state.config.public_url,
-            &state.config.allowed_return_hosts,
-        );
-        // With one connection /login picks it; with several the start page lets the user
-        // choose, carrying return_to along.
-        let path = if state.connections.load().len() == 1 {
-            "/login"
-        } else {
-            "/"
-        };
-        let location = format!(
-            "{}{path}?return_to={}",
-            state.config.public_origin(),
-            urlencode(&return_to)
-        );
-        let location = HeaderValue::from_str(&location)
-            .map_err(|e| AppError::Internal(format!("login URL: {e}")))?;
-        Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
-    }
+    state.metrics.auth_outcome("redirect");
+    let target = original_url(request.headers());
+    let return_to = return_to::sanitize(
+        target.as_deref(),
+        &state.config.public_url,
+        &state.config.allowed_return_hosts,
+    );
+    // With one connection /login picks it; with several the start page lets the user
+    // choose, carrying return_to along.
+    let path = if state.connections.load().len() == 1 {
+        "/login"
+    } else {
+        "/"
+    };
+    let location = format!(
+        "{}{path}?return_to={}",
+        state.config.public_origin(),
+        urlencode(&return_to)
+    );
+    let location = HeaderValue::from_str(&location)
+        .map_err(|e| AppError::Internal(format!("login URL: {e}")))?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 
 /// The access token for the upstream API (`[connections.upstream]`), refreshed when due
@@ -199,21 +200,18 @@ async fn upstream_token(
         };
     let token = match upstream::access_token(&up, refresh).await {
         Ok(token) => token,
-        Err(UpstreamError::Session(e)) => return Err(e.into()),
-        Err(UpstreamError::Unavailable(source)) => {
-            return Err(AppError::UpstreamUnavailable {
-                connection: conn.config.id.clone(),
-                source,
-            });
-        }
         Err(e) => {
             let err = match e {
+                UpstreamError::Session(e) => return Err(e.into()),
+                UpstreamError::Unavailable(source) => {
+                    return Err(AppError::UpstreamUnavailable {
+                        connection: conn.config.id.clone(),
+                        source,
+                    });
+                }
                 UpstreamError::Missing => ended("no_upstream_token", None),
                 UpstreamError::Expired => ended("no_refresh_token", None),
                 UpstreamError::SignInAgain(source) => ended("refresh_refused", Some(source)),
-                UpstreamError::Session(_) | UpstreamError::Unavailable(_) => {
-                    return Err(AppError::Internal("unreachable upstream error".into()));
-                }
             };
             if let Some(user) = session::sign_out(&session, &state.store).await? {
                 tracing::info!(

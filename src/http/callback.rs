@@ -282,8 +282,11 @@ async fn finish_login(
         identity,
     };
     // A sign-in over an earlier one in this browser: that session's id is replaced below, and
-    // its upstream tokens go with it.
-    if let Some(old) = session.id() {
+    // its upstream tokens go with it (only where there can be some: a store round trip less
+    // per login elsewhere).
+    if conn.config.upstream.is_some()
+        && let Some(old) = session.id()
+    {
         session::upstream::forget(&state.store, &old).await?;
     }
     session::sign_in(

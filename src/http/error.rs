@@ -274,8 +274,11 @@ impl AppError {
                 TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(_)) => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
-                // Our own signing failed: nothing reached the IdP.
-                TokenError::Assertion(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                // Our own signing failed, or the platform's token could not be read: nothing
+                // reached the IdP.
+                TokenError::Assertion(_) | TokenError::Federated(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
                 _ => StatusCode::BAD_GATEWAY,
             },
             AppError::Userinfo { source, .. } => match source {
@@ -338,7 +341,7 @@ impl AppError {
                     "token_response_invalid"
                 }
                 TokenError::MissingIdToken => "missing_id_token",
-                TokenError::Assertion(_) => "client_assertion_failed",
+                TokenError::Assertion(_) | TokenError::Federated(_) => "client_assertion_failed",
             },
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::Userinfo { .. } => "userinfo_failed",
@@ -640,6 +643,7 @@ impl AppError {
                     TokenError::Malformed(_) => "The token response is not valid JSON of the expected shape; the log line with this reference says what is wrong.".to_owned(),
                     TokenError::MissingIdToken => source.to_string(),
                     TokenError::Assertion(_) => "The client assertion could not be signed with client_private_key_file; the log line with this reference has the cause.".to_owned(),
+                    TokenError::Federated(_) => "The federated credential's token (client_assertion_file, client_assertion_env or AZURE_FEDERATED_TOKEN_FILE) could not be read; the log line with this reference says why, and `entrance check` shows the file's state.".to_owned(),
                 });
                 Explanation {
                     title,

@@ -12,6 +12,7 @@ use crate::{
     certificate::{CLIENT_ASSERTION_TYPE, CertificateCredential},
     config::{ClientAuth, ClientCredential},
     entra,
+    federated::{FederatedAssertion, FederatedError},
     oidc::http_client::{FetchError, HttpClient},
 };
 
@@ -21,6 +22,7 @@ use crate::{
 pub(crate) enum Credential<'a> {
     Secret(&'a SecretString),
     Certificate(&'a CertificateCredential),
+    Federated(&'a FederatedAssertion),
 }
 
 /// The credentials to try at the token endpoint, in order: each secret (newest first) with
@@ -34,6 +36,7 @@ pub(crate) fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Cred
         ClientCredential::Certificate(c) => {
             vec![(None, Credential::Certificate(c))]
         }
+        ClientCredential::Federated(f) => vec![(None, Credential::Federated(f))],
     }
 }
 
@@ -44,6 +47,7 @@ impl fmt::Debug for Credential<'_> {
             Credential::Certificate(c) => {
                 write!(f, "Credential::Certificate({})", c.thumbprint_hex)
             }
+            Credential::Federated(a) => write!(f, "Credential::Federated({})", a.source),
         }
     }
 }
@@ -132,10 +136,11 @@ pub(crate) async fn refresh(
         req.client_auth,
         req.client_id,
         req.token_endpoint,
-    )?;
+    )
+    .await?;
     let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
-    parse_refresh_response(status.as_u16(), &body)
+    auth.noted(parse_refresh_response(status.as_u16(), &body))
 }
 
 /// [`refresh`] with each of the connection's credentials in turn (newest secret first), moving
@@ -249,6 +254,9 @@ pub(crate) enum TokenError {
     /// Signing failed locally; nothing was sent. The message never holds key material.
     #[error("the client assertion could not be signed: {0}")]
     Assertion(String),
+    /// The federated credential could not be read; nothing was sent.
+    #[error("the federated client assertion is not available: {0}")]
+    Federated(#[from] FederatedError),
 }
 
 #[derive(Deserialize)]
@@ -280,10 +288,11 @@ pub(crate) async fn exchange_code(
         req.client_auth,
         req.client_id,
         req.token_endpoint,
-    )?;
+    )
+    .await?;
     let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
-    parse_token_response(status.as_u16(), &body)
+    auth.noted(parse_token_response(status.as_u16(), &body))
 }
 
 /// The client's credentials for one token request, ready to send.
@@ -304,12 +313,15 @@ enum ClientAuthentication<'a> {
     Assertion {
         client_id: &'a str,
         assertion: SecretString,
+        /// The platform's token (workload identity), not one entrance signed.
+        federated: bool,
     },
 }
 
 impl<'a> ClientAuthentication<'a> {
-    /// For a certificate, signs a fresh assertion whose `aud` is this token endpoint.
-    fn new(
+    /// For a certificate, signs a fresh assertion whose `aud` is this token endpoint; for a
+    /// federated credential, reads the platform's current token.
+    async fn new(
         credential: Credential<'a>,
         auth: ClientAuth,
         client_id: &'a str,
@@ -338,9 +350,42 @@ impl<'a> ClientAuthentication<'a> {
                 ClientAuthentication::Assertion {
                     client_id,
                     assertion,
+                    federated: false,
                 }
             }
+            // Read afresh: the platform rotates it (Kubernetes well before it expires).
+            (Credential::Federated(federated), _) => ClientAuthentication::Assertion {
+                client_id,
+                assertion: federated.read().await?,
+                federated: true,
+            },
         })
+    }
+
+    /// Passes `result` on; when the IdP refused a federated assertion, first logs what the
+    /// assertion says about itself (`iss`, `sub`, `aud`, `exp`, unverified) — the values the
+    /// admin compares with the app registration's federated credential (AADSTS70021,
+    /// 700211–700213, 700024; docs/reference/ENTRA-2.md §6). Never the assertion itself.
+    fn noted<T>(&self, result: Result<T, TokenError>) -> Result<T, TokenError> {
+        if let (
+            ClientAuthentication::Assertion {
+                assertion,
+                federated: true,
+                ..
+            },
+            Err(TokenError::Refused { error, .. }),
+        ) = (self, &result)
+        {
+            let claims = crate::federated::peek(assertion.expose_secret()).unwrap_or_default();
+            tracing::warn!(
+                aadsts = error.aadsts(),
+                error = %error.error,
+                assertion = %claims.summary(),
+                assertion_exp = claims.exp,
+                "the IdP refused the federated client assertion; compare its iss, sub and aud with the federated credential on the app registration"
+            );
+        }
+        result
     }
 
     /// Adds the credentials to the request; `client_id` always goes in the form too
@@ -369,6 +414,7 @@ impl<'a> ClientAuthentication<'a> {
             ClientAuthentication::Assertion {
                 client_id,
                 assertion,
+                ..
             } => {
                 form.push(("client_id", client_id));
                 form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
@@ -405,10 +451,11 @@ pub(crate) async fn client_credentials(
         req.client_auth,
         req.client_id,
         req.token_endpoint,
-    )?;
+    )
+    .await?;
     let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
-    parse_client_credentials_response(status.as_u16(), &body)
+    auth.noted(parse_client_credentials_response(status.as_u16(), &body))
 }
 
 /// An app-only access token from a client-credentials request, for a caller that uses it
@@ -443,10 +490,11 @@ pub(crate) async fn client_credentials_token(
         req.client_auth,
         req.client_id,
         req.token_endpoint,
-    )?;
+    )
+    .await?;
     let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
-    parse_app_token_response(status.as_u16(), &body)
+    auth.noted(parse_app_token_response(status.as_u16(), &body))
 }
 
 /// Pure: reads a client-credentials answer whose access token is kept.

@@ -22,7 +22,10 @@ use store::AnyStore;
 const PENDING_KEY: &str = "pending";
 const USER_KEY: &str = "user";
 /// The ID token, apart from the user: only logout reads it (`id_token_hint`), so the user
-/// that every `/auth` parses does not carry its ~1.5 KB.
+/// that every `/auth` parses does not carry its ~1.5 KB. Kept only when the IdP gave no
+/// `login_hint` claim: Entra's logout takes `logout_hint` (that claim) instead, so an Entra
+/// session stores no ID token at all (issue 16.4: the demo session from 2.78 KB to < 2 KiB).
+/// Sessions written before still carry it, and logout still reads it.
 const ID_TOKEN_KEY: &str = "id_token";
 /// When the idle expiry was last pushed forward (unix seconds).
 const TOUCHED_KEY: &str = "touched";
@@ -54,7 +57,9 @@ async fn put_user(session: &Session, user: &SignedIn) -> Result<(), SessionError
     let json = serde_json::to_string(user)
         .map_err(|e| SessionError::Corrupt(format!("serialising the session's user: {e}")))?;
     session.insert(USER_KEY, json).await?;
-    session.insert(ID_TOKEN_KEY, &user.id_token).await?;
+    if user.identity.login_hint.is_none() {
+        session.insert(ID_TOKEN_KEY, &user.id_token).await?;
+    }
     Ok(())
 }
 
@@ -591,8 +596,48 @@ mod tests {
             .expect("signed in");
         assert_eq!(back.identity, user.identity);
         assert_eq!(back.expires_at, user.expires_at);
-        // The ID token is read back only on the way out, for logout.
+        // The ID token is read back only on the way out, for logout (`ada` has no
+        // login_hint, so logout needs id_token_hint).
         let out = sign_out(&session, &store)
+            .await
+            .expect("sign out")
+            .expect("was in");
+        assert_eq!(out.id_token, user.id_token);
+    }
+
+    /// Issue 16.4: with Entra's `login_hint` (what logout sends as `logout_hint`) the ID token
+    /// is not kept; a session written before, which holds it, still gives it to logout.
+    #[tokio::test]
+    async fn the_id_token_is_kept_only_when_logout_needs_it() {
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
+        let session = Session::new(None, Arc::new(store.clone()), None);
+        let mut user = ada();
+        user.identity.login_hint = Some("O.aXN0aGlzYWhpbnQ".into());
+        sign_in(&session, &user, Duration::from_secs(3600), &clock())
+            .await
+            .expect("sign in");
+        assert!(
+            session
+                .get_value(ID_TOKEN_KEY)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let out = sign_out(&session, &store)
+            .await
+            .expect("sign out")
+            .expect("was in");
+        assert_eq!(out.id_token, "");
+
+        let older = Session::new(None, Arc::new(store.clone()), None);
+        sign_in(&older, &user, Duration::from_secs(3600), &clock())
+            .await
+            .expect("sign in");
+        older
+            .insert(ID_TOKEN_KEY, &user.id_token)
+            .await
+            .expect("as the previous version wrote it");
+        let out = sign_out(&older, &store)
             .await
             .expect("sign out")
             .expect("was in");

@@ -195,7 +195,7 @@ where
         return Ok(SecretString::from(tokens.access_token));
     }
     if tokens.refresh_token.is_none() {
-        return usable(tokens, 0).ok_or(UpstreamError::Expired);
+        return usable(tokens, up.clock.now_unix()).ok_or(UpstreamError::Expired);
     }
     let deadline = tokio::time::Instant::now() + WAIT_FOR_REFRESH;
     loop {
@@ -510,6 +510,32 @@ mod tests {
                 .contains(r#"upstream_token_refreshes_total{connection="c",result="failed"} 2"#),
             "{text}"
         );
+    }
+
+    /// An IdP that issued no refresh token: the token is passed while valid, then the session
+    /// must sign in again.
+    #[tokio::test]
+    async fn without_a_refresh_token_the_token_serves_until_it_expires() {
+        let f = Fixture::new(3600).await;
+        let tokens = UpstreamTokens::received(
+            &SecretString::from("access-0"),
+            None,
+            Some(3600),
+            f.clock.now_unix(),
+        );
+        keep(&f.store, &f.session, &tokens, f.until(), &f.clock)
+            .await
+            .expect("keep");
+        f.clock.advance(Duration::from_secs(3500));
+        let token = access_token(&f.up(), |_| async { panic!("nothing to refresh with") })
+            .await
+            .expect("still valid");
+        assert_eq!(token.expose_secret(), "access-0");
+        f.clock.advance(Duration::from_secs(200));
+        let err = access_token(&f.up(), |_| async { panic!("nothing to refresh with") })
+            .await
+            .expect_err("expired");
+        assert!(matches!(err, UpstreamError::Expired), "{err:?}");
     }
 
     #[test]

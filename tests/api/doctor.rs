@@ -65,9 +65,13 @@ client_id = "{client_id}"
     }
 
     async fn run(&self, verify_secret: bool) -> Report {
+        self.run_at(verify_secret, NOW).await
+    }
+
+    async fn run_at(&self, verify_secret: bool, now: OffsetDateTime) -> Report {
         let loaded = Config::load_str_lenient(&self.toml()).expect("lenient config loads");
         let http = HttpClient::new(&loaded.config.http).expect("client");
-        doctor::check(&loaded, None, verify_secret, &http, NOW)
+        doctor::check(&loaded, None, verify_secret, &http, now)
             .await
             .expect("no --connection given")
     }
@@ -224,6 +228,55 @@ async fn overage_resolution_gets_a_groups_line_that_proves_the_graph_permission(
         "{fix}"
     );
     assert!(!report.passed());
+}
+
+/// Issue 15.2: `entrance check` reads a federated credential's token file and shows what the
+/// app registration's federated credential must equal, and its expiry; `--verify-secret`
+/// proves it at the token endpoint like a secret.
+#[tokio::test]
+async fn a_federated_credential_shows_its_claims_and_expiry_and_is_proven() {
+    let idp = idp().await;
+    let issuer = "https://oidc.cluster.example/k8s/";
+    let cluster = idp.federated_issuer(issuer).await.expect("issuer");
+    idp.add_federated_credential(mock_idp::FederatedCredential::kubernetes(
+        issuer, "sso", "entrance",
+    ));
+    let dir = std::env::temp_dir().join(format!("entrance-doctor-fed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("token");
+    let sub = "system:serviceaccount:sso:entrance";
+    let aud = mock_idp::TOKEN_EXCHANGE_AUDIENCE;
+    std::fs::write(&path, cluster.token(sub, aud, 3600).expect("token")).expect("write");
+    let mut setup = Setup::healthy(&idp);
+    setup.secret_line = format!("client_assertion_file = {:?}", path.display().to_string());
+    setup.extra = String::new();
+    let report = setup.run_at(true, OffsetDateTime::now_utc()).await;
+    let line = assert_status(&report, doctor::FEDERATED, Status::Ok);
+    assert!(
+        line.contains(issuer) && line.contains(sub) && line.contains(aud),
+        "{line}"
+    );
+    let expiry = assert_status(&report, doctor::FEDERATED_EXPIRY, Status::Ok);
+    assert!(expiry.contains("minutes"), "{expiry}");
+    assert_status(&report, doctor::CREDENTIALS, Status::Ok);
+    assert!(report.passed(), "{}", report.render());
+
+    // The platform stopped refreshing the file: the expiry line says so, and Entra's refusal
+    // is translated.
+    std::fs::write(&path, cluster.token(sub, aud, -120).expect("token")).expect("write");
+    let report = setup.run_at(true, OffsetDateTime::now_utc()).await;
+    let expiry = assert_status(&report, doctor::FEDERATED_EXPIRY, Status::Error);
+    assert!(expiry.contains("not refreshing"), "{expiry}");
+    let credentials = assert_status(&report, doctor::CREDENTIALS, Status::Error);
+    assert!(credentials.contains("700024"), "{credentials}");
+
+    // No file at all: an error line naming it, nothing sent.
+    let _ = std::fs::remove_dir_all(&dir);
+    let before = idp.counters().token;
+    let report = setup.run_at(true, OffsetDateTime::now_utc()).await;
+    let line = assert_status(&report, doctor::FEDERATED, Status::Error);
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert_eq!(idp.counters().token, before);
 }
 
 #[tokio::test]

@@ -18,7 +18,10 @@ const FLOORS: &[(u8, &[&str])] = &[
     (4, &["oidc"]),
     (5, &["metrics"]),
     (6, &["config"]),
-    (7, &["entra", "certificate", "expiry", "return_to"]),
+    (
+        7,
+        &["entra", "certificate", "federated", "expiry", "return_to"],
+    ),
     (8, &["loopback", "clock", "sync", "telemetry"]),
 ];
 

@@ -6,6 +6,7 @@ mod browser;
 mod certificate;
 mod deployable;
 mod doctor;
+mod federated;
 mod helpers;
 mod hostile;
 mod id_token_rules;

@@ -214,3 +214,33 @@ async fn a_locked_sqlite_file_fails_the_callback_fast_and_leaves_nobody_signed_i
     assert_signed_in(&app, res).await;
     app.stop().await;
 }
+
+/// Issue 16.4: the demo login's session (the mock's default user, as Entra signs one in) is
+/// stored in under 2 KiB — it was 2.78 KB, 1.55 KB of it the ID token, which logout no longer
+/// needs when Entra gave a `login_hint` — measured as the stores write it (MessagePack, the
+/// encoding of the SQLite and Redis stores).
+#[tokio::test]
+async fn the_demo_session_is_stored_in_under_2_kib_without_the_id_token() {
+    let app = spawn_app_with(AppOptions::default()).await;
+    let res = app.login().await;
+    let (cookie, _) = app
+        .session_cookie(&res)
+        .expect("the callback sets the cookie");
+    assert_signed_in(&app, res).await;
+    let record = app
+        .records
+        .load_cookie(&cookie)
+        .await
+        .expect("the store answers")
+        .expect("the session is stored");
+    let bytes = rmp_serde::to_vec(&record).expect("encode").len();
+    eprintln!("demo session record: {bytes} bytes (MessagePack)");
+    assert!(bytes < 2048, "{bytes} bytes");
+    let id_token = app
+        .idp
+        .issued_tokens()
+        .into_iter()
+        .find(|t| t.starts_with("eyJ"))
+        .expect("an ID token was issued");
+    assert!(!format!("{:?}", record.data).contains(&id_token));
+}

@@ -187,6 +187,7 @@ impl Rig {
     async fn wait_ready(&self) {
         let c = plain();
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut ready_since: Option<Instant> = None;
         loop {
             let mut ready = true;
             for base in [NGINX, CADDY, TRAEFIK] {
@@ -194,13 +195,23 @@ impl Rig {
                     Ok(r) if r.status() == StatusCode::FOUND);
                 ready &= ok;
             }
-            let login = c.get(format!("{NGINX}/login")).send().await;
-            ready &= matches!(login, Ok(r) if r.status() == StatusCode::SEE_OTHER
-                && r.headers().get(header::LOCATION)
-                    .and_then(|l| l.to_str().ok())
-                    .is_some_and(|l| l.starts_with("http://127.0.0.1:9090/")));
-            if ready {
-                return;
+            // nginx takes turns between the replicas: several answers in a row, so both have
+            // their connection ready (one may still be fetching the metadata on a busy host).
+            for _ in 0..4 {
+                let login = c.get(format!("{NGINX}/login")).send().await;
+                ready &= matches!(login, Ok(r) if r.status() == StatusCode::SEE_OTHER
+                    && r.headers().get(header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .is_some_and(|l| l.starts_with("http://127.0.0.1:9090/")));
+            }
+            // And still so after nginx's fail_timeout (5 s, deploy/nginx/default.conf): a replica
+            // that answered 503 while starting is left out by nginx that long, and the first
+            // scenarios must not meet that.
+            match (ready, ready_since) {
+                (true, Some(since)) if since.elapsed() >= Duration::from_secs(6) => return,
+                (true, None) => ready_since = Some(Instant::now()),
+                (true, Some(_)) => {}
+                (false, _) => ready_since = None,
             }
             if Instant::now() > deadline {
                 panic!("the rig did not become ready in 120 s:\n{}", logs());

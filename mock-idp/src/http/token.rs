@@ -173,6 +173,10 @@ pub(super) fn authenticate_client(
                 "Only one client authentication method may be used (client_assertion and a client secret were both sent).",
             ));
         }
+        // Issued by someone else than the app itself: a platform's token (workload identity).
+        if crate::federated::issuer_of(assertion).is_some_and(|iss| iss != client_id) {
+            return authenticate_federated(s, form, assertion, client_id);
+        }
         return authenticate_assertion(s, behaviour, form, assertion, client_id);
     }
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
@@ -209,6 +213,32 @@ pub(super) fn authenticate_client(
             ),
         ));
     }
+    Ok(client_id)
+}
+
+/// Verifies a federated assertion (workload identity federation) against the app's federated
+/// identity credentials and the issuer's key.
+pub(super) fn authenticate_federated(
+    s: &Shared,
+    form: &Params,
+    assertion: &str,
+    client_id: String,
+) -> Result<String, TokenFailure> {
+    if form.get("client_assertion_type") != Some(crate::x509::CLIENT_ASSERTION_TYPE) {
+        return Err(TokenFailure::new(
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_assertion_type'.",
+        ));
+    }
+    let inner = s.lock();
+    crate::federated::verify(
+        &inner.federated_issuers,
+        &inner.federated_credentials,
+        assertion,
+        keys::now_unix() as i64,
+    )
+    .map_err(|r| TokenFailure::new(r.error, r.code, r.text))?;
     Ok(client_id)
 }
 
