@@ -109,6 +109,7 @@ impl Application {
             store: store.store.clone(),
             metrics,
             clock,
+            graph_tokens: Default::default(),
         });
         let limiter = state
             .config

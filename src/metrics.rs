@@ -85,6 +85,9 @@ pub(crate) struct Metrics {
     pub upstream_refreshes: Family<ResultLabels, Counter>,
     /// `/auth` answers refused because the access token exceeded `upstream.max_token_bytes`.
     pub upstream_token_oversize: Family<ConnectionLabels, Counter>,
+    /// Microsoft Graph calls resolving group overage, by result (`ok`, `forbidden`,
+    /// `throttled`, `timeout`, `malformed`, `failed`).
+    pub graph_requests: Family<ResultLabels, Counter>,
     secret_expiry_days: Family<ConnectionLabels, Gauge>,
     /// (connection id, expiry) pairs, for the gauge computed at scrape time.
     /// Replaced when the configuration is reloaded.
@@ -197,8 +200,15 @@ impl Metrics {
             "Forward-auth answers refused because the access token exceeded upstream.max_token_bytes",
             upstream_token_oversize.clone(),
         );
+        let graph_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "graph_requests",
+            "Microsoft Graph calls resolving group overage at sign-in, by result (ok, forbidden, throttled, timeout, malformed, failed)",
+            graph_requests.clone(),
+        );
         let secret_expiries = std::sync::Mutex::new(secret_expiries(config));
         Metrics {
+            graph_requests,
             upstream_refreshes,
             upstream_token_oversize,
             registry,

@@ -137,6 +137,12 @@ pub struct Counters {
     /// Refresh-token grants that reached the token endpoint (past client authentication).
     #[serde(default)]
     pub refresh: u64,
+    /// Microsoft Graph `transitiveMemberOf` calls (every page, throttled and refused ones too).
+    #[serde(default)]
+    pub graph: u64,
+    /// Of those, the app-only ones (`/users/{oid}/…` with a client-credentials token).
+    #[serde(default)]
+    pub graph_app_only: u64,
 }
 
 /// Switchable misbehaviour. Default = behave like Entra.
@@ -203,6 +209,38 @@ pub struct Behaviour {
     /// one answers `invalid_resource` AADSTS500011, as Entra does for an API the customer's
     /// tenant never consented to.
     pub missing_apis: Vec<String>,
+    /// The user is in this many groups ([`overage_group`] names the i-th): their ID token
+    /// carries them as `groups` up to Entra's JWT limit of 200, and beyond it the overage
+    /// markers `_claim_names`/`_claim_sources` instead (docs/reference/ENTRA-2.md §4); Graph's
+    /// `transitiveMemberOf` lists them all. `None`: [`MockUser::groups`].
+    pub group_count: Option<usize>,
+    /// Groups per Graph page; `None`: 100, Graph's default.
+    pub graph_page_size: Option<usize>,
+    /// Graph answers the next calls 429 with this `Retry-After`.
+    pub graph_throttle: Option<GraphThrottle>,
+    /// Graph answers 403 `Authorization_RequestDenied`, as for an app without the permission
+    /// or its consent.
+    pub graph_forbidden: bool,
+    pub graph_fault: Fault,
+    /// Graph's `@odata.nextLink` points at this origin instead of the mock's own (a link a
+    /// relying party must not follow with the user's token).
+    pub graph_next_link_origin: Option<String>,
+}
+
+/// Graph throttling (docs/reference/ENTRA-2.md §5): `times` calls answered 429 with
+/// `Retry-After: {retry_after}` (seconds, decimals allowed) before Graph answers again.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct GraphThrottle {
+    pub times: u32,
+    pub retry_after: String,
+}
+
+/// Entra's limit of groups in a JWT; beyond it the token carries the overage markers.
+pub const JWT_GROUPS_LIMIT: usize = 200;
+
+/// The object ID of the `i`-th (1-based) group of a user with [`Behaviour::group_count`].
+pub fn overage_group(i: usize) -> String {
+    format!("22222222-0000-4000-8000-{i:012}")
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -311,6 +349,8 @@ struct Inner {
     app_key: Option<Arc<KeyPair>>,
     /// JWKS requests by the authority segment of their path (tenant ID, `common`, …).
     jwks_by_authority: HashMap<String, u64>,
+    /// Token requests by the authority segment of their path.
+    token_by_authority: HashMap<String, u64>,
     /// The userinfo answer for each access token issued.
     userinfo: HashMap<String, serde_json::Value>,
     codes: HashMap<String, CodeRecord>,
@@ -337,6 +377,10 @@ struct Inner {
     refresh_tokens: HashMap<String, RefreshRecord>,
     /// Refresh tokens revoked by [`MockIdp::revoke_refresh_tokens`]: AADSTS50173.
     revoked_refresh_tokens: HashSet<String>,
+    /// App-only Graph tokens the client-credentials grant issued (`mock-app-token.*`).
+    graph_app_tokens: HashSet<String>,
+    /// 429s Graph has answered under [`Behaviour::graph_throttle`].
+    graph_throttled: u32,
 }
 
 /// [`MockIdp::revoke_refresh_tokens`], also `POST /_mock/revoke-refresh-tokens`.
@@ -436,6 +480,7 @@ impl MockIdp {
                 tenant_keys: HashMap::new(),
                 app_key: None,
                 jwks_by_authority: HashMap::new(),
+                token_by_authority: HashMap::new(),
                 userinfo: HashMap::new(),
                 codes: HashMap::new(),
                 issued: Vec::new(),
@@ -447,6 +492,8 @@ impl MockIdp {
                 federated_issuers: Vec::new(),
                 federated_credentials: Vec::new(),
                 revoked_refresh_tokens: HashSet::new(),
+                graph_app_tokens: HashSet::new(),
+                graph_throttled: 0,
             }),
             shutdown: shutdown_rx.clone(),
         });
@@ -568,7 +615,9 @@ impl MockIdp {
             }
             _ => {}
         }
-        self.shared.lock().behaviour = b;
+        let mut inner = self.shared.lock();
+        inner.behaviour = b;
+        inner.graph_throttled = 0;
     }
 
     pub fn counters(&self) -> Counters {
@@ -581,6 +630,17 @@ impl MockIdp {
         self.shared
             .lock()
             .jwks_by_authority
+            .get(authority)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Token requests for one authority (`/{authority}/oauth2/v2.0/token`): a tenant ID,
+    /// `common` or `organizations`.
+    pub fn token_requests(&self, authority: &str) -> u64 {
+        self.shared
+            .lock()
+            .token_by_authority
             .get(authority)
             .copied()
             .unwrap_or(0)

@@ -204,7 +204,8 @@ async fn metadata_has_entra_shape_and_issuer() {
         json!(["RS256"])
     );
     // Same member set as the recorded tenant document, nothing more (no
-    // code_challenge_methods_supported etc.).
+    // code_challenge_methods_supported etc.) but the mock's own `graph_url`, where it serves
+    // Graph (Entra's Graph is at `https://{msgraph_host}`).
     let fixture: Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/entra/openid-configuration.tenant.json"
     ))
@@ -217,6 +218,9 @@ async fn metadata_has_entra_shape_and_issuer() {
         k.sort();
         k
     };
+    assert_eq!(doc["graph_url"], json!(base));
+    let mut doc = doc.clone();
+    doc.as_object_mut().map(|o| o.remove("graph_url"));
     assert_eq!(keys(&doc), keys(&fixture));
 
     // Unknown tenant → Entra-style error, not a document.

@@ -161,6 +161,8 @@ pub struct ConnectionConfig {
     pub api: Option<ApiSettings>,
     /// An access token for the vendor's backend API; `None`: `/auth` passes none.
     pub upstream: Option<UpstreamSettings>,
+    /// Group overage resolution through Microsoft Graph; the default resolves nothing.
+    pub groups: super::GroupsSettings,
 }
 
 /// When a connection calls the IdP's userinfo endpoint at sign-in.
@@ -229,6 +231,7 @@ impl ConnectionConfig {
             userinfo: Userinfo::Never,
             api: None,
             upstream: None,
+            groups: Default::default(),
         }
     }
 }
@@ -329,6 +332,8 @@ pub(super) fn validate_connection(
         None => None,
     };
 
+    let groups = super::groups::validate_groups(rc.groups.as_ref(), &metadata_url, &key)?;
+
     let userinfo = match rc.userinfo {
         Some(true) => Userinfo::Always,
         Some(false) => Userinfo::Never,
@@ -357,6 +362,7 @@ pub(super) fn validate_connection(
         access,
         userinfo,
         upstream,
+        groups,
     };
     Ok((conn, read))
 }

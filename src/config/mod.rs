@@ -9,6 +9,7 @@
 
 mod api;
 mod connection;
+mod groups;
 mod network;
 mod raw;
 mod secrets;
@@ -19,6 +20,7 @@ mod upstream;
 
 pub(crate) use api::ApiSettings;
 pub use connection::*;
+pub(crate) use groups::GroupsSettings;
 pub(crate) use network::IpNet;
 pub(crate) use network::mask_v6;
 pub(crate) use raw::*;

@@ -360,6 +360,9 @@ pub struct RawConnection {
     /// (`config::upstream`).
     #[serde(default)]
     pub upstream: Option<super::upstream::RawUpstream>,
+    /// Group overage resolution through Microsoft Graph (`config::groups`).
+    #[serde(default)]
+    pub groups: Option<super::groups::RawGroups>,
 }
 
 // ---------------------------------------------------------------------------------------------

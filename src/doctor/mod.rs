@@ -1,7 +1,8 @@
 //! `entrance check`, the setup doctor: per connection, one judged line per check (metadata,
 //! issuer, signing keys, client ID, secret and secret expiry — or, for a certificate
 //! credential, the certificate and its expiry —, redirect URI and, when asked, the
-//! credentials themselves), each failure with its fix; rendered for people or as JSON.
+//! credentials themselves; the Graph permission a group overage needs), each failure with its
+//! fix; rendered for people or as JSON.
 //!
 //! The network calls live in [`check`] and its helpers; every verdict is a pure `judge_…`
 //! function over what was fetched, so most of the doctor is tested without sockets.
@@ -16,6 +17,7 @@ use crate::{
 };
 
 mod checks;
+mod groups;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -46,6 +48,8 @@ pub const USERINFO: &str = "userinfo";
 pub const API: &str = "api";
 /// For a connection with an `upstream` table: the API its sign-ins ask a token for.
 pub const UPSTREAM: &str = "upstream";
+/// For a connection with `groups.resolve_overage = true`: the Graph permission overage needs.
+pub const GROUPS: &str = "groups";
 
 /// Entra's default `--verify-secret` scope: every confidential client may ask for an app-only
 /// Graph token (`.default` needs no granted permission to be issued).
@@ -205,6 +209,19 @@ async fn check_connection(
             verify_upstream(
                 conn,
                 upstream,
+                discovered.as_ref(),
+                is_entra,
+                issuer_ok,
+                verify_secret && credential_usable && !conn.client_id.is_empty(),
+                http,
+            )
+            .await,
+        );
+    }
+    if conn.groups.resolve_overage {
+        checks.push(
+            groups::verify_groups(
+                conn,
                 discovered.as_ref(),
                 is_entra,
                 issuer_ok,

@@ -17,6 +17,7 @@ use crate::{
     http::error::AppError,
     http::pages,
     metrics::Metrics,
+    oidc::graph,
     oidc::identity::Identity,
     oidc::provider::Connection,
     oidc::token::{self, CodeExchange},
@@ -396,7 +397,13 @@ async fn identify(
         .map_err(failed)?;
         userinfo::merge(&mut claims, answer).map_err(failed)?;
     }
-    let identity = Identity::from_claims(&conn.config, &claims);
+    let mut identity = Identity::from_claims(&conn.config, &claims);
+    // ENTRA-2.md §4–§5: an overage's groups come from Microsoft Graph when the connection
+    // asks; they then stand where the token's would have, for allowed_groups and the headers.
+    if identity.groups_overage && conn.config.groups.resolve_overage {
+        identity.groups = resolve_overage(state, conn, provider, &identity, tokens, cid).await?;
+        identity.groups_overage = false;
+    }
     if identity.groups_overage {
         tracing::warn!(
             user = %identity.user,
@@ -405,7 +412,8 @@ async fn identify(
             "group overage: the user is in more groups than fit in an ID token, so Entra sent none \
              (hasgroups / _claim_names); X-Auth-Request-Groups stays empty. Fix: in the app \
              registration's Token configuration emit \"Groups assigned to the application\" \
-             (and assign the groups to the application), or use app roles"
+             (and assign the groups to the application), use app roles, or set \
+             groups.resolve_overage = true on the connection to read them from Microsoft Graph"
         );
     }
     // allowed_groups / allowed_roles: after the token is proven, before any session is
@@ -434,6 +442,93 @@ async fn identify(
         }
     }
     Ok(identity)
+}
+
+/// A group overage's groups, read from Microsoft Graph (`oidc::graph`): with the sign-in's
+/// own access token when it is a Graph token, else with an app-only token from the user's
+/// tenant. Each call is counted by result; a failure fails the sign-in (`AppError::Groups`),
+/// which the traces ring records with step `groups`.
+async fn resolve_overage(
+    state: &AppState,
+    conn: &Connection,
+    provider: &crate::oidc::provider::Provider,
+    identity: &Identity,
+    tokens: &token::TokenResponse,
+    cid: &CorrelationId,
+) -> Result<Vec<String>, AppError> {
+    let caller = graph::Caller::for_sign_in(&conn.config, tokens.access_token.is_some());
+    let failed = |source: graph::GraphError| AppError::Groups {
+        connection: conn.config.id.clone(),
+        name: conn.config.name.clone(),
+        tenant: identity.tid.clone(),
+        caller,
+        source: Box::new(source),
+    };
+    let started = std::time::Instant::now();
+    let target = graph::target(&conn.config.metadata_url, &provider.metadata).map_err(failed)?;
+    let (bearer, who) = match (caller, &tokens.access_token) {
+        (graph::Caller::Delegated, Some(access)) => (access.clone(), graph::Who::Me),
+        _ => {
+            let tid = identity
+                .tid
+                .as_deref()
+                .ok_or(graph::GraphError::MissingClaim("tid"))
+                .map_err(failed)?;
+            let oid = identity
+                .oid
+                .as_deref()
+                .ok_or(graph::GraphError::MissingClaim("oid"))
+                .map_err(failed)?;
+            let token = graph::app_token(
+                &state.http,
+                &state.graph_tokens,
+                &graph::AppOnly {
+                    conn: &conn.config,
+                    metadata: &provider.metadata,
+                    client_auth: provider.client_auth,
+                    resource: &target.resource,
+                    tid,
+                    now: state.clock.now_unix(),
+                },
+            )
+            .await
+            .map_err(failed)?;
+            (token, graph::Who::User(oid))
+        }
+    };
+    let metrics = &state.metrics;
+    let mut calls = 0u32;
+    let mut on_call = |result: &'static str| {
+        calls += 1;
+        metrics
+            .graph_requests
+            .get_or_create(&crate::metrics::ResultLabels {
+                connection: conn.config.id.clone(),
+                result: result.to_owned(),
+            })
+            .inc();
+    };
+    let groups = graph::transitive_groups(
+        &state.http,
+        &target.base,
+        who,
+        &bearer,
+        conn.config.groups,
+        &mut on_call,
+    )
+    .await
+    .map_err(failed)?;
+    tracing::info!(
+        user = %identity.user,
+        connection = %conn.config.id,
+        via = caller.kind(),
+        groups = groups.len(),
+        graph_calls = calls,
+        took_ms = started.elapsed().as_millis() as u64,
+        correlation_id = %cid.0,
+        "group overage resolved through Microsoft Graph"
+    );
+    Ok(groups)
 }
 
 /// Whether this sign-in calls userinfo ([`Userinfo`]): always, never, or — the default off

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::{
     entra,
+    oidc::graph::{Caller, GraphError},
     oidc::identity::Denial,
     oidc::provider::NotReady,
     oidc::token::TokenError,
@@ -95,6 +96,17 @@ pub(crate) enum AppError {
         connection: String,
         name: String,
         source: crate::oidc::userinfo::UserinfoError,
+    },
+    /// A group overage could not be resolved through Microsoft Graph: the sign-in fails
+    /// rather than judge `allowed_groups` on no list or on part of one.
+    #[error("reading the user's groups from Microsoft Graph ({} call, tenant {}) failed: {source}", .caller.kind(), .tenant.as_deref().unwrap_or("unknown"))]
+    Groups {
+        connection: String,
+        name: String,
+        /// The user's tenant: where the permission must be granted and consented.
+        tenant: Option<String>,
+        caller: Caller,
+        source: Box<GraphError>,
     },
     #[error("the ID token was rejected: {rejection}")]
     IdToken {
@@ -275,6 +287,21 @@ impl AppError {
                 }
                 _ => StatusCode::BAD_GATEWAY,
             },
+            AppError::Groups { source, .. } => match &**source {
+                GraphError::Transport(crate::oidc::http_client::FetchError::Timeout(_)) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                GraphError::AppToken(e)
+                    if matches!(
+                        **e,
+                        TokenError::Transport(crate::oidc::http_client::FetchError::Timeout(_))
+                    ) =>
+                {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                GraphError::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            },
             // 503, not 408: a browser may repeat a request answered 408 by itself (RFC 9110
             // §15.5.9), and a repeated callback would spend its code twice; the time is also
             // usually the IdP's or the store's, not the client's.
@@ -318,6 +345,7 @@ impl AppError {
             },
             AppError::IdToken { .. } => "id_token_rejected",
             AppError::Userinfo { .. } => "userinfo_failed",
+            AppError::Groups { .. } => "groups_unresolved",
             AppError::NotSignedIn => "not_signed_in",
             AppError::UpstreamSignInAgain { .. } => "upstream_sign_in_again",
             AppError::UpstreamUnavailable { .. } => "upstream_refresh_failed",
@@ -351,6 +379,7 @@ impl AppError {
                 .to_owned(),
             ),
             AppError::Userinfo { source, .. } => Some(source.code().to_owned()),
+            AppError::Groups { source, .. } => Some(source.code().to_owned()),
             AppError::IdpError { error, .. } => Some(error.clone()),
             AppError::NotPermitted { denial, .. } => Some(
                 match denial {
@@ -388,6 +417,7 @@ impl AppError {
             | AppError::Token { connection, .. }
             | AppError::IdToken { connection, .. }
             | AppError::Userinfo { connection, .. }
+            | AppError::Groups { connection, .. }
             | AppError::NotPermitted { connection, .. }
             | AppError::BearerInsufficient { connection, .. }
             | AppError::BearerNotPermitted { connection, .. }
@@ -418,6 +448,10 @@ impl AppError {
             AppError::Token { source, .. } => Some(source),
             AppError::UpstreamSignInAgain { source, .. }
             | AppError::UpstreamUnavailable { source, .. } => source.as_deref(),
+            AppError::Groups { source, .. } => match &**source {
+                GraphError::AppToken(e) => Some(e.as_ref()),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -651,6 +685,22 @@ impl AppError {
                     ),
                 )
             },
+            AppError::Groups {
+                connection,
+                name,
+                tenant,
+                caller,
+                source,
+            } => Explanation {
+                admin: Some(aadsts_fix.unwrap_or_else(|| groups_fix(tenant.as_deref(), *caller, source))),
+                retry: Retry::connection(connection),
+                ..plain(
+                    "Sign-in was not completed",
+                    &format!(
+                        "Your groups could not be read from {name}, so this sign-in cannot be checked. Please try again in a few minutes; if it keeps happening, contact your administrator."
+                    ),
+                )
+            },
             AppError::IdToken {
                 connection,
                 rejection,
@@ -750,6 +800,57 @@ impl AppError {
                 "An unexpected error happened. Please try again.",
             ),
         }
+    }
+}
+
+/// The admin's fix for a group overage Graph could not resolve: which permission to grant, of
+/// which kind, and in which tenant (the least-privileged one Graph documents for the call,
+/// docs/reference/ENTRA-2.md §5). Graph's code is a fixed identifier, not its message.
+fn groups_fix(tenant: Option<&str>, caller: Caller, source: &GraphError) -> String {
+    let tenant = tenant
+        .map(|t| format!("tenant {t}"))
+        .unwrap_or_else(|| "the user's tenant".to_owned());
+    let permission = caller.permission();
+    match (source, caller) {
+        (GraphError::Forbidden { code }, Caller::Delegated) => format!(
+            "Microsoft Graph refused to list the user's groups (HTTP 403 {code}). In the app registration's API permissions add the delegated Microsoft Graph permission {permission} (the least-privileged one for /me/transitiveMemberOf) and make sure it is consented in {tenant}."
+        ),
+        (GraphError::Forbidden { code }, Caller::AppOnly) => format!(
+            "Microsoft Graph refused to list the user's groups (HTTP 403 {code}). Add the application permission {permission} (Microsoft Graph; the least-privileged one for /users/{{id}}/transitiveMemberOf app-only) to the app registration, and have an admin of {tenant} grant admin consent (Enterprise applications → Permissions → Grant admin consent)."
+        ),
+        (GraphError::Throttled { .. }, _) => format!(
+            "Microsoft Graph throttled the groups lookup in {tenant} (HTTP 429). entrance waits out a Retry-After of at most 2 s once; sign-ins work again when the tenant's Graph budget recovers."
+        ),
+        (GraphError::Transport(crate::oidc::http_client::FetchError::Timeout(t)), _) => format!(
+            "Microsoft Graph did not answer within http.timeout_secs ({} s).",
+            t.as_secs()
+        ),
+        (GraphError::Transport(_), _) => "Microsoft Graph could not be reached; the log line with this reference has the cause (graph.microsoft.com or the national cloud's Graph host, through HTTPS_PROXY if outbound traffic needs a proxy).".to_owned(),
+        (GraphError::TooManyGroups { max }, _) => format!(
+            "The user is in more than {max} groups, the connection's groups.max_groups: entrance never judges allowed_groups on part of a list. Raise groups.max_groups, or grant access by app roles (allowed_roles)."
+        ),
+        (GraphError::TooManyPages { max }, _) => format!(
+            "The user's groups fill more than {max} Graph pages, the connection's groups.max_pages. Raise groups.max_pages (and groups.max_groups), or grant access by app roles (allowed_roles)."
+        ),
+        (GraphError::AppToken(_), _) => format!(
+            "No app-only token for Microsoft Graph could be had from {tenant}'s token endpoint; the log line with this reference has the answer. An admin of {tenant} must consent to the application (with its {permission} application permission)."
+        ),
+        (GraphError::MissingClaim(claim), _) => format!(
+            "The ID token carries no usable {claim}, which the Graph call needs; is this connection's IdP Entra ID?"
+        ),
+        (GraphError::Status { status: 401, code }, Caller::Delegated) => format!(
+            "Microsoft Graph refused the sign-in's access token (HTTP 401 {code}): it is not a Graph token. Do not add another API's scopes to the connection's scopes; ask for an API's token with an upstream table (groups are then read app-only)."
+        ),
+        (GraphError::Status { status, code }, _) => format!(
+            "Microsoft Graph answered HTTP {status} ({code}); the log line with this reference has the details."
+        ),
+        (
+            GraphError::Malformed(_) | GraphError::ForeignNextLink(_) | GraphError::NoGraphHost(_),
+            _,
+        ) => format!(
+            "Microsoft Graph's answer could not be used ({}); the log line with this reference has the details.",
+            source.code()
+        ),
     }
 }
 

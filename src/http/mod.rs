@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     /// The clock entrance keeps its own times by (absolute lifetime, idle-refresh step,
     /// pending logins' age): the real one, or a test's ([`crate::Application::with_clock`]).
     pub clock: Clock,
+    /// App-only Microsoft Graph tokens per tenant, for group overage (`oidc::graph`).
+    pub graph_tokens: Arc<crate::oidc::graph::AppTokens>,
 }
 
 impl Shared {

@@ -146,6 +146,7 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         | AppError::AccessTokenTooLarge { .. } => "upstream_token",
         AppError::IdToken { .. } => "id_token",
         AppError::Userinfo { .. } => "userinfo",
+        AppError::Groups { .. } => "groups",
         AppError::Session(_) => "session",
         AppError::ConnectionNotReady { .. }
         | AppError::UnknownConnection(_)

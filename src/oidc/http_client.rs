@@ -100,12 +100,24 @@ impl HttpClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, Vec<u8>), FetchError> {
+        let (status, _, body) = self.send_for_json_with_headers(req).await?;
+        Ok((status, body))
+    }
+
+    /// [`Self::send_for_json`] with the response headers too: Microsoft Graph's 429 says when
+    /// to retry in `Retry-After` (docs/reference/ENTRA-2.md §5).
+    pub(crate) async fn send_for_json_with_headers(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, header::HeaderMap, Vec<u8>), FetchError> {
         let resp = req
             .header(header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(|e| self.map_err(e))?;
-        self.read_json_body(resp).await
+        let headers = resp.headers().clone();
+        let (status, body) = self.read_json_body(resp).await?;
+        Ok((status, headers, body))
     }
 
     async fn read_json_body(&self, resp: Response) -> Result<(StatusCode, Vec<u8>), FetchError> {

@@ -108,7 +108,9 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Entra left `groups` out because the user is in too many (`hasgroups` or a `groups`
-    /// entry in `_claim_names`): `groups` is then unknown, not empty.
+    /// entry in `_claim_names`): `groups` is then unknown, not empty. A connection with
+    /// `groups.resolve_overage` reads them from Microsoft Graph at sign-in (`oidc::graph`):
+    /// `groups` then holds them and this reads false, so apps see them as token groups.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub groups_overage: bool,
 }

@@ -38,6 +38,14 @@ pub(crate) struct Metadata {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub id_token_signing_alg_values_supported: Vec<String>,
+    /// Entra's Microsoft Graph host for this cloud (`graph.microsoft.us`, …), for group
+    /// overage resolution (`oidc::graph`).
+    #[serde(default)]
+    pub msgraph_host: Option<String>,
+    /// The bundled mock IdP's own Graph origin (Entra publishes no such member): honoured only
+    /// for metadata fetched from loopback, and only when it is a loopback origin itself.
+    #[serde(default)]
+    pub graph_url: Option<String>,
 }
 
 /// Why a connection's IdP could not be used. Shown to admins in logs and `/readyz`.

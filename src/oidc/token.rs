@@ -426,7 +426,8 @@ impl<'a> ClientAuthentication<'a> {
 }
 
 /// A client-credentials token request: the one way to prove a client ID and secret without a
-/// user. The token is never kept.
+/// user ([`client_credentials`], which drops the token), or to call an API as the app
+/// ([`client_credentials_token`]).
 pub(crate) struct ClientCredentials<'a> {
     pub token_endpoint: &'a str,
     pub client_id: &'a str,
@@ -455,6 +456,59 @@ pub(crate) async fn client_credentials(
     let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
     let (status, body) = http.send_for_json(builder.form(&form)).await?;
     auth.noted(parse_client_credentials_response(status.as_u16(), &body))
+}
+
+/// An app-only access token from a client-credentials request, for a caller that uses it
+/// (Microsoft Graph for group overage, `oidc::graph`), not only proves it can be had.
+pub(crate) struct AppToken {
+    pub access_token: SecretString,
+    /// Seconds the token lives (RFC 6749 §4.4.3 → §5.1: recommended, so it may be missing).
+    pub expires_in: Option<u64>,
+}
+
+impl fmt::Debug for AppToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AppToken {{ access_token: <redacted>, expires_in: {:?} }}",
+            self.expires_in
+        )
+    }
+}
+
+/// [`client_credentials`] that keeps the access token it was issued.
+pub(crate) async fn client_credentials_token(
+    http: &HttpClient,
+    req: &ClientCredentials<'_>,
+) -> Result<AppToken, TokenError> {
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if let Some(scope) = req.scope {
+        form.push(("scope", scope));
+    }
+    let auth = ClientAuthentication::new(
+        req.credential,
+        req.client_auth,
+        req.client_id,
+        req.token_endpoint,
+    )
+    .await?;
+    let builder = auth.apply(http.inner().post(req.token_endpoint), &mut form);
+    let (status, body) = http.send_for_json(builder.form(&form)).await?;
+    auth.noted(parse_app_token_response(status.as_u16(), &body))
+}
+
+/// Pure: reads a client-credentials answer whose access token is kept.
+pub(crate) fn parse_app_token_response(status: u16, body: &[u8]) -> Result<AppToken, TokenError> {
+    let raw = parse_success(status, body)?;
+    match raw.access_token {
+        Some(t) if !t.is_empty() => Ok(AppToken {
+            access_token: SecretString::from(t),
+            expires_in: raw.expires_in,
+        }),
+        _ => Err(TokenError::Malformed(
+            "the client-credentials answer has no access_token".into(),
+        )),
+    }
 }
 
 /// Pure: reads a client-credentials answer. Any 2xx means the credentials were accepted; the
@@ -550,6 +604,22 @@ mod tests {
         assert!(matches!(
             parse_token_response(502, b"<html>bad gateway</html>"),
             Err(TokenError::UnexpectedStatus(502))
+        ));
+    }
+
+    #[test]
+    fn an_app_token_answer_keeps_the_token_and_its_lifetime() {
+        let ok = parse_app_token_response(
+            200,
+            br#"{"token_type":"Bearer","expires_in":3599,"access_token":"mock-app-token.x"}"#,
+        )
+        .expect("issued");
+        assert_eq!(ok.access_token.expose_secret(), "mock-app-token.x");
+        assert_eq!(ok.expires_in, Some(3599));
+        assert!(!format!("{ok:?}").contains("mock-app-token"));
+        assert!(matches!(
+            parse_app_token_response(200, br#"{"token_type":"Bearer"}"#),
+            Err(TokenError::Malformed(_))
         ));
     }
 

@@ -187,6 +187,49 @@ api = {{ audiences = [\"api://x\"], required_scopes = [\"Files.Read\"] }}
     assert_status(&report, doctor::CREDENTIALS, Status::Ok);
 }
 
+/// Issue 15: `groups.resolve_overage` gets a `groups` line. A delegated connection (no
+/// `upstream`) names `User.Read` and calls nothing; an app-only one proves `User.Read.All`
+/// with one Graph call under `--verify-secret`, and names it with the tenant when Graph
+/// answers 403.
+#[tokio::test]
+async fn overage_resolution_gets_a_groups_line_that_proves_the_graph_permission() {
+    let idp = idp().await;
+    let mut setup = Setup::healthy(&idp);
+    let base = setup.extra.clone();
+    setup.extra = format!("{base}\ngroups = {{ resolve_overage = true }}");
+    let report = setup.run(true).await;
+    let line = assert_status(&report, doctor::GROUPS, Status::Ok);
+    assert!(line.contains("delegated permission User.Read,"), "{line}");
+    assert_eq!(idp.counters().graph, 0);
+
+    setup.extra = format!(
+        "{base}\ngroups = {{ resolve_overage = true }}\n{}",
+        crate::upstream::upstream_toml("")
+    );
+    let report = setup.run(false).await;
+    assert_status(&report, doctor::GROUPS, Status::Skipped);
+    assert_eq!(idp.counters().graph, 0);
+    let report = setup.run(true).await;
+    let line = assert_status(&report, doctor::GROUPS, Status::Ok);
+    assert!(line.contains("User.Read.All"), "{line}");
+    assert_eq!(idp.counters().graph, 1, "one Graph call");
+
+    idp.set_behaviour(mock_idp::Behaviour {
+        graph_forbidden: true,
+        ..Default::default()
+    });
+    let report = setup.run(true).await;
+    assert_status(&report, doctor::GROUPS, Status::Error);
+    let fix = fix(&report, doctor::GROUPS);
+    assert!(
+        fix.contains("User.Read.All")
+            && fix.contains(&idp.tenant_id())
+            && fix.contains("admin consent"),
+        "{fix}"
+    );
+    assert!(!report.passed());
+}
+
 /// Issue 15.2: `entrance check` reads a federated credential's token file and shows what the
 /// app registration's federated credential must equal, and its expiry; `--verify-secret`
 /// proves it at the token endpoint like a secret.

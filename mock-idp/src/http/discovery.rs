@@ -77,6 +77,9 @@ pub(super) async fn metadata(
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
+        // Not Entra's: where the mock serves Graph (`http/graph.rs`). entrance honours it only
+        // for loopback metadata naming a loopback origin (src/oidc/graph.rs `target`).
+        "graph_url": base,
         "rbac_url": "https://pas.windows.net",
     });
     post_fault(&behaviour.metadata_fault, discovery_response(&doc))

@@ -1,5 +1,6 @@
-//! HTTP endpoints of the mock IdP: discovery, JWKS, authorize, token, logout, and the
-//! `/_mock/…` control API, plus the transport faults that [`Fault`] switches in.
+//! HTTP endpoints of the mock IdP: discovery, JWKS, authorize, token, logout, Microsoft Graph's
+//! group listing, and the `/_mock/…` control API, plus the transport faults that [`Fault`]
+//! switches in.
 
 use std::sync::Arc;
 
@@ -16,11 +17,13 @@ use super::{Fault, Shared};
 mod authorize;
 mod control;
 mod discovery;
+mod graph;
 mod token;
 
 use authorize::*;
 use control::*;
 use discovery::*;
+use graph::*;
 use token::*;
 
 type S = State<Arc<Shared>>;
@@ -39,6 +42,14 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/{tenant}/oauth2/v2.0/logout", get(logout).post(logout))
         .route("/oidc/userinfo", get(userinfo).post(userinfo))
+        .route(
+            "/v1.0/me/transitiveMemberOf/microsoft.graph.group",
+            get(me_groups),
+        )
+        .route(
+            "/v1.0/users/{oid}/transitiveMemberOf/microsoft.graph.group",
+            get(user_groups),
+        )
         .route("/_mock/behaviour", get(get_behaviour).put(put_behaviour))
         .route("/_mock/counters", get(get_counters))
         .route("/_mock/rotate", post(rotate))

@@ -29,6 +29,7 @@ pub(super) async fn token(
     let behaviour = {
         let mut inner = s.lock();
         inner.counters.token += 1;
+        *inner.token_by_authority.entry(tenant.clone()).or_default() += 1;
         inner.behaviour.clone()
     };
     if let Some(r) = pre_fault(&s, &behaviour.token_fault).await {
@@ -38,7 +39,9 @@ pub(super) async fn token(
         let status = StatusCode::from_u16(te.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return post_fault(&behaviour.token_fault, json_response(status, &te.body));
     }
-    if !s.serves(&tenant) {
+    // The user's own tenant (`Behaviour::user_tenant`) exists too: an app asks it for
+    // app-only tokens in the customer's directory (docs/reference/ENTRA-2.md §7).
+    if !s.serves(&tenant) && behaviour.user_tenant.as_deref() != Some(tenant.as_str()) {
         return unknown_tenant_json(&tenant);
     }
     let resp = token_inner(&s, &behaviour, &headers, &body).await;
@@ -350,7 +353,11 @@ pub(super) fn client_credentials(
                 }
             }
         }
-        _ => format!("mock-app-token.{}", keys::random_b64(32)),
+        _ => {
+            let token = format!("mock-app-token.{}", keys::random_b64(32));
+            s.lock().graph_app_tokens.insert(token.clone());
+            token
+        }
     };
     json_response(
         StatusCode::OK,
@@ -657,7 +664,12 @@ fn signing_failed(e: &keys::KeyError) -> Response {
 /// <https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference>). `tid` is
 /// the user's tenant: the mock's own, or for a multi-tenant sign-in [`Behaviour::user_tenant`];
 /// `iss` always names that same tenant, as Entra's does.
-pub(super) fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map<String, Value> {
+pub(super) fn id_token_claims(
+    s: &Shared,
+    record: &CodeRecord,
+    tid: &str,
+    behaviour_groups: Option<usize>,
+) -> Map<String, Value> {
     let u = &s.user;
     let iat = keys::now_unix();
     let mut c = Map::new();
@@ -692,8 +704,29 @@ pub(super) fn id_token_claims(s: &Shared, record: &CodeRecord, tid: &str) -> Map
     c.insert("tid".into(), json!(tid));
     c.insert("uti".into(), json!(keys::random_b64(16)));
     c.insert("ver".into(), json!("2.0"));
-    if !u.groups.is_empty() {
-        c.insert("groups".into(), json!(u.groups));
+    match behaviour_groups {
+        // Entra beyond 200 groups in a JWT: no `groups`, the overage markers instead, with the
+        // retired Azure AD Graph URL (tests/fixtures/entra/id_token.overage.claims.json).
+        Some(n) if n > crate::JWT_GROUPS_LIMIT => {
+            c.insert("_claim_names".into(), json!({"groups": "src1"}));
+            c.insert(
+                "_claim_sources".into(),
+                json!({"src1": {"endpoint": format!(
+                    "https://graph.windows.net/{tid}/users/{}/getMemberObjects",
+                    u.oid
+                )}}),
+            );
+        }
+        Some(n) => {
+            let groups: Vec<String> = (1..=n).map(crate::overage_group).collect();
+            if !groups.is_empty() {
+                c.insert("groups".into(), json!(groups));
+            }
+        }
+        None if !u.groups.is_empty() => {
+            c.insert("groups".into(), json!(u.groups));
+        }
+        None => {}
     }
     if !u.roles.is_empty() {
         c.insert("roles".into(), json!(u.roles));
@@ -710,7 +743,7 @@ pub(super) async fn id_token(
         Some(t) if is_multi_tenant(&record.authority) => t.as_str(),
         _ => s.tenant_id.as_str(),
     };
-    let mut claims = id_token_claims(s, record, tid);
+    let mut claims = id_token_claims(s, record, tid, behaviour.group_count);
     for (k, v) in &behaviour.claims_set {
         claims.insert(k.clone(), v.clone());
     }
