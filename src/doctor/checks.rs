@@ -523,15 +523,13 @@ pub(super) async fn verify_credentials(
     for (label, credential) in crate::oidc::token::attempts(&conn.credential) {
         let result = token::client_credentials(
             http,
-            &ClientCredentials {
-                token_endpoint: endpoint.as_str(),
-                client_id: &conn.client_id,
+            &credentials_request(
+                conn,
+                &d.meta,
+                endpoint.as_str(),
                 credential,
-                client_auth: conn
-                    .client_auth
-                    .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
-                scope: scope.as_deref(),
-            },
+                scope.as_deref(),
+            ),
         )
         .await;
         let check = judge_credentials(
@@ -547,6 +545,26 @@ pub(super) async fn verify_credentials(
         return checks.remove(0).1;
     }
     worst(checks)
+}
+
+/// The client-credentials request every proof of the doctor sends: this connection's client
+/// with `credential`, authenticated as configured or as the metadata suggests.
+pub(super) fn credentials_request<'a>(
+    conn: &'a ConnectionConfig,
+    meta: &Metadata,
+    endpoint: &'a str,
+    credential: token::Credential<'a>,
+    scope: Option<&'a str>,
+) -> ClientCredentials<'a> {
+    ClientCredentials {
+        token_endpoint: endpoint,
+        client_id: &conn.client_id,
+        credential,
+        client_auth: conn
+            .client_auth
+            .unwrap_or_else(|| provider::pick_client_auth(meta)),
+        scope,
+    }
 }
 
 /// `verify_scope`, else Graph's `.default` for Entra, else none (the IdP's default scope:
@@ -851,15 +869,7 @@ pub(super) async fn verify_upstream(
     let scope = format!("{resource}/.default");
     let result = token::client_credentials(
         http,
-        &ClientCredentials {
-            token_endpoint: endpoint.as_str(),
-            client_id: &conn.client_id,
-            credential,
-            client_auth: conn
-                .client_auth
-                .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
-            scope: Some(&scope),
-        },
+        &credentials_request(conn, &d.meta, endpoint.as_str(), credential, Some(&scope)),
     )
     .await;
     judge_upstream(result, &resource, &asks)

@@ -9,11 +9,13 @@ use crate::{
     entra,
     oidc::graph::{self, Caller, Who},
     oidc::http_client::{FetchError, HttpClient},
-    oidc::provider,
-    oidc::token::{self, ClientCredentials, TokenError},
+    oidc::token::{self, TokenError},
 };
 
-use super::{Check, Discovered, GROUPS, checks::verify_endpoint};
+use super::{
+    Check, Discovered, GROUPS,
+    checks::{credentials_request, verify_endpoint},
+};
 
 /// A user id no tenant has: Graph checks the caller's permission before it looks the user up,
 /// so 404 means "permitted" and 403 "not permitted" without reading anyone's groups
@@ -66,15 +68,7 @@ pub(super) async fn verify_groups(
     let scope = format!("{}/.default", target.resource);
     let issued = token::client_credentials_token(
         http,
-        &ClientCredentials {
-            token_endpoint: endpoint.as_str(),
-            client_id: &conn.client_id,
-            credential,
-            client_auth: conn
-                .client_auth
-                .unwrap_or_else(|| provider::pick_client_auth(&d.meta)),
-            scope: Some(&scope),
-        },
+        &credentials_request(conn, &d.meta, endpoint.as_str(), credential, Some(&scope)),
     )
     .await;
     let token = match issued {
