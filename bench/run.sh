@@ -7,7 +7,8 @@
 #
 # Knobs (environment): BENCH_STORES, BENCH_DURATION (s, /auth runs, default 10),
 # BENCH_CONNECTIONS (64), BENCH_THREADS (wrk threads, 2), BENCH_LOGIN_CONCURRENCY (16),
-# BENCH_LOGIN_SECS (10), BENCH_SESSIONS (100000), BENCH_ROUNDS (3 baseline + /auth pairs;
+# BENCH_LOGIN_SECS (10), BENCH_SESSIONS (100000), BENCH_REDIS_SESSIONS (1000000: keys added
+# to Redis before /auth is loaded once more on the Redis store; 0 skips it), BENCH_ROUNDS (3 baseline + /auth pairs;
 # medians reported), BENCH_PEER (1: also run the peer, Apache + mod_auth_openidc; 0: skip it),
 # BENCH_INSTALL (0; 1: apt-get install what is missing — apache2,
 # libapache2-mod-auth-openidc, gnuplot-nox — instead of only naming it).
@@ -34,6 +35,7 @@ THREADS=${BENCH_THREADS:-2}
 LOGIN_CONC=${BENCH_LOGIN_CONCURRENCY:-16}
 LOGIN_SECS=${BENCH_LOGIN_SECS:-10}
 SESSIONS=${BENCH_SESSIONS:-100000}
+REDIS_SESSIONS=${BENCH_REDIS_SESSIONS:-1000000}
 ROUNDS=${BENCH_ROUNDS:-3}
 PEER=${BENCH_PEER:-1}
 INSTALL=${BENCH_INSTALL:-0}
@@ -256,7 +258,11 @@ run_store() {
             fi
             local rport
             rport=$(free_port)
-            redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no \
+            # DEBUG POPULATE fills Redis for the million-session run; Redis 7 allows DEBUG
+            # only when enabled ("local": from loopback), Redis 6 always and knows no option.
+            local debug=()
+            redis-server --version | grep -Eq 'v=[0-6]\.' || debug=(--enable-debug-command local)
+            redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no "${debug[@]}" \
                 >"$WORK/redis.log" 2>&1 &
             redis_pid=$!
             PIDS+=("$redis_pid")
@@ -353,6 +359,10 @@ TOML
     ((${#rcpus[@]})) && r_cpu=$(median "${rcpus[@]}")
     ratio=$(median "${ratios[@]}")
 
+    if [[ $store == redis && $REDIS_SESSIONS -gt 0 ]]; then
+        redis_million "$rport" "$base" "$cookie" "$epid" "$redis_pid"
+    fi
+
     log "logins ($store store): concurrency $LOGIN_CONC for ${LOGIN_SECS}s"
     "$EXAMPLES/bench_logins" run "$base" "$LOGIN_CONC" "$LOGIN_SECS" "$epid" "$IDP_PID" \
         | tee "$WORK/logins-$store.txt" >&2
@@ -375,6 +385,34 @@ TOML
     RATIO[$store]=$ratio
     AP99[$store]=$a_p99
     ECPU[$store]=$ecpu
+}
+
+# Redis holding REDIS_SESSIONS more sessions: keys of the size of the demo session's record
+# (the bytes Redis holds for the signed-in cookie) under the session prefix, made by
+# `DEBUG POPULATE` (values of that size, not MessagePack: no request ever reads them), then the
+# same /auth rounds. Reported beside the plain Redis rounds as the "1 M sessions" row.
+redis_million() {
+    local rport=$1 base=$2 cookie=$3 epid=$4 redis_pid=$5 key size keys mem r
+    key=$(redis-cli -p "$rport" --scan --pattern 'entrance:session:*' | head -n1)
+    size=$(redis-cli -p "$rport" STRLEN "$key")
+    log "redis: adding $REDIS_SESSIONS sessions of $size bytes (DEBUG POPULATE), then /auth again"
+    if ! redis-cli -p "$rport" DEBUG POPULATE "$REDIS_SESSIONS" "entrance:session:bench-fill:" "$size" | grep -q OK; then
+        SKIPPED+=("redis with $REDIS_SESSIONS sessions: skipped: DEBUG POPULATE was refused")
+        echo "${SKIPPED[-1]}" >&2
+        return 0
+    fi
+    keys=$(redis-cli -p "$rport" DBSIZE)
+    mem=$(redis-cli -p "$rport" INFO memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')
+    local p50s=() p99s=() cpus=() rcpus=() rpss=()
+    for r in $(seq 1 "$ROUNDS"); do
+        load "$base/auth" "$cookie" "auth-redis-million-$r" "$epid" "$redis_pid"
+        rpss+=("$RPS"); p50s+=("$P50"); p99s+=("$P99"); cpus+=("$CPU"); rcpus+=("$CPU2")
+        echo "/auth with $keys keys in Redis: $RPS req/s, p50 $P50 ms, p99 $P99 ms, entrance CPU $CPU µs/request (redis-server $CPU2 µs/request)" >&2
+        ROUNDS_LOG+=("| redis, $keys keys | $r | — | — | — | $RPS | — | $P50 / $P99 | $CPU (+ $CPU2 redis-server) |")
+    done
+    ALL_ROWS+=("| entrance \`/auth\`, redis store, $keys keys ($mem) | $(median "${rpss[@]}") | $(median "${p50s[@]}") | $(median "${p99s[@]}") | **$(median "${cpus[@]}")** | $(median "${rcpus[@]}") | — | — | — | — |")
+    MILLION_P99=$(median "${p99s[@]}")
+    MILLION_KEYS=$keys
 }
 
 # The peer: Apache (mpm_event) + mod_auth_openidc protecting a static file, same mock IdP.
@@ -574,8 +612,14 @@ fi
         case $s in memory) want=60 ;; sqlite) want=35 ;; redis) want=30 ;; *) want=0 ;; esac
         target "/auth with the $s store ≥ $want % of baseline throughput (${RATIO[$s]} %)" "$(ok "${RATIO[$s]} >= $want")"
         target "/auth p99 with the $s store < 5 ms at $CONNS connections (${AP99[$s]} ms)" "$(ok "${AP99[$s]} < 5")"
-        target "entrance CPU per login with the $s store < 1 ms (${ECPU[$s]} ms)" "$(ok "${ECPU[$s]} < 1")"
+        # Issue 16: ≤ 0.4 ms on memory, ≤ 0.6 ms on SQLite and Redis.
+        case $s in memory) want=0.4 ;; *) want=0.6 ;; esac
+        target "entrance CPU per login with the $s store ≤ $want ms (${ECPU[$s]} ms)" "$(ok "${ECPU[$s]} <= $want")"
     done
+    if [[ -n ${MILLION_P99:-} && -v AP99[redis] ]]; then
+        target "/auth p99 on Redis with $MILLION_KEYS keys < 5 ms and ≤ 1.25 × without them (${MILLION_P99} vs ${AP99[redis]} ms)" \
+            "$(ok "$MILLION_P99 < 5 && $MILLION_P99 <= 1.25 * ${AP99[redis]}")"
+    fi
     target "memory per stored session < 4096 bytes ($PER_SESSION)" "$(ok "$PER_SESSION < 4096")"
     if [[ -n $PEER_CPU && -v CPU_REQ[memory] ]]; then
         # Issue 16's aims, reported, not enforced.

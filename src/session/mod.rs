@@ -250,15 +250,17 @@ fn signed_in_expiry(expires_at: i64, idle_timeout: Duration, clock: &Clock) -> E
     Expiry::OnInactivity(time::Duration::seconds(idle.min(left)))
 }
 
-/// Takes the pending login for `state` out of the session (single use) and saves the session
-/// at once, so the removal sticks whatever the callback answers afterwards: a replayed or
-/// failed callback can never use that state again.
+/// Takes the pending login for `state` out of the session (single use).
 ///
-/// Two callbacks with the same state racing (a double submit, a replay, two replicas) may
-/// both have loaded the session before either saved it; the session alone cannot tell them
-/// apart. So the state is also claimed in the store with a single-use marker
-/// ([`AnyStore::insert_new`]: atomic in every store, shared by every replica), and only the
-/// callback that created it gets the login.
+/// What makes a state single-use is a marker claimed in the store
+/// ([`AnyStore::insert_new`]: atomic in every store, shared by every replica), kept as long
+/// as a pending login can live: only the callback that created it gets the login, so a
+/// replayed callback, or two racing ones (a double submit, two replicas) that both loaded the
+/// session before either saved it, can never use the state again. The session without the
+/// login is saved here only when the state is refused: a sign-in cycles the session id at
+/// once (deleting this record), and a later failure's session is saved by the session layer
+/// with its response. Saving it here on every callback was one store write per sign-in that
+/// the next write undid (issue 16.3).
 pub(crate) async fn take_pending(
     session: &Session,
     store: &AnyStore,
@@ -291,11 +293,12 @@ pub(crate) async fn take_pending(
         session.insert(PENDING_KEY, &pending).await?;
     }
     fit_expiry(session, idle_timeout, clock).await?;
-    session.save().await?;
     if !claimed {
+        session.save().await?;
         return Err(unknown());
     }
     if clock.now_unix() - login.created_at >= PENDING_LIFETIME.as_secs() as i64 {
+        session.save().await?;
         return Err(SessionError::State {
             problem: StateProblem::Expired,
             connection: Some(login.connection),

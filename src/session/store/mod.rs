@@ -339,11 +339,11 @@ impl OpenStore {
                 let (store, pool) = open_sqlite(path, timeout).await?;
                 Ok(OpenStore {
                     store: AnyStore::new(
-                        Arc::new(CheckedSqlite {
-                            store: store.clone(),
-                            pool: pool.clone(),
-                            path: path.clone(),
-                        }),
+                        Arc::new(CheckedSqlite::new(
+                            store.clone(),
+                            pool.clone(),
+                            path.clone(),
+                        )),
                         timeout,
                     ),
                     backend: Backend::Sqlite { store, pool },
@@ -498,11 +498,7 @@ mod tests {
         let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
             .await
             .expect("opens");
-        let checked = CheckedSqlite {
-            store,
-            pool: pool.clone(),
-            path,
-        };
+        let checked = CheckedSqlite::new(store, pool.clone(), path);
         keeps_the_record_contract(&checked).await;
         pool.close().await;
         let _ = std::fs::remove_dir_all(&dir);

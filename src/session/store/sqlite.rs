@@ -8,7 +8,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tower_sessions::{
     SessionStore,
     session::{Id, Record},
@@ -85,6 +85,19 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 }
 
 impl CheckedSqlite {
+    pub(super) fn new(store: SqliteStore, pool: SqlitePool, path: PathBuf) -> CheckedSqlite {
+        CheckedSqlite { store, pool, path }
+    }
+
+    /// Runs one write statement on the calling thread's connection ([`sqlite_inline_write`]);
+    /// `None` means it could not run there and the caller writes through the pool instead.
+    fn inline<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> session_store::Result<Option<T>> {
+        sqlite_inline_write(&self.path, write)
+    }
+
     /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
     /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
     /// support network filesystems), where a `stat` takes microseconds.
@@ -107,22 +120,57 @@ impl CheckedSqlite {
 impl SessionStore for CheckedSqlite {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         self.check().await?;
-        self.store.create(record).await
+        let data = encode(record)?;
+        let expiry = rfc3339(record.expiry_date)?;
+        // tower-sessions-sqlx-store's create: `insert or abort`, a new id while the id is taken.
+        let sql =
+            format!("insert or abort into {TABLE} (id, data, expiry_date) values (?1, ?2, ?3)");
+        let created = self.inline(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut id = record.id;
+            loop {
+                match statement.execute(rusqlite::params![id.to_string(), data, expiry]) {
+                    Ok(_) => return Ok(id),
+                    Err(e) if is_unique_violation(&e) => id = Id::default(),
+                    Err(e) => return Err(e),
+                }
+            }
+        })?;
+        match created {
+            Some(id) => {
+                record.id = id;
+                Ok(())
+            }
+            None => self.store.create(record).await,
+        }
     }
     /// Updates a live record only ([`RecordStore`]'s contract); tower-sessions-sqlx-store's
     /// own `save` is an upsert, which brought back a session signed out meanwhile.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         self.check().await?;
-        sqlx::query(&format!(
-            "update {TABLE} set data = ?, expiry_date = ? where id = ? and expiry_date > ?"
-        ))
-        .bind(encode(record)?)
-        .bind(record.expiry_date)
-        .bind(record.id.to_string())
-        .bind(OffsetDateTime::now_utc())
-        .execute(&self.pool)
-        .await
-        .map_err(sqlx_error)?;
+        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
+        let now = rfc3339(OffsetDateTime::now_utc())?;
+        let sql = format!(
+            "update {TABLE} set data = ?1, expiry_date = ?2 where id = ?3 and expiry_date > ?4"
+        );
+        let id = record.id.to_string();
+        if self
+            .inline(|conn| {
+                conn.prepare_cached(&sql)?
+                    .execute(rusqlite::params![data, expiry, id, now])
+            })?
+            .is_some()
+        {
+            return Ok(());
+        }
+        sqlx::query(&sql)
+            .bind(data)
+            .bind(expiry)
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
         Ok(())
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -137,6 +185,14 @@ impl SessionStore for CheckedSqlite {
     }
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.check().await?;
+        let sql = format!("delete from {TABLE} where id = ?1");
+        let id = session_id.to_string();
+        if self
+            .inline(|conn| conn.prepare_cached(&sql)?.execute([&id]))?
+            .is_some()
+        {
+            return Ok(());
+        }
         self.store.delete(session_id).await
     }
 }
@@ -146,46 +202,81 @@ impl RecordStore for CheckedSqlite {
     async fn put(&self, record: &Record) -> session_store::Result<()> {
         self.check().await?;
         // tower-sessions-sqlx-store's save: `insert … on conflict(id) do update`.
+        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
+        let sql = format!(
+            "insert into {TABLE} (id, data, expiry_date) values (?1, ?2, ?3) \
+             on conflict(id) do update set data = excluded.data, expiry_date = excluded.expiry_date"
+        );
+        let id = record.id.to_string();
+        if self
+            .inline(|conn| {
+                conn.prepare_cached(&sql)?
+                    .execute(rusqlite::params![id, data, expiry])
+            })?
+            .is_some()
+        {
+            return Ok(());
+        }
         self.store.save(record).await
     }
     async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
         self.check().await?;
         // One statement: a new row, or the row of an expired record taken over; a live
         // record's row is left alone and nothing is written (no row affected).
-        let done = sqlx::query(&format!(
-            "insert into {TABLE} (id, data, expiry_date) values (?, ?, ?) \
+        let sql = format!(
+            "insert into {TABLE} (id, data, expiry_date) values (?1, ?2, ?3) \
              on conflict(id) do update set data = excluded.data, expiry_date = excluded.expiry_date \
-             where {TABLE}.expiry_date <= ?"
-        ))
-        .bind(record.id.to_string())
-        .bind(encode(record)?)
-        .bind(record.expiry_date)
-        .bind(OffsetDateTime::now_utc())
-        .execute(&self.pool)
-        .await
-        .map_err(sqlx_error)?;
+             where {TABLE}.expiry_date <= ?4"
+        );
+        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
+        let now = rfc3339(OffsetDateTime::now_utc())?;
+        let id = record.id.to_string();
+        if let Some(written) = self.inline(|conn| {
+            conn.prepare_cached(&sql)?
+                .execute(rusqlite::params![id, data, expiry, now])
+        })? {
+            return Ok(written > 0);
+        }
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(data)
+            .bind(expiry)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
         Ok(done.rows_affected() > 0)
     }
 }
 
+/// An expiry as sqlx writes an `OffsetDateTime` into SQLite (RFC 3339 text), so rows written
+/// on either path compare alike (the table compares `expiry_date` as text).
+fn rfc3339(at: OffsetDateTime) -> session_store::Result<String> {
+    at.format(&Rfc3339)
+        .map_err(|e| session_store::Error::Encode(e.to_string()))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
 thread_local! {
-    /// One plain SQLite connection per runtime thread and database file, for reads only.
-    static SQLITE_READERS: std::cell::RefCell<HashMap<PathBuf, rusqlite::Connection>> =
+    /// One plain SQLite connection per runtime thread and database file.
+    static SQLITE_CONNECTIONS: std::cell::RefCell<HashMap<PathBuf, rusqlite::Connection>> =
         std::cell::RefCell::new(HashMap::new());
 }
 
-/// Reads a session on the calling thread. sqlx runs every SQLite statement on a worker
-/// thread of its own and hands rows back through a channel; for the one-row read every
-/// `/auth` makes, that hand-off (futex wake-ups, context switches) was two thirds of the
-/// request's CPU (docs/BENCHMARKS.md). The read is the same SELECT on the same file and
-/// table, with the same decoding (MessagePack); with WAL a reader never waits for a writer,
-/// and `busy_timeout` 0 means a lock is an error here, never a wait: any error falls back to
-/// the pool, whose calls are bounded by the store timeout. Writes always go through the pool,
-/// and every write has finished before the next read starts, so a sign-out is seen at once.
-pub(super) fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, rusqlite::Error> {
-    SQLITE_READERS.with(|readers| {
-        let mut readers = readers.borrow_mut();
-        let conn = match readers.entry(path.to_path_buf()) {
+/// Runs `f` with this thread's connection to `path`, opening it on first use. `busy_timeout`
+/// is 0: a lock held by another connection is an error here, never a wait on a runtime thread.
+fn with_thread_connection<T>(
+    path: &Path,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    SQLITE_CONNECTIONS.with(|connections| {
+        let mut connections = connections.borrow_mut();
+        let conn = match connections.entry(path.to_path_buf()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let conn = rusqlite::Connection::open_with_flags(
@@ -194,9 +285,62 @@ pub(super) fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, r
                         | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(Duration::ZERO)?;
+                // As the pool's connections (open_sqlite): the database is in WAL mode, and
+                // a commit does not wait for the disk. SQLite's automatic checkpoint (at 1000
+                // WAL pages) stays on: run by the writing connection itself, it keeps the log
+                // bounded under constant load where a separate passive checkpoint every few
+                // hundred writes was starved (the log grew past 300 MB in 10 s of sign-ins).
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
                 e.insert(conn)
             }
         };
+        f(conn)
+    })
+}
+
+/// Runs one write on the calling thread, for the same reason reads do ([`sqlite_fast_read`]):
+/// through sqlx each write is one or more hand-offs to its worker thread (three for a
+/// `create`: begin, insert, commit), which were most of a sign-in's CPU on SQLite
+/// (docs/BENCHMARKS.md). `Ok(None)` when the write could not run here — the file could not be
+/// opened on this thread, or another connection holds the write lock (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`) — and nothing was written: the caller then writes through the pool, whose
+/// calls wait for the lock within the store timeout. A single statement in autocommit mode is
+/// all or nothing, so any other error is the write's own and is returned as is.
+fn sqlite_inline_write<T>(
+    path: &Path,
+    write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> session_store::Result<Option<T>> {
+    let mut opened = false;
+    let result = with_thread_connection(path, |conn| {
+        opened = true;
+        write(conn)
+    });
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if !opened || is_busy(&e) => {
+            tracing::debug!(error = %e, "SQLite write on the calling thread could not run; writing through the pool");
+            Ok(None)
+        }
+        Err(e) => Err(session_store::Error::Backend(format!("SQLite: {e}"))),
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Reads a session on the calling thread. sqlx runs every SQLite statement on a worker
+/// thread of its own and hands rows back through a channel; for the one-row read every
+/// `/auth` makes, that hand-off (futex wake-ups, context switches) was two thirds of the
+/// request's CPU (docs/BENCHMARKS.md). The read is the same SELECT on the same file and
+/// table, with the same decoding (MessagePack); with WAL a reader never waits for a writer,
+/// and `busy_timeout` 0 means a lock is an error here, never a wait: any error falls back to
+/// the pool, whose calls are bounded by the store timeout. Every write (on the calling thread
+/// or through the pool) has finished before the next read starts, so a sign-out is seen at
+/// once.
+pub(super) fn sqlite_fast_read(path: &Path, id: &Id) -> Result<Option<Record>, rusqlite::Error> {
+    with_thread_connection(path, |conn| {
         let mut statement = conn.prepare_cached("select data from tower_sessions where id = ?1")?;
         let mut rows = statement.query([id.to_string()])?;
         let Some(row) = rows.next()? else {
