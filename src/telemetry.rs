@@ -13,9 +13,7 @@ use opentelemetry::{
     trace::{TraceContextExt as _, TracerProvider as _},
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
-use opentelemetry_sdk::{
-    Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider,
-};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
@@ -66,7 +64,11 @@ pub fn resolve(
     configured: Option<&url::Url>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<OtlpSettings>, TelemetryError> {
-    let var = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let var = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
@@ -94,7 +96,10 @@ pub fn resolve(
     };
     let (protocol_var, protocol) = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
         Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-        None => ("OTEL_EXPORTER_OTLP_PROTOCOL", var("OTEL_EXPORTER_OTLP_PROTOCOL")),
+        None => (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            var("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ),
     };
     let json = match protocol.as_deref() {
         None | Some("http/protobuf") => false,
@@ -330,9 +335,12 @@ mod tests {
         assert_eq!(got.traces_url, "http://file:4318/v1/traces");
         let got = resolve(None, &vars).expect("ok").expect("on");
         assert_eq!(got.traces_url, "http://t:4318/custom");
-        let got = resolve(None, &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g:4318/")]))
-            .expect("ok")
-            .expect("on");
+        let got = resolve(
+            None,
+            &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://g:4318/")]),
+        )
+        .expect("ok")
+        .expect("on");
         assert_eq!(got.traces_url, "http://g:4318/v1/traces");
         assert!(!got.json);
         // A base URL that already names the traces path is not given it twice.
@@ -361,9 +369,15 @@ mod tests {
         .expect("ok")
         .expect("on");
         assert!(!got.json);
-        let err = resolve(Some(&file), &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
-            .expect_err("grpc is refused");
-        assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+        let err = resolve(
+            Some(&file),
+            &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]),
+        )
+        .expect_err("grpc is refused");
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            "{err}"
+        );
         assert_eq!(
             resolve(Some(&file), &env(&[("OTEL_SDK_DISABLED", "true")])).expect("ok"),
             None

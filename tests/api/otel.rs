@@ -63,7 +63,10 @@ impl Span {
         v.get("stringValue")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .or_else(|| v.get("intValue").map(|i| i.to_string().trim_matches('"').to_owned()))
+            .or_else(|| {
+                v.get("intValue")
+                    .map(|i| i.to_string().trim_matches('"').to_owned())
+            })
     }
 }
 
@@ -104,7 +107,11 @@ fn one<'a>(spans: &'a [Span], trace: &str, name: &str) -> &'a Span {
         .iter()
         .filter(|s| s.trace_id == trace && s.name == name)
         .collect();
-    assert_eq!(found.len(), 1, "one {name} span in trace {trace}: {spans:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one {name} span in trace {trace}: {spans:#?}"
+    );
     found[0]
 }
 
@@ -114,7 +121,11 @@ fn server<'a>(spans: &'a [Span], trace: &str, name: &str) -> &'a Span {
         .iter()
         .filter(|s| s.trace_id == trace && s.kind == 2)
         .collect();
-    assert_eq!(found.len(), 1, "one server span in trace {trace}: {spans:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one server span in trace {trace}: {spans:#?}"
+    );
     assert_eq!(found[0].name, name);
     found[0]
 }
@@ -242,11 +253,20 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
         .iter()
         .find(|c| c.grant_type.as_deref() == Some("authorization_code"))
         .expect("a code exchange");
-    let sent = exchange.traceparent.clone().expect("traceparent on the token call");
+    let sent = exchange
+        .traceparent
+        .clone()
+        .expect("traceparent on the token call");
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(parts.len(), 4, "{sent}");
-    assert_eq!(parts[1], CALLBACK_TRACE, "the IdP call is in the proxy's trace");
-    assert_ne!(parts[2], PROXY_SPAN, "its parent is entrance's span, not the proxy's");
+    assert_eq!(
+        parts[1], CALLBACK_TRACE,
+        "the IdP call is in the proxy's trace"
+    );
+    assert_ne!(
+        parts[2], PROXY_SPAN,
+        "its parent is entrance's span, not the proxy's"
+    );
     secrets.push((
         "PKCE verifier".into(),
         exchange.code_verifier.clone().expect("verifier"),
@@ -301,7 +321,12 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
     assert_eq!(callback.attr("connection").as_deref(), Some("contoso"));
     assert_eq!(
         children(&spans, callback),
-        ["id_token", "session.sign_in", "session.take_pending", "token"]
+        [
+            "id_token",
+            "session.sign_in",
+            "session.take_pending",
+            "token"
+        ]
     );
     let token = one(&spans, CALLBACK_TRACE, "token");
     assert_eq!(parts[2], token.span_id, "the IdP saw the token span");
