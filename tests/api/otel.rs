@@ -10,13 +10,13 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
-use mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
+use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 use url::Url;
 
 use crate::helpers::{browser, location};
-use crate::process::{encodings, sigterm, start};
+use crate::process::{encodings, sigterm, start_with};
 
 /// An OTLP/HTTP receiver (`POST /v1/traces`, protocol http/json) keeping every body.
 struct Receiver {
@@ -158,7 +158,8 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
     let idp = MockIdp::start(MockIdpSettings::default())
         .await
         .expect("IdP");
-    let app = start(
+    // Every step of a sign-in: userinfo, and a group overage read from Microsoft Graph.
+    let app = start_with(
         &idp,
         &[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
@@ -168,8 +169,17 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
             ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
         ],
         &format!("[telemetry]\notlp_endpoint = \"{}\"\n", collector.url),
+        |_| {
+            "client_secret_env = \"ENTRANCE_TEST_SECRET\"\nuserinfo = true\n\
+             groups = { resolve_overage = true }"
+                .to_owned()
+        },
     )
     .await;
+    idp.set_behaviour(Behaviour {
+        group_count: Some(250),
+        ..Default::default()
+    });
 
     let client = browser();
     let mut secrets: Vec<(String, String)> = Vec::new();
@@ -198,6 +208,8 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
         .map(|(_, v)| v.into_owned())
         .expect("code");
     secrets.push(("code".into(), code));
+    // A new signing key: the ID token names a kid entrance has not seen, so it refetches keys.
+    idp.rotate_signing_key(true);
     let res = client
         .get(&callback)
         .header("traceparent", traceparent(CALLBACK_TRACE))
@@ -322,14 +334,28 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
     assert_eq!(
         children(&spans, callback),
         [
+            "groups",
             "id_token",
             "session.sign_in",
             "session.take_pending",
-            "token"
+            "token",
+            "userinfo"
         ]
     );
     let token = one(&spans, CALLBACK_TRACE, "token");
     assert_eq!(parts[2], token.span_id, "the IdP saw the token span");
+    // The unknown kid's key refetch, and the overage's three Graph pages.
+    let id_token = one(&spans, CALLBACK_TRACE, "id_token");
+    assert_eq!(children(&spans, id_token), ["jwks"]);
+    let groups = one(&spans, CALLBACK_TRACE, "groups");
+    assert_eq!(groups.attr("via").as_deref(), Some("delegated"));
+    assert_eq!(children(&spans, groups), ["graph.groups"]);
+    let graph = one(&spans, CALLBACK_TRACE, "graph.groups");
+    assert_eq!(graph.attr("pages").as_deref(), Some("3"));
+    assert_eq!(
+        children(&spans, graph),
+        ["graph.page", "graph.page", "graph.page"]
+    );
     // Discovery at startup (a trace of its own) fetched the keys.
     let discovery = spans
         .iter()

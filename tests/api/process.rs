@@ -60,7 +60,7 @@ pub(crate) async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml:
 
 /// [`start`] with the connection's credential lines written by `credential` (given the
 /// temporary directory the config lives in).
-async fn start_with(
+pub(crate) async fn start_with(
     idp: &MockIdp,
     extra_env: &[(&str, &str)],
     extra_toml: &str,
