@@ -57,7 +57,10 @@ pub use federated::{AssertionSource, FederatedAssertion};
 pub use http::pages::escape as escape_html;
 pub use oidc::http_client::HttpClient;
 pub use session::store::SessionRecords;
-pub use telemetry::init_with_default as init_logging;
+pub use telemetry::{
+    OtlpSettings, Telemetry, TelemetryError, init as init_telemetry,
+    init_with_default as init_logging, resolve as resolve_otlp, startup_subscriber,
+};
 
 /// The ID-token verifier on its own, for the fuzz target (`fuzz/fuzz_targets/id_token.rs`).
 pub mod id_token {

@@ -85,7 +85,13 @@ async fn main() -> ExitCode {
         Command::Check { .. } | Command::Traces { .. } | Command::Healthcheck { .. } => "error",
         _ => "info",
     };
-    entrance::init_logging(cli.log_json, default_level);
+    let json = cli.log_json;
+    // `serve` and `demo` install the log output once the configuration is read (it may turn
+    // traces on); the lines logged while reading it go to a plain one.
+    let startup = || entrance::startup_subscriber(json, default_level);
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        entrance::init_logging(json, default_level);
+    }
     let result = match cli.command {
         Command::Check {
             config,
@@ -101,13 +107,30 @@ async fn main() -> ExitCode {
             json,
         } => return entrance::cli::traces(&config, &connection, json).await,
         Command::Healthcheck { config } => return entrance::cli::healthcheck(&config).await,
-        Command::Serve { config: path } => serve(Config::load(&path), path).await,
+        Command::Serve { config: path } => {
+            let config = tracing::subscriber::with_default(startup(), || Config::load(&path));
+            match start_telemetry(json, config) {
+                Ok((config, telemetry)) => {
+                    let result = serve(config, path).await;
+                    telemetry.shutdown().await;
+                    result
+                }
+                Err(message) => Err(message),
+            }
+        }
         Command::Demo { config } => {
-            let config = match config {
+            let config = tracing::subscriber::with_default(startup(), || match config {
                 Some(path) => Config::load(&path),
                 None => Config::load_str(entrance::DEMO_TOML),
-            };
-            demo(config).await
+            });
+            match start_telemetry(json, config) {
+                Ok((config, telemetry)) => {
+                    let result = demo(config).await;
+                    telemetry.shutdown().await;
+                    result
+                }
+                Err(message) => Err(message),
+            }
         }
     };
     match result {
@@ -119,8 +142,30 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Result<Config, entrance::ConfigError>, path: PathBuf) -> Result<(), String> {
+/// The global log output, with OpenTelemetry traces when `telemetry.otlp_endpoint` or the
+/// `OTEL_*` variables name a collector (README, "Tracing (OpenTelemetry)").
+fn start_telemetry(
+    json: bool,
+    config: Result<Config, entrance::ConfigError>,
+) -> Result<(Config, entrance::Telemetry), String> {
     let config = config.map_err(|e| e.to_string())?;
+    let otlp = entrance::resolve_otlp(config.otlp_endpoint.as_ref(), &|name| {
+        std::env::var(name).ok()
+    })
+    .map_err(|e| e.to_string())?;
+    let telemetry =
+        entrance::init_telemetry(json, "info", otlp.as_ref()).map_err(|e| e.to_string())?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(
+            endpoint = %otlp.traces_url,
+            protocol = if otlp.json { "http/json" } else { "http/protobuf" },
+            "exporting traces (OpenTelemetry)"
+        );
+    }
+    Ok((config, telemetry))
+}
+
+async fn serve(config: Config, path: PathBuf) -> Result<(), String> {
     let mut app = Application::build(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -134,16 +179,15 @@ async fn serve(config: Result<Config, entrance::ConfigError>, path: PathBuf) -> 
 
 /// Without the `demo` feature the mock IdP is not in the binary.
 #[cfg(not(feature = "demo"))]
-async fn demo(_config: Result<Config, entrance::ConfigError>) -> Result<(), String> {
+async fn demo(_config: Config) -> Result<(), String> {
     Err("this build has no demo: rebuild with the default `demo` feature".to_owned())
 }
 
 #[cfg(feature = "demo")]
-async fn demo(config: Result<Config, entrance::ConfigError>) -> Result<(), String> {
+async fn demo(config: Config) -> Result<(), String> {
     use entrance::ClientCredential;
     use secrecy::ExposeSecret as _;
 
-    let config = config.map_err(|e| e.to_string())?;
     let listen = config
         .demo_mock_idp_listen
         .ok_or("the configuration has no [demo] table with mock_idp_listen")?;

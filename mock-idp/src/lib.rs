@@ -125,6 +125,15 @@ impl Default for MockUser {
     }
 }
 
+/// What a token request carried that tests look at: the W3C `traceparent` header (an RP
+/// passing its trace on) and the PKCE `code_verifier` (to search logs and spans for it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenCall {
+    pub grant_type: Option<String>,
+    pub traceparent: Option<String>,
+    pub code_verifier: Option<String>,
+}
+
 /// Requests seen per endpoint (faulted requests count too).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Counters {
@@ -358,6 +367,8 @@ struct Inner {
     issued: Vec<String>,
     /// Codes already redeemed (or attempted), to tell AADSTS54005 from an unknown code.
     spent_codes: HashSet<String>,
+    /// Every token request, in order (`MockIdp::token_calls`).
+    token_calls: Vec<TokenCall>,
     /// Client certificates registered for `private_key_jwt`.
     client_certificates: Vec<RegisteredCertificate>,
     /// External issuers whose tokens the mock can check, and the app's federated identity
@@ -485,6 +496,7 @@ impl MockIdp {
                 codes: HashMap::new(),
                 issued: Vec::new(),
                 spent_codes: HashSet::new(),
+                token_calls: Vec::new(),
                 client_certificates,
                 seen_assertions: HashMap::new(),
                 code_lifetime: CODE_LIFETIME,
@@ -644,6 +656,11 @@ impl MockIdp {
             .get(authority)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every token request so far, in order: its grant type, `traceparent` and PKCE verifier.
+    pub fn token_calls(&self) -> Vec<TokenCall> {
+        self.shared.lock().token_calls.clone()
     }
 
     /// Revokes every refresh token issued so far (the user changed their password, an admin

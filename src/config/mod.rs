@@ -58,6 +58,7 @@ const CONFIG_KEYS: &[&str] = &[
     "traces",
     "allowed_return_hosts",
     "forward_auth",
+    "telemetry",
     "demo",
     "connections",
 ];
@@ -120,6 +121,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub demo_mock_idp_listen: Option<SocketAddr>,
     pub forward_auth: ForwardAuthSettings,
+    /// `telemetry.otlp_endpoint`: the collector's base URL, when the file names one. Read
+    /// once at startup (a SIGHUP reload does not change where traces go).
+    pub otlp_endpoint: Option<Url>,
     pub connections: Vec<ConnectionConfig>,
 }
 
@@ -269,6 +273,13 @@ impl Config {
             ));
         }
 
+        let otlp_endpoint = raw
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .map(parse_otlp_endpoint)
+            .transpose()?;
+
         let demo_mock_idp_listen = match raw.demo {
             Some(demo) => Some(demo.mock_idp_listen.parse().map_err(|_| {
                 invalid(
@@ -368,6 +379,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs),
             demo_mock_idp_listen,
             forward_auth,
+            otlp_endpoint,
             connections,
         };
         Ok((config, secrets))
@@ -584,6 +596,36 @@ fn extract(figment: Figment) -> Result<RawConfig, ConfigError> {
 enum Mode {
     Strict,
     Lenient,
+}
+
+/// `telemetry.otlp_endpoint`: an http(s) URL with no query or fragment. Plain http is
+/// allowed anywhere: a collector is usually a sidecar or an in-cluster service, and no span
+/// carries a token, code or secret (`src/telemetry.rs`).
+fn parse_otlp_endpoint(value: &str) -> Result<Url, ConfigError> {
+    const FIX: &str = "name the collector's OTLP/HTTP address, e.g. \"http://otel-collector:4318\" \
+                       (entrance appends /v1/traces), or remove the key to turn traces off";
+    let url = Url::parse(value).map_err(|e| {
+        invalid(
+            "telemetry.otlp_endpoint",
+            format!("{value:?} is not a URL ({e})"),
+            FIX,
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            "telemetry.otlp_endpoint",
+            format!("{value:?} is not an http(s) URL (entrance exports OTLP over HTTP, not gRPC)"),
+            FIX,
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "telemetry.otlp_endpoint",
+            format!("{value:?} has a query or fragment"),
+            FIX,
+        ));
+    }
+    Ok(url)
 }
 
 fn parse_public_url(value: &str) -> Result<Url, ConfigError> {

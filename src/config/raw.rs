@@ -62,6 +62,10 @@ pub struct RawConfig {
     pub allowed_return_hosts: Vec<String>,
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
+    /// OpenTelemetry traces (`src/telemetry.rs`); off unless an endpoint is named here or in
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
     #[serde(default)]
     pub demo: Option<RawDemo>,
     #[serde(default)]
@@ -138,6 +142,14 @@ pub struct RawAdmin {
     /// header. Off by default: a reverse proxy on the same host that adds no such header would
     /// relay every remote client as "loopback".
     pub allow_loopback_without_proxy: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// The OTLP/HTTP collector's base URL (`/v1/traces` is appended), like
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

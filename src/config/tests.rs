@@ -118,6 +118,26 @@ fn traces_per_connection_defaults_to_50_and_is_bounded() {
 }
 
 #[test]
+fn telemetry_otlp_endpoint_is_an_http_url_or_unset() {
+    let base = raw(r#"client_secret_env = "SECRET""#);
+    assert_eq!(parse(&base).expect("valid").otlp_endpoint, None);
+    let set = |v: &str| format!("{base}\n[telemetry]\notlp_endpoint = \"{v}\"\n");
+    let cfg = parse(&set("http://otel-collector:4318")).expect("valid");
+    assert_eq!(
+        cfg.otlp_endpoint.as_ref().map(url::Url::as_str),
+        Some("http://otel-collector:4318/")
+    );
+    for bad in [
+        "otel-collector:4318",
+        "grpc://otel-collector:4317",
+        "http://c:4318/?k=v",
+        "not a url",
+    ] {
+        assert_eq!(err_key(&set(bad)), "telemetry.otlp_endpoint", "{bad}");
+    }
+}
+
+#[test]
 fn a_good_config_validates_and_derives_the_redirect_uri_and_issuer() {
     let cfg = parse(&raw(r#"client_secret_env = "SECRET""#)).expect("valid");
     assert_eq!(cfg.redirect_uri(), "https://sso.example.com/login/callback");

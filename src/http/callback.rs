@@ -10,6 +10,7 @@ use axum::{
 };
 use serde::Deserialize;
 use tower_sessions::Session;
+use tracing::Instrument as _;
 
 use super::{AppState, CorrelationId, Params, limits::ClientIp};
 use crate::{
@@ -177,6 +178,7 @@ fn see_other(location: &str) -> Result<Response, AppError> {
 /// response mode, the connection and RFC 9207's `iss` are held to the pending login before any
 /// IdP call, and the session is written last. One piece on purpose, so that order reads top to
 /// bottom; the steps with logic of their own are `identify` and `exchange_with_fallback`.
+#[tracing::instrument(name = "callback", skip_all, fields(connection = tracing::field::Empty))]
 async fn finish_login(
     state: AppState,
     cid: CorrelationId,
@@ -197,7 +199,9 @@ async fn finish_login(
         state.config.session.idle_timeout,
         &state.clock,
     )
+    .instrument(tracing::info_span!("session.take_pending"))
     .await?;
+    tracing::Span::current().record("connection", login.connection.as_str());
 
     // A pending login made for one response mode must come back by it; a query-mode login
     // arriving as a POST (or the reverse) is not the IdP's answer to our request.
@@ -284,25 +288,30 @@ async fn finish_login(
     // A sign-in over an earlier one in this browser: that session's id is replaced below, and
     // its upstream tokens go with it (only where there can be some: a store round trip less
     // per login elsewhere).
-    if conn.config.upstream.is_some()
-        && let Some(old) = session.id()
-    {
-        session::upstream::forget(&state.store, &old).await?;
+    async {
+        if conn.config.upstream.is_some()
+            && let Some(old) = session.id()
+        {
+            session::upstream::forget(&state.store, &old).await?;
+        }
+        session::sign_in(
+            &session,
+            &signed_in,
+            state.config.session.idle_timeout,
+            &state.clock,
+        )
+        .await?;
+        if let (Some(kept), Some(id)) = (&upstream, session.id()) {
+            session::upstream::keep(&state.store, &id, kept, signed_in.expires_at, &state.clock)
+                .await?;
+        }
+        if let Some(sid) = &signed_in.identity.sid {
+            session::index_sid(&state.store, sid, &session, &signed_in, &state.clock).await?;
+        }
+        Ok::<(), AppError>(())
     }
-    session::sign_in(
-        &session,
-        &signed_in,
-        state.config.session.idle_timeout,
-        &state.clock,
-    )
+    .instrument(tracing::info_span!("session.sign_in"))
     .await?;
-    if let (Some(kept), Some(id)) = (&upstream, session.id()) {
-        session::upstream::keep(&state.store, &id, kept, signed_in.expires_at, &state.clock)
-            .await?;
-    }
-    if let Some(sid) = &signed_in.identity.sid {
-        session::index_sid(&state.store, sid, &session, &signed_in, &state.clock).await?;
-    }
     state
         .metrics
         .logins_succeeded
@@ -448,6 +457,7 @@ async fn identify(
 /// own access token when it is a Graph token, else with an app-only token from the user's
 /// tenant. Each call is counted by result; a failure fails the sign-in (`AppError::Groups`),
 /// which the traces ring records with step `groups`.
+#[tracing::instrument(name = "groups", skip_all, fields(via = tracing::field::Empty))]
 async fn resolve_overage(
     state: &AppState,
     conn: &Connection,
@@ -457,6 +467,7 @@ async fn resolve_overage(
     cid: &CorrelationId,
 ) -> Result<Vec<String>, AppError> {
     let caller = graph::Caller::for_sign_in(&conn.config, tokens.access_token.is_some());
+    tracing::Span::current().record("via", caller.kind());
     let failed = |source: graph::GraphError| AppError::Groups {
         connection: conn.config.id.clone(),
         name: conn.config.name.clone(),
@@ -561,6 +572,7 @@ fn wants_userinfo(
 /// rotation the first may not be registered in Entra yet, or the old one may have expired.
 /// Only a client-authentication refusal moves on — Entra does not consume the code then, so
 /// the same code is sent again; any other answer (invalid_grant, a timeout) is final.
+#[tracing::instrument(name = "token", skip_all, fields(attempts = tracing::field::Empty))]
 async fn exchange_with_fallback(
     state: &AppState,
     conn: &Connection,
@@ -570,6 +582,7 @@ async fn exchange_with_fallback(
     cid: &CorrelationId,
 ) -> Result<token::TokenResponse, token::TokenError> {
     let attempts = crate::oidc::token::attempts(&conn.config.credential);
+    tracing::Span::current().record("attempts", attempts.len());
     let redirect_uri = state.config.redirect_uri();
     let mut refused: Vec<(&str, Option<u32>)> = Vec::new();
     let mut last = None;
@@ -646,6 +659,7 @@ async fn exchange_with_fallback(
 
 /// OpenID Connect Core §3.1.3.7, with one JWKS refetch when the token names a key we have
 /// not seen (the IdP rotated its keys).
+#[tracing::instrument(name = "id_token", skip_all)]
 async fn validate_id_token(
     state: &AppState,
     conn: &Connection,

@@ -13,6 +13,7 @@ use axum::{
 use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge};
 use serde::Deserialize;
 use tower_sessions::Session;
+use tracing::Instrument as _;
 use url::Url;
 
 use super::{AppState, Params};
@@ -42,6 +43,9 @@ fn hint_domain(hint: &str) -> Option<String> {
     (!local.is_empty() && !domain.is_empty()).then_some(domain)
 }
 
+/// The authorize redirect. Its span (`authorize`, and `session.save` for the store write)
+/// names the connection only: the state, nonce and PKCE verifier stay out of every span.
+#[tracing::instrument(name = "authorize", skip_all, fields(connection = tracing::field::Empty))]
 pub(super) async fn login(
     State(state): State<AppState>,
     session: Session,
@@ -85,6 +89,7 @@ pub(super) async fn login(
     // domain_hint sends the user straight to their organisation's sign-in (federated IdP
     // included) — only for a domain this connection claims.
     let domain_hint = domain.filter(|d| conn.config.domains.contains(d));
+    tracing::Span::current().record("connection", conn.config.id.as_str());
     let provider = conn
         .provider()
         .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
@@ -130,16 +135,21 @@ pub(super) async fn login(
     }
 
     let connection_id = login.connection.clone();
-    session::push_pending(
-        &session,
-        login,
-        state.config.session.idle_timeout,
-        &state.clock,
-    )
+    async {
+        session::push_pending(
+            &session,
+            login,
+            state.config.session.idle_timeout,
+            &state.clock,
+        )
+        .await?;
+        // Saved here, not by the session layer after the response: a store failure must
+        // become a 503 page, not the layer's bare 500.
+        session.save().await?;
+        Ok::<(), AppError>(())
+    }
+    .instrument(tracing::info_span!("session.save"))
     .await?;
-    // Saved here, not by the session layer after the response: a store failure must become
-    // a 503 page, not the layer's bare 500.
-    session.save().await?;
     state
         .metrics
         .logins_started

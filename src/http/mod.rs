@@ -337,28 +337,64 @@ const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz", traces::PAT
 const HOT_PATHS: &[&str] = &["/auth", "/healthz"];
 
 /// Gives each request a correlation id and a span, renders an [`AppError`] carried by the
-/// response as HTML or JSON, logs it once, and sets the security headers.
+/// response as HTML or JSON, logs it once, and sets the security headers. With OpenTelemetry
+/// traces on (`crate::telemetry`), the span continues the trace of the request's W3C
+/// `traceparent` and the correlation id is the trace id, so the reference on an error page
+/// finds the trace.
 async fn render_errors(mut req: Request, next: Next) -> Response {
-    let correlation_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-    req.extensions_mut()
-        .insert(CorrelationId(correlation_id.clone()));
     let wants_json = JSON_PATHS.contains(&req.uri().path()) || prefers_json(&req);
-    let request_span = |method: &axum::http::Method, path: &str| tracing::info_span!("request", %method, path, correlation_id = %correlation_id);
+    let request_span = |method: &axum::http::Method, path: &str| tracing::info_span!("request", %method, path, correlation_id = tracing::field::Empty);
     // The forward-auth check runs before every request to every protected app and logs
     // nothing when it succeeds, so it gets no span of its own (a span is ~10 % of its CPU);
-    // a failure is still logged below inside one, with the correlation id.
-    let hot = HOT_PATHS.contains(&req.uri().path());
+    // a failure is still logged below inside one, with the correlation id. With traces on,
+    // `/auth` gets its span anyway: the proxy's trace of a request to a protected app holds
+    // the check, and whoever turned traces on chose to pay for spans (a sampler,
+    // `OTEL_TRACES_SAMPLER`, is the knob). `/healthz` never does: probes are not traces.
+    let exporting = crate::telemetry::exporting();
+    let hot = HOT_PATHS.contains(&req.uri().path()) && !(exporting && req.uri().path() == "/auth");
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let span = if hot {
         tracing::Span::none()
+    } else if exporting {
+        tracing::info_span!(
+            "request",
+            %method,
+            path = uri.path(),
+            correlation_id = tracing::field::Empty,
+            otel.kind = "server",
+            otel.name = %format_args!("{method} {}", uri.path()),
+            otel.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
     } else {
         request_span(&method, uri.path())
     };
+    let correlation_id: Arc<str> = match crate::telemetry::continue_trace(&span, req.headers()) {
+        Some(trace_id) => trace_id.into(),
+        None => uuid::Uuid::new_v4().simple().to_string().into(),
+    };
+    span.record("correlation_id", &*correlation_id);
+    req.extensions_mut()
+        .insert(CorrelationId(correlation_id.clone()));
     let mut res = next.run(req).instrument(span.clone()).await;
+    if exporting {
+        let status = res.status();
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        // OpenTelemetry HTTP semantic conventions: a server span is an error for a 5xx only,
+        // and a 404 is named by its method alone (no unbounded span names from scanners).
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        if status == StatusCode::NOT_FOUND {
+            span.record("otel.name", method.as_str());
+        }
+    }
 
     if let Some(err) = res.extensions_mut().remove::<Arc<AppError>>() {
         let span = if hot {
-            request_span(&method, uri.path())
+            let span = request_span(&method, uri.path());
+            span.record("correlation_id", &*correlation_id);
+            span
         } else {
             span
         };

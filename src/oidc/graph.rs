@@ -7,6 +7,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::{
@@ -328,6 +329,7 @@ pub(crate) fn first_page(base: &Url, who: Who<'_>) -> Result<Url, GraphError> {
 /// return part of the list, which `allowed_groups` would then judge. One retry in all when
 /// Graph throttles with a `Retry-After` of at most [`MAX_RETRY_WAIT`]. `on_call` hears the
 /// result of each HTTP call.
+#[tracing::instrument(name = "graph.groups", skip_all, fields(pages = tracing::field::Empty))]
 pub(crate) async fn transitive_groups(
     http: &HttpClient,
     base: &Url,
@@ -353,7 +355,11 @@ pub(crate) async fn transitive_groups(
                 .bearer_auth(bearer.expose_secret())
                 // Graph's docs ask for it with the cast; resent on every page (ENTRA-2.md §5).
                 .header("ConsistencyLevel", "eventual");
-            let outcome = match http.send_for_json_with_headers(req).await {
+            let sent = http
+                .send_for_json_with_headers(req)
+                .instrument(tracing::info_span!("graph.page", page = pages + 1))
+                .await;
+            let outcome = match sent {
                 Err(e) => Err(GraphError::Transport(e)),
                 Ok((status, _, body)) if status.is_success() => parse_page(&body),
                 Ok((status, headers, body)) => {
@@ -384,7 +390,10 @@ pub(crate) async fn transitive_groups(
         }
         match page.next {
             Some(link) => url = check_next_link(base, &link)?,
-            None => return Ok(groups),
+            None => {
+                tracing::Span::current().record("pages", pages);
+                return Ok(groups);
+            }
         }
     }
 }
@@ -436,6 +445,7 @@ pub(crate) struct AppOnly<'a> {
 /// An app-only Graph token for the user's tenant: from the cache, else a client-credentials
 /// request to that tenant (each credential in turn while the IdP refuses the client's
 /// authentication, as during a secret rotation).
+#[tracing::instrument(name = "graph.app_token", skip_all, fields(tid = req.tid))]
 pub(crate) async fn app_token(
     http: &HttpClient,
     cache: &AppTokens,

@@ -1,5 +1,6 @@
 //! The one outbound HTTP client every IdP call goes through: connect and total timeouts, a
-//! response size limit, no redirects, JSON only.
+//! response size limit, no redirects, JSON only, and the current span's W3C `traceparent` when
+//! traces are on.
 
 use std::time::Duration;
 
@@ -77,9 +78,7 @@ impl HttpClient {
 
     /// GET a JSON document (metadata, JWKS).
     pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
-        let resp = self
-            .client
-            .get(url)
+        let resp = traced(self.client.get(url))
             .header(header::ACCEPT, "application/json")
             .send()
             .await
@@ -110,7 +109,7 @@ impl HttpClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, header::HeaderMap, Vec<u8>), FetchError> {
-        let resp = req
+        let resp = traced(req)
             .header(header::ACCEPT, "application/json")
             .send()
             .await
@@ -164,6 +163,15 @@ impl HttpClient {
         } else {
             FetchError::Other(root_cause(&e))
         }
+    }
+}
+
+/// The request with the current span's trace context (`traceparent`, W3C Trace Context §3),
+/// so the IdP's or a proxy's own traces join the sign-in's; unchanged when traces are off.
+fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match crate::telemetry::outbound_headers() {
+        Some(headers) => req.headers(headers),
+        None => req,
     }
 }
 

@@ -449,6 +449,7 @@ impl Connection {
     }
 }
 
+#[tracing::instrument(name = "discovery", skip_all, fields(connection = %conn.id))]
 async fn fetch_provider(
     http: &HttpClient,
     conn: &ConnectionConfig,
@@ -502,6 +503,7 @@ pub(crate) fn pick_client_auth(meta: &Metadata) -> ClientAuth {
     }
 }
 
+#[tracing::instrument(name = "jwks", skip_all, fields(url = jwks_uri))]
 pub(crate) async fn fetch_keys(http: &HttpClient, jwks_uri: &str) -> Result<KeySet, ProviderError> {
     let body: serde_json::Value = http
         .get_json(jwks_uri)

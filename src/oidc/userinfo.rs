@@ -71,6 +71,7 @@ pub(crate) struct UserinfoClaims {
 /// GETs the userinfo endpoint with the access token as a Bearer token (RFC 6750 §2.1), through
 /// the shared client: its timeouts, size limit and no redirects apply. A signed or encrypted
 /// (`application/jwt`) response is refused as not JSON.
+#[tracing::instrument(name = "userinfo", skip_all)]
 pub(crate) async fn fetch(
     http: &HttpClient,
     endpoint: Option<&str>,

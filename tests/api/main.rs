@@ -16,6 +16,7 @@ mod login_flow;
 mod metrics;
 mod mock_certificates;
 mod multitenant;
+mod otel;
 mod overage;
 mod pages;
 mod process;

@@ -18,10 +18,10 @@ use url::Url;
 
 use crate::helpers::{browser, location};
 
-struct Running {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<String>>,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) output: Arc<Mutex<String>>,
     /// The configuration file the binary was started with.
     config: std::path::PathBuf,
     _dir: TempDir,
@@ -51,7 +51,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts the binary on a config for `idp`, with stdout and stderr captured.
-async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml: &str) -> Running {
+pub(crate) async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml: &str) -> Running {
     start_with(idp, extra_env, extra_toml, |_| {
         "client_secret_env = \"ENTRANCE_TEST_SECRET\"".to_owned()
     })
@@ -60,7 +60,7 @@ async fn start(idp: &MockIdp, extra_env: &[(&str, &str)], extra_toml: &str) -> R
 
 /// [`start`] with the connection's credential lines written by `credential` (given the
 /// temporary directory the config lives in).
-async fn start_with(
+pub(crate) async fn start_with(
     idp: &MockIdp,
     extra_env: &[(&str, &str)],
     extra_toml: &str,
@@ -151,7 +151,7 @@ client_id = "{DEFAULT_CLIENT_ID}"
     );
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     signal(child, "-TERM");
 }
 
@@ -165,7 +165,7 @@ fn signal(child: &Child, which: &str) {
 }
 
 /// Each way a value could end up in a log line.
-fn encodings(value: &str) -> Vec<String> {
+pub(crate) fn encodings(value: &str) -> Vec<String> {
     let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     let json = serde_json::to_string(value).unwrap_or_default();
     vec![

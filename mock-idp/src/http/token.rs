@@ -26,8 +26,18 @@ pub(super) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let form = Params::parse(None, &body);
+    let call = crate::TokenCall {
+        grant_type: form.get("grant_type").map(str::to_owned),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        code_verifier: form.get("code_verifier").map(str::to_owned),
+    };
     let behaviour = {
         let mut inner = s.lock();
+        inner.token_calls.push(call);
         inner.counters.token += 1;
         *inner.token_by_authority.entry(tenant.clone()).or_default() += 1;
         inner.behaviour.clone()
