@@ -155,12 +155,28 @@ pub(crate) async fn keep(
     Ok(())
 }
 
-/// The tokens kept for `session`, if any.
+/// The tokens kept for `session`, if any (from the store's read cache when it has them).
 pub(crate) async fn load(
     store: &AnyStore,
     session: &Id,
 ) -> Result<Option<UpstreamTokens>, SessionError> {
-    let Some(record) = store.load(&tokens_id(session)).await? else {
+    tokens_of(store.load(&tokens_id(session)).await?)
+}
+
+/// The tokens kept for `session`, read from the store itself, never from its read cache:
+/// after another replica's refresh, its new tokens are in the store at once, while its
+/// invalidation may still be on its way to this replica. Redeeming the refresh token that
+/// a stale copy holds would spend a token already spent (Entra rotates them), and end the
+/// session.
+async fn load_current(
+    store: &AnyStore,
+    session: &Id,
+) -> Result<Option<UpstreamTokens>, SessionError> {
+    tokens_of(store.load_uncached(&tokens_id(session)).await?)
+}
+
+fn tokens_of(record: Option<Record>) -> Result<Option<UpstreamTokens>, SessionError> {
+    let Some(record) = record else {
         return Ok(None);
     };
     match record.data.get(TOKENS_KEY) {
@@ -226,7 +242,7 @@ where
             return Err(UpstreamError::Unavailable(None));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        tokens = load(up.store, &up.session)
+        tokens = load_current(up.store, &up.session)
             .await?
             .ok_or(UpstreamError::Missing)?;
         if tokens.expires_at - up.clock.now_unix() > REFRESH_MARGIN_SECS {
@@ -248,9 +264,10 @@ where
     F: FnOnce(SecretString) -> Fut,
     Fut: Future<Output = Result<Refreshed, TokenError>>,
 {
-    // Read again under the lock: another request may have refreshed since this one loaded,
-    // and its refresh token is the only one that still counts.
-    let Some(tokens) = load(up.store, &up.session).await? else {
+    // Read again under the lock, from the store itself: another request (here or on another
+    // replica) may have refreshed since this one loaded, and its refresh token is the only
+    // one that still counts.
+    let Some(tokens) = load_current(up.store, &up.session).await? else {
         return Err(UpstreamError::Missing);
     };
     let now = up.clock.now_unix();
