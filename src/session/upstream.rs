@@ -321,6 +321,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::session::store::RecordStore;
     use crate::oidc::token::OAuthError;
 
     fn metrics() -> Metrics {
@@ -425,6 +426,56 @@ mod tests {
         .await
         .expect("refreshed again");
         assert_eq!(token.expose_secret(), "access-2");
+    }
+
+    /// Another replica refreshed, and this replica's read cache still holds the tokens it
+    /// replaced (the invalidation is on its way): the read under the lock asks the store, so
+    /// this replica passes the new token instead of redeeming the spent refresh token (which
+    /// Entra would refuse, ending the session).
+    #[tokio::test]
+    async fn the_read_under_the_lock_sees_another_replicas_refresh_before_its_invalidation() {
+        let (store, behind) = AnyStore::memory_behind_a_cache(Duration::from_secs(5));
+        let mut f = Fixture::new(3600).await;
+        f.store = store;
+        let tokens = UpstreamTokens::received(
+            &SecretString::from("access-0"),
+            Some(&SecretString::from("refresh-0")),
+            Some(3600),
+            f.clock.now_unix(),
+        );
+        keep(&f.store, &f.session, &tokens, f.until(), &f.clock)
+            .await
+            .expect("keep");
+        // Read once: now cached.
+        let token = access_token(&f.up(), |_| async { panic!("no refresh is due") })
+            .await
+            .expect("token");
+        assert_eq!(token.expose_secret(), "access-0");
+        // Near the end, the other replica refreshed: the store has its tokens, the cache not.
+        f.clock
+            .advance(Duration::from_secs(3600 - REFRESH_MARGIN_SECS as u64 + 1));
+        let theirs = UpstreamTokens::received(
+            &SecretString::from("access-1"),
+            Some(&SecretString::from("refresh-1")),
+            Some(3600),
+            f.clock.now_unix(),
+        );
+        let json = serde_json::to_string(&theirs).expect("json");
+        behind
+            .put(&record(
+                tokens_id(&f.session),
+                TOKENS_KEY,
+                serde_json::Value::String(json),
+                3600,
+            ))
+            .await
+            .expect("the other replica's write");
+        let token = access_token(&f.up(), |rt| async move {
+            panic!("refreshed again with {}", rt.expose_secret())
+        })
+        .await
+        .expect("token");
+        assert_eq!(token.expose_secret(), "access-1");
     }
 
     /// Many requests of one session at once: exactly one refresh; the others get the current

@@ -284,6 +284,32 @@ impl SessionStore for AnyStore {
     }
 }
 
+#[cfg(test)]
+impl AnyStore {
+    /// A memory store behind a read cache that only this store's own writes invalidate: a
+    /// replica's cache between another replica's write and that write's invalidation. Writes
+    /// to the returned memory store are the other replica's.
+    pub(crate) fn memory_behind_a_cache(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
+        let memory = Arc::new(MemoryStore::default());
+        let cache = Arc::new(SessionCache::new(
+            NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            true,
+            hold_back(timeout),
+            CacheCounters::default(),
+        ));
+        (
+            AnyStore::new(
+                Arc::new(CachedStore {
+                    backend: memory.clone(),
+                    cache,
+                }),
+                timeout,
+            ),
+            memory,
+        )
+    }
+}
+
 /// The running service's session store ([`crate::Application::session_records`]), for tests
 /// and tools: tower-sessions' [`SessionStore`] over the same bounded store the service uses,
 /// so a `tower_sessions::Session` on it behaves like a request's.
@@ -462,17 +488,7 @@ impl OpenStore {
                 let (store, cache) = (store.clone(), cache.clone());
                 Some(spawn_sweep(move || {
                     let (store, cache) = (store.clone(), cache.clone());
-                    async move {
-                        let deleted = store.delete_expired_ids().await?;
-                        // Expired records are never answered from the cache anyway; the
-                        // sweeper's own list also covers a wall clock that stepped back.
-                        if let Some(cache) = cache {
-                            for id in &deleted {
-                                cache.invalidate(id);
-                            }
-                        }
-                        Ok(())
-                    }
+                    async move { sweep_sqlite(&store, cache.as_deref()).await }
                 }))
             }
             Backend::Redis { .. } => None,
@@ -493,6 +509,22 @@ impl OpenStore {
             }
         }
     }
+}
+
+/// Deletes SQLite's expired records, and drops each from the read cache. Expired records are
+/// never answered from the cache anyway (it checks `expiry_date`); the sweeper's own list of
+/// what it deleted also covers a wall clock that stepped back in between.
+async fn sweep_sqlite(
+    store: &CheckedSqlite,
+    cache: Option<&SessionCache>,
+) -> session_store::Result<()> {
+    let deleted = store.delete_expired_ids().await?;
+    if let Some(cache) = cache {
+        for id in &deleted {
+            cache.invalidate(id);
+        }
+    }
+    Ok(())
 }
 
 fn spawn_sweep<F, Fut>(sweep: F) -> JoinHandle<()>
@@ -606,6 +638,69 @@ mod tests {
         };
         keeps_the_record_contract(&checked).await;
         pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh SQLite store in a directory of its own, and that directory.
+    async fn sqlite_store() -> (Arc<CheckedSqlite>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("entrance-cached-{}", Id::default()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sessions.db");
+        let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
+            .await
+            .expect("opens");
+        (Arc::new(CheckedSqlite { store, pool, path }), dir)
+    }
+
+    fn test_cache() -> Arc<SessionCache> {
+        Arc::new(SessionCache::new(
+            NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            true,
+            Duration::from_secs(3),
+            CacheCounters::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_cached_sqlite_store_keeps_the_record_contract() {
+        let (sqlite, dir) = sqlite_store().await;
+        let cached = CachedStore {
+            backend: sqlite.clone(),
+            cache: test_cache(),
+        };
+        keeps_the_record_contract(&cached).await;
+        sqlite.pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The sweeper's deletions reach the cache: a record the cache holds as live (its copy
+    /// says so) but that the file holds as expired — a wall clock that stepped back, a copy
+    /// read before the expiry was moved — is dropped when the sweeper deletes it.
+    #[tokio::test]
+    async fn the_sqlite_sweepers_deletions_reach_the_cache() {
+        let (sqlite, dir) = sqlite_store().await;
+        let cache = test_cache();
+        let cached = CachedStore {
+            backend: sqlite.clone(),
+            cache: cache.clone(),
+        };
+        let live = record(Some("ada"), time::Duration::minutes(5));
+        cached.put(&live).await.expect("put");
+        assert!(cached.load(&live.id).await.expect("load").is_some());
+        assert_eq!(cache.len(), 1, "cached");
+        let mut expired = live.clone();
+        expired.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(5);
+        sqlite.put(&expired).await.expect("expired behind the cache's back");
+        sweep_sqlite(&sqlite, Some(&cache)).await.expect("sweep");
+        assert!(
+            sqlite.load(&live.id).await.expect("load").is_none(),
+            "the sweeper deleted it"
+        );
+        assert!(
+            cached.load(&live.id).await.expect("load").is_none(),
+            "and the cache forgot it"
+        );
+        sqlite.pool.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 
