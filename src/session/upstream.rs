@@ -321,8 +321,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::session::store::RecordStore;
     use crate::oidc::token::OAuthError;
+    use crate::session::store::RecordStore;
 
     fn metrics() -> Metrics {
         Metrics::new(&crate::Config::load_str(crate::config::DEMO_TOML).expect("demo config"))

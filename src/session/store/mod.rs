@@ -690,7 +690,10 @@ mod tests {
         assert_eq!(cache.len(), 1, "cached");
         let mut expired = live.clone();
         expired.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(5);
-        sqlite.put(&expired).await.expect("expired behind the cache's back");
+        sqlite
+            .put(&expired)
+            .await
+            .expect("expired behind the cache's back");
         sweep_sqlite(&sqlite, Some(&cache)).await.expect("sweep");
         assert!(
             sqlite.load(&live.id).await.expect("load").is_none(),
