@@ -169,6 +169,9 @@ async fn a_vanished_sqlite_file_answers_503_and_service_resumes_when_it_is_back(
 
     // The file disappears under the running service (deleted, or a volume unmounted).
     std::fs::rename(&db, &moved).expect("move the database away");
+    // A read the read cache could answer (the session is in it) is refused too.
+    let auth = app.get("/auth").await;
+    assert_eq!(auth.status(), StatusCode::SERVICE_UNAVAILABLE);
     let started = Instant::now();
     let html = app
         .browser
