@@ -76,13 +76,13 @@ impl Application {
         clock: Clock,
     ) -> Result<Application, StartError> {
         let http = HttpClient::new(&config.http)?;
+        let metrics = Arc::new(Metrics::new(&config));
         // Opened first: an unusable SQLite path stops startup before anything is spawned.
-        let store = OpenStore::open(&config.session).await?;
+        let store = OpenStore::open(&config.session, &metrics).await?;
         // Serve once the store answers: Redis connects in the background, and requests in
         // its first few hundred milliseconds failed with 503. Bounded: a store that is down
         // at startup is reported by /readyz, and service starts when it is back.
         store.store.wait_until_answering(STARTUP_WAIT).await;
-        let metrics = Arc::new(Metrics::new(&config));
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)

@@ -51,6 +51,14 @@ pub(crate) struct HeaderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CacheLabels {
+    /// `sqlite` or `redis`.
+    pub store: String,
+    /// `hit` (answered from the cache) or `miss` (read from the store).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OutcomeLabels {
     pub outcome: String,
 }
@@ -74,6 +82,8 @@ pub(crate) struct Metrics {
     pub key_refreshes: Family<ResultLabels, Counter>,
     pub auth_outcomes: Family<OutcomeLabels, Counter>,
     pub session_store_errors: Counter,
+    /// Session reads by the store's read cache, by result (`hit`, `miss`).
+    session_cache_requests: Family<CacheLabels, Counter>,
     pub header_overflows: Family<HeaderLabels, Counter>,
     /// Unix second of the last header-overflow warning, so a busy `/auth` logs one a minute
     /// instead of one per request.
@@ -170,6 +180,12 @@ impl Metrics {
             "Requests that failed because the session store did",
             session_store_errors.clone(),
         );
+        let session_cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "session_cache_requests",
+            "Session reads by the store's read cache (session.cache_entries), by store and result: hit (answered from this process) or miss (read from the store)",
+            session_cache_requests.clone(),
+        );
         let header_overflows = Family::<HeaderLabels, Counter>::default();
         registry.register(
             "forward_auth_header_overflow",
@@ -222,6 +238,7 @@ impl Metrics {
             key_refreshes,
             auth_outcomes,
             session_store_errors,
+            session_cache_requests,
             header_overflows,
             last_overflow_warning: std::sync::atomic::AtomicI64::new(i64::MIN),
             client_secret_fallbacks,
@@ -256,6 +273,20 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// The hit and miss counters of `store`'s read cache, created (so both show as 0) and
+    /// handed out once: the cache counts without a label lookup per request.
+    pub(crate) fn session_cache_counters(&self, store: &str) -> (Counter, Counter) {
+        let counter = |result: &str| {
+            self.session_cache_requests
+                .get_or_create(&CacheLabels {
+                    store: store.to_owned(),
+                    result: result.to_owned(),
+                })
+                .clone()
+        };
+        (counter("hit"), counter("miss"))
     }
 
     pub(crate) fn auth_outcome(&self, outcome: &str) {

@@ -172,6 +172,7 @@ pub struct RawSession {
     pub redis_url: Option<Concealed>,
     pub redis_key_prefix: String,
     pub redis_pool_size: usize,
+    pub cache_entries: usize,
 }
 
 impl Default for RawSession {
@@ -189,6 +190,8 @@ impl Default for RawSession {
             redis_url: None,
             redis_key_prefix: "entrance:session:".into(),
             redis_pool_size: 4,
+            // About 20 MB at the demo session's 2 KiB.
+            cache_entries: 10_000,
         }
     }
 }

@@ -43,7 +43,12 @@ pub struct SessionSettings {
     pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_lifetime: Duration,
+    /// Records the SQLite and Redis stores keep in this process's read cache; 0: none.
+    pub cache_entries: usize,
 }
+
+/// The largest accepted `session.cache_entries`: about 20 GB of 2 KiB sessions.
+const MAX_CACHE_ENTRIES: usize = 10_000_000;
 
 pub(super) fn validate_store(raw: &RawSession) -> Result<StoreKind, ConfigError> {
     match raw.store.as_str() {
@@ -155,6 +160,16 @@ pub(super) fn validate_session(
         (true, Some(_)) => format!("__Secure-{}", raw.cookie_name),
         (false, _) => raw.cookie_name.clone(),
     };
+    if raw.cache_entries > MAX_CACHE_ENTRIES {
+        return Err(invalid(
+            "session.cache_entries",
+            format!(
+                "{} records is more than this cache is meant for",
+                raw.cache_entries
+            ),
+            "use at most 10000000 (each cached session takes about its stored size, ~2 KiB), or 0 to read every session from the store",
+        ));
+    }
     if raw.idle_timeout_secs == 0 || raw.absolute_lifetime_secs == 0 {
         return Err(invalid(
             "session.idle_timeout_secs / session.absolute_lifetime_secs",
@@ -170,6 +185,7 @@ pub(super) fn validate_session(
         cookie_domain,
         idle_timeout: Duration::from_secs(raw.idle_timeout_secs),
         absolute_lifetime: Duration::from_secs(raw.absolute_lifetime_secs),
+        cache_entries: raw.cache_entries,
     };
     Ok(session)
 }

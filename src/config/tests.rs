@@ -611,6 +611,17 @@ fn sqlite_is_the_default_store() {
         other => panic!("expected sqlite, got {other:?}"),
     }
     assert_eq!(cfg.session.store_timeout, Duration::from_millis(1000));
+    assert_eq!(cfg.session.cache_entries, 10_000);
+}
+
+#[test]
+fn the_session_read_cache_is_sized_or_turned_off_by_cache_entries() {
+    let cfg = parse(&with_session("cache_entries = 0")).expect("0 turns it off");
+    assert_eq!(cfg.session.cache_entries, 0);
+    assert_eq!(
+        err_key(&with_session("cache_entries = 100000000")),
+        "session.cache_entries"
+    );
 }
 
 #[test]

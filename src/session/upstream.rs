@@ -155,12 +155,28 @@ pub(crate) async fn keep(
     Ok(())
 }
 
-/// The tokens kept for `session`, if any.
+/// The tokens kept for `session`, if any (from the store's read cache when it has them).
 pub(crate) async fn load(
     store: &AnyStore,
     session: &Id,
 ) -> Result<Option<UpstreamTokens>, SessionError> {
-    let Some(record) = store.load(&tokens_id(session)).await? else {
+    tokens_of(store.load(&tokens_id(session)).await?)
+}
+
+/// The tokens kept for `session`, read from the store itself, never from its read cache:
+/// after another replica's refresh, its new tokens are in the store at once, while its
+/// invalidation may still be on its way to this replica. Redeeming the refresh token that
+/// a stale copy holds would spend a token already spent (Entra rotates them), and end the
+/// session.
+async fn load_current(
+    store: &AnyStore,
+    session: &Id,
+) -> Result<Option<UpstreamTokens>, SessionError> {
+    tokens_of(store.load_uncached(&tokens_id(session)).await?)
+}
+
+fn tokens_of(record: Option<Record>) -> Result<Option<UpstreamTokens>, SessionError> {
+    let Some(record) = record else {
         return Ok(None);
     };
     match record.data.get(TOKENS_KEY) {
@@ -226,7 +242,7 @@ where
             return Err(UpstreamError::Unavailable(None));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        tokens = load(up.store, &up.session)
+        tokens = load_current(up.store, &up.session)
             .await?
             .ok_or(UpstreamError::Missing)?;
         if tokens.expires_at - up.clock.now_unix() > REFRESH_MARGIN_SECS {
@@ -248,9 +264,10 @@ where
     F: FnOnce(SecretString) -> Fut,
     Fut: Future<Output = Result<Refreshed, TokenError>>,
 {
-    // Read again under the lock: another request may have refreshed since this one loaded,
-    // and its refresh token is the only one that still counts.
-    let Some(tokens) = load(up.store, &up.session).await? else {
+    // Read again under the lock, from the store itself: another request (here or on another
+    // replica) may have refreshed since this one loaded, and its refresh token is the only
+    // one that still counts.
+    let Some(tokens) = load_current(up.store, &up.session).await? else {
         return Err(UpstreamError::Missing);
     };
     let now = up.clock.now_unix();
@@ -305,6 +322,7 @@ mod tests {
 
     use super::*;
     use crate::oidc::token::OAuthError;
+    use crate::session::store::RecordStore;
 
     fn metrics() -> Metrics {
         Metrics::new(&crate::Config::load_str(crate::config::DEMO_TOML).expect("demo config"))
@@ -408,6 +426,56 @@ mod tests {
         .await
         .expect("refreshed again");
         assert_eq!(token.expose_secret(), "access-2");
+    }
+
+    /// Another replica refreshed, and this replica's read cache still holds the tokens it
+    /// replaced (the invalidation is on its way): the read under the lock asks the store, so
+    /// this replica passes the new token instead of redeeming the spent refresh token (which
+    /// Entra would refuse, ending the session).
+    #[tokio::test]
+    async fn the_read_under_the_lock_sees_another_replicas_refresh_before_its_invalidation() {
+        let (store, behind) = AnyStore::memory_behind_a_cache(Duration::from_secs(5));
+        let mut f = Fixture::new(3600).await;
+        f.store = store;
+        let tokens = UpstreamTokens::received(
+            &SecretString::from("access-0"),
+            Some(&SecretString::from("refresh-0")),
+            Some(3600),
+            f.clock.now_unix(),
+        );
+        keep(&f.store, &f.session, &tokens, f.until(), &f.clock)
+            .await
+            .expect("keep");
+        // Read once: now cached.
+        let token = access_token(&f.up(), |_| async { panic!("no refresh is due") })
+            .await
+            .expect("token");
+        assert_eq!(token.expose_secret(), "access-0");
+        // Near the end, the other replica refreshed: the store has its tokens, the cache not.
+        f.clock
+            .advance(Duration::from_secs(3600 - REFRESH_MARGIN_SECS as u64 + 1));
+        let theirs = UpstreamTokens::received(
+            &SecretString::from("access-1"),
+            Some(&SecretString::from("refresh-1")),
+            Some(3600),
+            f.clock.now_unix(),
+        );
+        let json = serde_json::to_string(&theirs).expect("json");
+        behind
+            .put(&record(
+                tokens_id(&f.session),
+                TOKENS_KEY,
+                serde_json::Value::String(json),
+                3600,
+            ))
+            .await
+            .expect("the other replica's write");
+        let token = access_token(&f.up(), |rt| async move {
+            panic!("refreshed again with {}", rt.expose_secret())
+        })
+        .await
+        .expect("token");
+        assert_eq!(token.expose_secret(), "access-1");
     }
 
     /// Many requests of one session at once: exactly one refresh; the others get the current

@@ -283,6 +283,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `entrance_session_cache_requests_total{store, result}` (`result`: `hit` or `miss`) as the
+/// service at `base` reports it on `/metrics` (the public listener, without `admin_listen`).
+pub async fn cache_requests(base: &str, store: &str, result: &str) -> u64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix =
+        format!("entrance_session_cache_requests_total{{store=\"{store}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{text}"))
+}
+
 pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)

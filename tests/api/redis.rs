@@ -94,6 +94,39 @@ impl RedisServer {
             .unwrap_or_else(|_| panic!("PTTL {key}: {out:?}"))
     }
 
+    /// `redis-cli` with these commands, one a line, sent over one connection in order.
+    pub(crate) fn cli(&self, commands: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(commands.as_bytes())
+            .expect("commands sent");
+        let out = child.wait_with_output().expect("redis-cli ends");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The ids of the connections with key tracking on (`CLIENT LIST` flag `t`): each
+    /// entrance's tracking connection.
+    pub(crate) fn tracking_clients(&self) -> Vec<String> {
+        self.cli("CLIENT LIST\n")
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .any(|f| f.strip_prefix("flags=").is_some_and(|v| v.contains('t')))
+            })
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The keys under `prefix`, read with `redis-cli`.
     fn keys(&self, prefix: &str) -> Vec<String> {
         let out = Command::new("redis-cli")
@@ -158,8 +191,17 @@ async fn redis_down_answers_503_fast_and_service_resumes_when_it_is_back() {
 
     redis.stop();
     // The first command after the loss is what discovers it: bounded by the store timeout.
+    // The session is in entrance's read cache, which stops answering once the tracking
+    // connection's loss is seen — microseconds after the kill, but not before it: a request
+    // in that instant is answered like one a moment before the kill.
     let started = Instant::now();
-    let me = app.me().await;
+    let me = loop {
+        let me = app.me().await;
+        if me.status() != StatusCode::OK || started.elapsed() > Duration::from_millis(1500) {
+            break me;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let took = started.elapsed();
     assert_eq!(me.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = me.json().await.expect("JSON");
@@ -398,6 +440,162 @@ async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
             .status(),
         StatusCode::OK
     );
+}
+
+/// The browser's session, as a copy of its cookie: sent as is, it stays after a sign-out
+/// clears the browser's (a stolen cookie, a request already on its way).
+#[derive(Clone)]
+struct Copied(String);
+
+/// Two replicas on one Redis, signed in; `/auth` answered by B from its read cache.
+async fn two_replicas_with_b_caching(
+    redis: &RedisServer,
+) -> (
+    mock_idp::MockIdp,
+    Replica,
+    Replica,
+    String,
+    reqwest::Client,
+    Copied,
+) {
+    let idp = mock_idp::MockIdp::start(Default::default())
+        .await
+        .expect("IdP");
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let public_url = format!("http://{}", la.local_addr().expect("addr"));
+    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
+    let a = replica(redis, &idp, &public_url, la).await;
+    let b = replica(redis, &idp, &public_url, lb).await;
+    let browser = crate::helpers::browser();
+    let res = login_on(&browser, &a, &b, &public_url).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed in");
+    let cookie = res
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("entrance="))
+        .and_then(|v| v.split(';').next())
+        .map(|v| Copied(v.to_owned()))
+        .expect("the callback sets the session cookie");
+    // Both tracking connections are up (the cache answers nothing before).
+    let started = Instant::now();
+    while redis.tracking_clients().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no tracking");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits = crate::helpers::cache_requests(&b.base, "redis", "hit").await;
+    for _ in 0..3 {
+        assert_eq!(auth_status(&cookie, &b).await, StatusCode::OK);
+    }
+    assert!(
+        crate::helpers::cache_requests(&b.base, "redis", "hit").await >= hits + 2,
+        "B answers /auth from its cache"
+    );
+    (idp, a, b, public_url, browser, cookie)
+}
+
+/// `/auth` on `r` with exactly this cookie.
+async fn auth_status(cookie: &Copied, r: &Replica) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("{}/auth", r.base))
+        .header(reqwest::header::COOKIE, &cookie.0)
+        .send()
+        .await
+        .expect("auth")
+        .status()
+}
+
+/// Issue 16.1, done-when: a sign-out on replica A reaches replica B's read cache. B answered
+/// `/auth` from its cache; after A's sign-out Redis's invalidation message drops the session
+/// from it, and B's `/auth` turns 401 (asserted with a generous timeout; the latency is
+/// printed).
+#[tokio::test]
+async fn a_sign_out_on_one_replica_reaches_the_others_cache() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (_idp, a, b, public_url, browser, cookie) = two_replicas_with_b_caching(&redis).await;
+    let res = browser
+        .post(format!("{}/logout", a.base))
+        .header(reqwest::header::ORIGIN, public_url)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let signed_out = Instant::now();
+    while auth_status(&cookie, &b).await != StatusCode::UNAUTHORIZED {
+        assert!(
+            signed_out.elapsed() < Duration::from_secs(5),
+            "B's cache still answers for the session A signed out"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "B answered 401 {:?} after A's sign-out answered",
+        signed_out.elapsed()
+    );
+}
+
+/// Issue 16.1: after a lost tracking connection the cache is emptied before it is trusted
+/// again. Both tracking connections are killed, and the session deleted in the same breath
+/// (no invalidation can reach B: its connection is gone); once B tracks again it must not
+/// answer from what it cached before.
+#[tokio::test]
+async fn a_lost_tracking_connection_empties_the_cache() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (_idp, _a, b, _public_url, _browser, cookie) = two_replicas_with_b_caching(&redis).await;
+    let keys = redis.keys("replicas:");
+    let before = redis.tracking_clients();
+    assert_eq!(before.len(), 2, "{before:?}");
+    // Kill, then delete every session, in one pipeline: the DEL runs microseconds after
+    // the kills, long before a replica reconnects (500 ms).
+    let mut commands: String = before
+        .iter()
+        .map(|id| format!("CLIENT KILL ID {id}\n"))
+        .collect();
+    for key in &keys {
+        commands.push_str(&format!("DEL {key}\n"));
+    }
+    let out = redis.cli(&commands);
+    // Each kill and each DEL of an existing key answers 1: both kills and the session.
+    assert!(
+        out.lines().filter(|l| l.trim() == "1").count() > before.len(),
+        "killed and deleted: {out}"
+    );
+    // Both track again, with new connections.
+    let started = Instant::now();
+    loop {
+        let now = redis.tracking_clients();
+        if now.len() == 2 && now.iter().all(|id| !before.contains(id)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no tracking: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // B may take a moment to see the answer to its CLIENT TRACKING; until then it reads
+    // Redis anyway. From then on, its cache must not have kept the deleted session.
+    for _ in 0..20 {
+        assert_eq!(
+            auth_status(&cookie, &b).await,
+            StatusCode::UNAUTHORIZED,
+            "B answered from a cache kept across the lost connection"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let hits = crate::helpers::cache_requests(&b.base, "redis", "hit").await;
+    let misses = crate::helpers::cache_requests(&b.base, "redis", "miss").await;
+    eprintln!("B's cache: {hits} hits, {misses} misses");
 }
 
 /// Issue 14, done-when: two replicas on one Redis, many `/auth` requests of one session at

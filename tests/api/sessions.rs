@@ -11,7 +11,9 @@ use tower_sessions_sqlx_store::sqlx::{
     self, Connection, SqliteConnection, sqlite::SqliteConnectOptions,
 };
 
-use crate::helpers::{AppOptions, TestApp, assert_signed_in, log_lines_with, spawn_app_with};
+use crate::helpers::{
+    AppOptions, TestApp, assert_signed_in, cache_requests, log_lines_with, spawn_app_with,
+};
 
 /// A directory of its own under the system temp dir, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -72,12 +74,34 @@ async fn sqlite_sessions_survive_a_restart() {
 async fn with_sqlite_a_sign_out_is_seen_at_once_by_auth_and_me() {
     // Reads take a faster path than writes (docs/BENCHMARKS.md); a sign-out must still be
     // seen by the very next request.
+    // Reads are answered from the read cache too (`session.cache_entries`): the sign-out
+    // drops the session from it. Checked with a copy of the cookie, which the browser drops.
     let dir = TempDir::new();
     let mut app = spawn_sqlite_app(&dir.path().join("sessions.db")).await;
-    assert_signed_in(&app, app.login().await).await;
+    let res = app.login().await;
+    let (cookie, _) = app
+        .session_cookie(&res)
+        .expect("the callback sets the cookie");
+    assert_signed_in(&app, res).await;
+    let hits = cache_requests(&app.base, "sqlite", "hit").await;
     for _ in 0..3 {
         assert_eq!(app.get("/auth").await.status(), StatusCode::OK);
     }
+    assert!(
+        cache_requests(&app.base, "sqlite", "hit").await >= hits + 3,
+        "/auth is answered from the cache"
+    );
+    let copy = format!("{}={cookie}", app.config.session.cookie_name);
+    let auth_with_copy = || {
+        reqwest::Client::new()
+            .get(app.url("/auth"))
+            .header(reqwest::header::COOKIE, copy.clone())
+            .send()
+    };
+    assert_eq!(
+        auth_with_copy().await.expect("auth").status(),
+        StatusCode::OK
+    );
     let res = app
         .browser
         .post(app.url("/logout"))
@@ -86,6 +110,10 @@ async fn with_sqlite_a_sign_out_is_seen_at_once_by_auth_and_me() {
         .await
         .expect("logout");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        auth_with_copy().await.expect("auth").status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get("/auth").await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.me().await.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
@@ -141,6 +169,9 @@ async fn a_vanished_sqlite_file_answers_503_and_service_resumes_when_it_is_back(
 
     // The file disappears under the running service (deleted, or a volume unmounted).
     std::fs::rename(&db, &moved).expect("move the database away");
+    // A read the read cache could answer (the session is in it) is refused too.
+    let auth = app.get("/auth").await;
+    assert_eq!(auth.status(), StatusCode::SERVICE_UNAVAILABLE);
     let started = Instant::now();
     let html = app
         .browser

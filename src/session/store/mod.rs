@@ -1,11 +1,13 @@
 //! Where sessions are kept: the configured store (memory, SQLite or Redis) behind one type
 //! that bounds every call with a timeout, the contract every backend keeps ([`RecordStore`]),
-//! its readiness probe, the expired-session sweeper, and closing it when the application stops.
+//! the read cache in front of SQLite and Redis (`cache.rs`), its readiness probe, the
+//! expired-session sweeper, and closing it when the application stops.
 
 use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,17 +21,19 @@ use tower_sessions::{
     session::{Id, Record},
     session_store::{self, ExpiredDeletion},
 };
-use tower_sessions_sqlx_store::{SqliteStore, sqlx::SqlitePool};
 
 use crate::config::{SessionSettings, StoreKind};
+use crate::metrics::Metrics;
 use crate::sync;
 
+mod cache;
 mod memory;
 mod redis;
 mod sqlite;
 
+use cache::{CacheCounters, CachedStore, SessionCache};
 pub(crate) use memory::MemoryStore;
-use redis::{RedisSessions, open_redis};
+use redis::{RedisSessions, Tracking, open_redis};
 #[cfg(test)]
 use sqlite::sqlite_fast_read;
 use sqlite::{CheckedSqlite, open_sqlite};
@@ -57,10 +61,17 @@ pub(crate) const STARTUP_WAIT: Duration = Duration::from_secs(5);
 /// - [`insert_new`](RecordStore::insert_new) writes a record under its own id only if no live
 ///   record has it, atomically, and says whether it wrote (single-use markers shared by every
 ///   replica).
+/// - [`load_uncached`](RecordStore::load_uncached) is `load` asked of the store itself, never
+///   of a cache in front of it: for a read that must see another replica's write at once,
+///   even before that replica's invalidation reached this one (the upstream token read under
+///   the refresh lock, `session/upstream.rs`).
 #[async_trait]
 pub(crate) trait RecordStore: SessionStore {
     async fn put(&self, record: &Record) -> session_store::Result<()>;
     async fn insert_new(&self, record: &Record) -> session_store::Result<bool>;
+    async fn load_uncached(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
+        self.load(session_id).await
+    }
 }
 
 /// Why the configured store cannot be used at startup. Like configuration errors, each names
@@ -228,6 +239,11 @@ impl AnyStore {
         self.recent().remove(&record.id);
         self.bounded("write", self.inner.insert_new(record)).await
     }
+
+    /// [`RecordStore::load_uncached`], bounded by the store timeout.
+    pub(crate) async fn load_uncached(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.bounded("load", self.inner.load_uncached(id)).await
+    }
 }
 
 #[async_trait]
@@ -265,6 +281,32 @@ impl SessionStore for AnyStore {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.recent().remove(session_id);
         self.bounded("delete", self.inner.delete(session_id)).await
+    }
+}
+
+#[cfg(test)]
+impl AnyStore {
+    /// A memory store behind a read cache that only this store's own writes invalidate: a
+    /// replica's cache between another replica's write and that write's invalidation. Writes
+    /// to the returned memory store are the other replica's.
+    pub(crate) fn memory_behind_a_cache(timeout: Duration) -> (AnyStore, Arc<MemoryStore>) {
+        let memory = Arc::new(MemoryStore::default());
+        let cache = Arc::new(SessionCache::new(
+            NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            true,
+            hold_back(timeout),
+            CacheCounters::default(),
+        ));
+        (
+            AnyStore::new(
+                Arc::new(CachedStore {
+                    backend: memory.clone(),
+                    cache,
+                }),
+                timeout,
+            ),
+            memory,
+        )
     }
 }
 
@@ -313,19 +355,66 @@ pub(crate) struct OpenStore {
 enum Backend {
     Memory(Arc<MemoryStore>),
     Sqlite {
-        store: SqliteStore,
-        pool: SqlitePool,
+        store: Arc<CheckedSqlite>,
+        /// The read cache, told about the sweeper's deletions.
+        cache: Option<Arc<SessionCache>>,
     },
     /// Redis expires keys itself (every key is written with its expiry), so it needs no sweeper.
-    Redis(RedisPool),
+    Redis {
+        pool: RedisPool,
+        /// The connection that keeps the read cache honest; stopped when dropped.
+        _tracking: Option<Tracking>,
+    },
+}
+
+/// How long an id whose write failed or was cancelled is kept out of the read cache: the
+/// store may still apply the write for about its timeout (SQLite's busy timeout and pool
+/// acquire are both `session.store_timeout_ms`), and then some.
+fn hold_back(timeout: Duration) -> Duration {
+    timeout.saturating_mul(3)
+}
+
+/// The read cache for `store` (`sqlite`, `redis`), unless `session.cache_entries` is 0.
+fn read_cache(
+    settings: &SessionSettings,
+    metrics: &Metrics,
+    store: &str,
+    trusted: bool,
+) -> Option<Arc<SessionCache>> {
+    let entries = NonZeroUsize::new(settings.cache_entries)?;
+    let (hit, miss) = metrics.session_cache_counters(store);
+    Some(Arc::new(SessionCache::new(
+        entries,
+        trusted,
+        hold_back(settings.store_timeout),
+        CacheCounters { hit, miss },
+    )))
+}
+
+/// `backend`, behind `cache` when there is one.
+fn cached<S: cache::CacheableStore + 'static>(
+    backend: Arc<S>,
+    cache: &Option<Arc<SessionCache>>,
+) -> Arc<dyn RecordStore> {
+    match cache {
+        Some(cache) => Arc::new(CachedStore {
+            backend,
+            cache: cache.clone(),
+        }),
+        None => backend,
+    }
 }
 
 impl OpenStore {
     /// Opens the configured store. SQLite: the file is created if missing and the table
     /// migrated, and an unusable path stops startup. Redis: connecting happens in the
     /// background, like an IdP's metadata, so a Redis that is down at startup only makes
-    /// `/readyz` (and requests needing a session) fail until it is reachable.
-    pub(crate) async fn open(settings: &SessionSettings) -> Result<OpenStore, StoreError> {
+    /// `/readyz` (and requests needing a session) fail until it is reachable. Both get a read
+    /// cache of `session.cache_entries` records.
+    pub(crate) async fn open(
+        settings: &SessionSettings,
+        metrics: &Metrics,
+    ) -> Result<OpenStore, StoreError> {
         let timeout = settings.store_timeout;
         match &settings.store {
             StoreKind::Memory => {
@@ -337,29 +426,36 @@ impl OpenStore {
             }
             StoreKind::Sqlite { path } => {
                 let (store, pool) = open_sqlite(path, timeout).await?;
+                let checked = Arc::new(CheckedSqlite::new(store, pool, path.clone()));
+                // One process owns the file (README: `session.cache_entries`): every write
+                // passes through this cache, so it is trusted from the start.
+                let cache = read_cache(settings, metrics, "sqlite", true);
                 Ok(OpenStore {
-                    store: AnyStore::new(
-                        Arc::new(CheckedSqlite::new(
-                            store.clone(),
-                            pool.clone(),
-                            path.clone(),
-                        )),
-                        timeout,
-                    ),
-                    backend: Backend::Sqlite { store, pool },
+                    store: AnyStore::new(cached(checked.clone(), &cache), timeout),
+                    backend: Backend::Sqlite {
+                        store: checked,
+                        cache,
+                    },
                 })
             }
             StoreKind::Redis(redis) => {
                 let pool = open_redis(redis, timeout)?;
+                // Not trusted until the tracking connection is up and tracking.
+                let cache = read_cache(settings, metrics, "redis", false);
+                let tracking = match &cache {
+                    Some(cache) => Some(Tracking::start(redis, timeout, cache.clone())?),
+                    None => None,
+                };
+                let sessions = Arc::new(RedisSessions {
+                    pool: pool.clone(),
+                    prefix: redis.key_prefix.clone(),
+                });
                 Ok(OpenStore {
-                    store: AnyStore::new(
-                        Arc::new(RedisSessions {
-                            pool: pool.clone(),
-                            prefix: redis.key_prefix.clone(),
-                        }),
-                        timeout,
-                    ),
-                    backend: Backend::Redis(pool),
+                    store: AnyStore::new(cached(sessions, &cache), timeout),
+                    backend: Backend::Redis {
+                        pool,
+                        _tracking: tracking,
+                    },
                 })
             }
         }
@@ -377,9 +473,21 @@ impl OpenStore {
     /// logins would otherwise grow the store forever.
     pub(crate) fn spawn_sweeper(&self) -> Option<JoinHandle<()>> {
         match &self.backend {
-            Backend::Memory(memory) => Some(spawn_sweep(memory.clone())),
-            Backend::Sqlite { store, .. } => Some(spawn_sweep(Arc::new(store.clone()))),
-            Backend::Redis(_) => None,
+            Backend::Memory(memory) => {
+                let memory = memory.clone();
+                Some(spawn_sweep(move || {
+                    let memory = memory.clone();
+                    async move { memory.delete_expired().await }
+                }))
+            }
+            Backend::Sqlite { store, cache } => {
+                let (store, cache) = (store.clone(), cache.clone());
+                Some(spawn_sweep(move || {
+                    let (store, cache) = (store.clone(), cache.clone());
+                    async move { sweep_sqlite(&store, cache.as_deref()).await }
+                }))
+            }
+            Backend::Redis { .. } => None,
         }
     }
 
@@ -388,8 +496,9 @@ impl OpenStore {
     pub(crate) async fn close(self) {
         match self.backend {
             Backend::Memory(_) => {}
-            Backend::Sqlite { pool, .. } => pool.close().await,
-            Backend::Redis(pool) => {
+            Backend::Sqlite { store, .. } => store.pool.close().await,
+            Backend::Redis { pool, _tracking } => {
+                drop(_tracking);
                 if let Err(e) = pool.quit().await {
                     tracing::debug!(error = %e, "closing the Redis connections failed");
                 }
@@ -398,12 +507,32 @@ impl OpenStore {
     }
 }
 
-fn spawn_sweep<S: ExpiredDeletion>(store: Arc<S>) -> JoinHandle<()> {
+/// Deletes SQLite's expired records, and drops each from the read cache. Expired records are
+/// never answered from the cache anyway (it checks `expiry_date`); the sweeper's own list of
+/// what it deleted also covers a wall clock that stepped back in between.
+async fn sweep_sqlite(
+    store: &CheckedSqlite,
+    cache: Option<&SessionCache>,
+) -> session_store::Result<()> {
+    let deleted = store.delete_expired_ids().await?;
+    if let Some(cache) = cache {
+        for id in &deleted {
+            cache.invalidate(id);
+        }
+    }
+    Ok(())
+}
+
+fn spawn_sweep<F, Fut>(sweep: F) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = session_store::Result<()>> + Send,
+{
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRED_SESSION_SWEEP);
         loop {
             tick.tick().await;
-            if let Err(e) = store.delete_expired().await {
+            if let Err(e) = sweep().await {
                 tracing::warn!(error = %e, "deleting expired sessions failed");
             }
         }
@@ -501,6 +630,72 @@ mod tests {
         let checked = CheckedSqlite::new(store, pool.clone(), path);
         keeps_the_record_contract(&checked).await;
         pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh SQLite store in a directory of its own, and that directory.
+    async fn sqlite_store() -> (Arc<CheckedSqlite>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("entrance-cached-{}", Id::default()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sessions.db");
+        let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
+            .await
+            .expect("opens");
+        (Arc::new(CheckedSqlite { store, pool, path }), dir)
+    }
+
+    fn test_cache() -> Arc<SessionCache> {
+        Arc::new(SessionCache::new(
+            NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            true,
+            Duration::from_secs(3),
+            CacheCounters::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_cached_sqlite_store_keeps_the_record_contract() {
+        let (sqlite, dir) = sqlite_store().await;
+        let cached = CachedStore {
+            backend: sqlite.clone(),
+            cache: test_cache(),
+        };
+        keeps_the_record_contract(&cached).await;
+        sqlite.pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The sweeper's deletions reach the cache: a record the cache holds as live (its copy
+    /// says so) but that the file holds as expired — a wall clock that stepped back, a copy
+    /// read before the expiry was moved — is dropped when the sweeper deletes it.
+    #[tokio::test]
+    async fn the_sqlite_sweepers_deletions_reach_the_cache() {
+        let (sqlite, dir) = sqlite_store().await;
+        let cache = test_cache();
+        let cached = CachedStore {
+            backend: sqlite.clone(),
+            cache: cache.clone(),
+        };
+        let live = record(Some("ada"), time::Duration::minutes(5));
+        cached.put(&live).await.expect("put");
+        assert!(cached.load(&live.id).await.expect("load").is_some());
+        assert_eq!(cache.len(), 1, "cached");
+        let mut expired = live.clone();
+        expired.expiry_date = OffsetDateTime::now_utc() - time::Duration::seconds(5);
+        sqlite
+            .put(&expired)
+            .await
+            .expect("expired behind the cache's back");
+        sweep_sqlite(&sqlite, Some(&cache)).await.expect("sweep");
+        assert!(
+            sqlite.load(&live.id).await.expect("load").is_none(),
+            "the sweeper deleted it"
+        );
+        assert!(
+            cached.load(&live.id).await.expect("load").is_none(),
+            "and the cache forgot it"
+        );
+        sqlite.pool.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -22,7 +22,7 @@ use tower_sessions_sqlx_store::{
     },
 };
 
-use super::{RecordStore, SQLITE_FIX, StoreError};
+use super::{RecordStore, SQLITE_FIX, StoreError, cache::CacheableStore};
 
 pub(super) async fn open_sqlite(
     path: &Path,
@@ -98,10 +98,14 @@ impl CheckedSqlite {
         sqlite_inline_write(&self.path, write)
     }
 
+    async fn check(&self) -> session_store::Result<()> {
+        self.check_file()
+    }
+
     /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
     /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
     /// support network filesystems), where a `stat` takes microseconds.
-    async fn check(&self) -> session_store::Result<()> {
+    fn check_file(&self) -> session_store::Result<()> {
         match self.path.try_exists() {
             Ok(true) => Ok(()),
             Ok(false) => Err(session_store::Error::Backend(format!(
@@ -113,6 +117,26 @@ impl CheckedSqlite {
                 self.path.display()
             ))),
         }
+    }
+
+    /// Deletes the expired records, as tower-sessions-sqlx-store's `delete_expired` does (the
+    /// same comparison), and says which: the read cache forgets them.
+    pub(super) async fn delete_expired_ids(&self) -> session_store::Result<Vec<Id>> {
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "delete from {TABLE} where datetime(expiry_date) < datetime('now') returning id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
+    }
+}
+
+/// A cached record is answered only while the file is there: the "file gone → 503" rule holds
+/// for hits as for reads.
+impl CacheableStore for CheckedSqlite {
+    fn before_hit(&self) -> session_store::Result<()> {
+        self.check_file()
     }
 }
 
