@@ -121,8 +121,13 @@ client_secret = "{DEFAULT_CLIENT_SECRET}"
         serde_json::Value::String(json) => serde_json::from_str(json.as_str()).expect("user JSON"),
         object => object.clone(),
     };
-    // The ID token is kept under its own key, apart from the user.
-    let id_token_len = record.data["id_token"].as_str().map_or(0, str::len);
+    // The ID token is kept under its own key, apart from the user, and only when logout needs
+    // it (an IdP without Entra's login_hint): the demo's record has none, so 0.
+    let id_token_len = record
+        .data
+        .get("id_token")
+        .and_then(|v| v.as_str())
+        .map_or(0, str::len);
     let json_len = serde_json::to_vec(&record.data).expect("JSON").len();
     println!("record_keys={:?}", {
         let mut k: Vec<_> = record.data.keys().cloned().collect();
