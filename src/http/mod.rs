@@ -170,7 +170,7 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
             router = router.route(traces::PATH, get(traces::local_only));
         }
     }
-    router
+    let router: Router = router
         // Inside `track_metrics`, so a request stopped by the timeout is counted (and a
         // callback's recorded as a failed login) like any other error.
         .route_layer(middleware::from_fn_with_state(
@@ -178,13 +178,21 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
             request_timeout,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
-        .layer(sessions)
-        .layer(middleware::from_fn(session_layer_failures))
+        .with_state(state);
+    // The layers every request passes, around the whole router rather than added with
+    // `Router::layer`: that wraps each route in each layer, and axum clones a matched route's
+    // whole stack of boxed services for every request — 48 allocations and about a seventh
+    // of a `GET /auth`'s instructions (callgrind; docs/BENCHMARKS.md). Around the router
+    // they are one stack, cloned once per request as one box.
+    let layered = tower::ServiceBuilder::new()
+        .layer(middleware::from_fn(render_errors))
         // The largest legitimate body is a form_post callback (a code and a state); 64 KiB
         // leaves room for an IdP's long error_description and refuses anything bigger.
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(middleware::from_fn(render_errors))
-        .with_state(state)
+        .layer(middleware::from_fn(session_layer_failures))
+        .layer(sessions)
+        .service(router);
+    Router::new().fallback_service(layered)
 }
 
 /// The admin listener's router: metrics, readiness details and traces, nothing a browser
@@ -434,8 +442,17 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
             .into_response()
         };
         *body.status_mut() = status;
-        for (name, value) in res.headers() {
-            body.headers_mut().insert(name.clone(), value.clone());
+        // The error's own headers (a Location, Set-Cookie, Retry-After), not its length:
+        // the router has already set the Content-Length of the body this one replaces.
+        // Every value of each (two Set-Cookie headers stay two).
+        for name in res.headers().keys() {
+            if name == header::CONTENT_LENGTH {
+                continue;
+            }
+            body.headers_mut().remove(name);
+            for value in res.headers().get_all(name) {
+                body.headers_mut().append(name.clone(), value.clone());
+            }
         }
         res = body;
     }

@@ -13,10 +13,9 @@ use axum::{Router, body::Bytes, extract::State, routing::post};
 use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use url::Url;
 
-use crate::helpers::{browser, location};
-use crate::process::{encodings, sigterm, start_with};
+use crate::helpers::browser;
+use crate::process::{authorize_noting_secrets, encodings, sigterm, start_with};
 
 /// An OTLP/HTTP receiver (`POST /v1/traces`, protocol http/json) keeping every body.
 struct Receiver {
@@ -189,25 +188,7 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
         .send()
         .await
         .expect("login");
-    let authorize = Url::parse(&location(&res)).expect("authorize URL");
-    for (k, v) in authorize.query_pairs() {
-        if k == "state" || k == "nonce" {
-            secrets.push((k.into_owned(), v.into_owned()));
-        }
-    }
-    let callback = browser()
-        .get(authorize.as_str())
-        .send()
-        .await
-        .map(|r| location(&r))
-        .expect("authorize");
-    let code = Url::parse(&callback)
-        .expect("callback URL")
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("code");
-    secrets.push(("code".into(), code));
+    let callback = authorize_noting_secrets(&res, &mut secrets).await;
     // A new signing key: the ID token names a kid entrance has not seen, so it refetches keys.
     idp.rotate_signing_key(true);
     let res = client

@@ -209,25 +209,7 @@ async fn no_secret_code_token_or_cookie_reaches_the_logs_even_at_trace() {
         })
         .map(|v| ("pre-login cookie".to_owned(), v))
         .collect();
-    let authorize = Url::parse(&location(&res)).expect("authorize URL");
-    for (k, v) in authorize.query_pairs() {
-        if k == "state" || k == "nonce" {
-            secrets.push((k.into_owned(), v.into_owned()));
-        }
-    }
-    let callback = browser()
-        .get(authorize.as_str())
-        .send()
-        .await
-        .map(|r| location(&r))
-        .expect("authorize");
-    let code = Url::parse(&callback)
-        .expect("callback URL")
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("code");
-    secrets.push(("code".into(), code));
+    let callback = authorize_noting_secrets(&res, &mut secrets).await;
     let res = client.get(&callback).send().await.expect("callback");
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed in");
     for c in res.headers().get_all(header::SET_COOKIE).iter() {
@@ -508,4 +490,33 @@ async fn healthcheck_exits_0_while_serving_and_1_when_not() {
     assert_eq!(down.status.code(), Some(1), "{down:?}");
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert!(stderr.contains("/healthz"), "{stderr}");
+}
+
+/// Follows a `/login` answer through the mock's authorize endpoint, noting in `secrets` the
+/// state and nonce the authorize URL carried and the code the mock issued (values that must
+/// never appear in a log line or a span); returns the callback URL.
+pub(crate) async fn authorize_noting_secrets(
+    login: &reqwest::Response,
+    secrets: &mut Vec<(String, String)>,
+) -> String {
+    let authorize = Url::parse(&location(login)).expect("authorize URL");
+    for (k, v) in authorize.query_pairs() {
+        if k == "state" || k == "nonce" {
+            secrets.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let callback = browser()
+        .get(authorize.as_str())
+        .send()
+        .await
+        .map(|r| location(&r))
+        .expect("authorize");
+    let code = Url::parse(&callback)
+        .expect("callback URL")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code");
+    secrets.push(("code".into(), code));
+    callback
 }
