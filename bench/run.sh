@@ -6,7 +6,8 @@
 #   BENCH_STORES="memory" bench/run.sh
 #
 # Knobs (environment): BENCH_STORES, BENCH_DURATION (s, /auth runs, default 10),
-# BENCH_CONNECTIONS (64), BENCH_THREADS (wrk threads, 2), BENCH_LOGIN_CONCURRENCY (16),
+# BENCH_CONNECTIONS (64), BENCH_THREADS (wrk threads, 2), BENCH_WARMUP (20 s of unmeasured
+# load before the first store's rounds), BENCH_LOGIN_CONCURRENCY (16),
 # BENCH_LOGIN_SECS (10), BENCH_SESSIONS (100000), BENCH_REDIS_SESSIONS (1000000: keys added
 # to Redis before /auth is loaded once more on the Redis store; 0 skips it), BENCH_ROUNDS (3 baseline + /auth pairs;
 # medians reported), BENCH_PEER (1: also run the peer, Apache + mod_auth_openidc; 0: skip it),
@@ -37,6 +38,7 @@ LOGIN_SECS=${BENCH_LOGIN_SECS:-10}
 SESSIONS=${BENCH_SESSIONS:-100000}
 REDIS_SESSIONS=${BENCH_REDIS_SESSIONS:-1000000}
 ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-20}
 PEER=${BENCH_PEER:-1}
 INSTALL=${BENCH_INSTALL:-0}
 RESULTS=$ROOT/bench/results
@@ -337,6 +339,16 @@ TOML
     # Rounds of (baseline, then /auth) back to back; the medians are reported, every round is
     # kept in bench/results/. The machine is shared: one 10 s pair alone can swing ±25 %.
     local r b_all=() a_all=() ratios=() bp50s=() bp99s=() ap50s=() ap99s=() bcpus=() acpus=() rcpus=()
+    if [[ -z ${WARMED:-} ]]; then
+        # An unmeasured load first, once per run, so the first store's rounds do not start
+        # on an idle machine. (It does not remove the spread between phases seen on the
+        # shared KVM host of 2026-11-29: a phase's bare baseline moved between 9.0 and 12.0
+        # µs/request within one run, which is why each store has its own baseline.)
+        log "warm-up: ${WARMUP}s of unmeasured load on the baseline and /auth"
+        wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Cookie: $cookie" "http://127.0.0.1:$bport/auth" >/dev/null
+        wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Cookie: $cookie" "$base/auth" >/dev/null
+        WARMED=1
+    fi
     for r in $(seq 1 "$ROUNDS"); do
         log "round $r/$ROUNDS: baseline (bare axum), then /auth ($store store): wrk -t$THREADS -c$CONNS -d${DURATION}s"
         load "http://127.0.0.1:$bport/auth" "$cookie" "baseline-$store-$r" "$bpid"
@@ -392,9 +404,10 @@ TOML
 # `DEBUG POPULATE` (values of that size, not MessagePack: no request ever reads them), then the
 # same /auth rounds. Reported beside the plain Redis rounds as the "1 M sessions" row.
 redis_million() {
-    local rport=$1 base=$2 cookie=$3 epid=$4 redis_pid=$5 key size keys mem r
-    key=$(redis-cli -p "$rport" --scan --pattern 'entrance:session:*' | head -n1)
-    size=$(redis-cli -p "$rport" STRLEN "$key")
+    local rport=$1 base=$2 cookie=$3 epid=$4 redis_pid=$5 size keys mem r
+    # The signed-in session's own record: the cookie's value is its id (not some other record
+    # under the prefix — a state marker or a front-channel index is far smaller).
+    size=$(redis-cli -p "$rport" STRLEN "entrance:session:${cookie#*=}")
     log "redis: adding $REDIS_SESSIONS sessions of $size bytes (DEBUG POPULATE), then /auth again"
     if ! redis-cli -p "$rport" DEBUG POPULATE "$REDIS_SESSIONS" "entrance:session:bench-fill:" "$size" | grep -q OK; then
         SKIPPED+=("redis with $REDIS_SESSIONS sessions: skipped: DEBUG POPULATE was refused")
