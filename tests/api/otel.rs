@@ -10,12 +10,14 @@ use std::{
 };
 
 use axum::{Router, body::Bytes, extract::State, routing::post};
-use mock_idp::{Behaviour, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MockIdp, MockIdpSettings};
+use mock_idp::{Behaviour, MockIdp, MockIdpSettings};
 use reqwest::{StatusCode, header};
 use serde_json::Value;
 
 use crate::helpers::browser;
-use crate::process::{authorize_noting_secrets, encodings, sigterm, start_with};
+use crate::process::{
+    authorize_noting_secrets, encodings, note_issued_secrets, sigterm, start_with,
+};
 
 /// An OTLP/HTTP receiver (`POST /v1/traces`, protocol http/json) keeping every body.
 struct Receiver {
@@ -264,17 +266,7 @@ async fn a_sign_in_exports_its_span_tree_continues_the_proxy_trace_and_no_secret
         "PKCE verifier".into(),
         exchange.code_verifier.clone().expect("verifier"),
     ));
-    for t in idp.issued_tokens() {
-        if let Some(sig) = t.rsplit('.').next() {
-            secrets.push(("token signature".into(), sig.to_owned()));
-        }
-        secrets.push(("token".into(), t));
-    }
-    secrets.push(("client secret".into(), DEFAULT_CLIENT_SECRET.into()));
-    secrets.push((
-        "client id:secret (Basic)".into(),
-        format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"),
-    ));
+    note_issued_secrets(&idp, &mut secrets);
 
     // Graceful shutdown sends what is queued.
     let mut app = app;

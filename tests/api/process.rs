@@ -230,17 +230,7 @@ async fn no_secret_code_token_or_cookie_reaches_the_logs_even_at_trace() {
         .expect("me");
     assert_eq!(me.status(), StatusCode::OK);
     let _ = client.get(format!("{}/auth", app.base)).send().await;
-    for t in idp.issued_tokens() {
-        if let Some(sig) = t.rsplit('.').next() {
-            secrets.push(("token signature".into(), sig.to_owned()));
-        }
-        secrets.push(("token".into(), t));
-    }
-    secrets.push(("client secret".into(), DEFAULT_CLIENT_SECRET.into()));
-    secrets.push((
-        "client id:secret (Basic)".into(),
-        format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"),
-    ));
+    note_issued_secrets(&idp, &mut secrets);
 
     sigterm(&app.child);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -519,4 +509,20 @@ pub(crate) async fn authorize_noting_secrets(
         .expect("code");
     secrets.push(("code".into(), code));
     callback
+}
+
+/// Notes in `secrets` every token the mock issued (and its signature alone) and the client's
+/// credentials, as sent in a secret post and in Basic authentication.
+pub(crate) fn note_issued_secrets(idp: &MockIdp, secrets: &mut Vec<(String, String)>) {
+    for t in idp.issued_tokens() {
+        if let Some(sig) = t.rsplit('.').next() {
+            secrets.push(("token signature".into(), sig.to_owned()));
+        }
+        secrets.push(("token".into(), t));
+    }
+    secrets.push(("client secret".into(), DEFAULT_CLIENT_SECRET.into()));
+    secrets.push((
+        "client id:secret (Basic)".into(),
+        format!("{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"),
+    ));
 }

@@ -260,15 +260,6 @@ impl Drop for Replica {
     }
 }
 
-async fn replica(
-    redis: &RedisServer,
-    idp: &mock_idp::MockIdp,
-    public_url: &str,
-    listener: tokio::net::TcpListener,
-) -> Replica {
-    replica_with(redis, idp, public_url, listener, "").await
-}
-
 /// A replica whose connection has these extra lines.
 async fn replica_with(
     redis: &RedisServer,
@@ -356,16 +347,7 @@ async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
     let idp = mock_idp::MockIdp::start(Default::default())
         .await
         .expect("IdP");
-    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let public_url = format!("http://{}", la.local_addr().expect("addr"));
-    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
-    let a = replica(&redis, &idp, &public_url, la).await;
-    let b = replica(&redis, &idp, &public_url, lb).await;
+    let (a, b, public_url) = two_replicas(&redis, &idp).await;
 
     // A login begun on A completes on B.
     let browser = crate::helpers::browser();
@@ -442,6 +424,30 @@ async fn two_replicas_on_one_redis_share_logins_sessions_and_logouts() {
     );
 }
 
+/// Two replicas on one Redis behind one public URL (A's address), registered at the IdP.
+async fn two_replicas(redis: &RedisServer, idp: &mock_idp::MockIdp) -> (Replica, Replica, String) {
+    two_replicas_with(redis, idp, "").await
+}
+
+/// [`two_replicas`], each with `extra` TOML in its configuration.
+async fn two_replicas_with(
+    redis: &RedisServer,
+    idp: &mock_idp::MockIdp,
+    extra: &str,
+) -> (Replica, Replica, String) {
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let public_url = format!("http://{}", la.local_addr().expect("addr"));
+    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
+    let a = replica_with(redis, idp, &public_url, la, extra).await;
+    let b = replica_with(redis, idp, &public_url, lb, extra).await;
+    (a, b, public_url)
+}
+
 /// The browser's session, as a copy of its cookie: sent as is, it stays after a sign-out
 /// clears the browser's (a stolen cookie, a request already on its way).
 #[derive(Clone)]
@@ -461,16 +467,7 @@ async fn two_replicas_with_b_caching(
     let idp = mock_idp::MockIdp::start(Default::default())
         .await
         .expect("IdP");
-    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let public_url = format!("http://{}", la.local_addr().expect("addr"));
-    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
-    let a = replica(redis, &idp, &public_url, la).await;
-    let b = replica(redis, &idp, &public_url, lb).await;
+    let (a, b, public_url) = two_replicas(redis, &idp).await;
     let browser = crate::helpers::browser();
     let res = login_on(&browser, &a, &b, &public_url).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed in");
@@ -611,17 +608,8 @@ async fn two_replicas_refresh_one_session_once() {
     let idp = mock_idp::MockIdp::start(Default::default())
         .await
         .expect("IdP");
-    let la = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let public_url = format!("http://{}", la.local_addr().expect("addr"));
-    idp.set_redirect_uris(vec![format!("{public_url}/login/callback")]);
     let upstream = crate::upstream::upstream_toml("");
-    let a = replica_with(&redis, &idp, &public_url, la, &upstream).await;
-    let b = replica_with(&redis, &idp, &public_url, lb, &upstream).await;
+    let (a, b, public_url) = two_replicas_with(&redis, &idp, &upstream).await;
 
     // Signed in with a token that has less than five minutes left: the first /auth refreshes.
     idp.set_behaviour(mock_idp::Behaviour {
