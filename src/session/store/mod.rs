@@ -633,6 +633,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A write that finds the file locked by another connection is not refused: it runs
+    /// through the pool, which waits for the lock (within the store timeout), instead of on the
+    /// calling thread, which never waits (`sqlite_inline_write`).
+    #[tokio::test]
+    async fn a_sqlite_write_that_finds_the_file_locked_waits_for_the_lock() {
+        let (store, dir) = sqlite_store().await;
+        let locker = rusqlite::Connection::open(dir.join("sessions.db")).expect("opens");
+        locker.execute_batch("begin immediate").expect("write lock");
+        let unlock = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            locker.execute_batch("commit").expect("unlocks");
+        });
+        let mut held = record(Some("ada"), time::Duration::hours(1));
+        store
+            .create(&mut held)
+            .await
+            .expect("created once the lock is gone");
+        store.delete(&held.id).await.expect("deleted");
+        unlock.join().expect("unlocker");
+        assert!(store.load(&held.id).await.expect("load").is_none());
+        store.pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A fresh SQLite store in a directory of its own, and that directory.
     async fn sqlite_store() -> (Arc<CheckedSqlite>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("entrance-cached-{}", Id::default()));

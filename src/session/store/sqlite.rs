@@ -98,6 +98,29 @@ impl CheckedSqlite {
         sqlite_inline_write(&self.path, write)
     }
 
+    /// Runs one write statement on the calling thread, or through the pool when it cannot
+    /// run there; the rows it changed.
+    async fn write(&self, sql: &str, params: &[Param]) -> session_store::Result<u64> {
+        if let Some(rows) = self.inline(|conn| {
+            conn.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params))
+        })? {
+            return Ok(rows as u64);
+        }
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text.as_str()),
+                Param::Blob(blob) => query.bind(blob.as_slice()),
+            };
+        }
+        Ok(query
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?
+            .rows_affected())
+    }
+
     async fn check(&self) -> session_store::Result<()> {
         self.check_file()
     }
@@ -172,29 +195,11 @@ impl SessionStore for CheckedSqlite {
     /// own `save` is an upsert, which brought back a session signed out meanwhile.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         self.check().await?;
-        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
-        let now = rfc3339(OffsetDateTime::now_utc())?;
         let sql = format!(
             "update {TABLE} set data = ?1, expiry_date = ?2 where id = ?3 and expiry_date > ?4"
         );
-        let id = record.id.to_string();
-        if self
-            .inline(|conn| {
-                conn.prepare_cached(&sql)?
-                    .execute(rusqlite::params![data, expiry, id, now])
-            })?
-            .is_some()
-        {
-            return Ok(());
-        }
-        sqlx::query(&sql)
-            .bind(data)
-            .bind(expiry)
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlx_error)?;
+        let [id, data, expiry] = columns(record)?;
+        self.write(&sql, &[data, expiry, id, now()?]).await?;
         Ok(())
     }
     async fn load(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
@@ -210,14 +215,9 @@ impl SessionStore for CheckedSqlite {
     async fn delete(&self, session_id: &Id) -> session_store::Result<()> {
         self.check().await?;
         let sql = format!("delete from {TABLE} where id = ?1");
-        let id = session_id.to_string();
-        if self
-            .inline(|conn| conn.prepare_cached(&sql)?.execute([&id]))?
-            .is_some()
-        {
-            return Ok(());
-        }
-        self.store.delete(session_id).await
+        self.write(&sql, &[Param::Text(session_id.to_string())])
+            .await?;
+        Ok(())
     }
 }
 
@@ -226,22 +226,12 @@ impl RecordStore for CheckedSqlite {
     async fn put(&self, record: &Record) -> session_store::Result<()> {
         self.check().await?;
         // tower-sessions-sqlx-store's save: `insert … on conflict(id) do update`.
-        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
         let sql = format!(
             "insert into {TABLE} (id, data, expiry_date) values (?1, ?2, ?3) \
              on conflict(id) do update set data = excluded.data, expiry_date = excluded.expiry_date"
         );
-        let id = record.id.to_string();
-        if self
-            .inline(|conn| {
-                conn.prepare_cached(&sql)?
-                    .execute(rusqlite::params![id, data, expiry])
-            })?
-            .is_some()
-        {
-            return Ok(());
-        }
-        self.store.save(record).await
+        self.write(&sql, &columns(record)?).await?;
+        Ok(())
     }
     async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
         self.check().await?;
@@ -252,25 +242,37 @@ impl RecordStore for CheckedSqlite {
              on conflict(id) do update set data = excluded.data, expiry_date = excluded.expiry_date \
              where {TABLE}.expiry_date <= ?4"
         );
-        let (data, expiry) = (encode(record)?, rfc3339(record.expiry_date)?);
-        let now = rfc3339(OffsetDateTime::now_utc())?;
-        let id = record.id.to_string();
-        if let Some(written) = self.inline(|conn| {
-            conn.prepare_cached(&sql)?
-                .execute(rusqlite::params![id, data, expiry, now])
-        })? {
-            return Ok(written > 0);
-        }
-        let done = sqlx::query(&sql)
-            .bind(id)
-            .bind(data)
-            .bind(expiry)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(sqlx_error)?;
-        Ok(done.rows_affected() > 0)
+        let [id, data, expiry] = columns(record)?;
+        Ok(self.write(&sql, &[id, data, expiry, now()?]).await? > 0)
     }
+}
+
+/// A value bound to a write statement, on the calling thread's connection or through the pool.
+enum Param {
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Text(text) => text.to_sql(),
+            Param::Blob(blob) => blob.to_sql(),
+        }
+    }
+}
+
+/// A record's row: id, data (the MessagePack of the whole record), expiry.
+fn columns(record: &Record) -> session_store::Result<[Param; 3]> {
+    Ok([
+        Param::Text(record.id.to_string()),
+        Param::Blob(encode(record)?),
+        Param::Text(rfc3339(record.expiry_date)?),
+    ])
+}
+
+fn now() -> session_store::Result<Param> {
+    rfc3339(OffsetDateTime::now_utc()).map(Param::Text)
 }
 
 /// An expiry as sqlx writes an `OffsetDateTime` into SQLite (RFC 3339 text), so rows written
