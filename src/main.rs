@@ -109,28 +109,14 @@ async fn main() -> ExitCode {
         Command::Healthcheck { config } => return entrance::cli::healthcheck(&config).await,
         Command::Serve { config: path } => {
             let config = tracing::subscriber::with_default(startup(), || Config::load(&path));
-            match start_telemetry(json, config) {
-                Ok((config, telemetry)) => {
-                    let result = serve(config, path).await;
-                    telemetry.shutdown().await;
-                    result
-                }
-                Err(message) => Err(message),
-            }
+            with_telemetry(json, config, |config| serve(config, path)).await
         }
         Command::Demo { config } => {
             let config = tracing::subscriber::with_default(startup(), || match config {
                 Some(path) => Config::load(&path),
                 None => Config::load_str(entrance::DEMO_TOML),
             });
-            match start_telemetry(json, config) {
-                Ok((config, telemetry)) => {
-                    let result = demo(config).await;
-                    telemetry.shutdown().await;
-                    result
-                }
-                Err(message) => Err(message),
-            }
+            with_telemetry(json, config, demo).await
         }
     };
     match result {
@@ -140,6 +126,23 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `run` with the global log output installed (`start_telemetry`), then flushes the
+/// traces still queued.
+async fn with_telemetry<F, Fut>(
+    json: bool,
+    config: Result<Config, entrance::ConfigError>,
+    run: F,
+) -> Result<(), String>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let (config, telemetry) = start_telemetry(json, config)?;
+    let result = run(config).await;
+    telemetry.shutdown().await;
+    result
 }
 
 /// The global log output, with OpenTelemetry traces when `telemetry.otlp_endpoint` or the
