@@ -101,6 +101,7 @@ impl Application {
             config.traces_per_connection,
             config.connections.iter().map(|c| c.id.as_str()),
         ));
+        let cache_entries = config.session.cache_entries;
         let state = AppState::new(crate::http::Shared {
             traces,
             config: Arc::new(config),
@@ -110,6 +111,7 @@ impl Application {
             metrics,
             clock,
             graph_tokens: Default::default(),
+            users: Arc::new(crate::session::ParsedUsers::new(cache_entries)),
         });
         let limiter = state
             .config

@@ -43,7 +43,8 @@ pub struct SessionSettings {
     pub cookie_domain: Option<String>,
     pub idle_timeout: Duration,
     pub absolute_lifetime: Duration,
-    /// Records the SQLite and Redis stores keep in this process's read cache; 0: none.
+    /// Records the SQLite and Redis stores keep in this process's read cache, and users the
+    /// parsed-user cache keeps (every store, `session::ParsedUsers`); 0: none.
     pub cache_entries: usize,
 }
 

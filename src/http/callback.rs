@@ -146,7 +146,7 @@ async fn finish_or_resume(
     .await
     {
         Err(err @ (AppError::State { .. } | AppError::MissingParameter("state"))) => {
-            if session::signed_in(&session, idle, &state.clock)
+            if session::signed_in(&session, &state.users, idle, &state.clock)
                 .await?
                 .is_none()
             {

@@ -1,6 +1,8 @@
 //! Extractors that guard handlers: [`CurrentUser`] for endpoints that need a signed-in user,
 //! [`MaybeUser`] for pages that differ for one.
 
+use std::sync::Arc;
+
 use axum::{extract::FromRequestParts, http::request::Parts};
 use tower_sessions::Session;
 
@@ -8,7 +10,7 @@ use super::{AppState, error::AppError};
 use crate::session::{ActiveUser, signed_in};
 
 /// The guard for endpoints that need a signed-in user: rejects with `NotSignedIn`.
-pub(super) struct CurrentUser(pub ActiveUser);
+pub(super) struct CurrentUser(pub Arc<ActiveUser>);
 
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
@@ -25,7 +27,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 /// The guard for pages that differ for signed-in users: never rejects for lack of a session.
-pub(super) struct MaybeUser(pub Option<ActiveUser>);
+pub(super) struct MaybeUser(pub Option<Arc<ActiveUser>>);
 
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = AppError;
@@ -40,9 +42,18 @@ impl FromRequestParts<AppState> for MaybeUser {
 
 /// The session's user, if signed in through a connection that still admits them
 /// ([`super::Shared::session_connection`]).
-async fn current_user(parts: &Parts, state: &AppState) -> Result<Option<ActiveUser>, AppError> {
+async fn current_user(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<Arc<ActiveUser>>, AppError> {
     let session = session_from_parts(parts)?;
-    let user = signed_in(&session, state.config.session.idle_timeout, &state.clock).await?;
+    let user = signed_in(
+        &session,
+        &state.users,
+        state.config.session.idle_timeout,
+        &state.clock,
+    )
+    .await?;
     Ok(user.filter(|u| state.session_connection(&u.identity).is_some()))
 }
 

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub clock: Clock,
     /// App-only Microsoft Graph tokens per tenant, for group overage (`oidc::graph`).
     pub graph_tokens: Arc<crate::oidc::graph::AppTokens>,
+    /// Signed-in users parsed lately, by their stored JSON (`session.cache_entries`).
+    pub users: Arc<crate::session::ParsedUsers>,
 }
 
 impl Shared {

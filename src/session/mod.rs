@@ -2,7 +2,7 @@
 //! behind typed accessors, and the `CurrentUser` guard. Where sessions are stored is
 //! [`store`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -12,8 +12,11 @@ use tower_sessions::{
     session::{Id, Record},
 };
 
+mod parsed;
 pub(crate) mod store;
 pub(crate) mod upstream;
+
+pub(crate) use parsed::ParsedUsers;
 
 use crate::clock::Clock;
 use crate::{config::ResponseMode, oidc::identity::Identity};
@@ -47,10 +50,17 @@ async fn get_user<U: serde::de::DeserializeOwned>(
 
 fn parse_user<U: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<U, SessionError> {
     match value {
-        serde_json::Value::String(json) => serde_json::from_str(&json),
-        object => serde_json::from_value(object),
+        serde_json::Value::String(json) => parse_user_json(&json),
+        object => serde_json::from_value(object).map_err(user_corrupt),
     }
-    .map_err(|e| SessionError::Corrupt(format!("the session's user does not parse: {e}")))
+}
+
+fn parse_user_json<U: serde::de::DeserializeOwned>(json: &str) -> Result<U, SessionError> {
+    serde_json::from_str(json).map_err(user_corrupt)
+}
+
+fn user_corrupt(e: serde_json::Error) -> SessionError {
+    SessionError::Corrupt(format!("the session's user does not parse: {e}"))
 }
 
 async fn put_user(session: &Session, user: &SignedIn) -> Result<(), SessionError> {
@@ -257,7 +267,8 @@ fn signed_in_expiry(expires_at: i64, idle_timeout: Duration, clock: &Clock) -> E
 /// as a pending login can live: only the callback that created it gets the login, so a
 /// replayed callback, or two racing ones (a double submit, two replicas) that both loaded the
 /// session before either saved it, can never use the state again. The session without the
-/// login is saved here only when the state is refused: a sign-in cycles the session id at
+/// login is saved here only when the state has expired; a callback that finds the state
+/// claimed by another leaves the session untouched. A sign-in cycles the session id at
 /// once (deleting this record), and a later failure's session is saved by the session layer
 /// with its response. Saving it here on every callback was one store write per sign-in that
 /// the next write undid (issue 16.3).
@@ -285,7 +296,13 @@ pub(crate) async fn take_pending(
     let Some(i) = found else {
         return Err(unknown());
     };
-    let claimed = store.insert_new(&state_marker(state)).await?;
+    if !store.insert_new(&state_marker(state)).await? {
+        // Another callback holds this state: it owns the session (it cycles the id on a
+        // sign-in, or saves the removal on a failure). Touching the session here would save
+        // its old id again and send that cookie back — a racing second callback arriving
+        // after the first's sign-in signed the browser out.
+        return Err(unknown());
+    }
     let login = pending.remove(i);
     if pending.is_empty() {
         session.remove_value(PENDING_KEY).await?;
@@ -293,10 +310,6 @@ pub(crate) async fn take_pending(
         session.insert(PENDING_KEY, &pending).await?;
     }
     fit_expiry(session, idle_timeout, clock).await?;
-    if !claimed {
-        session.save().await?;
-        return Err(unknown());
-    }
     if clock.now_unix() - login.created_at >= PENDING_LIFETIME.as_secs() as i64 {
         session.save().await?;
         return Err(SessionError::State {
@@ -517,13 +530,18 @@ pub(crate) async fn sign_out(
 /// timeout, at least a minute — so `/auth` and `/me` are reads, not writes, on almost every
 /// request. The refresh saves the session with the idle timeout ([`signed_in_expiry`]) and
 /// so sends the cookie again with it as `Max-Age`.
+///
+/// The user is parsed once per distinct stored JSON per process (`users`, [`ParsedUsers`]).
 pub(crate) async fn signed_in(
     session: &Session,
+    users: &ParsedUsers,
     idle_timeout: Duration,
     clock: &Clock,
-) -> Result<Option<ActiveUser>, SessionError> {
-    let Some(user) = get_user::<ActiveUser>(session).await? else {
-        return Ok(None);
+) -> Result<Option<Arc<ActiveUser>>, SessionError> {
+    let user = match session.get_value(USER_KEY).await? {
+        None => return Ok(None),
+        Some(serde_json::Value::String(json)) => users.parse(json)?,
+        Some(object) => Arc::new(parse_user(object)?),
     };
     let now = clock.now_unix();
     if now >= user.expires_at {
@@ -544,7 +562,6 @@ pub(crate) async fn signed_in(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::clock::now_unix;
@@ -593,10 +610,15 @@ mod tests {
         };
         // The ID token lives under its own key: the user every /auth parses does not carry it.
         assert!(!json.contains(&user.id_token), "{json}");
-        let back = signed_in(&session, Duration::from_secs(3600), &clock())
-            .await
-            .expect("read")
-            .expect("signed in");
+        let back = signed_in(
+            &session,
+            &ParsedUsers::new(10),
+            Duration::from_secs(3600),
+            &clock(),
+        )
+        .await
+        .expect("read")
+        .expect("signed in");
         assert_eq!(back.identity, user.identity);
         assert_eq!(back.expires_at, user.expires_at);
         // The ID token is read back only on the way out, for logout (`ada` has no
@@ -680,10 +702,15 @@ mod tests {
         let session = Session::new(None, Arc::new(store.clone()), None);
         let user = ada();
         session.insert(USER_KEY, &user).await.expect("insert");
-        let back = signed_in(&session, Duration::from_secs(3600), &clock())
-            .await
-            .expect("read")
-            .expect("signed in");
+        let back = signed_in(
+            &session,
+            &ParsedUsers::new(10),
+            Duration::from_secs(3600),
+            &clock(),
+        )
+        .await
+        .expect("read")
+        .expect("signed in");
         assert_eq!(back.identity, user.identity);
         let out = sign_out(&session, &store)
             .await
@@ -829,8 +856,12 @@ mod tests {
         );
         let taken = [&a, &b].iter().filter(|r| r.is_ok()).count();
         assert_eq!(taken, 1, "{a:?} / {b:?}");
-        let lost = if a.is_ok() { b } else { a };
+        let (lost, lost_session) = if a.is_ok() { (b, &second) } else { (a, &first) };
         assert_eq!(problem(lost), StateProblem::Unknown);
+        assert!(
+            !lost_session.is_modified(),
+            "the callback that lost the state must not save the session (its old id) again"
+        );
     }
 
     /// A store that refuses to create records (the write that stores a sign-in under its new
@@ -916,10 +947,15 @@ mod tests {
             .expect_err("the store refuses the write");
         assert!(matches!(err, SessionError::Store(_)), "{err:?}");
         assert!(
-            signed_in(&session, Duration::from_secs(3600), &clock())
-                .await
-                .expect("read")
-                .is_none(),
+            signed_in(
+                &session,
+                &ParsedUsers::new(10),
+                Duration::from_secs(3600),
+                &clock()
+            )
+            .await
+            .expect("read")
+            .is_none(),
             "the in-memory session holds no identity either"
         );
         assert!(store.0.is_empty(), "nothing was stored");

@@ -450,18 +450,22 @@ async fn concurrent_callbacks_with_one_state_sign_in_once(kind: Kind) {
                 .await
                 .expect("callback");
             let status = res.status();
+            let sets_cookie = res.headers().contains_key(header::SET_COOKIE);
             let body: serde_json::Value = res.json().await.unwrap_or_default();
-            (status, body)
+            (status, sets_cookie, body)
         });
     }
     let mut signed_in = 0;
     while let Some(answer) = racing.join_next().await {
-        let (status, body) = answer.expect("the request task");
+        let (status, sets_cookie, body) = answer.expect("the request task");
         if status == StatusCode::SEE_OTHER {
             signed_in += 1;
         } else {
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(body["error"], "state_unknown", "{body}");
+            // A loser's cookie (the pre-sign-in id) arriving after the winner's would sign
+            // the browser out again.
+            assert!(!sets_cookie, "a refused callback sets no cookie: {body}");
         }
     }
     assert_eq!(signed_in, 1, "exactly one callback signs in");
