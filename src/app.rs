@@ -125,7 +125,18 @@ impl Application {
                 }
             }));
         }
-        let router = http::router(state.clone(), limiter);
+        let setup_limiter = http::limits::LoginLimiter::setup(state.config.rate_limit.as_ref());
+        {
+            let limiter = setup_limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    limiter.forget_idle();
+                }
+            }));
+        }
+        let router = http::router(state.clone(), limiter, setup_limiter);
         if let Some(admin) = admin_listener {
             let admin_router = http::admin_router(state.clone());
             tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness, traces)");

@@ -18,6 +18,8 @@ pub enum SecretSource {
     Inline,
     Env(String),
     File(String),
+    /// The setup page's *Client secret Value* field (issue 17).
+    SetupForm,
 }
 
 /// The mock IdP's fake, public client secret that the embedded demo config writes inline
@@ -32,6 +34,7 @@ impl std::fmt::Display for SecretSource {
             SecretSource::Inline => f.write_str("client_secret in the config file"),
             SecretSource::Env(var) => write!(f, "the environment variable {var}"),
             SecretSource::File(path) => write!(f, "the file {path}"),
+            SecretSource::SetupForm => f.write_str("the Client secret Value field"),
         }
     }
 }
