@@ -209,6 +209,68 @@ pub async fn setup_link(path: &std::path::Path, action: SetupLinkAction) -> Exit
     }
 }
 
+/// `entrance connections`: the running entrance's connections — the file's and those created
+/// through setup links — as its admin listener's `/readyz` lists them. 0 printed, 1 the server
+/// refused, 2 it could not be asked.
+pub async fn connections(path: &std::path::Path, json: bool) -> ExitCode {
+    let fail = |code: u8, message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(code)
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let Some(addr) = loaded.config.admin_listen else {
+        return fail(
+            2,
+            format!(
+                "{} sets no admin_listen: the connections' details are served only there. Set admin_listen = \"127.0.0.1:9100\" and restart entrance.",
+                path.display()
+            ),
+        );
+    };
+    let url = format!("http://{}/readyz", loopback(addr));
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+    };
+    let body: serde_json::Value = match client.get(&url).send().await {
+        Ok(res) => match res.json().await {
+            Ok(b) => b,
+            Err(e) => return fail(1, format!("the answer from {url} is not JSON: {e}")),
+        },
+        Err(e) => return fail(2, format!("asking {url} failed: {e}")),
+    };
+    if json {
+        println!("{}", body["connections"]);
+        return ExitCode::SUCCESS;
+    }
+    let text = |v: &serde_json::Value, k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let mut out = String::from(
+        "ID                NAME                      STATE       SECRET EXPIRES IN (DAYS)\n",
+    );
+    for c in body["connections"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "{:<17} {:<25} {:<11} {}\n",
+            text(&c, "id"),
+            text(&c, "name"),
+            text(&c, "state"),
+            text(&c, "secret_expires_in_days")
+        ));
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
 /// `7d`, `12h`, `90m` or `600s` in seconds.
 fn parse_lifetime(text: &str) -> Result<u64, String> {
     let text = text.trim();

@@ -68,6 +68,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// List the running entrance's connections — the file's and those created through setup
+    /// links — with their state, from its admin listener's `/readyz`.
+    Connections {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, list or revoke setup links: one-time links that let a customer's Entra admin
     /// register the app and check every value live (`https://<public_url>/setup/<token>`).
     /// Asks the running entrance's admin listener (or, without one, `listen`) on loopback.
@@ -122,7 +131,8 @@ async fn main() -> ExitCode {
         Command::Check { .. }
         | Command::Traces { .. }
         | Command::Healthcheck { .. }
-        | Command::SetupLink { .. } => "error",
+        | Command::SetupLink { .. }
+        | Command::Connections { .. } => "error",
         _ => "info",
     };
     let json = cli.log_json;
@@ -147,6 +157,9 @@ async fn main() -> ExitCode {
             json,
         } => return entrance::cli::traces(&config, &connection, json).await,
         Command::Healthcheck { config } => return entrance::cli::healthcheck(&config).await,
+        Command::Connections { config, json } => {
+            return entrance::cli::connections(&config, json).await;
+        }
         Command::SetupLink { action } => {
             use entrance::cli::SetupLinkAction;
             let (config, action) = match action {

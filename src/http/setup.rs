@@ -26,7 +26,10 @@ use crate::{
     doctor::{self, Check, Status},
     entra,
     http::error::AppError,
-    session::setup_links::{self, Found, SetupLink, Unusable},
+    session::{
+        sealed,
+        setup_links::{self, ActivateError, Found, SetupLink, StoredConnection, Unusable},
+    },
 };
 
 /// The routes' prefix; the rest of the path is the link's token, which no log line shows
@@ -173,7 +176,24 @@ pub(super) async fn submit(
     if !link.csrf_matches(&form.csrf) {
         return Err(AppError::SetupForm);
     }
-    let feedback = check(&state, &link, &form).await;
+    let (mut feedback, metadata_url) = check(&state, &link, &form).await;
+    if !feedback.has_errors()
+        && let Some(metadata_url) = metadata_url
+        && let Some(page) = activate(&state, &link, &form, metadata_url, &mut feedback).await?
+    {
+        tracing::info!(
+            target: "entrance::audit",
+            event = "setup_completed",
+            link = %link.id,
+            connection = %link.connection,
+            name = %link.name,
+            link_created_at = link.created_at,
+            client_ip = %client_ip,
+            correlation_id = %cid.0,
+            "connection created through a setup link"
+        );
+        return Ok(Html(page).into_response());
+    }
     tracing::info!(
         target: "entrance::audit",
         event = "setup_checked",
@@ -218,9 +238,94 @@ fn parse_form(
     serde_urlencoded::from_bytes(&body).map_err(|e| AppError::BadRequest(format!("form body: {e}")))
 }
 
+/// Keeps the checked connection (its secret sealed under `ENTRANCE_DATA_KEY`) and spends the
+/// link, in one store write (`setup_links::activate`); every replica applies it within
+/// `rotation::STORED_POLL`. Returns the page that says so, or `None` with the reason added to
+/// `feedback` when it cannot be kept.
+async fn activate(
+    state: &AppState,
+    link: &SetupLink,
+    form: &SetupForm,
+    metadata_url: String,
+    feedback: &mut Feedback,
+) -> Result<Option<String>, AppError> {
+    let Some(key) = &state.config.data_key else {
+        feedback.error(
+            Field::General,
+            ACTIVATION,
+            "every check passed, but this entrance cannot keep the connection: it has no key to encrypt the client secret with (ENTRANCE_DATA_KEY)".to_owned(),
+            "ask whoever sent you this link to set ENTRANCE_DATA_KEY; then submit again (this link stays valid)",
+        );
+        return Ok(None);
+    };
+    let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
+    let sealed = sealed::seal(key, &secret, &link.connection)
+        .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
+    let stored = StoredConnection {
+        id: link.connection.clone(),
+        name: link.name.clone(),
+        metadata_url,
+        client_id: form.client_id.trim().to_owned(),
+        client_secret_sealed: sealed,
+        client_secret_expires_at: form.secret_expires.trim().to_owned(),
+        created_at: state.clock.now_unix(),
+        link: link.id.clone(),
+    };
+    let reserved: Vec<String> = state
+        .config
+        .connections
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    match setup_links::activate(
+        &state.store,
+        &link.id,
+        stored,
+        &reserved,
+        state.clock.now_unix(),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(ActivateError::Unusable(u)) => return Err(AppError::SetupLink(u)),
+        Err(ActivateError::Taken(id)) => {
+            return Err(AppError::SetupLinkConflict(format!(
+                "a connection with the id {id:?} exists already; ask whoever sent you this link for a new one"
+            )));
+        }
+        Err(ActivateError::Session(e)) => return Err(e.into()),
+    }
+    let name = escape(&link.name);
+    let mut body = format!(
+        "<h1>Sign-in for {name} is set up</h1>\
+<p class=\"outcome ok\" role=\"status\">Every check passed and the connection is saved. It is live \
+on every server within a few seconds; this setup link is now used up.</p>\
+<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>\
+<h2>What was checked</h2>",
+        id = escape(&super::urlencode(&link.connection)),
+    );
+    for field in [
+        Field::General,
+        Field::Tenant,
+        Field::ClientId,
+        Field::Secret,
+        Field::Expiry,
+    ] {
+        body.push_str(&lines_for(feedback, field));
+    }
+    Ok(Some(super::pages::page(
+        &format!("Sign-in for {} is set up", link.name),
+        &body,
+    )))
+}
+
+/// The line name of a setup that passed every check but could not be kept.
+const ACTIVATION: &str = "activation";
+
 /// Every check on the submitted values: the form's own bounds, then the connection's
-/// validation (`config::setup_connection`), then the doctor's live checks.
-async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> Feedback {
+/// validation (`config::setup_connection`), then the doctor's live checks. Also returns the
+/// metadata URL the tenant field named, when it did.
+async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedback, Option<String>) {
     let mut feedback = Feedback::default();
     let bounds = [
         (Field::Tenant, "tenant", &form.tenant, MAX_TENANT),
@@ -269,10 +374,10 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> Feedback
         }
     };
     if feedback.has_errors() {
-        return feedback;
+        return (feedback, None);
     }
     let Some(metadata_url) = metadata_url else {
-        return feedback;
+        return (feedback, None);
     };
     let values = SetupValues {
         id: &link.connection,
@@ -287,7 +392,7 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> Feedback
         Err(ConfigError::Invalid { key, problem, fix }) => {
             let field = Field::of_key(&key);
             feedback.error(field, doctor::METADATA, problem, &fix);
-            return feedback;
+            return (feedback, None);
         }
         Err(e) => {
             feedback.error(
@@ -296,7 +401,7 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> Feedback
                 e.to_string(),
                 "check every field",
             );
-            return feedback;
+            return (feedback, None);
         }
     };
     let now = time::OffsetDateTime::from_unix_timestamp(state.clock.now_unix())
@@ -316,7 +421,7 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> Feedback
             .into_iter()
             .map(|c| (Field::of_check(c.name), c)),
     );
-    feedback
+    (feedback, Some(metadata_url))
 }
 
 type Refusal = (String, &'static str);

@@ -12,6 +12,7 @@ use tower_sessions::{
     session::{Id, Record},
 };
 
+pub(crate) mod sealed;
 pub(crate) mod setup_links;
 pub(crate) mod store;
 pub(crate) mod upstream;

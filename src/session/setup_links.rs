@@ -5,9 +5,13 @@
 //!
 //! A link's token (256 random bits, base64url) is shown once, when the link is created; the
 //! store keeps only its SHA-256, so a copy of the store opens no setup page. All links live in
-//! one record (the operator lists them, and there are few), changed under a lock record that
+//! one record (the operator lists them, and there are few), with the connections completed
+//! setups created (their client secrets sealed, `sealed.rs`) and a version that every change
+//! bumps, which each replica polls to apply new connections without a restart
+//! (`rotation::poll_stored`). The record is changed under a lock record that
 //! [`AnyStore::insert_new`] takes for one writer at a time across replicas (the pattern of the
-//! upstream refresh lock, `session/upstream.rs`).
+//! upstream refresh lock, `session/upstream.rs`), so spending a link and adding its connection
+//! is one write.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -32,6 +36,8 @@ const REMEMBER_ENDED: i64 = 30 * 24 * 3600;
 pub(crate) const MAX_LINKS: usize = 1000;
 
 const LINKS_KEY: &str = "setup_links";
+const CONNECTIONS_KEY: &str = "setup_connections";
+const VERSION_KEY: &str = "setup_version";
 const LOCK_KEY: &str = "setup_links_lock";
 /// The lock outlives any one change (a load and a write, each bounded by the store timeout).
 const LOCK_LIFETIME: time::Duration = time::Duration::seconds(10);
@@ -86,6 +92,52 @@ impl SetupLink {
     pub(crate) fn csrf_matches(&self, csrf: &str) -> bool {
         self.csrf.as_bytes().ct_eq(csrf.as_bytes()).into()
     }
+}
+
+/// Why a completed setup could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ActivateError {
+    #[error(transparent)]
+    Unusable(Unusable),
+    #[error("a connection with the id {0:?} exists already")]
+    Taken(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Keeps the connection a setup through link `link_id` created and spends the link, in one
+/// write: the link must still be usable, and the id must be neither in `reserved` (the
+/// configuration file's connections) nor among the stored ones.
+pub(crate) async fn activate(
+    store: &AnyStore,
+    link_id: &str,
+    connection: StoredConnection,
+    reserved: &[String],
+    now: i64,
+) -> Result<(), ActivateError> {
+    change(store, now, |record| {
+        let link = record
+            .links
+            .iter_mut()
+            .find(|l| l.id == link_id)
+            .ok_or(ActivateError::Unusable(Unusable::Unknown))?;
+        match link.status(now) {
+            LinkStatus::Usable => {}
+            LinkStatus::Expired => return Err(ActivateError::Unusable(Unusable::Expired)),
+            LinkStatus::Spent => return Err(ActivateError::Unusable(Unusable::Spent)),
+            LinkStatus::Revoked => return Err(ActivateError::Unusable(Unusable::Revoked)),
+        }
+        if reserved.contains(&connection.id)
+            || record.connections.iter().any(|c| c.id == connection.id)
+        {
+            return Err(ActivateError::Taken(connection.id));
+        }
+        link.state = LinkState::Spent;
+        link.ended_at = Some(now);
+        record.connections.push(connection);
+        Ok(())
+    })
+    .await
 }
 
 /// A link's standing, for its page and for `list`.
@@ -156,17 +208,60 @@ fn lock_id() -> tower_sessions::session::Id {
     derived_id(&["entrance:setup-links", "lock"])
 }
 
-/// Every link as stored, read from the store itself (never a replica's cache: another
-/// replica may have just changed them).
-pub(crate) async fn list(store: &AnyStore) -> Result<Vec<SetupLink>, SessionError> {
-    let Some(record) = store.load_uncached(&links_id()).await? else {
-        return Ok(Vec::new());
-    };
-    match record.data.get(LINKS_KEY) {
-        None => Ok(Vec::new()),
-        Some(value) => serde_json::from_value(value.clone())
-            .map_err(|e| SessionError::Corrupt(format!("the setup links do not parse: {e}"))),
+/// A connection a completed setup created, as stored: its client secret sealed under
+/// `ENTRANCE_DATA_KEY` (`sealed.rs`), never in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredConnection {
+    pub id: String,
+    pub name: String,
+    pub metadata_url: String,
+    pub client_id: String,
+    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data.
+    pub client_secret_sealed: String,
+    /// As the admin typed it (RFC 3339 date).
+    pub client_secret_expires_at: String,
+    /// Unix seconds, and the link that created it.
+    pub created_at: i64,
+    pub link: String,
+}
+
+/// The one record: links, the connections they created, and its version.
+#[derive(Debug, Default)]
+pub(crate) struct SetupRecord {
+    pub links: Vec<SetupLink>,
+    pub connections: Vec<StoredConnection>,
+    /// Bumped by every change; replicas compare it to apply new connections.
+    pub version: u64,
+}
+
+fn field<T: serde::de::DeserializeOwned + Default>(
+    record: &Record,
+    key: &str,
+) -> Result<T, SessionError> {
+    match record.data.get(key) {
+        None => Ok(T::default()),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            SessionError::Corrupt(format!("the setup record's {key} do not parse: {e}"))
+        }),
     }
+}
+
+/// The record as stored, read from the store itself (never a replica's cache: another replica
+/// may have just changed it).
+pub(crate) async fn load(store: &AnyStore) -> Result<SetupRecord, SessionError> {
+    let Some(record) = store.load_uncached(&links_id()).await? else {
+        return Ok(SetupRecord::default());
+    };
+    Ok(SetupRecord {
+        links: field(&record, LINKS_KEY)?,
+        connections: field(&record, CONNECTIONS_KEY)?,
+        version: field(&record, VERSION_KEY)?,
+    })
+}
+
+/// Every link as stored.
+pub(crate) async fn list(store: &AnyStore) -> Result<Vec<SetupLink>, SessionError> {
+    Ok(load(store).await?.links)
 }
 
 /// The link `token` opens, whatever its state.
@@ -214,7 +309,8 @@ pub(crate) async fn create(
         ended_at: None,
     };
     let created = link.clone();
-    change(store, now, move |links| {
+    change(store, now, move |record| {
+        let links = &mut record.links;
         if let Some(other) = links
             .iter()
             .find(|l| l.connection == created.connection && l.status(now) == LinkStatus::Usable)
@@ -242,8 +338,8 @@ pub(crate) async fn end(
     state: LinkState,
     now: i64,
 ) -> Result<Option<SetupLink>, SessionError> {
-    let result = change(store, now, |links| {
-        let found = links.iter_mut().find(|l| l.id == id);
+    let result = change(store, now, |record| {
+        let found = record.links.iter_mut().find(|l| l.id == id);
         Ok::<_, SessionError>(found.map(|l| {
             if l.state == LinkState::Active {
                 l.state = state;
@@ -261,7 +357,7 @@ pub(crate) async fn end(
 async fn change<T, E: From<SessionError>>(
     store: &AnyStore,
     now: i64,
-    edit: impl FnOnce(&mut Vec<SetupLink>) -> Result<T, E>,
+    edit: impl FnOnce(&mut SetupRecord) -> Result<T, E>,
 ) -> Result<T, E> {
     let lock = lock_record();
     let deadline = tokio::time::Instant::now() + LOCK_WAIT;
@@ -280,14 +376,15 @@ async fn change<T, E: From<SessionError>>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let result = async {
-        let mut links = list(store).await?;
-        let out = edit(&mut links)?;
-        links.retain(|l| {
+        let mut record = load(store).await?;
+        let out = edit(&mut record)?;
+        record.links.retain(|l| {
             let ended = l.ended_at.unwrap_or(l.expires_at);
             l.state == LinkState::Active && now < l.expires_at || now - ended < REMEMBER_ENDED
         });
+        record.version += 1;
         store
-            .put(&links_record(&links)?)
+            .put(&setup_record(&record)?)
             .await
             .map_err(SessionError::from)?;
         Ok(out)
@@ -310,20 +407,32 @@ fn lock_record() -> Record {
     }
 }
 
-fn links_record(links: &[SetupLink]) -> Result<Record, SessionError> {
+fn setup_record(record: &SetupRecord) -> Result<Record, SessionError> {
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| SessionError::Corrupt(format!("serialising the setup record: {e}")))
+    };
     let mut data = HashMap::new();
     data.insert(
         LINKS_KEY.to_owned(),
-        serde_json::to_value(links)
-            .map_err(|e| SessionError::Corrupt(format!("serialising the setup links: {e}")))?,
+        json(serde_json::to_value(&record.links))?,
     );
-    // The store's own expiry is by the real clock: past the last link's end and the time it is
-    // remembered, whatever entrance's clock says.
+    data.insert(
+        CONNECTIONS_KEY.to_owned(),
+        json(serde_json::to_value(&record.connections))?,
+    );
+    data.insert(VERSION_KEY.to_owned(), record.version.into());
+    // The store's own expiry is by the real clock. With connections in it, the record must
+    // outlive any plausible time between two changes (a store record has to expire:
+    // 100 years); with links only, past the last link's end and the time it is remembered.
+    let lifetime = if record.connections.is_empty() {
+        MAX_LIFETIME.as_secs() as i64 + 2 * REMEMBER_ENDED
+    } else {
+        100 * 365 * 24 * 3600
+    };
     Ok(Record {
         id: links_id(),
         data,
-        expiry_date: time::OffsetDateTime::now_utc()
-            + time::Duration::seconds(MAX_LIFETIME.as_secs() as i64 + 2 * REMEMBER_ENDED),
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::seconds(lifetime),
     })
 }
 

@@ -328,13 +328,23 @@ async fn each_seed_mistake_is_shown_with_its_fix_beside_its_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_line(&html, "metadata").contains("not a Microsoft Entra sign-in host"));
 
-    // Every value right: every check passes, Entra accepted the ID and the secret.
+    // Every value right: every check passes, Entra accepted the ID and the secret; this
+    // entrance has no ENTRANCE_DATA_KEY, so it says it cannot keep the connection, and the
+    // link stays valid.
     let (status, html) = submit(&app, &link, &Values::healthy(&app)).await;
-    assert_eq!(status, StatusCode::OK, "{html}");
-    assert!(html.contains("Every check passed"), "{html}");
-    assert!(!html.contains("class=\"check error\""), "{html}");
-    assert!(html.contains("data-check=\"credentials\""), "{html}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        error_line(&html, "activation").contains("ENTRANCE_DATA_KEY"),
+        "{html}"
+    );
+    assert_eq!(html.matches("class=\"check error\"").count(), 1, "{html}");
+    assert!(
+        html.contains("<p class=\"check ok\" data-check=\"credentials\">"),
+        "{html}"
+    );
     assert!(!html.contains(DEFAULT_CLIENT_SECRET));
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK, "the link is not spent");
 }
 
 #[tokio::test]
@@ -376,9 +386,10 @@ async fn the_form_is_refused_without_its_token_or_from_another_origin() {
         .expect("html");
     let (status, _) = post(&app, &link, &csrf_of(&other_html), &values, Some(&ours)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a token of another link");
-    // With both, the values are checked.
-    let (status, _) = post(&app, &link, &csrf, &values, Some(&ours)).await;
-    assert_eq!(status, StatusCode::OK);
+    // With both, the values are checked (and pass; without ENTRANCE_DATA_KEY nothing is kept).
+    let (status, html) = post(&app, &link, &csrf, &values, Some(&ours)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("data-check=\"activation\""), "{html}");
 }
 
 #[tokio::test]
@@ -568,4 +579,146 @@ async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
     assert_eq!(code, Some(0), "{out}{err}");
     let res = app.browser.get(&url).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::GONE);
+}
+
+/// A test `ENTRANCE_DATA_KEY` (32 bytes, base64).
+const DATA_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Stage 2: a clean submit on replica A keeps the connection (its secret sealed) in the SQLite
+/// file A and B share and spends the link; B applies it without a restart, and a user signs
+/// in through it on B. A replica started on that file without the key refuses to start.
+#[tokio::test]
+async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let session = format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        path.display()
+    );
+    let a = spawn_app_with(AppOptions {
+        admin_listen: true,
+        session_toml: session.clone(),
+        data_key: Some(DATA_KEY),
+        ..Default::default()
+    })
+    .await;
+    let b = spawn_app_with(AppOptions {
+        admin_listen: true,
+        session_toml: session.clone(),
+        data_key: Some(DATA_KEY),
+        ..Default::default()
+    })
+    .await;
+    // The customer's tenant is A's mock Entra; the app registration lists both replicas'
+    // redirect URIs (one public URL in production, two ports here).
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+
+    let link = create_link(&a, "fabrikam").await;
+    let (status, html) = submit(&a, &link, &Values::healthy(&a)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Sign-in for Fabrikam Ltd is set up"),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"/login?connection=fabrikam\""),
+        "{html}"
+    );
+    assert!(!html.contains(DEFAULT_CLIENT_SECRET));
+    // The audit line: which link, which connection, from where.
+    let audit = crate::helpers::log_lines_with("setup_completed");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains(&link.id) && l.contains("fabrikam") && l.contains("client_ip")),
+        "{audit:?}"
+    );
+
+    // The link is spent, on both replicas.
+    for app in [&a, &b] {
+        let res = app
+            .browser
+            .get(link.url.replace(&a.base, &app.base))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(res.status(), StatusCode::GONE);
+        assert!(res.text().await.expect("html").contains("already used"));
+    }
+
+    // The store holds the secret sealed, never in the clear.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    let secret = DEFAULT_CLIENT_SECRET.as_bytes();
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret),
+        "the secret is sealed at rest"
+    );
+
+    // B applies the new connection within its poll, without a restart.
+    let mut live = false;
+    for _ in 0..100 {
+        let res = b
+            .browser
+            .get(b.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(live, "replica B serves connection fabrikam");
+    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
+    assert!(
+        authorize.as_str().starts_with(&a.idp.base_url()),
+        "{authorize}"
+    );
+    let callback = b.authorize(&authorize).await;
+    let res = b.callback_with(&b.browser, &callback, true).await;
+    let me = crate::helpers::assert_signed_in(&b, res).await;
+    assert_eq!(me["connection"], "fabrikam", "{me}");
+
+    // Listed by the admin /readyz like the file's connections.
+    let readyz = a.admin_get("/readyz").await.text().await.expect("json");
+    assert!(readyz.contains("\"fabrikam\""), "{readyz}");
+
+    // And by `entrance connections`, the file's beside it.
+    let file = dir.path().join("a.toml");
+    std::fs::write(&file, &a.toml).expect("config written");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrance"))
+        .args(["connections", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("the binary runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("fabrikam") && l.contains("Fabrikam Ltd"))
+            && listed.lines().any(|l| l.starts_with("contoso")),
+        "{listed}"
+    );
+
+    // A replica started on this store without the key refuses, with the fix.
+    let mut config = entrance::Config::load_str(&a.toml).expect("config");
+    config.data_key = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let Err(e) = entrance::Application::with_listener(config, listener).await else {
+        panic!("started without ENTRANCE_DATA_KEY");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("ENTRANCE_DATA_KEY") && e.contains("openssl rand -base64 32"),
+        "{e}"
+    );
 }
