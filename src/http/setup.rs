@@ -295,6 +295,17 @@ async fn activate(
         }
         Err(ActivateError::Session(e)) => return Err(e.into()),
     }
+    // This replica applies it at its next poll and fetches the tenant's metadata; the page
+    // waits for that (a bounded time), so its Sign in button works at once.
+    for _ in 0..ACTIVATION_WAIT_STEPS {
+        if state
+            .connection(&link.connection)
+            .is_ok_and(|c| c.provider().is_ok())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let name = escape(&link.name);
     let mut body = format!(
         "<h1>Sign-in for {name} is set up</h1>\
@@ -318,6 +329,10 @@ on every server within a few seconds; this setup link is now used up.</p>\
         &body,
     )))
 }
+
+/// How long the done page waits for the new connection to be ready here, in 100 ms steps
+/// (`rotation::STORED_POLL`, then a metadata and key fetch).
+const ACTIVATION_WAIT_STEPS: usize = 50;
 
 /// The line name of a setup that passed every check but could not be kept.
 const ACTIVATION: &str = "activation";

@@ -7,7 +7,7 @@
 //! store keeps only its SHA-256, so a copy of the store opens no setup page. All links live in
 //! one record (the operator lists them, and there are few), with the connections completed
 //! setups created (their client secrets sealed, `sealed.rs`) and a version that every change
-//! bumps, which each replica polls to apply new connections without a restart
+//! to those connections bumps, which each replica polls to apply new connections without a restart
 //! (`rotation::poll_stored`). The record is changed under a lock record that
 //! [`AnyStore::insert_new`] takes for one writer at a time across replicas (the pattern of the
 //! upstream refresh lock, `session/upstream.rs`), so spending a link and adding its connection
@@ -230,7 +230,7 @@ pub(crate) struct StoredConnection {
 pub(crate) struct SetupRecord {
     pub links: Vec<SetupLink>,
     pub connections: Vec<StoredConnection>,
-    /// Bumped by every change; replicas compare it to apply new connections.
+    /// Bumped by every change to `connections`; replicas compare it to apply them.
     pub version: u64,
 }
 
@@ -377,12 +377,16 @@ async fn change<T, E: From<SessionError>>(
     }
     let result = async {
         let mut record = load(store).await?;
+        let connections = record.connections.len();
         let out = edit(&mut record)?;
         record.links.retain(|l| {
             let ended = l.ended_at.unwrap_or(l.expires_at);
             l.state == LinkState::Active && now < l.expires_at || now - ended < REMEMBER_ENDED
         });
-        record.version += 1;
+        // Only a change to the connections makes replicas apply them again.
+        if record.connections.len() != connections {
+            record.version += 1;
+        }
         store
             .put(&setup_record(&record)?)
             .await
