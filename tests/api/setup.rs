@@ -722,3 +722,70 @@ async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
         "{e}"
     );
 }
+
+/// Stage 4: the whole setup in headless Chromium (`browser.rs`), entrance on `localhost` and
+/// the mock Entra on `127.0.0.1` (two sites, as in production): a fresh link, each seed
+/// mistake tried first and shown with its fix, then the right values, the connection live, and
+/// a real sign-in through it; the link is spent after.
+#[tokio::test]
+async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_connection() {
+    crate::browser::run("setup_happy_path", async |b| {
+        let app = spawn_app_with(AppOptions {
+            public_host: "localhost",
+            admin_listen: true,
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+        .await;
+        let link = create_link(&app, "fabrikam").await;
+        let fill = async |tenant: &str, secret: &str, expires: &str| {
+            b.fill("tenant", tenant).await;
+            b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.fill("client_secret", secret).await;
+            b.fill("secret_expires", expires).await;
+            b.click("Check the values").await;
+        };
+        b.goto(&link.url).await;
+        b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+
+        let metadata = app.idp.metadata_url();
+        fill(&metadata, SECRET_ID, "2099-05-01").await;
+        let text = b.wait_for_text("check").await;
+        assert!(
+            text.contains("Secret ID") && text.contains("Fix:"),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET_ID), "never echoed: {text}");
+
+        let wrong = metadata.replace(DEFAULT_TENANT_ID, "99999999-0000-0000-0000-000000000000");
+        fill(&wrong, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
+        let text = b.wait_for_text("AADSTS90002").await;
+        assert!(text.contains("Directory (tenant) ID"), "{text}");
+
+        fill(&metadata, DEFAULT_CLIENT_SECRET, "2020-01-01").await;
+        let text = b.wait_for_text("expired on 2020-01-01").await;
+        assert!(text.contains("Fix:"), "{text}");
+
+        let started = std::time::Instant::now();
+        fill(&metadata, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
+        b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
+        b.click("Sign in with Fabrikam Ltd").await;
+        let text = b
+            .wait_until("entrance's start page, signed in", |url, text| {
+                url.host_str() == Some("localhost") && text.contains("You are signed in as")
+            })
+            .await;
+        assert!(text.contains("Ada Lovelace"), "{text}");
+        eprintln!(
+            "setup happy path (the right values submitted → signed in): {:?}",
+            started.elapsed()
+        );
+        b.goto(&format!("{}/me", app.config.public_origin())).await;
+        let me = b.wait_for_text("\"user\"").await;
+        assert!(me.contains("\"connection\":\"fabrikam\""), "{me}");
+
+        b.goto(&link.url).await;
+        b.wait_for_text("already used").await;
+    })
+    .await;
+}
