@@ -345,6 +345,12 @@ async fn each_seed_mistake_is_shown_with_its_fix_beside_its_field() {
     assert!(!html.contains(DEFAULT_CLIENT_SECRET));
     let res = app.browser.get(&link.url).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::OK, "the link is not spent");
+    // Request spans name the route, never the token in the path.
+    assert!(
+        crate::helpers::log_lines_with(&link.token).is_empty(),
+        "the token reached the log"
+    );
+    assert!(!crate::helpers::log_lines_with("/setup/{token}").is_empty());
 }
 
 #[tokio::test]
@@ -432,6 +438,34 @@ async fn an_unknown_or_expired_link_says_so_and_reveals_nothing() {
         "{html}"
     );
     assert!(!html.contains("Fabrikam"));
+}
+
+/// The setup routes have their own per-client budget (a burst of 30, then 20 a minute),
+/// whatever `[rate_limit]` says (the test apps allow 10 000 sign-ins in a burst).
+#[tokio::test]
+async fn the_setup_pages_are_rate_limited_per_client() {
+    let app = spawn().await;
+    let url = app.url("/setup/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let mut statuses = Vec::new();
+    for _ in 0..35 {
+        statuses.push(
+            app.browser
+                .get(&url)
+                .send()
+                .await
+                .expect("answered")
+                .status(),
+        );
+    }
+    assert_eq!(statuses[0], StatusCode::NOT_FOUND);
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((4..=5).contains(&limited), "{statuses:?}");
+    // Sign-ins keep their own budget.
+    let res = app.get("/login?connection=contoso").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
 }
 
 /// The store backends of `store_contract.rs`: each keeps links through the record API alone.
