@@ -29,6 +29,10 @@ pub enum StartError {
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Connections created through setup links whose secrets cannot be opened (no or another
+    /// `ENTRANCE_DATA_KEY`): refused at startup, with the fix.
+    #[error("{0}")]
+    Stored(String),
 }
 
 pub struct Application {
@@ -83,6 +87,20 @@ impl Application {
         // its first few hundred milliseconds failed with 503. Bounded: a store that is down
         // at startup is reported by /readyz, and service starts when it is back.
         store.store.wait_until_answering(STARTUP_WAIT).await;
+        // Connections created through setup links (issue 17): read before anything is bound or
+        // spawned, applied once the connections are built, then polled. A store that does not
+        // answer yet is polled like any other time; stored connections whose secrets cannot
+        // be opened (no or another ENTRANCE_DATA_KEY) stop startup, with the fix.
+        let stored = match crate::rotation::load_stored(&store.store, config.data_key.as_ref())
+            .await
+        {
+            Ok(loaded) => Some(loaded),
+            Err(crate::rotation::StoredError::Store(e)) => {
+                tracing::warn!(error = %e, "could not read the connections created through setup links yet; polling");
+                None
+            }
+            Err(e) => return Err(StartError::Stored(e.to_string())),
+        };
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -94,6 +112,21 @@ impl Application {
 
         let mut tasks = Vec::new();
         let reloader = Reloader::start(&config, http.clone(), metrics.clone());
+        let seen = match stored {
+            Some((version, stored)) => {
+                if !stored.is_empty() {
+                    reloader.set_stored(stored);
+                }
+                Some(version)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(crate::rotation::poll_stored(
+            reloader.clone(),
+            store.store.clone(),
+            config.data_key.clone(),
+            seen,
+        )));
         tasks.push(reloader.spawn_expiry_warnings());
         tasks.extend(store.spawn_sweeper());
 
@@ -127,7 +160,18 @@ impl Application {
                 }
             }));
         }
-        let router = http::router(state.clone(), limiter);
+        let setup_limiter = http::limits::LoginLimiter::setup(state.config.rate_limit.as_ref());
+        {
+            let limiter = setup_limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    limiter.forget_idle();
+                }
+            }));
+        }
+        let router = http::router(state.clone(), limiter, setup_limiter);
         if let Some(admin) = admin_listener {
             let admin_router = http::admin_router(state.clone());
             tracing::info!(address = ?admin.local_addr().ok(), "admin listener (metrics, readiness, traces)");

@@ -1,7 +1,8 @@
 //! The subcommands that answer a person at a terminal: `entrance check` prints the setup
 //! doctor's report; `entrance traces` asks a running entrance for a connection's last failed
 //! logins and prints them as a table; `entrance healthcheck` asks a running entrance's
-//! `/healthz` (a container's `HEALTHCHECK`, see the Dockerfile).
+//! `/healthz` (a container's `HEALTHCHECK`, see the Dockerfile); `entrance setup-link` creates,
+//! lists and revokes setup links through its admin API (issue 17).
 
 use std::process::ExitCode;
 
@@ -106,6 +107,227 @@ pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> Exi
         }
         Err(message) => fail(1, message),
     }
+}
+
+/// What `entrance setup-link` does (issue 17).
+#[derive(Debug, Clone)]
+pub enum SetupLinkAction {
+    /// A new link for a connection not yet in the configuration; prints its URL.
+    Create {
+        connection: String,
+        name: Option<String>,
+        /// `7d`, `12h`, `90m`; the server's default (7 days) when `None`.
+        expires: Option<String>,
+    },
+    /// Every link: id, connection, status, expiry (never a token).
+    List,
+    /// Ends a link before it is used.
+    Revoke { id: String },
+}
+
+/// `entrance setup-link …`: asks the running entrance's admin listener (or, without one, its
+/// `listen` address on loopback, as `entrance traces` does). 0 done, 1 the server refused, 2 it
+/// could not be asked.
+pub async fn setup_link(path: &std::path::Path, action: SetupLinkAction) -> ExitCode {
+    let fail = |code: u8, message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(code)
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let config = &loaded.config;
+    let (addr, key) = match config.admin_listen {
+        Some(a) => (a, "admin_listen"),
+        None if config.admin_on_loopback => (config.listen, "listen"),
+        None => return fail(2, nowhere_to_ask(path)),
+    };
+    let base = format!(
+        "http://{}{}",
+        loopback(addr),
+        crate::http::setup_admin_path()
+    );
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+    };
+    let request = match &action {
+        SetupLinkAction::Create {
+            connection,
+            name,
+            expires,
+        } => {
+            let expires_in_secs = match expires.as_deref().map(parse_lifetime).transpose() {
+                Ok(e) => e,
+                Err(message) => return fail(2, message),
+            };
+            client.post(&base).json(&serde_json::json!({
+                "connection": connection,
+                "name": name,
+                "expires_in_secs": expires_in_secs,
+            }))
+        }
+        SetupLinkAction::List => client.get(&base),
+        SetupLinkAction::Revoke { id } => client.post(format!(
+            "{base}/{}/revoke",
+            url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+        )),
+    };
+    let res = match request
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            return fail(
+                2,
+                format!(
+                    "entrance is not running at {addr} (`{key}` in {}): nothing answered",
+                    path.display()
+                ),
+            );
+        }
+        Err(e) => return fail(2, format!("asking {base} failed: {e}")),
+    };
+    let status = res.status().as_u16();
+    let body: serde_json::Value = match res.json().await {
+        Ok(b) => b,
+        Err(e) => return fail(2, format!("the answer from {base} is not JSON: {e}")),
+    };
+    match render_setup_links(status, &body, &action) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(1, message),
+    }
+}
+
+/// `entrance connections`: the running entrance's connections — the file's and those created
+/// through setup links — as its admin listener's `/readyz` lists them. 0 printed, 1 the server
+/// refused, 2 it could not be asked.
+pub async fn connections(path: &std::path::Path, json: bool) -> ExitCode {
+    let fail = |code: u8, message: String| {
+        eprintln!("entrance: {message}");
+        ExitCode::from(code)
+    };
+    let loaded = match Config::load_lenient(path) {
+        Ok(l) => l,
+        Err(e) => return fail(2, e.to_string()),
+    };
+    let Some(addr) = loaded.config.admin_listen else {
+        return fail(
+            2,
+            format!(
+                "{} sets no admin_listen: the connections' details are served only there. Set admin_listen = \"127.0.0.1:9100\" and restart entrance.",
+                path.display()
+            ),
+        );
+    };
+    let url = format!("http://{}/readyz", loopback(addr));
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+    };
+    let body: serde_json::Value = match client.get(&url).send().await {
+        Ok(res) => match res.json().await {
+            Ok(b) => b,
+            Err(e) => return fail(1, format!("the answer from {url} is not JSON: {e}")),
+        },
+        Err(e) => return fail(2, format!("asking {url} failed: {e}")),
+    };
+    if json {
+        println!("{}", body["connections"]);
+        return ExitCode::SUCCESS;
+    }
+    let text = |v: &serde_json::Value, k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let mut out = String::from(
+        "ID                NAME                      STATE       SECRET EXPIRES IN (DAYS)\n",
+    );
+    for c in body["connections"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "{:<17} {:<25} {:<11} {}\n",
+            text(&c, "id"),
+            text(&c, "name"),
+            text(&c, "state"),
+            text(&c, "secret_expires_in_days")
+        ));
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
+}
+
+/// `7d`, `12h`, `90m` or `600s` in seconds.
+fn parse_lifetime(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let bad = || format!("--expires {text:?}: write a number and a unit, e.g. 7d, 12h or 90m");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "d" => 86400,
+        "h" => 3600,
+        "m" => 60,
+        "s" => 1,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
+/// What `entrance setup-link` prints for the server's answer, or the refusal.
+fn render_setup_links(
+    status: u16,
+    body: &serde_json::Value,
+    action: &SetupLinkAction,
+) -> Result<String, String> {
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    if !(200..300).contains(&status) {
+        return Err(format!(
+            "the server refused (HTTP {status}): {}",
+            body["message"].as_str().unwrap_or("no reason given")
+        ));
+    }
+    Ok(match action {
+        SetupLinkAction::Create { .. } => format!(
+            "{}\n(link {} for connection {}, expires {}; send it to the customer's Entra admin, it is shown only now)\n",
+            text(body, "url"),
+            text(body, "id"),
+            text(body, "connection"),
+            text(body, "expires_at"),
+        ),
+        SetupLinkAction::Revoke { .. } => format!("revoked link {}\n", text(body, "id")),
+        SetupLinkAction::List => {
+            let links = body["links"].as_array().cloned().unwrap_or_default();
+            if links.is_empty() {
+                return Ok("no setup links\n".to_owned());
+            }
+            let mut out = String::from("ID                CONNECTION        STATUS    EXPIRES\n");
+            for l in &links {
+                out.push_str(&format!(
+                    "{:<17} {:<17} {:<9} {}\n",
+                    text(l, "id"),
+                    text(l, "connection"),
+                    text(l, "status"),
+                    text(l, "expires_at")
+                ));
+            }
+            out
+        }
+    })
 }
 
 /// What `entrance traces` says when the configuration serves `/admin/traces` nowhere

@@ -31,6 +31,26 @@ pub(crate) fn is_guid(s: &str) -> bool {
             .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The public cloud's OpenID Connect metadata URL for a tenant given by its Directory
+/// (tenant) ID or one of its domains (`contoso.onmicrosoft.com`): what the app registration's
+/// Endpoints blade shows. `None` for anything that is neither.
+pub(crate) fn tenant_metadata_url(tenant: &str) -> Option<String> {
+    let tenant = tenant.trim();
+    let domain = tenant.len() <= 253
+        && tenant.contains('.')
+        && !tenant.starts_with(['.', '-'])
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    (is_guid(tenant) || domain).then(|| {
+        format!(
+            "https://{}/{}/v2.0/.well-known/openid-configuration",
+            ENTRA_HOSTS[0],
+            tenant.to_ascii_lowercase()
+        )
+    })
+}
+
 /// The tenant segment of an Entra URL (`https://login.microsoftonline.com/{tenant}/v2.0/...`).
 pub(crate) fn tenant_segment(url: &Url) -> Option<&str> {
     url.path_segments()?.next().filter(|s| !s.is_empty())

@@ -51,7 +51,7 @@ mod traces;
 pub use app::{Application, ReloadHandle};
 pub use certificate::{AssertionAlg, CLIENT_ASSERTION_TYPE, CertificateCredential};
 pub use clock::Clock;
-pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML};
+pub use config::{ClientCredential, Config, ConfigError, DEMO_TOML, DataKey};
 pub use entra::aadsts;
 pub use federated::{AssertionSource, FederatedAssertion};
 pub use http::pages::escape as escape_html;

@@ -68,11 +68,57 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// List the running entrance's connections — the file's and those created through setup
+    /// links — with their state, from its admin listener's `/readyz`.
+    Connections {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, list or revoke setup links: one-time links that let a customer's Entra admin
+    /// register the app and check every value live (`https://<public_url>/setup/<token>`).
+    /// Asks the running entrance's admin listener (or, without one, `listen`) on loopback.
+    SetupLink {
+        #[command(subcommand)]
+        action: SetupLinkCommand,
+    },
     /// Run entrance and the bundled mock IdP together on loopback and print the URL to open.
     Demo {
         /// A configuration with a [demo] table; the embedded config/entrance.toml by default.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetupLinkCommand {
+    /// Create a link for a connection not yet configured; prints its URL (shown only now).
+    Create {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The new connection's id (as in `/login?connection=ID`).
+        #[arg(long, value_name = "ID")]
+        connection: String,
+        /// The name users see; the id by default.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the link works: `7d` (the default), `12h`, `90m`; at most 30 days.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// List the links (never their tokens).
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Revoke a link by the id `list` shows.
+    Revoke {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "ID")]
+        id: String,
     },
 }
 
@@ -82,7 +128,11 @@ async fn main() -> ExitCode {
     // For `check` the report is the output; log lines would only repeat it (RUST_LOG still
     // works).
     let default_level = match cli.command {
-        Command::Check { .. } | Command::Traces { .. } | Command::Healthcheck { .. } => "error",
+        Command::Check { .. }
+        | Command::Traces { .. }
+        | Command::Healthcheck { .. }
+        | Command::SetupLink { .. }
+        | Command::Connections { .. } => "error",
         _ => "info",
     };
     let json = cli.log_json;
@@ -107,6 +157,30 @@ async fn main() -> ExitCode {
             json,
         } => return entrance::cli::traces(&config, &connection, json).await,
         Command::Healthcheck { config } => return entrance::cli::healthcheck(&config).await,
+        Command::Connections { config, json } => {
+            return entrance::cli::connections(&config, json).await;
+        }
+        Command::SetupLink { action } => {
+            use entrance::cli::SetupLinkAction;
+            let (config, action) = match action {
+                SetupLinkCommand::Create {
+                    config,
+                    connection,
+                    name,
+                    expires,
+                } => (
+                    config,
+                    SetupLinkAction::Create {
+                        connection,
+                        name,
+                        expires,
+                    },
+                ),
+                SetupLinkCommand::List { config } => (config, SetupLinkAction::List),
+                SetupLinkCommand::Revoke { config, id } => (config, SetupLinkAction::Revoke { id }),
+            };
+            return entrance::cli::setup_link(&config, action).await;
+        }
         Command::Serve { config: path } => {
             let config = tracing::subscriber::with_default(startup(), || Config::load(&path));
             with_telemetry(json, config, |config| serve(config, path)).await

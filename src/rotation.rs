@@ -60,6 +60,8 @@ pub(crate) struct ReloadSummary {
 /// Owns the live connections and the task that keeps each one's metadata and keys fresh.
 pub(crate) struct Reloader {
     source: Mutex<Option<PathBuf>>,
+    /// Connections created through setup links (issue 17), live beside the file's.
+    stored: Mutex<Vec<ConnectionConfig>>,
     /// The configuration last applied (the startup one, then each accepted reload).
     running: Mutex<Config>,
     connections: LiveConnections,
@@ -84,6 +86,7 @@ impl Reloader {
             .collect();
         let reloader = Arc::new(Reloader {
             source: Mutex::new(None),
+            stored: Mutex::new(Vec::new()),
             running: Mutex::new(config.clone()),
             connections: Arc::new(ArcSwap::from_pointee(connections.clone())),
             maintainers: Mutex::new(HashMap::new()),
@@ -131,6 +134,17 @@ impl Reloader {
     pub(crate) fn apply(&self, config: Config) -> ReloadSummary {
         let mut summary = ReloadSummary::default();
         let mut running = lock(&self.running);
+        // The file's connections, then the stored ones (ids unique across both: a stored
+        // connection whose id the file took since is left out, and said so).
+        let file = config;
+        let mut config = file.clone();
+        for stored in lock(&self.stored).iter() {
+            if config.connection(&stored.id).is_some() {
+                tracing::warn!(connection = %stored.id, "a connection created through a setup link has the id of one in the configuration file; the file's is used");
+            } else {
+                config.connections.push(stored.clone());
+            }
+        }
         summary.needs_restart = fixed_settings(&running) != fixed_settings(&config);
         if summary.needs_restart {
             tracing::warn!(
@@ -176,8 +190,16 @@ impl Reloader {
         }
         self.metrics.set_secret_expiries(&config);
         log_secret_expiries(&self.connections.load(), OffsetDateTime::now_utc());
-        *running = config;
+        *running = file;
         summary
+    }
+
+    /// Replaces the connections created through setup links and applies them beside the
+    /// running file's, as a reload does.
+    pub(crate) fn set_stored(&self, stored: Vec<ConnectionConfig>) -> ReloadSummary {
+        *lock(&self.stored) = stored;
+        let running = lock(&self.running).clone();
+        self.apply(running)
     }
 
     fn maintain(&self, conn: Arc<Connection>, refresh_interval: Duration) {
@@ -355,5 +377,95 @@ client_secret = "s1"
         assert_eq!(r.connections().load().len(), 1);
         assert!(matches!(r.reload(), Err(ReloadError::NoSource)));
         r.stop();
+    }
+}
+
+/// How often each replica reads the setup record's version (`session::setup_links`): a
+/// connection created on one replica is live on every other within about this long.
+pub(crate) const STORED_POLL: Duration = Duration::from_secs(1);
+
+/// Why the stored connections cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoredError {
+    #[error("the session store failed: {0}")]
+    Store(#[from] crate::session::SessionError),
+    #[error(
+        "the session store holds {0} connection(s) created through setup links, and ENTRANCE_DATA_KEY is not set, so their client secrets cannot be opened\n  fix: {fix}",
+        fix = crate::config::DATA_KEY_FIX
+    )]
+    NoKey(usize),
+    #[error(
+        "the client secret of connection {id:?} (created through a setup link) does not open: {source}\n  fix: set ENTRANCE_DATA_KEY to the key it was sealed with (the same on every replica)"
+    )]
+    Sealed {
+        id: String,
+        source: crate::session::sealed::SealError,
+    },
+    #[error("connection {id:?} (created through a setup link) is invalid: {source}")]
+    Invalid { id: String, source: ConfigError },
+}
+
+/// The connections completed setups created, their secrets opened with `key`, and the
+/// record's version.
+pub(crate) async fn load_stored(
+    store: &crate::session::store::AnyStore,
+    key: Option<&crate::config::DataKey>,
+) -> Result<(u64, Vec<ConnectionConfig>), StoredError> {
+    use secrecy::ExposeSecret;
+    let record = crate::session::setup_links::load(store).await?;
+    if record.connections.is_empty() {
+        return Ok((record.version, Vec::new()));
+    }
+    let key = key.ok_or(StoredError::NoKey(record.connections.len()))?;
+    let mut out = Vec::with_capacity(record.connections.len());
+    for c in &record.connections {
+        let secret = crate::session::sealed::open(key, &c.client_secret_sealed, &c.id).map_err(
+            |source| StoredError::Sealed {
+                id: c.id.clone(),
+                source,
+            },
+        )?;
+        let (conn, _) = crate::config::setup_connection(&crate::config::SetupValues {
+            id: &c.id,
+            name: &c.name,
+            metadata_url: &c.metadata_url,
+            client_id: &c.client_id,
+            client_secret: secret.expose_secret(),
+            client_secret_expires_at: &c.client_secret_expires_at,
+        })
+        .map_err(|source| StoredError::Invalid {
+            id: c.id.clone(),
+            source,
+        })?;
+        out.push(conn);
+    }
+    Ok((record.version, out))
+}
+
+/// Every [`STORED_POLL`], applies the stored connections when the setup record's version
+/// moved past `seen`: a setup completed on any replica goes live on this one without a
+/// restart. A store that does not answer, or a connection that cannot be opened, keeps the
+/// running connections and is logged.
+pub(crate) async fn poll_stored(
+    reloader: Arc<Reloader>,
+    store: crate::session::store::AnyStore,
+    key: Option<crate::config::DataKey>,
+    mut seen: Option<u64>,
+) {
+    let mut tick = tokio::time::interval(STORED_POLL);
+    loop {
+        tick.tick().await;
+        match load_stored(&store, key.as_ref()).await {
+            Ok((version, stored)) if seen != Some(version) => {
+                let ids: Vec<String> = stored.iter().map(|c| c.id.clone()).collect();
+                let summary = reloader.set_stored(stored);
+                tracing::info!(stored = ?ids, refetching = ?summary.refetching, version, "connections created through setup links applied");
+                seen = Some(version);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the connections created through setup links; keeping the running ones")
+            }
+        }
     }
 }

@@ -236,6 +236,57 @@ impl ConnectionConfig {
     }
 }
 
+/// What a setup page's form gives for a new connection (issue 17).
+pub(crate) struct SetupValues<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub metadata_url: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    /// The secret's *Expires* date as typed (RFC 3339 date or date-time).
+    pub client_secret_expires_at: &'a str,
+}
+
+/// A connection from a setup page's form: validated exactly as a `[[connections]]` table with
+/// an inline `client_secret`, leniently (like `entrance check`: the client ID and the secret
+/// are kept as given, for the doctor to judge, `doctor::check_setup`). A problem's key is the
+/// table key it concerns (`metadata_url`, `client_secret_expires_at`, …) without the
+/// `connections[0].` prefix.
+pub(crate) fn setup_connection(
+    values: &SetupValues<'_>,
+) -> Result<(ConnectionConfig, Vec<SecretAsRead>), ConfigError> {
+    let mut raw = serde_json::json!({
+        "id": values.id,
+        "name": values.name,
+        "metadata_url": values.metadata_url.trim(),
+        "client_id": values.client_id,
+        "client_secret": values.client_secret,
+    });
+    if !values.client_secret_expires_at.trim().is_empty() {
+        raw["client_secret_expires_at"] = values.client_secret_expires_at.trim().into();
+    }
+    let rc: RawConnection = serde_json::from_value(raw).map_err(|e| {
+        invalid(
+            "connection",
+            format!("the setup values do not form a connection ({e})"),
+            "check every field",
+        )
+    })?;
+    let (conn, mut secrets) =
+        validate_connection(0, rc, &|_| None, Mode::Lenient).map_err(|e| match e {
+            ConfigError::Invalid { key, problem, fix } => ConfigError::Invalid {
+                key: key.trim_start_matches("connections[0].").to_owned(),
+                problem,
+                fix,
+            },
+            other => other,
+        })?;
+    for secret in &mut secrets {
+        secret.source = SecretSource::SetupForm;
+    }
+    Ok((conn, secrets))
+}
+
 pub(super) fn validate_connection(
     i: usize,
     rc: RawConnection,

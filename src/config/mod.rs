@@ -24,6 +24,7 @@ pub(crate) use groups::GroupsSettings;
 pub(crate) use network::IpNet;
 pub(crate) use network::mask_v6;
 pub(crate) use raw::*;
+pub use secrets::DataKey;
 pub(crate) use secrets::*;
 pub(crate) use session::*;
 pub(crate) use upstream::UpstreamSettings;
@@ -95,6 +96,9 @@ fn invalid(
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `ENTRANCE_DATA_KEY`: seals the secrets of connections created through setup links; a
+    /// variable only, never a key in the file. `None` when unset.
+    pub data_key: Option<DataKey>,
     /// The externally visible origin. The redirect URI is always derived from it, never from a
     /// request's Host header or scheme: behind a TLS-terminating proxy those say `http://` and an
     /// internal name, and Entra would answer AADSTS50011 (redirect URI mismatch).
@@ -362,7 +366,12 @@ impl Config {
             max_header_bytes: raw.forward_auth.max_header_bytes,
         };
 
+        let data_key = match env(DATA_KEY_ENV) {
+            Some(text) if !text.trim().is_empty() => Some(DataKey::from_base64(&text)?),
+            _ => None,
+        };
         let config = Config {
+            data_key,
             listen,
             public_url,
             session,

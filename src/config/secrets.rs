@@ -18,6 +18,8 @@ pub enum SecretSource {
     Inline,
     Env(String),
     File(String),
+    /// The setup page's *Client secret Value* field (issue 17).
+    SetupForm,
 }
 
 /// The mock IdP's fake, public client secret that the embedded demo config writes inline
@@ -32,6 +34,7 @@ impl std::fmt::Display for SecretSource {
             SecretSource::Inline => f.write_str("client_secret in the config file"),
             SecretSource::Env(var) => write!(f, "the environment variable {var}"),
             SecretSource::File(path) => write!(f, "the file {path}"),
+            SecretSource::SetupForm => f.write_str("the Client secret Value field"),
         }
     }
 }
@@ -247,5 +250,44 @@ pub(super) fn read_file_secret(path: &str, key: &str, label: String) -> SecretAs
         source: SecretSource::File(path.to_owned()),
         label,
         value,
+    }
+}
+
+/// `ENTRANCE_DATA_KEY`: the key that seals the client secrets of connections created through
+/// setup links (issue 17) in the session store — 32 bytes, base64. Never printed.
+#[derive(Clone)]
+pub struct DataKey(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
+/// The variable [`DataKey`] is read from.
+pub(crate) const DATA_KEY_ENV: &str = "ENTRANCE_DATA_KEY";
+
+/// How to make a key, in every message about one.
+pub(crate) const DATA_KEY_FIX: &str = "set ENTRANCE_DATA_KEY to 32 random bytes in base64, e.g. the output of `openssl rand -base64 32`, the same on every replica, and keep it as safe as the client secrets";
+
+impl DataKey {
+    /// From its base64 text (standard or URL-safe alphabet, padded or not).
+    pub fn from_base64(text: &str) -> Result<DataKey, ConfigError> {
+        use base64::Engine;
+        let text = text.trim();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(text))
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+            .map_err(|_| invalid(DATA_KEY_ENV, "is not base64", DATA_KEY_FIX))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            invalid(
+                DATA_KEY_ENV,
+                format!("is {} bytes; AES-256 needs 32", b.len()),
+                DATA_KEY_FIX,
+            )
+        })?;
+        Ok(DataKey(key))
     }
 }

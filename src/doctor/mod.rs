@@ -94,6 +94,23 @@ pub async fn check(
     Ok(Report { connections })
 }
 
+/// The setup page's checks (issue 17) for a connection built from its form
+/// (`config::setup_connection`): the same [`check_connection`] as `entrance check
+/// --verify-secret`, one implementation — metadata and issuer, signing keys, client ID,
+/// Secret ID vs Value, secret expiry, the redirect URI to register, and a client-credentials
+/// request to the tenant proving the ID and the secret.
+pub(crate) async fn check_setup(
+    conn: &ConnectionConfig,
+    secrets: &[SecretAsRead],
+    public_url: &url::Url,
+    redirect_uri: &str,
+    http: &HttpClient,
+    now: OffsetDateTime,
+) -> ConnectionReport {
+    let redirect = judge_redirect_uri(public_url, redirect_uri);
+    check_connection(conn, secrets, redirect, true, http, now).await
+}
+
 /// The metadata as fetched, with what the doctor reads beyond [`Metadata`].
 struct Discovered {
     meta: Metadata,

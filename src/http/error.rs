@@ -17,8 +17,20 @@ use crate::{
     oidc::userinfo::UserinfoError,
     oidc::verifier::Rejection,
     oidc::verifier::access::Insufficient,
-    session::{SessionError, StateProblem},
+    session::{
+        SessionError, StateProblem,
+        setup_links::{CreateError, Unusable},
+    },
 };
+
+impl From<CreateError> for AppError {
+    fn from(e: CreateError) -> AppError {
+        match e {
+            CreateError::Session(e) => e.into(),
+            other => AppError::SetupLinkConflict(other.to_string()),
+        }
+    }
+}
 
 impl From<SessionError> for AppError {
     fn from(e: SessionError) -> AppError {
@@ -169,6 +181,16 @@ pub(crate) enum AppError {
     RequestTimeout(std::time::Duration),
     #[error("the session store failed: {0}")]
     Session(#[from] tower_sessions::session::Error),
+    /// A setup page's link (issue 17) that opens nothing: unknown, expired, spent or revoked.
+    #[error("setup link refused: {0}")]
+    SetupLink(Unusable),
+    /// A setup form posted from elsewhere than its own page: the Origin rule of sign-out
+    /// (`logout::from_our_own_page`) or the link's form token failed.
+    #[error("the setup form did not come from its own page (Origin check or form token failed)")]
+    SetupForm,
+    /// The admin API refused a setup-link request (an id taken, a link already active).
+    #[error("setup link request refused: {0}")]
+    SetupLinkConflict(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -308,6 +330,10 @@ impl AppError {
             AppError::ConnectionNotReady { .. }
             | AppError::Session(_)
             | AppError::RequestTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::SetupLink(Unusable::Unknown) => StatusCode::NOT_FOUND,
+            AppError::SetupLink(_) => StatusCode::GONE,
+            AppError::SetupForm => StatusCode::FORBIDDEN,
+            AppError::SetupLinkConflict(_) => StatusCode::CONFLICT,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -360,6 +386,12 @@ impl AppError {
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Session(_) => "session_store_unavailable",
             AppError::RequestTimeout(_) => "request_timeout",
+            AppError::SetupLink(Unusable::Unknown) => "setup_link_unknown",
+            AppError::SetupLink(Unusable::Expired) => "setup_link_expired",
+            AppError::SetupLink(Unusable::Spent) => "setup_link_spent",
+            AppError::SetupLink(Unusable::Revoked) => "setup_link_revoked",
+            AppError::SetupForm => "setup_form_refused",
+            AppError::SetupLinkConflict(_) => "setup_link_conflict",
             AppError::Internal(_) => "internal",
         }
     }
@@ -795,6 +827,28 @@ impl AppError {
                 "Temporarily unavailable",
                 "entrance cannot reach its session storage. Please try again in a moment.",
             ),
+            // The link's page says what happened to it and who can help; never which
+            // connection it was for, nor anything about other links or connections.
+            AppError::SetupLink(unusable) => plain(
+                "This setup link cannot be used",
+                &format!(
+                    "{} Ask the person who sent you this link for a new one.",
+                    match unusable {
+                        Unusable::Unknown => "This setup link is not valid: check that the whole link was copied.",
+                        Unusable::Expired => "This setup link has expired.",
+                        Unusable::Spent => "This setup link was already used: the setup it was for is complete.",
+                        Unusable::Revoked => "This setup link was withdrawn.",
+                    }
+                ),
+            ),
+            AppError::SetupForm => plain(
+                "Request refused",
+                "This form did not come from its setup page. Open your setup link again and submit the form from there.",
+            ),
+            AppError::SetupLinkConflict(reason) => Explanation {
+                admin: Some(reason.clone()),
+                ..plain("Setup link refused", reason)
+            },
             AppError::Internal(_) => plain(
                 "Something went wrong",
                 "An unexpected error happened. Please try again.",

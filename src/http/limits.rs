@@ -4,6 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
     sync::Arc,
     time::Duration,
 };
@@ -22,6 +23,10 @@ use crate::{
     http::error::AppError,
 };
 
+/// Setup page requests per client and minute, and the burst (`LoginLimiter::setup`).
+const SETUP_PER_MINUTE: NonZeroU32 = NonZeroU32::MIN.saturating_add(19);
+const SETUP_BURST: NonZeroU32 = NonZeroU32::MIN.saturating_add(29);
+
 #[derive(Clone)]
 pub(crate) struct LoginLimiter {
     limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
@@ -34,6 +39,17 @@ impl LoginLimiter {
         LoginLimiter {
             limiter: Arc::new(RateLimiter::keyed(quota)),
             proxies: ClientIpSource::of(settings),
+        }
+    }
+
+    /// The setup pages' limit (issue 17), whatever `[rate_limit]` says: each submission
+    /// makes several calls to Entra (metadata, keys, a token request), and a customer's admin
+    /// needs a few tries, not hundreds. The client IP is found as for sign-ins.
+    pub(crate) fn setup(settings: Option<&RateLimitSettings>) -> LoginLimiter {
+        let quota = Quota::per_minute(SETUP_PER_MINUTE).allow_burst(SETUP_BURST);
+        LoginLimiter {
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+            proxies: settings.map(ClientIpSource::of).unwrap_or_default(),
         }
     }
 

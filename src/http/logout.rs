@@ -142,7 +142,7 @@ pub(super) async fn front_channel(
     Ok(Html(pages::page("Signed out", "<p>Signed out.</p>")).into_response())
 }
 
-const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+pub(crate) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// Whether a `POST /logout` was sent by a form on entrance's own pages — the logout-CSRF
 /// check, so that another site's form cannot sign users out. entrance's pages run no script

@@ -13,6 +13,8 @@ mod login;
 mod logout;
 mod me;
 pub(crate) mod pages;
+mod setup;
+mod setup_admin;
 pub(crate) mod traces;
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
     middleware::{self, Next},
     response::{Html, IntoResponse, Response},
-    routing::{any, get},
+    routing::{any, get, post},
 };
 use serde::de::DeserializeOwned;
 use tower_sessions::{SessionManagerLayer, cookie::SameSite};
@@ -113,7 +115,27 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub(crate) struct CorrelationId(pub Arc<str>);
 
-pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> Router {
+/// Where the setup-link admin API is, for `entrance setup-link`.
+pub(crate) fn setup_admin_path() -> &'static str {
+    setup_admin::PATH
+}
+
+/// The routes of the setup-link admin API (`setup_admin`), for the listener `on_admin` says.
+fn setup_admin_routes(on_admin: bool) -> Router<AppState> {
+    Router::new()
+        .route(
+            setup_admin::PATH,
+            get(setup_admin::list).post(setup_admin::create),
+        )
+        .route(setup_admin::REVOKE_PATH, post(setup_admin::revoke))
+        .layer(axum::Extension(setup_admin::OnAdmin(on_admin)))
+}
+
+pub(crate) fn router(
+    state: AppState,
+    limiter: Option<limits::LoginLimiter>,
+    setup_limiter: limits::LoginLimiter,
+) -> Router {
     let mut sessions = SessionManagerLayer::new(state.store.clone())
         .with_name(state.config.session.cookie_name.clone())
         // Lax, not tower-sessions' default Strict: a Strict cookie is not sent on the
@@ -138,8 +160,14 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
             login_routes.route_layer(middleware::from_fn_with_state(limiter, limits::limit));
     }
 
+    // The setup pages (issue 17): rate-limited whatever `[rate_limit]` says.
+    let setup_routes = Router::new()
+        .route("/setup/{token}", get(setup::page).post(setup::submit))
+        .route_layer(middleware::from_fn_with_state(setup_limiter, limits::limit));
+
     let mut router = Router::new()
         .merge(login_routes)
+        .merge(setup_routes)
         // Bearer access tokens (connections' `api`) are answered before the session is read.
         .route(
             "/me",
@@ -169,7 +197,9 @@ pub(crate) fn router(state: AppState, limiter: Option<limits::LoginLimiter>) -> 
     if state.config.admin_listen.is_none() {
         router = router.route("/metrics", get(metrics_endpoint));
         if state.config.admin_on_loopback {
-            router = router.route(traces::PATH, get(traces::local_only));
+            router = router
+                .route(traces::PATH, get(traces::local_only))
+                .merge(setup_admin_routes(false));
         }
     }
     let router: Router = router
@@ -206,6 +236,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/healthz", get(health::healthz))
         .route(traces::PATH, get(traces::admin))
+        .merge(setup_admin_routes(true))
         .layer(middleware::from_fn(render_errors))
         .with_state(state)
 }
@@ -341,7 +372,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 
 const CALLBACK_PATH: &str = "/login/callback";
 
-const JSON_PATHS: &[&str] = &["/me", "/auth", "/healthz", "/readyz", traces::PATH];
+const JSON_PATHS: &[&str] = &[
+    "/me",
+    "/auth",
+    "/healthz",
+    "/readyz",
+    traces::PATH,
+    setup_admin::PATH,
+];
+
+/// The path as logs and traces show it: a setup page's path holds its link's token, which
+/// is a credential (issue 17) and is kept out of every log line.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with(setup::PREFIX) {
+        "/setup/{token}"
+    } else {
+        path
+    }
+}
 
 /// Paths that run without a request span unless they fail (see `render_errors`).
 const HOT_PATHS: &[&str] = &["/auth", "/healthz"];
@@ -352,7 +400,9 @@ const HOT_PATHS: &[&str] = &["/auth", "/healthz"];
 /// `traceparent` and the correlation id is the trace id, so the reference on an error page
 /// finds the trace.
 async fn render_errors(mut req: Request, next: Next) -> Response {
-    let wants_json = JSON_PATHS.contains(&req.uri().path()) || prefers_json(&req);
+    let wants_json = JSON_PATHS.contains(&req.uri().path())
+        || req.uri().path().starts_with(setup_admin::PATH)
+        || prefers_json(&req);
     let request_span = |method: &axum::http::Method, path: &str| tracing::info_span!("request", %method, path, correlation_id = tracing::field::Empty);
     // The forward-auth check runs before every request to every protected app and logs
     // nothing when it succeeds, so it gets no span of its own (a span is ~10 % of its CPU);
@@ -369,15 +419,15 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
         tracing::info_span!(
             "request",
             %method,
-            path = uri.path(),
+            path = loggable_path(uri.path()),
             correlation_id = tracing::field::Empty,
             otel.kind = "server",
-            otel.name = %format_args!("{method} {}", uri.path()),
+            otel.name = %format_args!("{method} {}", loggable_path(uri.path())),
             otel.status_code = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         )
     } else {
-        request_span(&method, uri.path())
+        request_span(&method, loggable_path(uri.path()))
     };
     let correlation_id: Arc<str> = match crate::telemetry::continue_trace(&span, req.headers()) {
         Some(trace_id) => trace_id.into(),
@@ -402,7 +452,7 @@ async fn render_errors(mut req: Request, next: Next) -> Response {
 
     if let Some(err) = res.extensions_mut().remove::<Arc<AppError>>() {
         let span = if hot {
-            let span = request_span(&method, uri.path());
+            let span = request_span(&method, loggable_path(uri.path()));
             span.record("correlation_id", &*correlation_id);
             span
         } else {

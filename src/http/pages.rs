@@ -7,7 +7,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// The one stylesheet. `.button` makes a link look like the `<button>`s beside it;
-/// `.secondary` is the quieter of two choices (Cancel).
+/// `.secondary` is the quieter of two choices (Cancel); `.values`, `.field`, `.check` and
+/// `.outcome` are the setup page's (`http::setup`).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#222}\
 h1{font-size:1.4rem}.admin{background:#f4f4f4;padding:.75rem;border-radius:4px;font-size:.9rem}\
 .cid{color:#666;font-size:.8rem}\
@@ -16,7 +17,14 @@ border:1px solid #1f5fbf;border-radius:4px;background:#1f5fbf;color:#fff;text-de
 button:hover,.button:hover{background:#174a96}\
 .secondary{background:#fff;color:#1f5fbf}.secondary:hover{background:#eef3fb}\
 .actions{display:flex;flex-wrap:wrap;gap:.75rem;align-items:center}\
-input[type=email]{font:inherit;padding:.4rem;min-width:16rem}";
+input[type=email]{font:inherit;padding:.4rem;min-width:16rem}\
+h2{font-size:1.1rem;margin-top:2rem}code{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px;word-break:break-all}\
+.values dt{font-weight:600;margin-top:.5rem}.values dd{margin:.2rem 0 0 0}\
+.field label{display:block;font-weight:600}.field input{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}\
+.hint{display:block;color:#666;font-size:.85rem}\
+.check{margin:.2rem 0 .8rem;padding:.4rem .6rem;border-left:4px solid #2e7d32;font-size:.9rem}\
+.check.error,.outcome.error{border-left:4px solid #c62828;background:#fdecea}.check.warning{border-color:#ef6c00;background:#fff4e5}\
+.outcome{padding:.6rem;border-left:4px solid #2e7d32;background:#edf7ed}";
 
 /// The Content-Security-Policy of every response: nothing may load but our one inline style
 /// (allowed by its hash), no framing (clickjacking), no `<base>` tricks.

@@ -158,6 +158,9 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         | AppError::PayloadTooLarge
         | AppError::ConnectionRequired
         | AppError::CrossSiteRequest
+        | AppError::SetupLink(_)
+        | AppError::SetupForm
+        | AppError::SetupLinkConflict(_)
         | AppError::RateLimited { .. }
         | AppError::NotSignedIn
         | AppError::BearerRejected { .. }

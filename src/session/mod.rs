@@ -13,6 +13,8 @@ use tower_sessions::{
 };
 
 mod parsed;
+pub(crate) mod sealed;
+pub(crate) mod setup_links;
 pub(crate) mod store;
 pub(crate) mod upstream;
 

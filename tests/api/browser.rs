@@ -234,6 +234,25 @@ impl Browser {
             .unwrap_or_else(|e| panic!("press {text:?}: {e}"));
     }
 
+    /// Sets the value of the form field with this `id`, as typing it would (a date field's
+    /// value too, whose typing depends on the locale), waiting for it to appear.
+    pub async fn fill(&self, id: &str, value: &str) {
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .every(Duration::from_millis(100))
+            .for_element(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no field #{id} within {PATIENCE:?}: {e}"));
+        self.client
+            .execute(
+                "document.getElementById(arguments[0]).value = arguments[1];",
+                vec![id.into(), value.into()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("fill #{id}: {e}"));
+    }
+
     /// Waits until `done` holds for the page's URL and text; returns the text.
     pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&Url, &str) -> bool) -> String {
         let started = Instant::now();

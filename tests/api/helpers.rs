@@ -163,6 +163,9 @@ pub struct AppOptions {
     /// Serve the admin endpoints on a second loopback port (`admin_listen`): `/admin/traces`,
     /// `/readyz`'s details, `/metrics`. See [`TestApp::admin_url`].
     pub admin_listen: bool,
+    /// `ENTRANCE_DATA_KEY` (base64), set on the configuration as the variable would: the
+    /// key that seals the secrets of connections created through setup links.
+    pub data_key: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -182,6 +185,7 @@ impl Default for AppOptions {
             authority: None,
             metadata_query: String::new(),
             admin_listen: false,
+            data_key: None,
         }
     }
 }
@@ -251,7 +255,10 @@ burst = {burst}
             &format!("{}://{}:{port}", opts.public_scheme, opts.public_host),
         )
         .replace("{metadata_url}", &idp.metadata_url());
-    let config = Config::load_str(&toml).expect("test config is valid");
+    let mut config = Config::load_str(&toml).expect("test config is valid");
+    if let Some(key) = opts.data_key {
+        config.data_key = Some(entrance::DataKey::from_base64(key).expect("a test data key"));
+    }
     idp.set_redirect_uris(vec![config.redirect_uri()]);
     let clock = Clock::new();
     let served = serve_with_clock(config.clone(), listener, clock.clone()).await;

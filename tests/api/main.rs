@@ -26,6 +26,7 @@ mod rotation;
 mod routing;
 mod server_limits;
 mod sessions;
+mod setup;
 mod sign_out;
 mod store_contract;
 mod traces;

@@ -1,0 +1,645 @@
+//! `GET /setup/{token}` and `POST /setup/{token}`: the page a customer's Entra admin opens from
+//! a setup link (issue 17). It shows the exact values to register and the steps in the Entra
+//! admin center's own words, then a form whose values are checked live by the setup doctor's
+//! own code (`doctor::check_setup`, the checks of `entrance check --verify-secret`), each
+//! failing line with its fix beside the field it concerns. Server-rendered, no script.
+//!
+//! Safety: the link's token is the only key (256 random bits, stored as a hash,
+//! `session::setup_links`); a POST must come from the page itself (the sign-out Origin rule,
+//! `logout::from_our_own_page`, and the link's own form token); the routes are rate-limited
+//! per client (`limits`); every value is bounded; the secret is never written back into the
+//! page; metadata is fetched only from Entra's hosts or a host the operator configured.
+
+use axum::{
+    Extension,
+    body::Bytes,
+    extract::{Path, State, rejection::BytesRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+use serde::Deserialize;
+use url::Url;
+
+use super::{AppState, CorrelationId, limits::ClientIp, logout, pages::escape};
+use crate::{
+    config::{self, ConfigError, SetupValues},
+    doctor::{self, Check, Status},
+    entra,
+    http::error::AppError,
+    session::{
+        sealed,
+        setup_links::{self, ActivateError, Found, SetupLink, StoredConnection, Unusable},
+    },
+};
+
+/// The routes' prefix; the rest of the path is the link's token, which no log line shows
+/// (`http::loggable_path`).
+pub(crate) const PREFIX: &str = "/setup/";
+
+/// Bounds on what the form takes: generous for real values, small for a store or a log.
+const MAX_TENANT: usize = 2048;
+const MAX_CLIENT_ID: usize = 128;
+const MAX_SECRET: usize = 1024;
+const MAX_DATE: usize = 40;
+
+/// The form as posted. Its `Debug` never shows the secret.
+#[derive(Default, Deserialize)]
+pub(super) struct SetupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    secret_expires: String,
+}
+
+impl std::fmt::Debug for SetupForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetupForm")
+            .field("tenant", &self.tenant)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("secret_expires", &self.secret_expires)
+            .finish()
+    }
+}
+
+/// The form field a check line belongs beside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Tenant,
+    ClientId,
+    Secret,
+    Expiry,
+    /// Not one field's: shown above the form.
+    General,
+}
+
+impl Field {
+    /// Where the doctor's checks are shown.
+    fn of_check(name: &str) -> Field {
+        match name {
+            doctor::METADATA | doctor::ISSUER | doctor::JWKS => Field::Tenant,
+            doctor::CLIENT_ID => Field::ClientId,
+            doctor::SECRET | doctor::CREDENTIALS => Field::Secret,
+            doctor::SECRET_EXPIRY => Field::Expiry,
+            _ => Field::General,
+        }
+    }
+
+    /// Where a configuration problem with this table key is shown.
+    fn of_key(key: &str) -> Field {
+        match key {
+            "metadata_url" | "home_tenant" | "allowed_tenants" => Field::Tenant,
+            "client_id" => Field::ClientId,
+            "client_secret" => Field::Secret,
+            "client_secret_expires_at" => Field::Expiry,
+            _ => Field::General,
+        }
+    }
+}
+
+/// What the page says about a submission: one line per check, each with its field.
+#[derive(Default)]
+struct Feedback {
+    lines: Vec<(Field, Check)>,
+}
+
+impl Feedback {
+    fn error(&mut self, field: Field, name: &'static str, message: String, fix: &str) {
+        self.lines.push((
+            field,
+            Check {
+                name,
+                status: Status::Error,
+                message,
+                fix: Some(fix.to_owned()),
+            },
+        ));
+    }
+
+    fn has_errors(&self) -> bool {
+        self.lines.iter().any(|(_, c)| c.status == Status::Error)
+    }
+}
+
+/// The link a token opens, if it can be used now; otherwise the error page that says why.
+async fn open(state: &AppState, token: &str) -> Result<SetupLink, AppError> {
+    match setup_links::find(&state.store, token).await? {
+        Found::Unknown => Err(AppError::SetupLink(Unusable::Unknown)),
+        Found::Link(link) => link
+            .usable(state.clock.now_unix())
+            .map_err(AppError::SetupLink),
+    }
+}
+
+/// `GET /setup/{token}`: the values to register, the steps, and the empty form.
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Html<String>, AppError> {
+    let link = open(&state, &token).await?;
+    Ok(Html(render(
+        &state,
+        &token,
+        &link,
+        &SetupForm::default(),
+        &Feedback::default(),
+    )))
+}
+
+/// `POST /setup/{token}`: checks the values with the doctor and shows the page again with each
+/// line beside its field, the values kept (the secret never).
+pub(super) async fn submit(
+    State(state): State<AppState>,
+    Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let link = open(&state, &token).await?;
+    if !logout::from_our_own_page(
+        headers
+            .get(logout::SEC_FETCH_SITE)
+            .map(HeaderValue::as_bytes),
+        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        &state.config.public_origin(),
+    ) {
+        return Err(AppError::SetupForm);
+    }
+    let form: SetupForm = parse_form(&headers, body)?;
+    if !link.csrf_matches(&form.csrf) {
+        return Err(AppError::SetupForm);
+    }
+    let (mut feedback, metadata_url) = check(&state, &link, &form).await;
+    if !feedback.has_errors()
+        && let Some(metadata_url) = metadata_url
+        && let Some(page) = activate(&state, &link, &form, metadata_url, &mut feedback).await?
+    {
+        tracing::info!(
+            target: "entrance::audit",
+            event = "setup_completed",
+            link = %link.id,
+            connection = %link.connection,
+            name = %link.name,
+            link_created_at = link.created_at,
+            client_ip = %client_ip,
+            correlation_id = %cid.0,
+            "connection created through a setup link"
+        );
+        return Ok(Html(page).into_response());
+    }
+    tracing::info!(
+        target: "entrance::audit",
+        event = "setup_checked",
+        link = %link.id,
+        connection = %link.connection,
+        passed = !feedback.has_errors(),
+        client_ip = %client_ip,
+        correlation_id = %cid.0,
+        "setup values checked"
+    );
+    let status = if feedback.has_errors() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Html(render(&state, &token, &link, &form, &feedback)),
+    )
+        .into_response())
+}
+
+fn parse_form(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<SetupForm, AppError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => AppError::PayloadTooLarge,
+        other => AppError::BadRequest(other.body_text()),
+    })?;
+    serde_urlencoded::from_bytes(&body).map_err(|e| AppError::BadRequest(format!("form body: {e}")))
+}
+
+/// Keeps the checked connection (its secret sealed under `ENTRANCE_DATA_KEY`) and spends the
+/// link, in one store write (`setup_links::activate`); every replica applies it within
+/// `rotation::STORED_POLL`. Returns the page that says so, or `None` with the reason added to
+/// `feedback` when it cannot be kept.
+async fn activate(
+    state: &AppState,
+    link: &SetupLink,
+    form: &SetupForm,
+    metadata_url: String,
+    feedback: &mut Feedback,
+) -> Result<Option<String>, AppError> {
+    let Some(key) = &state.config.data_key else {
+        feedback.error(
+            Field::General,
+            ACTIVATION,
+            "every check passed, but this entrance cannot keep the connection: it has no key to encrypt the client secret with (ENTRANCE_DATA_KEY)".to_owned(),
+            "ask whoever sent you this link to set ENTRANCE_DATA_KEY; then submit again (this link stays valid)",
+        );
+        return Ok(None);
+    };
+    let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
+    let sealed = sealed::seal(key, &secret, &link.connection)
+        .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
+    let stored = StoredConnection {
+        id: link.connection.clone(),
+        name: link.name.clone(),
+        metadata_url,
+        client_id: form.client_id.trim().to_owned(),
+        client_secret_sealed: sealed,
+        client_secret_expires_at: form.secret_expires.trim().to_owned(),
+        created_at: state.clock.now_unix(),
+        link: link.id.clone(),
+    };
+    let reserved: Vec<String> = state
+        .config
+        .connections
+        .iter()
+        .map(|c| c.id.clone())
+        .collect();
+    match setup_links::activate(
+        &state.store,
+        &link.id,
+        stored,
+        &reserved,
+        state.clock.now_unix(),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(ActivateError::Unusable(u)) => return Err(AppError::SetupLink(u)),
+        Err(ActivateError::Taken(id)) => {
+            return Err(AppError::SetupLinkConflict(format!(
+                "a connection with the id {id:?} exists already; ask whoever sent you this link for a new one"
+            )));
+        }
+        Err(ActivateError::Session(e)) => return Err(e.into()),
+    }
+    // This replica applies it at its next poll and fetches the tenant's metadata; the page
+    // waits for that (a bounded time), so its Sign in button works at once.
+    for _ in 0..ACTIVATION_WAIT_STEPS {
+        if state
+            .connection(&link.connection)
+            .is_ok_and(|c| c.provider().is_ok())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let name = escape(&link.name);
+    let mut body = format!(
+        "<h1>Sign-in for {name} is set up</h1>\
+<p class=\"outcome ok\" role=\"status\">Every check passed and the connection is saved. It is live \
+on every server within a few seconds; this setup link is now used up.</p>\
+<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>\
+<h2>What was checked</h2>",
+        id = escape(&super::urlencode(&link.connection)),
+    );
+    for field in [
+        Field::General,
+        Field::Tenant,
+        Field::ClientId,
+        Field::Secret,
+        Field::Expiry,
+    ] {
+        body.push_str(&lines_for(feedback, field));
+    }
+    Ok(Some(super::pages::page(
+        &format!("Sign-in for {} is set up", link.name),
+        &body,
+    )))
+}
+
+/// How long the done page waits for the new connection to be ready here, in 100 ms steps
+/// (`rotation::STORED_POLL`, then a metadata and key fetch).
+const ACTIVATION_WAIT_STEPS: usize = 50;
+
+/// The line name of a setup that passed every check but could not be kept.
+const ACTIVATION: &str = "activation";
+
+/// Every check on the submitted values: the form's own bounds, then the connection's
+/// validation (`config::setup_connection`), then the doctor's live checks. Also returns the
+/// metadata URL the tenant field named, when it did.
+async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedback, Option<String>) {
+    let mut feedback = Feedback::default();
+    let bounds = [
+        (Field::Tenant, "tenant", &form.tenant, MAX_TENANT),
+        (Field::ClientId, "client_id", &form.client_id, MAX_CLIENT_ID),
+        (Field::Secret, "secret", &form.client_secret, MAX_SECRET),
+        (
+            Field::Expiry,
+            "secret_expiry",
+            &form.secret_expires,
+            MAX_DATE,
+        ),
+    ];
+    for (field, name, value, max) in bounds {
+        if value.len() > max {
+            feedback.error(
+                field,
+                name,
+                format!(
+                    "this value is {} characters long; at most {max} are taken",
+                    value.len()
+                ),
+                "paste only the value itself",
+            );
+        } else if value.chars().any(char::is_control) {
+            feedback.error(
+                field,
+                name,
+                "this value holds control characters (a line break, a tab)".to_owned(),
+                "paste only the value itself, on one line",
+            );
+        }
+    }
+    if form.secret_expires.trim().is_empty() {
+        feedback.error(
+            Field::Expiry,
+            doctor::SECRET_EXPIRY,
+            "the secret's expiry date is missing".to_owned(),
+            "enter the date in the Expires column beside the secret (Certificates & secrets → Client secrets), so the secret can be renewed in time",
+        );
+    }
+    let metadata_url = match metadata_url(state, &form.tenant) {
+        Ok(url) => url,
+        Err((message, fix)) => {
+            feedback.error(Field::Tenant, doctor::METADATA, message, fix);
+            None
+        }
+    };
+    if feedback.has_errors() {
+        return (feedback, None);
+    }
+    let Some(metadata_url) = metadata_url else {
+        return (feedback, None);
+    };
+    let values = SetupValues {
+        id: &link.connection,
+        name: &link.name,
+        metadata_url: &metadata_url,
+        client_id: form.client_id.trim(),
+        client_secret: &form.client_secret,
+        client_secret_expires_at: &form.secret_expires,
+    };
+    let (conn, secrets) = match config::setup_connection(&values) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid { key, problem, fix }) => {
+            let field = Field::of_key(&key);
+            feedback.error(field, doctor::METADATA, problem, &fix);
+            return (feedback, None);
+        }
+        Err(e) => {
+            feedback.error(
+                Field::General,
+                doctor::METADATA,
+                e.to_string(),
+                "check every field",
+            );
+            return (feedback, None);
+        }
+    };
+    let now = time::OffsetDateTime::from_unix_timestamp(state.clock.now_unix())
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let report = doctor::check_setup(
+        &conn,
+        &secrets,
+        &state.config.public_url,
+        &state.config.redirect_uri(),
+        &state.http,
+        now,
+    )
+    .await;
+    feedback.lines.extend(
+        report
+            .checks
+            .into_iter()
+            .map(|c| (Field::of_check(c.name), c)),
+    );
+    (feedback, Some(metadata_url))
+}
+
+type Refusal = (String, &'static str);
+
+const TENANT_FIX: &str = "paste the Directory (tenant) ID from the app registration's Overview page (a GUID), or the \"OpenID Connect metadata document\" URL from its Endpoints blade";
+
+/// The metadata URL the tenant field names: an Entra tenant (GUID or domain), or a metadata
+/// URL on Entra's hosts or on a host a configured connection already uses — never any other
+/// host, so a setup link cannot make entrance call addresses inside the operator's network.
+fn metadata_url(state: &AppState, tenant: &str) -> Result<Option<String>, Refusal> {
+    let tenant = tenant.trim();
+    if tenant.is_empty() {
+        return Err((
+            "the Directory (tenant) ID is missing".to_owned(),
+            TENANT_FIX,
+        ));
+    }
+    if !tenant.contains("://") {
+        return entra::tenant_metadata_url(tenant).map(Some).ok_or_else(|| {
+            (
+                format!("{tenant:?} is neither a Directory (tenant) ID nor a domain"),
+                TENANT_FIX,
+            )
+        });
+    }
+    let url =
+        Url::parse(tenant).map_err(|e| (format!("{tenant:?} is not a URL ({e})"), TENANT_FIX))?;
+    let same_host = |other: &Url| {
+        other.host_str() == url.host_str()
+            && other.port_or_known_default() == url.port_or_known_default()
+            && other.scheme() == url.scheme()
+    };
+    let configured = state
+        .connections
+        .load()
+        .iter()
+        .any(|c| same_host(&c.config.metadata_url));
+    if entra::is_entra_url(&url) || configured {
+        Ok(Some(tenant.to_owned()))
+    } else {
+        Err((
+            format!(
+                "{} is not a Microsoft Entra sign-in host",
+                url.host_str().unwrap_or("this URL's host")
+            ),
+            "paste the \"OpenID Connect metadata document\" URL from the app registration's Endpoints blade (https://login.microsoftonline.com/…), or just the Directory (tenant) ID",
+        ))
+    }
+}
+
+/// The whole page: the values to register, the steps, the form with each field's lines.
+fn render(
+    state: &AppState,
+    token: &str,
+    link: &SetupLink,
+    form: &SetupForm,
+    feedback: &Feedback,
+) -> String {
+    let origin = state.config.public_origin();
+    let redirect_uri = state.config.redirect_uri();
+    let front_channel = format!("{origin}/logout/frontchannel");
+    let name = escape(&link.name);
+    let expires = time::OffsetDateTime::from_unix_timestamp(link.expires_at)
+        .map(|t| t.date().to_string())
+        .unwrap_or_default();
+
+    let mut body = format!(
+        "<h1>Set up sign-in for {name}</h1>\
+<p>This page connects <strong>{name}</strong>'s Microsoft Entra ID to single sign-on. It takes a \
+Microsoft Entra administrator (the <em>Application Developer</em> role or higher) about ten \
+minutes. The link works until {expires} and only once.</p>"
+    );
+    body.push_str(&summary(feedback));
+    body.push_str(&format!(
+        "<h2>1. Register the application</h2>\
+<p>Copy these values exactly:</p>\
+<dl class=\"values\">\
+<dt>Redirect URI (platform <strong>Web</strong>)</dt><dd><code>{redirect}</code></dd>\
+<dt>Front-channel logout URL</dt><dd><code>{front}</code></dd>\
+<dt>Supported account types</dt><dd>Accounts in this organizational directory only (Single tenant)</dd>\
+</dl>\
+<ol>\
+<li>In the <strong>Microsoft Entra admin center</strong>, open <strong>Identity → Applications → \
+App registrations</strong> and choose <strong>New registration</strong>.</li>\
+<li><strong>Name</strong>: anything you recognise. <strong>Supported account types</strong>: \
+<em>Accounts in this organizational directory only</em>. <strong>Redirect URI</strong>: select \
+platform <strong>Web</strong> (not <em>Single-page application</em>) and paste the Redirect URI \
+above. Choose <strong>Register</strong>.</li>\
+<li>Open <strong>Authentication</strong>, paste the Front-channel logout URL above into \
+<strong>Front-channel logout URL</strong>, and choose <strong>Save</strong>.</li>\
+<li>Open <strong>Certificates &amp; secrets → Client secrets → New client secret</strong>, pick \
+an expiry and choose <strong>Add</strong>. Copy the <strong>Value</strong> column at once (Entra \
+shows it only now) — not the <em>Secret ID</em> beside it — and note the <strong>Expires</strong> \
+date.</li>\
+<li>On the <strong>Overview</strong> page, copy the <strong>Application (client) ID</strong> and \
+the <strong>Directory (tenant) ID</strong>.</li>\
+</ol>",
+        redirect = escape(&redirect_uri),
+        front = escape(&front_channel),
+    ));
+    body.push_str(&format!(
+        "<h2>2. Enter the values</h2>\
+<p>They are checked with Microsoft Entra as soon as you submit; nothing is kept while a check \
+fails.</p>\
+<form method=\"post\" action=\"{action}\" class=\"setup\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">",
+        action = escape(&format!("{}{token}", PREFIX)),
+        csrf = escape(&link.csrf),
+    ));
+    let fields = [
+        (
+            Field::Tenant,
+            "tenant",
+            "Directory (tenant) ID",
+            "From the Overview page; or the OpenID Connect metadata document URL from Endpoints.",
+            "text",
+            form.tenant.as_str(),
+        ),
+        (
+            Field::ClientId,
+            "client_id",
+            "Application (client) ID",
+            "From the Overview page (not the Object ID).",
+            "text",
+            form.client_id.as_str(),
+        ),
+        (
+            Field::Secret,
+            "client_secret",
+            "Client secret Value",
+            "The Value column, not the Secret ID. Never shown again here: paste it again after a failed check.",
+            "password",
+            "",
+        ),
+        (
+            Field::Expiry,
+            "secret_expires",
+            "Client secret Expires",
+            "The date in the Expires column, e.g. 2027-05-01.",
+            "date",
+            form.secret_expires.as_str(),
+        ),
+    ];
+    for (field, input, label, hint, kind, value) in fields {
+        body.push_str(&format!(
+            "<p class=\"field\"><label for=\"{input}\">{label}</label>\
+<input id=\"{input}\" name=\"{input}\" type=\"{kind}\" value=\"{value}\" autocomplete=\"off\" required>\
+<span class=\"hint\">{hint}</span></p>",
+            label = escape(label),
+            hint = escape(hint),
+            value = escape(value),
+        ));
+        body.push_str(&lines_for(feedback, field));
+    }
+    body.push_str(
+        "<p class=\"actions\"><button type=\"submit\">Check the values</button></p></form>",
+    );
+    super::pages::page(&format!("Set up sign-in for {}", link.name), &body)
+}
+
+/// Above the form: how the last submission went, and the lines that concern no one field.
+fn summary(feedback: &Feedback) -> String {
+    if feedback.lines.is_empty() {
+        return String::new();
+    }
+    let mut out = if feedback.has_errors() {
+        let n = feedback
+            .lines
+            .iter()
+            .filter(|(_, c)| c.status == Status::Error)
+            .count();
+        format!(
+            "<p class=\"outcome error\" role=\"alert\">{n} check{} failed: see the fix beside each field below.</p>",
+            if n == 1 { "" } else { "s" }
+        )
+    } else {
+        "<p class=\"outcome ok\" role=\"status\">Every check passed: Microsoft Entra accepted the \
+Application (client) ID and the client secret.</p>"
+            .to_owned()
+    };
+    out.push_str(&lines_for(feedback, Field::General));
+    out
+}
+
+/// The lines for one field: errors and warnings with their fix, and what passed.
+fn lines_for(feedback: &Feedback, field: Field) -> String {
+    let mut out = String::new();
+    for (_, check) in feedback.lines.iter().filter(|(f, _)| *f == field) {
+        let class = match check.status {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Error => "error",
+            Status::Skipped => continue,
+        };
+        out.push_str(&format!(
+            "<p class=\"check {class}\" data-check=\"{name}\"><strong>{class}</strong>: {message}",
+            name = check.name,
+            message = escape(&check.message),
+        ));
+        if let Some(fix) = &check.fix {
+            out.push_str(&format!("<br>Fix: {}", escape(fix)));
+        }
+        out.push_str("</p>");
+    }
+    out
+}

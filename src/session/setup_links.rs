@@ -1,0 +1,521 @@
+//! Setup links (issue 17): the one-time links an operator hands a customer's Entra admin, kept
+//! in the session store (memory, SQLite or Redis) through the record API every store keeps
+//! (`RecordStore::put`, `insert_new`, `load_uncached`), so they work on every backend and
+//! every replica alike.
+//!
+//! A link's token (256 random bits, base64url) is shown once, when the link is created; the
+//! store keeps only its SHA-256, so a copy of the store opens no setup page. All links live in
+//! one record (the operator lists them, and there are few), with the connections completed
+//! setups created (their client secrets sealed, `sealed.rs`) and a version that every change
+//! to those connections bumps, which each replica polls to apply new connections without a restart
+//! (`rotation::poll_stored`). The record is changed under a lock record that
+//! [`AnyStore::insert_new`] takes for one writer at a time across replicas (the pattern of the
+//! upstream refresh lock, `session/upstream.rs`), so spending a link and adding its connection
+//! is one write.
+
+use std::{collections::HashMap, time::Duration};
+
+use openidconnect::CsrfToken;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower_sessions::{SessionStore, session::Record, session_store};
+
+use super::{SessionError, derived_id, store::AnyStore};
+
+/// The default lifetime of a link: a week for the customer's admin to find the time.
+pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest a link may live: an unused link is a door left open.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest: less is a typo, not a plan.
+pub(crate) const MIN_LIFETIME: Duration = Duration::from_secs(600);
+/// How long an ended link (expired, spent, revoked) is remembered, so its page can say what
+/// happened to it instead of "unknown".
+const REMEMBER_ENDED: i64 = 30 * 24 * 3600;
+/// At most this many links are kept; creating one more is refused until some end.
+pub(crate) const MAX_LINKS: usize = 1000;
+
+const LINKS_KEY: &str = "setup_links";
+const CONNECTIONS_KEY: &str = "setup_connections";
+const VERSION_KEY: &str = "setup_version";
+const LOCK_KEY: &str = "setup_links_lock";
+/// The lock outlives any one change (a load and a write, each bounded by the store timeout).
+const LOCK_LIFETIME: time::Duration = time::Duration::seconds(10);
+/// How long a change waits for another replica's to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// What became of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LinkState {
+    Active,
+    /// The setup was completed through it.
+    Spent,
+    /// The operator revoked it.
+    Revoked,
+}
+
+/// One setup link as stored: never the token, only its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SetupLink {
+    /// A short public id for `list` and `revoke` (random; not derived from the token).
+    pub id: String,
+    /// SHA-256 of the token, lower-case hex.
+    pub token_sha256: String,
+    /// The form's anti-CSRF token: random, tied to this link, checked on every POST.
+    pub csrf: String,
+    /// The connection the link sets up (its id, unique across TOML and stored ones).
+    pub connection: String,
+    /// The name users see on the start page.
+    pub name: String,
+    /// Unix seconds, by entrance's clock.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub state: LinkState,
+    /// When it was spent or revoked (unix seconds).
+    #[serde(default)]
+    pub ended_at: Option<i64>,
+}
+
+impl SetupLink {
+    /// What the page says about the link now: usable, or why not.
+    pub(crate) fn status(&self, now: i64) -> LinkStatus {
+        match self.state {
+            LinkState::Spent => LinkStatus::Spent,
+            LinkState::Revoked => LinkStatus::Revoked,
+            LinkState::Active if now >= self.expires_at => LinkStatus::Expired,
+            LinkState::Active => LinkStatus::Usable,
+        }
+    }
+
+    /// Whether `csrf` is this link's form token (compared in constant time).
+    pub(crate) fn csrf_matches(&self, csrf: &str) -> bool {
+        self.csrf.as_bytes().ct_eq(csrf.as_bytes()).into()
+    }
+}
+
+/// Why a completed setup could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ActivateError {
+    #[error(transparent)]
+    Unusable(Unusable),
+    #[error("a connection with the id {0:?} exists already")]
+    Taken(String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Keeps the connection a setup through link `link_id` created and spends the link, in one
+/// write: the link must still be usable, and the id must be neither in `reserved` (the
+/// configuration file's connections) nor among the stored ones.
+pub(crate) async fn activate(
+    store: &AnyStore,
+    link_id: &str,
+    connection: StoredConnection,
+    reserved: &[String],
+    now: i64,
+) -> Result<(), ActivateError> {
+    change(store, now, |record| {
+        let link = record
+            .links
+            .iter_mut()
+            .find(|l| l.id == link_id)
+            .ok_or(ActivateError::Unusable(Unusable::Unknown))?;
+        match link.status(now) {
+            LinkStatus::Usable => {}
+            LinkStatus::Expired => return Err(ActivateError::Unusable(Unusable::Expired)),
+            LinkStatus::Spent => return Err(ActivateError::Unusable(Unusable::Spent)),
+            LinkStatus::Revoked => return Err(ActivateError::Unusable(Unusable::Revoked)),
+        }
+        if reserved.contains(&connection.id)
+            || record.connections.iter().any(|c| c.id == connection.id)
+        {
+            return Err(ActivateError::Taken(connection.id));
+        }
+        link.state = LinkState::Spent;
+        link.ended_at = Some(now);
+        record.connections.push(connection);
+        Ok(())
+    })
+    .await
+}
+
+/// A link's standing, for its page and for `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LinkStatus {
+    Usable,
+    Expired,
+    Spent,
+    Revoked,
+}
+
+/// Why a link opens nothing, as its page says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Unusable {
+    #[error("no setup link has this token")]
+    Unknown,
+    #[error("the setup link expired")]
+    Expired,
+    #[error("the setup link was already used")]
+    Spent,
+    #[error("the setup link was revoked")]
+    Revoked,
+}
+
+impl SetupLink {
+    /// The link, if it can be used now.
+    pub(crate) fn usable(self, now: i64) -> Result<SetupLink, Unusable> {
+        match self.status(now) {
+            LinkStatus::Usable => Ok(self),
+            LinkStatus::Expired => Err(Unusable::Expired),
+            LinkStatus::Spent => Err(Unusable::Spent),
+            LinkStatus::Revoked => Err(Unusable::Revoked),
+        }
+    }
+}
+
+/// A link just created: the token, shown to the operator once and stored nowhere.
+pub(crate) struct Created {
+    pub token: String,
+    pub link: SetupLink,
+}
+
+/// What a token leads to.
+pub(crate) enum Found {
+    /// No link has this token (never had one, or ended long ago).
+    Unknown,
+    Link(SetupLink),
+}
+
+fn sha256_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A token is 32 random bytes in base64url (43 characters); anything else is not one.
+fn plausible_token(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn links_id() -> tower_sessions::session::Id {
+    derived_id(&["entrance:setup-links"])
+}
+
+fn lock_id() -> tower_sessions::session::Id {
+    derived_id(&["entrance:setup-links", "lock"])
+}
+
+/// A connection a completed setup created, as stored: its client secret sealed under
+/// `ENTRANCE_DATA_KEY` (`sealed.rs`), never in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredConnection {
+    pub id: String,
+    pub name: String,
+    pub metadata_url: String,
+    pub client_id: String,
+    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data.
+    pub client_secret_sealed: String,
+    /// As the admin typed it (RFC 3339 date).
+    pub client_secret_expires_at: String,
+    /// Unix seconds, and the link that created it.
+    pub created_at: i64,
+    pub link: String,
+}
+
+/// The one record: links, the connections they created, and its version.
+#[derive(Debug, Default)]
+pub(crate) struct SetupRecord {
+    pub links: Vec<SetupLink>,
+    pub connections: Vec<StoredConnection>,
+    /// Bumped by every change to `connections`; replicas compare it to apply them.
+    pub version: u64,
+}
+
+fn field<T: serde::de::DeserializeOwned + Default>(
+    record: &Record,
+    key: &str,
+) -> Result<T, SessionError> {
+    match record.data.get(key) {
+        None => Ok(T::default()),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+            SessionError::Corrupt(format!("the setup record's {key} do not parse: {e}"))
+        }),
+    }
+}
+
+/// The record as stored, read from the store itself (never a replica's cache: another replica
+/// may have just changed it).
+pub(crate) async fn load(store: &AnyStore) -> Result<SetupRecord, SessionError> {
+    let Some(record) = store.load_uncached(&links_id()).await? else {
+        return Ok(SetupRecord::default());
+    };
+    Ok(SetupRecord {
+        links: field(&record, LINKS_KEY)?,
+        connections: field(&record, CONNECTIONS_KEY)?,
+        version: field(&record, VERSION_KEY)?,
+    })
+}
+
+/// Every link as stored.
+pub(crate) async fn list(store: &AnyStore) -> Result<Vec<SetupLink>, SessionError> {
+    Ok(load(store).await?.links)
+}
+
+/// The link `token` opens, whatever its state.
+pub(crate) async fn find(store: &AnyStore, token: &str) -> Result<Found, SessionError> {
+    if !plausible_token(token) {
+        return Ok(Found::Unknown);
+    }
+    let hash = sha256_hex(token);
+    Ok(list(store)
+        .await?
+        .into_iter()
+        .find(|l| l.token_sha256 == hash)
+        .map_or(Found::Unknown, Found::Link))
+}
+
+/// Why a link could not be created.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CreateError {
+    #[error("{MAX_LINKS} setup links are kept already; revoke some first")]
+    TooMany,
+    #[error("an active setup link for connection {0:?} exists already (id {1}); revoke it first")]
+    Duplicate(String, String),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Creates a link for `connection`, living `lifetime` from `now` (unix seconds).
+pub(crate) async fn create(
+    store: &AnyStore,
+    connection: &str,
+    name: &str,
+    lifetime: Duration,
+    now: i64,
+) -> Result<Created, CreateError> {
+    let token = CsrfToken::new_random_len(32).into_secret();
+    let link = SetupLink {
+        id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
+        token_sha256: sha256_hex(&token),
+        csrf: CsrfToken::new_random_len(32).into_secret(),
+        connection: connection.to_owned(),
+        name: name.to_owned(),
+        created_at: now,
+        expires_at: now + lifetime.as_secs() as i64,
+        state: LinkState::Active,
+        ended_at: None,
+    };
+    let created = link.clone();
+    change(store, now, move |record| {
+        let links = &mut record.links;
+        if let Some(other) = links
+            .iter()
+            .find(|l| l.connection == created.connection && l.status(now) == LinkStatus::Usable)
+        {
+            return Err(CreateError::Duplicate(
+                created.connection.clone(),
+                other.id.clone(),
+            ));
+        }
+        if links.len() >= MAX_LINKS {
+            return Err(CreateError::TooMany);
+        }
+        links.push(created);
+        Ok(())
+    })
+    .await?;
+    Ok(Created { token, link })
+}
+
+/// Ends the link with this id. Returns the link as it is now, or `None` when no link has
+/// that id. An ended link stays as it ended (a spent link is not revoked later).
+pub(crate) async fn end(
+    store: &AnyStore,
+    id: &str,
+    state: LinkState,
+    now: i64,
+) -> Result<Option<SetupLink>, SessionError> {
+    let result = change(store, now, |record| {
+        let found = record.links.iter_mut().find(|l| l.id == id);
+        Ok::<_, SessionError>(found.map(|l| {
+            if l.state == LinkState::Active {
+                l.state = state;
+                l.ended_at = Some(now);
+            }
+            l.clone()
+        }))
+    })
+    .await?;
+    Ok(result)
+}
+
+/// Reads the links, applies `edit`, drops links ended long ago and writes them back, all under
+/// the lock, so two replicas' changes never overwrite each other.
+async fn change<T, E: From<SessionError>>(
+    store: &AnyStore,
+    now: i64,
+    edit: impl FnOnce(&mut SetupRecord) -> Result<T, E>,
+) -> Result<T, E> {
+    let lock = lock_record();
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        if store.insert_new(&lock).await.map_err(SessionError::from)? {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SessionError::Store(tower_sessions::session::Error::Store(
+                session_store::Error::Backend(
+                    "another change to the setup links did not finish in time".into(),
+                ),
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = async {
+        let mut record = load(store).await?;
+        let connections = record.connections.len();
+        let out = edit(&mut record)?;
+        record.links.retain(|l| {
+            let ended = l.ended_at.unwrap_or(l.expires_at);
+            l.state == LinkState::Active && now < l.expires_at || now - ended < REMEMBER_ENDED
+        });
+        // Only a change to the connections makes replicas apply them again.
+        if record.connections.len() != connections {
+            record.version += 1;
+        }
+        store
+            .put(&setup_record(&record)?)
+            .await
+            .map_err(SessionError::from)?;
+        Ok(out)
+    }
+    .await;
+    if let Err(e) = SessionStore::delete(store, &lock.id).await {
+        // It expires by itself within LOCK_LIFETIME.
+        tracing::warn!(error = %e, "could not release the setup links' lock");
+    }
+    result
+}
+
+fn lock_record() -> Record {
+    let mut data = HashMap::new();
+    data.insert(LOCK_KEY.to_owned(), serde_json::Value::Bool(true));
+    Record {
+        id: lock_id(),
+        data,
+        expiry_date: time::OffsetDateTime::now_utc() + LOCK_LIFETIME,
+    }
+}
+
+fn setup_record(record: &SetupRecord) -> Result<Record, SessionError> {
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| SessionError::Corrupt(format!("serialising the setup record: {e}")))
+    };
+    let mut data = HashMap::new();
+    data.insert(
+        LINKS_KEY.to_owned(),
+        json(serde_json::to_value(&record.links))?,
+    );
+    data.insert(
+        CONNECTIONS_KEY.to_owned(),
+        json(serde_json::to_value(&record.connections))?,
+    );
+    data.insert(VERSION_KEY.to_owned(), record.version.into());
+    // The store's own expiry is by the real clock. With connections in it, the record must
+    // outlive any plausible time between two changes (a store record has to expire:
+    // 100 years); with links only, past the last link's end and the time it is remembered.
+    let lifetime = if record.connections.is_empty() {
+        MAX_LIFETIME.as_secs() as i64 + 2 * REMEMBER_ENDED
+    } else {
+        100 * 365 * 24 * 3600
+    };
+    Ok(Record {
+        id: links_id(),
+        data,
+        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::seconds(lifetime),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> AnyStore {
+        AnyStore::memory(Duration::from_secs(1)).0
+    }
+
+    #[tokio::test]
+    async fn a_link_is_found_by_its_token_which_is_stored_only_as_a_hash() {
+        let store = store();
+        let created = create(&store, "fabrikam", "Fabrikam", DEFAULT_LIFETIME, 1000)
+            .await
+            .expect("created");
+        assert_eq!(created.token.len(), 43);
+        let links = list(&store).await.expect("listed");
+        assert_eq!(links.len(), 1);
+        let stored = serde_json::to_string(&links).expect("json");
+        assert!(!stored.contains(&created.token));
+        let Found::Link(link) = find(&store, &created.token).await.expect("found") else {
+            panic!("the token opens its link");
+        };
+        assert_eq!(link.connection, "fabrikam");
+        assert_eq!(link.status(1000), LinkStatus::Usable);
+        assert_eq!(
+            link.status(1000 + DEFAULT_LIFETIME.as_secs() as i64),
+            LinkStatus::Expired
+        );
+        assert!(matches!(
+            find(&store, &"A".repeat(43)).await.expect("asked"),
+            Found::Unknown
+        ));
+        assert!(matches!(
+            find(&store, "short").await.expect("asked"),
+            Found::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_second_active_link_for_one_connection_is_refused_until_the_first_ends() {
+        let store = store();
+        let first = create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 0)
+            .await
+            .expect("created");
+        assert!(matches!(
+            create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 1).await,
+            Err(CreateError::Duplicate(..))
+        ));
+        let ended = end(&store, &first.link.id, LinkState::Revoked, 2)
+            .await
+            .expect("ended")
+            .expect("the link exists");
+        assert_eq!(ended.status(3), LinkStatus::Revoked);
+        create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 3)
+            .await
+            .expect("a new link once the old one is revoked");
+        // An ended link stays as it ended.
+        let again = end(&store, &first.link.id, LinkState::Spent, 4)
+            .await
+            .expect("ended")
+            .expect("found");
+        assert_eq!(again.state, LinkState::Revoked);
+    }
+
+    #[tokio::test]
+    async fn links_ended_long_ago_are_forgotten() {
+        let store = store();
+        let old = create(&store, "a", "A", MIN_LIFETIME, 0)
+            .await
+            .expect("created");
+        let later = MIN_LIFETIME.as_secs() as i64 + REMEMBER_ENDED + 1;
+        create(&store, "b", "B", DEFAULT_LIFETIME, later)
+            .await
+            .expect("created");
+        let links = list(&store).await.expect("listed");
+        assert_eq!(links.len(), 1);
+        assert!(links.iter().all(|l| l.id != old.link.id));
+    }
+}

@@ -1,0 +1,825 @@
+//! Setup links (issue 17) over real HTTP against the mock Entra: the admin API on the admin
+//! listener, the page, each seed mistake shown with its fix beside its field, the form's CSRF
+//! rules, unknown / expired / revoked links, and links kept hashed on every store.
+
+use mock_idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID};
+use reqwest::StatusCode;
+
+use crate::{
+    helpers::{AppOptions, TestApp, spawn_app_with},
+    redis::RedisServer,
+    sessions::TempDir,
+};
+
+/// A Secret ID: the GUID Entra shows beside a secret's Value.
+const SECRET_ID: &str = "c3a1f4b2-7d4e-4b8a-9f1e-2a3b4c5d6e7f";
+
+async fn spawn() -> TestApp {
+    spawn_with_session(r#"store = "memory""#).await
+}
+
+async fn spawn_with_session(session: &str) -> TestApp {
+    spawn_app_with(AppOptions {
+        admin_listen: true,
+        session_toml: session.to_owned(),
+        ..Default::default()
+    })
+    .await
+}
+
+/// A created link, as the admin API answered.
+struct Link {
+    id: String,
+    url: String,
+    token: String,
+}
+
+async fn create_link(app: &TestApp, connection: &str) -> Link {
+    let res = reqwest::Client::new()
+        .post(app.admin_url("/admin/setup-links"))
+        .json(&serde_json::json!({ "connection": connection, "name": "Fabrikam Ltd" }))
+        .send()
+        .await
+        .expect("admin API answers");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: serde_json::Value = res.json().await.expect("json");
+    let url = body["url"].as_str().expect("a url").to_owned();
+    let token = url.rsplit('/').next().expect("a token").to_owned();
+    Link {
+        id: body["id"].as_str().expect("an id").to_owned(),
+        url,
+        token,
+    }
+}
+
+/// The page's hidden form token.
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("the page has a form token")
+        + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().expect("a value").to_owned()
+}
+
+struct Values<'a> {
+    tenant: String,
+    client_id: &'a str,
+    secret: &'a str,
+    expires: &'a str,
+}
+
+impl Values<'_> {
+    fn healthy(app: &TestApp) -> Values<'static> {
+        Values {
+            tenant: app.idp.metadata_url(),
+            client_id: DEFAULT_CLIENT_ID,
+            secret: DEFAULT_CLIENT_SECRET,
+            expires: "2099-05-01",
+        }
+    }
+}
+
+/// Opens the page and posts `values` from it, as a browser on our own page does (Origin ours).
+async fn submit(app: &TestApp, link: &Link, values: &Values<'_>) -> (StatusCode, String) {
+    let page = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = csrf_of(&page.text().await.expect("html"));
+    post(app, link, &csrf, values, Some(&app.config.public_origin())).await
+}
+
+async fn post(
+    app: &TestApp,
+    link: &Link,
+    csrf: &str,
+    values: &Values<'_>,
+    origin: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = app.browser.post(&link.url).form(&[
+        ("csrf", csrf),
+        ("tenant", values.tenant.as_str()),
+        ("client_id", values.client_id),
+        ("client_secret", values.secret),
+        ("secret_expires", values.expires),
+    ]);
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    let res = req.send().await.expect("posted");
+    let status = res.status();
+    (status, res.text().await.expect("html"))
+}
+
+/// The check line `name` on the page, which must be an error: its text.
+fn error_line<'a>(html: &'a str, name: &str) -> &'a str {
+    let marker = format!("<p class=\"check error\" data-check=\"{name}\">");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no error line {name}:\n{html}"));
+    let rest = &html[at..];
+    &rest[..rest.find("</p>").expect("closed")]
+}
+
+/// The HTML from the field `input`'s `<input>` to the next field's: its own lines.
+fn field_section<'a>(html: &'a str, input: &str) -> &'a str {
+    let at = html
+        .find(&format!("<input id=\"{input}\""))
+        .unwrap_or_else(|| panic!("no field {input}"));
+    let rest = &html[at..];
+    let end = rest[1..]
+        .find("<p class=\"field\">")
+        .or_else(|| rest.find("<p class=\"actions\">"))
+        .map_or(rest.len(), |e| e + 1);
+    &rest[..end]
+}
+
+#[tokio::test]
+async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_the_token() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+    assert!(
+        link.url
+            .starts_with(&format!("{}/setup/", app.config.public_origin())),
+        "{}",
+        link.url
+    );
+    assert_eq!(link.token.len(), 43, "256 bits in base64url");
+
+    let list = app.admin_get("/admin/setup-links").await;
+    assert_eq!(list.status(), StatusCode::OK);
+    let text = list.text().await.expect("json");
+    assert!(
+        text.contains("fabrikam") && text.contains("\"usable\""),
+        "{text}"
+    );
+    assert!(!text.contains(&link.token), "the list never shows a token");
+
+    // A connection of the configuration file cannot be set up by a link.
+    let res = reqwest::Client::new()
+        .post(app.admin_url("/admin/setup-links"))
+        .json(&serde_json::json!({ "connection": "contoso" }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    // Nor a second active link for one connection, nor a link living a year.
+    let res = reqwest::Client::new()
+        .post(app.admin_url("/admin/setup-links"))
+        .json(&serde_json::json!({ "connection": "fabrikam" }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let res = reqwest::Client::new()
+        .post(app.admin_url("/admin/setup-links"))
+        .json(&serde_json::json!({ "connection": "other", "expires_in_secs": 365 * 86400 }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // A browser's request (it carries Origin) is refused even on the admin listener.
+    let res = reqwest::Client::new()
+        .post(app.admin_url("/admin/setup-links"))
+        .header("origin", "https://evil.example")
+        .json(&serde_json::json!({ "connection": "other" }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // The public listener does not serve the admin API.
+    let res = app
+        .browser
+        .get(app.url("/admin/setup-links"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // The page: the exact values to register, the steps, the form.
+    let html = app
+        .browser
+        .get(&link.url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    for expected in [
+        format!("<code>{}</code>", app.config.redirect_uri()),
+        format!(
+            "<code>{}/logout/frontchannel</code>",
+            app.config.public_origin()
+        ),
+        "Accounts in this organizational directory only".to_owned(),
+        "Certificates &amp; secrets".to_owned(),
+        "Application (client) ID".to_owned(),
+        "Fabrikam Ltd".to_owned(),
+    ] {
+        assert!(html.contains(&expected), "{expected} missing:\n{html}");
+    }
+    assert!(!html.contains("<script"), "the page needs no script");
+
+    let res = reqwest::Client::new()
+        .post(app.admin_url(&format!("/admin/setup-links/{}/revoke", link.id)))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::GONE);
+    let html = res.text().await.expect("html");
+    assert!(
+        html.contains("withdrawn") && html.contains("who sent you this link"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("Fabrikam"),
+        "an ended link names no connection"
+    );
+    let text = app
+        .admin_get("/admin/setup-links")
+        .await
+        .text()
+        .await
+        .expect("json");
+    assert!(text.contains("\"revoked\""), "{text}");
+}
+
+#[tokio::test]
+async fn each_seed_mistake_is_shown_with_its_fix_beside_its_field() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+
+    // The Secret ID pasted for the Value: the secret line says so, and Entra (the mock)
+    // refuses it too.
+    let values = Values {
+        secret: SECRET_ID,
+        ..Values::healthy(&app)
+    };
+    let (status, html) = submit(&app, &link, &values).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = error_line(&html, "secret");
+    assert!(
+        line.contains("Secret ID") && line.contains("Fix:"),
+        "{line}"
+    );
+    assert!(line.contains("Value"), "{line}");
+    assert!(
+        field_section(&html, "client_secret").contains("data-check=\"secret\""),
+        "shown beside the secret field"
+    );
+    assert!(error_line(&html, "credentials").contains("AADSTS7000215"));
+    assert!(!html.contains(SECRET_ID), "the secret is never echoed");
+    // The other values are kept for the next try.
+    assert!(html.contains(&format!("value=\"{DEFAULT_CLIENT_ID}\"")));
+
+    // A wrong tenant in the metadata URL: Entra's AADSTS90002, beside the tenant field.
+    let values = Values {
+        tenant: app
+            .idp
+            .metadata_url()
+            .replace(DEFAULT_TENANT_ID, "99999999-0000-0000-0000-000000000000"),
+        ..Values::healthy(&app)
+    };
+    let (status, html) = submit(&app, &link, &values).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = error_line(&html, "metadata");
+    assert!(line.contains("AADSTS90002"), "{line}");
+    assert!(line.contains("Directory (tenant) ID"), "the fix: {line}");
+    assert!(field_section(&html, "tenant").contains("data-check=\"metadata\""));
+    assert!(
+        !html.contains(DEFAULT_CLIENT_SECRET),
+        "the secret is never echoed"
+    );
+
+    // An expired secret: the expiry line, beside the Expires field.
+    let values = Values {
+        expires: "2020-01-01",
+        ..Values::healthy(&app)
+    };
+    let (status, html) = submit(&app, &link, &values).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let line = error_line(&html, "secret_expiry");
+    assert!(
+        line.contains("expired on 2020-01-01") && line.contains("Fix:"),
+        "{line}"
+    );
+    assert!(field_section(&html, "secret_expires").contains("data-check=\"secret_expiry\""));
+
+    // The Directory (tenant) ID where the Application (client) ID goes.
+    let values = Values {
+        tenant: DEFAULT_TENANT_ID.to_owned(),
+        client_id: DEFAULT_TENANT_ID,
+        ..Values::healthy(&app)
+    };
+    let (status, html) = submit(&app, &link, &values).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        error_line(&html, "client_id").contains("is the Directory (tenant) ID"),
+        "{html}"
+    );
+
+    // A metadata URL on a host neither Entra's nor configured is not fetched.
+    let values = Values {
+        tenant: "https://10.0.0.1/x/v2.0/.well-known/openid-configuration".to_owned(),
+        ..Values::healthy(&app)
+    };
+    let (status, html) = submit(&app, &link, &values).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_line(&html, "metadata").contains("not a Microsoft Entra sign-in host"));
+
+    // Every value right: every check passes, Entra accepted the ID and the secret; this
+    // entrance has no ENTRANCE_DATA_KEY, so it says it cannot keep the connection, and the
+    // link stays valid.
+    let (status, html) = submit(&app, &link, &Values::healthy(&app)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        error_line(&html, "activation").contains("ENTRANCE_DATA_KEY"),
+        "{html}"
+    );
+    assert_eq!(html.matches("class=\"check error\"").count(), 1, "{html}");
+    assert!(
+        html.contains("<p class=\"check ok\" data-check=\"credentials\">"),
+        "{html}"
+    );
+    assert!(!html.contains(DEFAULT_CLIENT_SECRET));
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK, "the link is not spent");
+    // Request spans name the route, never the token in the path.
+    assert!(
+        crate::helpers::log_lines_with(&link.token).is_empty(),
+        "the token reached the log"
+    );
+    assert!(!crate::helpers::log_lines_with("/setup/{token}").is_empty());
+}
+
+#[tokio::test]
+async fn the_form_is_refused_without_its_token_or_from_another_origin() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+    let html = app
+        .browser
+        .get(&link.url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let csrf = csrf_of(&html);
+    let values = Values::healthy(&app);
+    let ours = app.config.public_origin();
+
+    let (status, html) = post(&app, &link, "", &values, Some(&ours)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no form token");
+    assert!(html.contains("did not come from its setup page"), "{html}");
+    let (status, _) = post(&app, &link, &"x".repeat(43), &values, Some(&ours)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another form token");
+    let (status, _) = post(&app, &link, &csrf, &values, Some("https://evil.example")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another origin");
+    let (status, _) = post(&app, &link, &csrf, &values, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no origin at all");
+    // Another link's form token does not open this one.
+    let other = create_link(&app, "northwind").await;
+    let other_html = app
+        .browser
+        .get(&other.url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    let (status, _) = post(&app, &link, &csrf_of(&other_html), &values, Some(&ours)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a token of another link");
+    // With both, the values are checked (and pass; without ENTRANCE_DATA_KEY nothing is kept).
+    let (status, html) = post(&app, &link, &csrf, &values, Some(&ours)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("data-check=\"activation\""), "{html}");
+}
+
+#[tokio::test]
+async fn an_unknown_or_expired_link_says_so_and_reveals_nothing() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+
+    for unknown in [
+        app.url("/setup/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        app.url("/setup/nonsense"),
+    ] {
+        let res = app.browser.get(&unknown).send().await.expect("page");
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let html = res.text().await.expect("html");
+        assert!(
+            html.contains("not valid") && html.contains("who sent you this link"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("fabrikam") && !html.contains("Fabrikam") && !html.contains("contoso")
+        );
+    }
+    // A POST to an unknown link meets the same page, before any other check.
+    let res = app
+        .browser
+        .post(app.url("/setup/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // Past its expiry (entrance's clock), the link says it expired.
+    app.clock.advance(std::time::Duration::from_secs(8 * 86400));
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::GONE);
+    let html = res.text().await.expect("html");
+    assert!(
+        html.contains("expired") && html.contains("who sent you this link"),
+        "{html}"
+    );
+    assert!(!html.contains("Fabrikam"));
+}
+
+/// The setup routes have their own per-client budget (a burst of 30, then 20 a minute),
+/// whatever `[rate_limit]` says (the test apps allow 10 000 sign-ins in a burst).
+#[tokio::test]
+async fn the_setup_pages_are_rate_limited_per_client() {
+    let app = spawn().await;
+    let url = app.url("/setup/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let mut statuses = Vec::new();
+    for _ in 0..35 {
+        statuses.push(
+            app.browser
+                .get(&url)
+                .send()
+                .await
+                .expect("answered")
+                .status(),
+        );
+    }
+    assert_eq!(statuses[0], StatusCode::NOT_FOUND);
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!((4..=5).contains(&limited), "{statuses:?}");
+    // Sign-ins keep their own budget.
+    let res = app.get("/login?connection=contoso").await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+}
+
+/// The store backends of `store_contract.rs`: each keeps links through the record API alone.
+#[tokio::test]
+async fn links_live_in_every_store_as_a_hash_of_their_token() {
+    // Memory.
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(app);
+
+    // SQLite: the file (and its WAL) holds the token's hash, never the token; a restart keeps
+    // the link.
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let mut app = spawn_with_session(&format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"",
+        path.display()
+    ))
+    .await;
+    let link = create_link(&app, "fabrikam").await;
+    app.restart().await;
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK, "kept across a restart");
+    let hash = sha256_hex(&link.token);
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(contains(&hash), "the SQLite file holds the token's hash");
+    assert!(
+        !contains(&link.token),
+        "the SQLite file never holds the token"
+    );
+    app.stop().await;
+
+    // Redis: likewise for every key's value.
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let app = spawn_with_session(&format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"setup:\"",
+        redis.url()
+    ))
+    .await;
+    let link = create_link(&app, "fabrikam").await;
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK);
+    let hash = sha256_hex(&link.token);
+    let keys = redis.cli("KEYS setup:*\n");
+    let values: String = keys
+        .lines()
+        .map(|k| redis.cli(&format!("GET {k}\n")))
+        .collect();
+    assert!(values.contains(&hash), "Redis holds the hash: {values}");
+    assert!(!values.contains(&link.token), "Redis never holds the token");
+    let res = reqwest::Client::new()
+        .post(app.admin_url(&format!("/admin/setup-links/{}/revoke", link.id)))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::GONE);
+}
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `entrance setup-link create|list|revoke`: the real binary, talking to the admin listener
+/// named in the same configuration file.
+#[tokio::test]
+async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
+    let app = spawn().await;
+    let dir = TempDir::new();
+    let file = dir.path().join("entrance.toml");
+    std::fs::write(&file, &app.toml).expect("config written");
+    let run = |args: Vec<String>| {
+        let file = file.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrance"))
+                .arg("setup-link")
+                .args(&args[..1])
+                .arg("--config")
+                .arg(&file)
+                .args(&args[1..])
+                .output()
+                .await
+                .expect("the binary runs");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let (code, out, err) = run(args(&[
+        "create",
+        "--connection",
+        "northwind",
+        "--name",
+        "Northwind",
+        "--expires",
+        "2d",
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let url = out.lines().next().expect("the URL first").to_owned();
+    assert!(
+        url.starts_with(&format!("{}/setup/", app.config.public_origin())),
+        "{out}"
+    );
+    let res = app.browser.get(&url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.expect("html").contains("Northwind"));
+
+    let (code, out, _) = run(args(&["list"])).await;
+    assert_eq!(code, Some(0));
+    let row = out
+        .lines()
+        .find(|l| l.contains("northwind"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("usable"), "{out}");
+    assert!(
+        !out.contains(url.rsplit('/').next().expect("token")),
+        "no token"
+    );
+    let id = row.split_whitespace().next().expect("the id").to_owned();
+
+    // A configured connection's id is refused, with the reason.
+    let (code, _, err) = run(args(&["create", "--connection", "contoso"])).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("configuration file already"), "{err}");
+    let (code, _, err) = run(args(&["create", "--connection", "x", "--expires", "soon"])).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("7d"), "{err}");
+
+    let (code, out, err) = run(args(&["revoke", "--id", &id])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let res = app.browser.get(&url).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::GONE);
+}
+
+/// A test `ENTRANCE_DATA_KEY` (32 bytes, base64).
+const DATA_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Stage 2: a clean submit on replica A keeps the connection (its secret sealed) in the SQLite
+/// file A and B share and spends the link; B applies it without a restart, and a user signs
+/// in through it on B. A replica started on that file without the key refuses to start.
+#[tokio::test]
+async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let session = format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        path.display()
+    );
+    let a = spawn_app_with(AppOptions {
+        admin_listen: true,
+        session_toml: session.clone(),
+        data_key: Some(DATA_KEY),
+        ..Default::default()
+    })
+    .await;
+    let b = spawn_app_with(AppOptions {
+        admin_listen: true,
+        session_toml: session.clone(),
+        data_key: Some(DATA_KEY),
+        ..Default::default()
+    })
+    .await;
+    // The customer's tenant is A's mock Entra; the app registration lists both replicas'
+    // redirect URIs (one public URL in production, two ports here).
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+
+    let link = create_link(&a, "fabrikam").await;
+    let (status, html) = submit(&a, &link, &Values::healthy(&a)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Sign-in for Fabrikam Ltd is set up"),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"/login?connection=fabrikam\""),
+        "{html}"
+    );
+    assert!(!html.contains(DEFAULT_CLIENT_SECRET));
+    // The audit line: which link, which connection, from where.
+    let audit = crate::helpers::log_lines_with("setup_completed");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains(&link.id) && l.contains("fabrikam") && l.contains("client_ip")),
+        "{audit:?}"
+    );
+
+    // The link is spent, on both replicas.
+    for app in [&a, &b] {
+        let res = app
+            .browser
+            .get(link.url.replace(&a.base, &app.base))
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(res.status(), StatusCode::GONE);
+        assert!(res.text().await.expect("html").contains("already used"));
+    }
+
+    // The store holds the secret sealed, never in the clear.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    let secret = DEFAULT_CLIENT_SECRET.as_bytes();
+    assert!(
+        !bytes.windows(secret.len()).any(|w| w == secret),
+        "the secret is sealed at rest"
+    );
+
+    // B applies the new connection within its poll, without a restart.
+    let mut live = false;
+    for _ in 0..100 {
+        let res = b
+            .browser
+            .get(b.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(live, "replica B serves connection fabrikam");
+    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
+    assert!(
+        authorize.as_str().starts_with(&a.idp.base_url()),
+        "{authorize}"
+    );
+    let callback = b.authorize(&authorize).await;
+    let res = b.callback_with(&b.browser, &callback, true).await;
+    let me = crate::helpers::assert_signed_in(&b, res).await;
+    assert_eq!(me["connection"], "fabrikam", "{me}");
+
+    // Listed by the admin /readyz like the file's connections.
+    let readyz = a.admin_get("/readyz").await.text().await.expect("json");
+    assert!(readyz.contains("\"fabrikam\""), "{readyz}");
+
+    // And by `entrance connections`, the file's beside it.
+    let file = dir.path().join("a.toml");
+    std::fs::write(&file, &a.toml).expect("config written");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrance"))
+        .args(["connections", "--config"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("the binary runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("fabrikam") && l.contains("Fabrikam Ltd"))
+            && listed.lines().any(|l| l.starts_with("contoso")),
+        "{listed}"
+    );
+
+    // A replica started on this store without the key refuses, with the fix.
+    let mut config = entrance::Config::load_str(&a.toml).expect("config");
+    config.data_key = None;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let Err(e) = entrance::Application::with_listener(config, listener).await else {
+        panic!("started without ENTRANCE_DATA_KEY");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("ENTRANCE_DATA_KEY") && e.contains("openssl rand -base64 32"),
+        "{e}"
+    );
+}
+
+/// Stage 4: the whole setup in headless Chromium (`browser.rs`), entrance on `localhost` and
+/// the mock Entra on `127.0.0.1` (two sites, as in production): a fresh link, each seed
+/// mistake tried first and shown with its fix, then the right values, the connection live, and
+/// a real sign-in through it; the link is spent after.
+#[tokio::test]
+async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_connection() {
+    crate::browser::run("setup_happy_path", async |b| {
+        let app = spawn_app_with(AppOptions {
+            public_host: "localhost",
+            admin_listen: true,
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+        .await;
+        let link = create_link(&app, "fabrikam").await;
+        let fill = async |tenant: &str, secret: &str, expires: &str| {
+            b.fill("tenant", tenant).await;
+            b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.fill("client_secret", secret).await;
+            b.fill("secret_expires", expires).await;
+            b.click("Check the values").await;
+        };
+        b.goto(&link.url).await;
+        b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+
+        let metadata = app.idp.metadata_url();
+        fill(&metadata, SECRET_ID, "2099-05-01").await;
+        let text = b.wait_for_text("check").await;
+        assert!(
+            text.contains("Secret ID") && text.contains("Fix:"),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET_ID), "never echoed: {text}");
+
+        let wrong = metadata.replace(DEFAULT_TENANT_ID, "99999999-0000-0000-0000-000000000000");
+        fill(&wrong, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
+        let text = b.wait_for_text("AADSTS90002").await;
+        assert!(text.contains("Directory (tenant) ID"), "{text}");
+
+        fill(&metadata, DEFAULT_CLIENT_SECRET, "2020-01-01").await;
+        let text = b.wait_for_text("expired on 2020-01-01").await;
+        assert!(text.contains("Fix:"), "{text}");
+
+        let started = std::time::Instant::now();
+        fill(&metadata, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
+        b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
+        b.click("Sign in with Fabrikam Ltd").await;
+        let text = b
+            .wait_until("entrance's start page, signed in", |url, text| {
+                url.host_str() == Some("localhost") && text.contains("You are signed in as")
+            })
+            .await;
+        assert!(text.contains("Ada Lovelace"), "{text}");
+        eprintln!(
+            "setup happy path (the right values submitted → signed in): {:?}",
+            started.elapsed()
+        );
+        b.goto(&format!("{}/me", app.config.public_origin())).await;
+        let me = b.wait_for_text("\"user\"").await;
+        assert!(me.contains("\"connection\":\"fabrikam\""), "{me}");
+
+        b.goto(&link.url).await;
+        b.wait_for_text("already used").await;
+    })
+    .await;
+}
