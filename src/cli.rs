@@ -55,31 +55,18 @@ pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> Exi
         eprintln!("entrance: {message}");
         ExitCode::from(code)
     };
-    // Lenient: the operator's shell need not hold the client secrets to read the traces.
-    let loaded = match Config::load_lenient(path) {
-        Ok(l) => l,
-        Err(e) => return fail(2, e.to_string()),
+    let (addr, key) = match admin_address(path) {
+        Ok(found) => found,
+        Err(message) => return fail(2, message),
     };
-    let config = &loaded.config;
-    let (addr, key) = match config.admin_listen {
-        Some(a) => (a, "admin_listen"),
-        None if config.admin_on_loopback => (config.listen, "listen"),
-        None => return fail(2, nowhere_to_ask(path)),
-    };
-    let addr = loopback(addr);
     let url = format!(
         "http://{addr}{}?connection={}",
         crate::http::traces::PATH,
         url::form_urlencoded::byte_serialize(connection.as_bytes()).collect::<String>()
     );
-    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
+    let client = match loopback_client(std::time::Duration::from_secs(5)) {
         Ok(c) => c,
-        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+        Err(message) => return fail(2, message),
     };
     let res = match client.get(&url).send().await {
         Ok(r) => r,
@@ -109,6 +96,32 @@ pub async fn traces(path: &std::path::Path, connection: &str, json: bool) -> Exi
     }
 }
 
+/// Where the running entrance answers its operators' commands, as configured in `path`: the
+/// admin listener, else (`admin_on_loopback`) `listen` — on loopback either way — and the
+/// key that names it. Lenient: the operator's shell need not hold the client secrets.
+fn admin_address(path: &std::path::Path) -> Result<(std::net::SocketAddr, &'static str), String> {
+    let loaded = Config::load_lenient(path).map_err(|e| e.to_string())?;
+    let config = &loaded.config;
+    let (addr, key) = match config.admin_listen {
+        Some(a) => (a, "admin_listen"),
+        None if config.admin_on_loopback => (config.listen, "listen"),
+        None => return Err(nowhere_to_ask(path)),
+    };
+    Ok((loopback(addr), key))
+}
+
+/// The client for the operators' commands, which ask entrance on loopback. No proxy: an
+/// HTTPS_PROXY meant for the IdPs must not see a loopback request; no redirects: entrance's
+/// own answer is the one that counts.
+fn loopback_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// What `entrance setup-link` does (issue 17).
 #[derive(Debug, Clone)]
 pub enum SetupLinkAction {
@@ -133,28 +146,14 @@ pub async fn setup_link(path: &std::path::Path, action: SetupLinkAction) -> Exit
         eprintln!("entrance: {message}");
         ExitCode::from(code)
     };
-    let loaded = match Config::load_lenient(path) {
-        Ok(l) => l,
-        Err(e) => return fail(2, e.to_string()),
+    let (addr, key) = match admin_address(path) {
+        Ok(found) => found,
+        Err(message) => return fail(2, message),
     };
-    let config = &loaded.config;
-    let (addr, key) = match config.admin_listen {
-        Some(a) => (a, "admin_listen"),
-        None if config.admin_on_loopback => (config.listen, "listen"),
-        None => return fail(2, nowhere_to_ask(path)),
-    };
-    let base = format!(
-        "http://{}{}",
-        loopback(addr),
-        crate::http::setup_admin_path()
-    );
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-    {
+    let base = format!("http://{addr}{}", crate::http::setup_admin_path());
+    let client = match loopback_client(std::time::Duration::from_secs(10)) {
         Ok(c) => c,
-        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+        Err(message) => return fail(2, message),
     };
     let request = match &action {
         SetupLinkAction::Create {
@@ -231,13 +230,9 @@ pub async fn connections(path: &std::path::Path, json: bool) -> ExitCode {
         );
     };
     let url = format!("http://{}/readyz", loopback(addr));
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
+    let client = match loopback_client(std::time::Duration::from_secs(5)) {
         Ok(c) => c,
-        Err(e) => return fail(2, format!("cannot build the HTTP client: {e}")),
+        Err(message) => return fail(2, message),
     };
     let body: serde_json::Value = match client.get(&url).send().await {
         Ok(res) => match res.json().await {
@@ -359,15 +354,9 @@ pub async fn healthcheck(path: &std::path::Path) -> ExitCode {
     };
     let addr = loopback(loaded.config.admin_listen.unwrap_or(loaded.config.listen));
     let url = format!("http://{addr}/healthz");
-    // No proxy: an HTTPS_PROXY meant for the IdPs must not see a loopback request.
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(std::time::Duration::from_secs(3))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+    let client = match loopback_client(std::time::Duration::from_secs(3)) {
         Ok(c) => c,
-        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
+        Err(message) => return fail(message),
     };
     match client.get(&url).send().await {
         Ok(res) if res.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,

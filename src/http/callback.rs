@@ -79,24 +79,7 @@ pub(super) async fn callback_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';').next().is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
-    if !is_form {
-        return Err(AppError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => AppError::PayloadTooLarge,
-        other => AppError::BadRequest(other.body_text()),
-    })?;
-    let params: CallbackParams = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| AppError::BadRequest(format!("form body: {e}")))?;
+    let params: CallbackParams = super::form_body(&headers, body)?;
 
     // No session cookie: this is the IdP's cross-site POST, which browsers send without our
     // SameSite=Lax cookie. Relay it through a same-site page once; `relayed` stops a loop.

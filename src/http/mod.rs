@@ -370,6 +370,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// A POSTed `application/x-www-form-urlencoded` body as `T`: another media type is 415, a
+/// body over the layer's limit 413, a body that does not parse 400 (the callback's
+/// `form_post` and the setup form).
+pub(super) fn form_body<T: DeserializeOwned>(
+    headers: &axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, AppError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let body = body.map_err(|e| match e {
+        axum::extract::rejection::BytesRejection::FailedToBufferBody(_) => {
+            AppError::PayloadTooLarge
+        }
+        other => AppError::BadRequest(other.body_text()),
+    })?;
+    serde_urlencoded::from_bytes(&body).map_err(|e| AppError::BadRequest(format!("form body: {e}")))
+}
+
 const CALLBACK_PATH: &str = "/login/callback";
 
 const JSON_PATHS: &[&str] = &[

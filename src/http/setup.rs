@@ -172,7 +172,7 @@ pub(super) async fn submit(
     ) {
         return Err(AppError::SetupForm);
     }
-    let form: SetupForm = parse_form(&headers, body)?;
+    let form: SetupForm = super::form_body(&headers, body)?;
     if !link.csrf_matches(&form.csrf) {
         return Err(AppError::SetupForm);
     }
@@ -214,28 +214,6 @@ pub(super) async fn submit(
         Html(render(&state, &token, &link, &form, &feedback)),
     )
         .into_response())
-}
-
-fn parse_form(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<SetupForm, AppError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(AppError::UnsupportedMediaType);
-    }
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => AppError::PayloadTooLarge,
-        other => AppError::BadRequest(other.body_text()),
-    })?;
-    serde_urlencoded::from_bytes(&body).map_err(|e| AppError::BadRequest(format!("form body: {e}")))
 }
 
 /// Keeps the checked connection (its secret sealed under `ENTRANCE_DATA_KEY`) and spends the

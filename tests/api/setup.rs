@@ -34,13 +34,31 @@ struct Link {
     token: String,
 }
 
-async fn create_link(app: &TestApp, connection: &str) -> Link {
-    let res = reqwest::Client::new()
+/// `POST /admin/setup-links` with `body` on the admin listener.
+async fn post_link(app: &TestApp, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
         .post(app.admin_url("/admin/setup-links"))
-        .json(&serde_json::json!({ "connection": connection, "name": "Fabrikam Ltd" }))
+        .json(&body)
         .send()
         .await
-        .expect("admin API answers");
+        .expect("admin API answers")
+}
+
+/// `POST /admin/setup-links/{id}/revoke` on the admin listener.
+async fn revoke_link(app: &TestApp, link: &Link) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.admin_url(&format!("/admin/setup-links/{}/revoke", link.id)))
+        .send()
+        .await
+        .expect("admin API answers")
+}
+
+async fn create_link(app: &TestApp, connection: &str) -> Link {
+    let res = post_link(
+        app,
+        serde_json::json!({ "connection": connection, "name": "Fabrikam Ltd" }),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: serde_json::Value = res.json().await.expect("json");
     let url = body["url"].as_str().expect("a url").to_owned();
@@ -154,27 +172,16 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     assert!(!text.contains(&link.token), "the list never shows a token");
 
     // A connection of the configuration file cannot be set up by a link.
-    let res = reqwest::Client::new()
-        .post(app.admin_url("/admin/setup-links"))
-        .json(&serde_json::json!({ "connection": "contoso" }))
-        .send()
-        .await
-        .expect("answered");
+    let res = post_link(&app, serde_json::json!({ "connection": "contoso" })).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     // Nor a second active link for one connection, nor a link living a year.
-    let res = reqwest::Client::new()
-        .post(app.admin_url("/admin/setup-links"))
-        .json(&serde_json::json!({ "connection": "fabrikam" }))
-        .send()
-        .await
-        .expect("answered");
+    let res = post_link(&app, serde_json::json!({ "connection": "fabrikam" })).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
-    let res = reqwest::Client::new()
-        .post(app.admin_url("/admin/setup-links"))
-        .json(&serde_json::json!({ "connection": "other", "expires_in_secs": 365 * 86400 }))
-        .send()
-        .await
-        .expect("answered");
+    let res = post_link(
+        &app,
+        serde_json::json!({ "connection": "other", "expires_in_secs": 365 * 86400 }),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // A browser's request (it carries Origin) is refused even on the admin listener.
     let res = reqwest::Client::new()
@@ -219,11 +226,7 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     }
     assert!(!html.contains("<script"), "the page needs no script");
 
-    let res = reqwest::Client::new()
-        .post(app.admin_url(&format!("/admin/setup-links/{}/revoke", link.id)))
-        .send()
-        .await
-        .expect("answered");
+    let res = revoke_link(&app, &link).await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.browser.get(&link.url).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::GONE);
@@ -524,11 +527,7 @@ async fn links_live_in_every_store_as_a_hash_of_their_token() {
         .collect();
     assert!(values.contains(&hash), "Redis holds the hash: {values}");
     assert!(!values.contains(&link.token), "Redis never holds the token");
-    let res = reqwest::Client::new()
-        .post(app.admin_url(&format!("/admin/setup-links/{}/revoke", link.id)))
-        .send()
-        .await
-        .expect("answered");
+    let res = revoke_link(&app, &link).await;
     assert_eq!(res.status(), StatusCode::OK);
     let res = app.browser.get(&link.url).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::GONE);
