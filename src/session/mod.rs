@@ -612,15 +612,7 @@ mod tests {
         };
         // The ID token lives under its own key: the user every /auth parses does not carry it.
         assert!(!json.contains(&user.id_token), "{json}");
-        let back = signed_in(
-            &session,
-            &ParsedUsers::new(10),
-            Duration::from_secs(3600),
-            &clock(),
-        )
-        .await
-        .expect("read")
-        .expect("signed in");
+        let back = read_back(&session).await;
         assert_eq!(back.identity, user.identity);
         assert_eq!(back.expires_at, user.expires_at);
         // The ID token is read back only on the way out, for logout (`ada` has no
@@ -698,21 +690,26 @@ mod tests {
         assert_eq!(upstream::load(&store, &id).await.expect("load"), None);
     }
 
-    #[tokio::test]
-    async fn a_user_stored_as_an_object_is_still_read() {
-        let (store, _) = AnyStore::memory(Duration::from_secs(1));
-        let session = Session::new(None, Arc::new(store.clone()), None);
-        let user = ada();
-        session.insert(USER_KEY, &user).await.expect("insert");
-        let back = signed_in(
-            &session,
+    /// The signed-in user `session` holds, read as `/auth` reads it.
+    async fn read_back(session: &Session) -> Arc<ActiveUser> {
+        signed_in(
+            session,
             &ParsedUsers::new(10),
             Duration::from_secs(3600),
             &clock(),
         )
         .await
         .expect("read")
-        .expect("signed in");
+        .expect("signed in")
+    }
+
+    #[tokio::test]
+    async fn a_user_stored_as_an_object_is_still_read() {
+        let (store, _) = AnyStore::memory(Duration::from_secs(1));
+        let session = Session::new(None, Arc::new(store.clone()), None);
+        let user = ada();
+        session.insert(USER_KEY, &user).await.expect("insert");
+        let back = read_back(&session).await;
         assert_eq!(back.identity, user.identity);
         let out = sign_out(&session, &store)
             .await

@@ -70,6 +70,18 @@ async fn create_link(app: &TestApp, connection: &str) -> Link {
     }
 }
 
+/// The page at `url` as the browser gets it, whatever its status.
+async fn page_html(app: &TestApp, url: &str) -> String {
+    app.browser
+        .get(url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html")
+}
+
 /// The page's hidden form token.
 fn csrf_of(html: &str) -> String {
     let at = html
@@ -202,15 +214,7 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 
     // The page: the exact values to register, the steps, the form.
-    let html = app
-        .browser
-        .get(&link.url)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let html = page_html(&app, &link.url).await;
     for expected in [
         format!("<code>{}</code>", app.config.redirect_uri()),
         format!(
@@ -360,15 +364,7 @@ async fn each_seed_mistake_is_shown_with_its_fix_beside_its_field() {
 async fn the_form_is_refused_without_its_token_or_from_another_origin() {
     let app = spawn().await;
     let link = create_link(&app, "fabrikam").await;
-    let html = app
-        .browser
-        .get(&link.url)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let html = page_html(&app, &link.url).await;
     let csrf = csrf_of(&html);
     let values = Values::healthy(&app);
     let ours = app.config.public_origin();
@@ -384,15 +380,7 @@ async fn the_form_is_refused_without_its_token_or_from_another_origin() {
     assert_eq!(status, StatusCode::FORBIDDEN, "no origin at all");
     // Another link's form token does not open this one.
     let other = create_link(&app, "northwind").await;
-    let other_html = app
-        .browser
-        .get(&other.url)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("html");
+    let other_html = page_html(&app, &other.url).await;
     let (status, _) = post(&app, &link, &csrf_of(&other_html), &values, Some(&ours)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a token of another link");
     // With both, the values are checked (and pass; without ENTRANCE_DATA_KEY nothing is kept).
