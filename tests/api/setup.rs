@@ -810,3 +810,72 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
     })
     .await;
 }
+
+/// The deployment that scales — replicas on one Redis, each with its read cache — gets a
+/// connection created on one replica without a restart too, and Redis holds its secret only
+/// sealed.
+#[tokio::test]
+async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let session = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"setup:\"",
+        redis.url()
+    );
+    let replica = || {
+        spawn_app_with(AppOptions {
+            admin_listen: true,
+            session_toml: session.clone(),
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+
+    let link = create_link(&a, "fabrikam").await;
+    let (status, html) = submit(&a, &link, &Values::healthy(&a)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+
+    let values: String = redis
+        .cli("KEYS setup:*\n")
+        .lines()
+        .map(|k| redis.cli(&format!("GET {k}\n")))
+        .collect();
+    assert!(values.contains("fabrikam"), "Redis holds the connection");
+    assert!(
+        !values.contains(DEFAULT_CLIENT_SECRET),
+        "the secret is sealed at rest"
+    );
+
+    let mut live = false;
+    for _ in 0..100 {
+        let res = b
+            .browser
+            .get(b.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(live, "replica B serves connection fabrikam");
+    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
+    let callback = b.authorize(&authorize).await;
+    let res = b.callback_with(&b.browser, &callback, true).await;
+    let me = crate::helpers::assert_signed_in(&b, res).await;
+    assert_eq!(me["connection"], "fabrikam", "{me}");
+    let res = b
+        .browser
+        .get(link.url.replace(&a.base, &b.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(res.status(), StatusCode::GONE, "the link is spent on B too");
+}
