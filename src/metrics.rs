@@ -102,7 +102,29 @@ pub(crate) struct Metrics {
     /// (connection id, expiry) pairs, for the gauge computed at scrape time.
     /// Replaced when the configuration is reloaded.
     secret_expiries: std::sync::Mutex<Vec<(String, OffsetDateTime)>>,
+    /// The counters of [`AUTH_OUTCOMES`], each taken from its family once: `/auth` counts
+    /// one per request, and the family's lookup (a `String` and a SipHash of the labels)
+    /// showed in its profile (docs/BENCHMARKS.md).
+    outcome_counters: [std::sync::OnceLock<Counter>; AUTH_OUTCOMES.len()],
+    /// The request counter and histogram of each (route, method, status) seen, for the
+    /// same reason: two family lookups per request become one lookup here.
+    route_metrics: std::sync::RwLock<
+        std::collections::HashMap<RouteLabels, (Counter, Histogram), foldhash::fast::RandomState>,
+    >,
 }
+
+/// The outcomes `/auth` counts (`entrance_auth_outcomes_total{outcome}`); another name is
+/// counted through the family.
+const AUTH_OUTCOMES: [&str; 8] = [
+    "authorized",
+    "unauthorized",
+    "forbidden",
+    "redirect",
+    "preflight",
+    "error",
+    "bearer_authorized",
+    "bearer_invalid",
+];
 
 fn secret_expiries(config: &Config) -> Vec<(String, OffsetDateTime)> {
     config
@@ -244,7 +266,27 @@ impl Metrics {
             client_secret_fallbacks,
             secret_expiry_days,
             secret_expiries,
+            outcome_counters: Default::default(),
+            route_metrics: Default::default(),
         }
+    }
+
+    /// Counts a routed request and its duration under `labels`.
+    pub(crate) fn request(&self, labels: RouteLabels, seconds: f64) {
+        let known = sync::read(&self.route_metrics).get(&labels).cloned();
+        let (count, duration) = match known {
+            Some(pair) => pair,
+            None => {
+                let pair = (
+                    self.requests.get_or_create(&labels).clone(),
+                    self.request_duration.get_or_create(&labels).clone(),
+                );
+                sync::write(&self.route_metrics).insert(labels, pair.clone());
+                pair
+            }
+        };
+        count.inc();
+        duration.observe(seconds);
     }
 
     /// After a configuration reload: the expiry gauge follows the new connections.
@@ -290,11 +332,17 @@ impl Metrics {
     }
 
     pub(crate) fn auth_outcome(&self, outcome: &str) {
-        self.auth_outcomes
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
+        let family = || {
+            self.auth_outcomes
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .clone()
+        };
+        match AUTH_OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.outcome_counters[i].get_or_init(family).inc(),
+            None => family().inc(),
+        };
     }
 
     /// Counts a header cut to the budget; true when the caller should also log a warning
@@ -329,5 +377,75 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(&Config::load_str(crate::config::DEMO_TOML).expect("demo config"))
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(start))
+    }
+
+    #[test]
+    fn a_routes_counter_taken_once_keeps_counting_in_the_family() {
+        let m = metrics();
+        let labels = |status| RouteLabels {
+            route: "/auth".to_owned(),
+            method: "GET".to_owned(),
+            status,
+        };
+        for _ in 0..3 {
+            m.request(labels(200), 0.0005);
+        }
+        m.request(labels(401), 0.002);
+        let text = m.render();
+        let count = |status| {
+            line(
+                &text,
+                &format!(
+                    "entrance_http_requests_total{{route=\"/auth\",method=\"GET\",status=\"{status}\"}}"
+                ),
+            )
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+        };
+        assert_eq!(count(200).as_deref(), Some("3"), "{text}");
+        assert_eq!(count(401).as_deref(), Some("1"), "{text}");
+        let durations = line(
+            &text,
+            "entrance_http_request_duration_seconds_count{route=\"/auth\",method=\"GET\",status=\"200\"}",
+        );
+        assert!(durations.is_some_and(|l| l.ends_with(" 3")), "{text}");
+    }
+
+    #[test]
+    fn known_and_unknown_auth_outcomes_are_both_counted() {
+        let m = metrics();
+        m.auth_outcome("authorized");
+        m.auth_outcome("authorized");
+        m.auth_outcome("bearer_forbidden");
+        let text = m.render();
+        assert!(
+            line(
+                &text,
+                "entrance_auth_requests_total{outcome=\"authorized\"} 2"
+            )
+            .is_some(),
+            "{text}"
+        );
+        assert!(
+            line(
+                &text,
+                "entrance_auth_requests_total{outcome=\"bearer_forbidden\"} 1"
+            )
+            .is_some(),
+            "{text}"
+        );
     }
 }

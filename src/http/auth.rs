@@ -7,6 +7,8 @@
 //! out. Either way the answer is still 200 — an overflow is a warning and a metric, never a
 //! failed request.
 
+use std::{borrow::Cow, sync::Arc};
+
 use axum::{
     extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
@@ -77,7 +79,7 @@ pub(super) async fn auth(
                 Ok(token) => Some(token),
                 Err(e) => {
                     // Kept for the admin in /admin/traces beside the failed logins, with the
-                    // IdP's answer (render_errors records only the callback's failures).
+                    // IdP's answer (`edge::render` records only the callback's failures).
                     let cid = correlation_id(&request);
                     // A store outage is not the admin's sign-in problem: not kept.
                     if !matches!(e, AppError::Session(_)) {
@@ -85,7 +87,7 @@ pub(super) async fn auth(
                     }
                     if matches!(e, AppError::UpstreamSignInAgain { .. }) {
                         if params.redirect {
-                            // The redirect carries no error for `render_errors` to log.
+                            // The redirect carries no error for `edge::render` to log.
                             tracing::warn!(error = %e, code = e.code(), correlation_id = %cid, "session ended; sending the browser to sign in again");
                         }
                         return anonymous(&state, &params, &request, e);
@@ -98,7 +100,7 @@ pub(super) async fn auth(
     };
 
     state.metrics.auth_outcome("authorized");
-    let mut res = identity_headers(&state, id);
+    let mut res = identity_headers(&state, &user);
     if let Some(token) = access_token {
         res.headers_mut().insert(ACCESS_TOKEN, token);
     }
@@ -261,56 +263,98 @@ fn session(request: &Request) -> Result<Session, AppError> {
 }
 
 /// The 200 answer with the identity headers, each within `forward_auth.max_header_bytes`.
-fn identity_headers(state: &AppState, id: &Identity) -> Response {
-    let max = state.config.forward_auth.max_header_bytes;
+/// They are a function of the user and the budget only, so they are built once per parsed
+/// user (kept in [`ActiveUser::derived`] while `session::parsed` keeps the parse) and cloned
+/// for each request: building them was an eighth of a `GET /auth`'s instructions
+/// (callgrind; docs/BENCHMARKS.md). A header cut to the budget is counted on every request,
+/// as before.
+fn identity_headers(state: &AppState, user: &ActiveUser) -> Response {
+    let headers = IdentityHeaders::of(user, state.config.forward_auth.max_header_bytes);
+    for name in &headers.overflowed {
+        overflow(&state.metrics, name.as_str(), &user.identity.user);
+    }
     let mut res = StatusCode::OK.into_response();
-    let h = res.headers_mut();
-    // Room for these and the security headers `render_errors` adds, so the map is
-    // allocated once instead of grown three times.
-    h.reserve(24);
-    for (name, value) in [
-        (USER, Some(id.user.as_str())),
-        (EMAIL, id.email.as_deref()),
-        (
-            EMAIL_VERIFIED,
-            Some(if id.email_verified { "true" } else { "false" }),
-        ),
-        (PREFERRED_USERNAME, id.preferred_username.as_deref()),
-        (TENANT, id.tid.as_deref()),
-        (CONNECTION, Some(id.connection.as_str())),
-    ] {
-        let Some(value) = value else { continue };
-        if value.len() > max {
-            overflow(&state.metrics, name.as_str(), &id.user);
-            continue;
-        }
-        if let Some(v) = header_value(value) {
-            h.insert(name, v);
-        }
-    }
-    for (name, flag, items) in [
-        (GROUPS, GROUPS_TRUNCATED, &id.groups),
-        (ROLES, ROLES_TRUNCATED, &id.roles),
-    ] {
-        if items.is_empty() {
-            continue;
-        }
-        let (joined, truncated) = list_header(items, max);
-        if truncated {
-            overflow(&state.metrics, name.as_str(), &id.user);
-            h.insert(flag, HeaderValue::from_static("true"));
-        }
-        // As bytes, like `header_value`: UTF-8 group names pass as oauth2-proxy passes them.
-        if let Ok(v) = HeaderValue::from_bytes(joined.as_bytes())
-            && !joined.is_empty()
-        {
-            h.insert(name, v);
-        }
-    }
-    if id.groups_overage {
-        h.insert(GROUPS_OVERAGE, HeaderValue::from_static("true"));
-    }
+    *res.headers_mut() = headers.map.clone();
     res
+}
+
+/// One user's identity headers under one budget.
+#[derive(Clone, Debug)]
+struct IdentityHeaders {
+    max: usize,
+    map: HeaderMap,
+    /// The headers cut to the budget (or left out), to count and warn about per request.
+    overflowed: Vec<HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// `user`'s headers under `max`: the ones kept with the parsed user, or, when the budget
+    /// changed since they were kept (a reload), built for this request only.
+    fn of(user: &ActiveUser, max: usize) -> Cow<'_, IdentityHeaders> {
+        let kept = user
+            .derived
+            .get_or_init(|| Arc::new(IdentityHeaders::build(&user.identity, max)))
+            .downcast_ref::<IdentityHeaders>()
+            .filter(|kept| kept.max == max);
+        match kept {
+            Some(kept) => Cow::Borrowed(kept),
+            None => Cow::Owned(IdentityHeaders::build(&user.identity, max)),
+        }
+    }
+
+    fn build(id: &Identity, max: usize) -> IdentityHeaders {
+        // Room for these and the security headers `edge::render` adds, so the map is
+        // allocated once instead of grown three times.
+        let mut h = HeaderMap::with_capacity(24);
+        let mut overflowed = Vec::new();
+        for (name, value) in [
+            (USER, Some(id.user.as_str())),
+            (EMAIL, id.email.as_deref()),
+            (
+                EMAIL_VERIFIED,
+                Some(if id.email_verified { "true" } else { "false" }),
+            ),
+            (PREFERRED_USERNAME, id.preferred_username.as_deref()),
+            (TENANT, id.tid.as_deref()),
+            (CONNECTION, Some(id.connection.as_str())),
+        ] {
+            let Some(value) = value else { continue };
+            if value.len() > max {
+                overflowed.push(name);
+                continue;
+            }
+            if let Some(v) = header_value(value) {
+                h.insert(name, v);
+            }
+        }
+        for (name, flag, items) in [
+            (GROUPS, GROUPS_TRUNCATED, &id.groups),
+            (ROLES, ROLES_TRUNCATED, &id.roles),
+        ] {
+            if items.is_empty() {
+                continue;
+            }
+            let (joined, truncated) = list_header(items, max);
+            if truncated {
+                overflowed.push(name.clone());
+                h.insert(flag, HeaderValue::from_static("true"));
+            }
+            // As bytes, like `header_value`: UTF-8 group names pass as oauth2-proxy passes them.
+            if let Ok(v) = HeaderValue::from_bytes(joined.as_bytes())
+                && !joined.is_empty()
+            {
+                h.insert(name, v);
+            }
+        }
+        if id.groups_overage {
+            h.insert(GROUPS_OVERAGE, HeaderValue::from_static("true"));
+        }
+        IdentityHeaders {
+            max,
+            map: h,
+            overflowed,
+        }
+    }
 }
 
 // The identity headers, built at compile time (a `from_static` per request showed in the profile).
@@ -503,5 +547,43 @@ mod tests {
     fn a_first_item_bigger_than_the_budget_leaves_an_empty_truncated_list() {
         let (v, cut) = list_header(&["x".repeat(300)], 256);
         assert!(cut && v.is_empty());
+    }
+
+    fn user(groups: usize) -> ActiveUser {
+        serde_json::from_value(serde_json::json!({
+            "identity": {
+                "user": "entra:tid:oid",
+                "connection": "contoso",
+                "iss": "https://login.microsoftonline.com/tid/v2.0",
+                "sub": "sub",
+                "email": "ada@contoso.example",
+                "email_verified": false,
+                "groups": items(groups),
+            },
+            "issued_at": 0,
+            "expires_at": 0,
+        }))
+        .expect("an active user")
+    }
+
+    #[test]
+    fn identity_headers_are_kept_with_the_user_and_follow_a_new_budget() {
+        let ada = user(200);
+        let first = IdentityHeaders::of(&ada, 8192);
+        assert!(matches!(first, Cow::Borrowed(_)), "built once and kept");
+        assert!(first.overflowed.is_empty());
+        assert_eq!(first.map[&GROUPS].len(), 200 * 37 - 1);
+        assert!(matches!(IdentityHeaders::of(&ada, 8192), Cow::Borrowed(_)));
+        // A reload lowered the budget: the kept headers are not served under it.
+        let smaller = IdentityHeaders::of(&ada, 1024);
+        assert!(matches!(smaller, Cow::Owned(_)));
+        assert!(smaller.map[&GROUPS].len() <= 1024);
+        assert_eq!(smaller.map[GROUPS_TRUNCATED], "true");
+        assert_eq!(smaller.overflowed, [GROUPS]);
+        // The kept headers are still the first budget's.
+        assert_eq!(
+            IdentityHeaders::of(&ada, 8192).map[&GROUPS].len(),
+            200 * 37 - 1
+        );
     }
 }

@@ -5,16 +5,21 @@
 //! the browser's redirect to sign in. CORS preflights (no token) are let through for the
 //! origins a connection lists.
 
-use std::sync::Arc;
+use std::{
+    convert::Infallible,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use axum::{
     Json,
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures_util::future::{BoxFuture, Either};
 use serde::Serialize;
+use tower::{Layer, Service};
 
 use super::{AppState, auth::list_header, error::AppError};
 use crate::oidc::{
@@ -55,21 +60,85 @@ fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     }
 }
 
-/// The route layer of `/auth` and `/me`.
-pub(super) async fn intercept(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let connections = state.connections.load_full();
-    if !bearer::enabled(&connections) {
-        return next.run(req).await;
+/// The route layer of `/auth` and `/me`: [`Intercept`] around their handlers.
+#[derive(Clone)]
+pub(super) struct InterceptLayer(pub(super) AppState);
+
+impl<S> Layer<S> for InterceptLayer {
+    type Service = Intercept<S>;
+
+    fn layer(&self, inner: S) -> Intercept<S> {
+        Intercept {
+            inner,
+            state: self.0.clone(),
+        }
     }
+}
+
+/// Answers a bearer request (or a CORS preflight) itself, and passes every other request to
+/// the handler. Without an `api` table on any connection, or without an `Authorization`
+/// header on a request that is no preflight, the handler's own future is returned as is:
+/// the browser's `/auth` pays for no extra future.
+#[derive(Clone)]
+pub(super) struct Intercept<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Intercept<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Neither a token nor a preflight (which carries Access-Control-Request-Method):
+        // the session decides, as it would without any `api` table.
+        let headers = req.headers();
+        let neither = !headers.contains_key(header::AUTHORIZATION)
+            && !headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if neither || !bearer::enabled(&self.state.connections.load()) {
+            return Either::Left(self.inner.call(req));
+        }
+        let connections = self.state.connections.load_full();
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let state = self.state.clone();
+        Either::Right(Box::pin(async move {
+            Ok(intercept(state, connections, req, inner).await)
+        }))
+    }
+}
+
+async fn intercept<S>(
+    state: AppState,
+    connections: Arc<Vec<Arc<Connection>>>,
+    req: Request,
+    mut inner: S,
+) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let me = req.uri().path() == "/me";
+    let mut next = async |req| match inner.call(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
     match credentials(req.headers()) {
-        Credentials::Other => next.run(req).await,
+        Credentials::Other => next(req).await,
         Credentials::None => {
             if !me && is_allowed_preflight(req.method(), req.headers(), &connections) {
                 state.metrics.auth_outcome("preflight");
                 return StatusCode::OK.into_response();
             }
-            next.run(req).await
+            next(req).await
         }
         Credentials::Several => {
             state.metrics.auth_outcome("bearer_invalid");

@@ -1,6 +1,6 @@
 //! The one error type at the HTTP boundary: every failure a request can meet, its status, its
 //! stable reason code, and what the user and the admin are told. Rendering (HTML or JSON,
-//! with the correlation id) and logging happen once, in [`crate::http::render_errors`].
+//! with the correlation id) and logging happen once, in `crate::http::edge`.
 
 use axum::{
     http::StatusCode,
@@ -508,7 +508,7 @@ impl AppError {
     /// Pages and JSON errors are public: the admin's part is a short hint — the AADSTS code
     /// and its fix, a reason code, the key to change — and never a metadata or endpoint URL,
     /// an IdP's response text, an issuer, a subject or a store error (issue 12.5). Those are
-    /// in the log line with the same reference id (`render_errors`), and the failed login in
+    /// in the log line with the same reference id (`edge::render`), and the failed login in
     /// `/admin/traces` on the admin listener.
     pub(crate) fn explain(&self) -> Explanation {
         let aadsts_fix = self
@@ -921,7 +921,7 @@ fn oauth_error_code(error: &str) -> &str {
 }
 
 impl IntoResponse for AppError {
-    /// The response carries the error itself; `render_errors` turns it into a page or JSON
+    /// The response carries the error itself; `edge::render` turns it into a page or JSON
     /// once it knows what the client accepts and the request's correlation id.
     fn into_response(self) -> Response {
         let mut res = self.status().into_response();

@@ -163,7 +163,7 @@ pub(crate) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch
 ///   does not.
 /// - Otherwise `Origin` must be entrance's own, scheme, host and port (OWASP, "Verifying
 ///   Origin with standard headers"). Our pages are served with `Referrer-Policy: same-origin`
-///   (`http::render_errors`), under which a browser without Fetch Metadata sends the real
+///   (`http::edge`), under which a browser without Fetch Metadata sends the real
 ///   origin on our own POSTs.
 /// - A request with neither header is refused: browsers send `Origin` on every POST, and
 ///   OWASP advises blocking when the source cannot be told.

@@ -4,6 +4,7 @@
 mod auth;
 mod bearer;
 mod callback;
+mod edge;
 pub(crate) mod error;
 mod extract;
 mod health;
@@ -20,22 +21,21 @@ pub(crate) mod traces;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
-    extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, StatusCode, header, request::Parts},
-    middleware::{self, Next},
-    response::{Html, IntoResponse, Response},
+    Router,
+    extract::{DefaultBodyLimit, FromRequestParts, State},
+    http::{header, request::Parts},
+    middleware,
+    response::{IntoResponse, Response},
     routing::{any, get, post},
 };
 use serde::de::DeserializeOwned;
 use tower_sessions::{SessionManagerLayer, cookie::SameSite};
-use tracing::Instrument;
 
 use crate::{
     clock::Clock,
     config::{Config, TenantAllowList},
     http::error::AppError,
-    metrics::{FailureLabels, Metrics, RouteLabels},
+    metrics::Metrics,
     oidc::http_client::HttpClient,
     oidc::identity::Identity,
     oidc::provider::Connection,
@@ -171,17 +171,11 @@ pub(crate) fn router(
         // Bearer access tokens (connections' `api`) are answered before the session is read.
         .route(
             "/me",
-            get(me::me).layer(middleware::from_fn_with_state(
-                state.clone(),
-                bearer::intercept,
-            )),
+            get(me::me).layer(bearer::InterceptLayer(state.clone())),
         )
         .route(
             "/auth",
-            any(auth::auth).layer(middleware::from_fn_with_state(
-                state.clone(),
-                bearer::intercept,
-            )),
+            any(auth::auth).layer(bearer::InterceptLayer(state.clone())),
         )
         .route("/logout", get(logout::confirm).post(logout::logout))
         .route("/logout/frontchannel", get(logout::front_channel))
@@ -203,13 +197,11 @@ pub(crate) fn router(
         }
     }
     let router: Router = router
-        // Inside `track_metrics`, so a request stopped by the timeout is counted (and a
-        // callback's recorded as a failed login) like any other error.
-        .route_layer(middleware::from_fn_with_state(
-            state.config.server.request_timeout,
-            request_timeout,
-        ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), track_metrics))
+        // Metrics by route template and the request timeout (`edge::track`).
+        .route_layer(edge::RoutedLayer {
+            state: state.clone(),
+            timeout: state.config.server.request_timeout,
+        })
         .with_state(state);
     // The layers every request passes, around the whole router rather than added with
     // `Router::layer`: that wraps each route in each layer, and axum clones a matched route's
@@ -217,11 +209,10 @@ pub(crate) fn router(
     // of a `GET /auth`'s instructions (callgrind; docs/BENCHMARKS.md). Around the router
     // they are one stack, cloned once per request as one box.
     let layered = tower::ServiceBuilder::new()
-        .layer(middleware::from_fn(render_errors))
+        .layer(edge::EdgeLayer { sessions: true })
         // The largest legitimate body is a form_post callback (a code and a state); 64 KiB
         // leaves room for an IdP's long error_description and refuses anything bigger.
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(middleware::from_fn(session_layer_failures))
         .layer(sessions)
         .service(router);
     Router::new().fallback_service(layered)
@@ -237,7 +228,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route(traces::PATH, get(traces::admin))
         .merge(setup_admin_routes(true))
-        .layer(middleware::from_fn(render_errors))
+        .layer(edge::EdgeLayer { sessions: false })
         .with_state(state)
 }
 
@@ -250,108 +241,6 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-/// The `method` label: a fixed set, because `/auth` answers any method and a label per
-/// method token a client invents would grow `/metrics` without bound.
-fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        _ => "OTHER",
-    }
-}
-
-/// Counts every routed request by its route template, and failed login callbacks by
-/// connection and reason. Runs inside the routing, where the error a handler returned is
-/// still on the response.
-async fn track_metrics(
-    State(state): State<AppState>,
-    matched: Option<MatchedPath>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = matched
-        .as_ref()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = method_label(req.method()).to_owned();
-    let correlation_id = req.extensions().get::<CorrelationId>().map(|c| c.0.clone());
-    let started = std::time::Instant::now();
-    let res = next.run(req).await;
-    let m = &state.metrics;
-    let labels = RouteLabels {
-        route,
-        method,
-        status: res.status().as_u16(),
-    };
-    m.requests.get_or_create(&labels).inc();
-    m.request_duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    if let Some(err) = res.extensions().get::<Arc<AppError>>() {
-        if matches!(**err, AppError::Session(_)) {
-            m.session_store_errors.inc();
-        }
-        if labels.route == "/login/callback" {
-            // Only bounded values become labels: the rule that rejected an ID token is one
-            // of a fixed set, an IdP's `error` string is not.
-            let reason = match &**err {
-                AppError::IdToken { rejection, .. } => rejection.code(),
-                other => other.code(),
-            };
-            m.logins_failed
-                .get_or_create(&FailureLabels {
-                    connection: err.connection().unwrap_or("unknown").to_owned(),
-                    reason: reason.to_owned(),
-                })
-                .inc();
-            // Rate-limited requests are counted above but not kept: a flood of them would
-            // push the failures an operator is looking for out of the ring.
-            if !matches!(**err, AppError::RateLimited { .. }) {
-                traces::record(&state, err, correlation_id.as_deref().unwrap_or(""));
-            }
-        }
-    }
-    res
-}
-
-/// Stops a routed request that takes longer than `server.request_timeout_secs`, reading the
-/// body included, and answers [`AppError::RequestTimeout`]. Dropping the handler's future
-/// cancels its outbound calls. The headers' own deadline is the listener's
-/// (`server.header_read_timeout_secs`, in `app/serve.rs`).
-async fn request_timeout(
-    State(limit): State<std::time::Duration>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(res) => res,
-        Err(_elapsed) => AppError::RequestTimeout(limit).into_response(),
-    }
-}
-
-/// tower-sessions answers a store failure in its own after-response save with a bare, empty
-/// 500. Handlers save explicitly (so that failure is theirs to report), but a session still
-/// marked modified is saved once more by the layer, and the store can fail in between. Every
-/// error a handler produces carries an [`AppError`]; a 500 without one can only come from the
-/// session layer, so it becomes [`AppError::Session`] (503) and is rendered like any other.
-/// The layer sets no cookie on that path, so the browser is not handed a session id whose
-/// record may be half-written.
-async fn session_layer_failures(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
-    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
-        && res.extensions().get::<Arc<AppError>>().is_none()
-    {
-        return AppError::Session(tower_sessions::session::Error::Store(
-            tower_sessions::session_store::Error::Backend(
-                "saving the session after the response failed".into(),
-            ),
-        ))
-        .into_response();
-    }
-    res
 }
 
 /// Query parameters, with a malformed query (bad percent-encoding, a duplicated field, a
@@ -397,188 +286,6 @@ pub(super) fn form_body<T: DeserializeOwned>(
     serde_urlencoded::from_bytes(&body).map_err(|e| AppError::BadRequest(format!("form body: {e}")))
 }
 
-const CALLBACK_PATH: &str = "/login/callback";
-
-const JSON_PATHS: &[&str] = &[
-    "/me",
-    "/auth",
-    "/healthz",
-    "/readyz",
-    traces::PATH,
-    setup_admin::PATH,
-];
-
-/// The path as logs and traces show it: a setup page's path holds its link's token, which
-/// is a credential (issue 17) and is kept out of every log line.
-fn loggable_path(path: &str) -> &str {
-    if path.starts_with(setup::PREFIX) {
-        "/setup/{token}"
-    } else {
-        path
-    }
-}
-
-/// Paths that run without a request span unless they fail (see `render_errors`).
-const HOT_PATHS: &[&str] = &["/auth", "/healthz"];
-
-/// Gives each request a correlation id and a span, renders an [`AppError`] carried by the
-/// response as HTML or JSON, logs it once, and sets the security headers. With OpenTelemetry
-/// traces on (`crate::telemetry`), the span continues the trace of the request's W3C
-/// `traceparent` and the correlation id is the trace id, so the reference on an error page
-/// finds the trace.
-async fn render_errors(mut req: Request, next: Next) -> Response {
-    let wants_json = JSON_PATHS.contains(&req.uri().path())
-        || req.uri().path().starts_with(setup_admin::PATH)
-        || prefers_json(&req);
-    let request_span = |method: &axum::http::Method, path: &str| tracing::info_span!("request", %method, path, correlation_id = tracing::field::Empty);
-    // The forward-auth check runs before every request to every protected app and logs
-    // nothing when it succeeds, so it gets no span of its own (a span is ~10 % of its CPU);
-    // a failure is still logged below inside one, with the correlation id. With traces on,
-    // `/auth` gets its span anyway: the proxy's trace of a request to a protected app holds
-    // the check, and whoever turned traces on chose to pay for spans (a sampler,
-    // `OTEL_TRACES_SAMPLER`, is the knob). `/healthz` never does: probes are not traces.
-    let exporting = crate::telemetry::exporting();
-    let hot = HOT_PATHS.contains(&req.uri().path()) && !(exporting && req.uri().path() == "/auth");
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    let span = if hot {
-        tracing::Span::none()
-    } else if exporting {
-        tracing::info_span!(
-            "request",
-            %method,
-            path = loggable_path(uri.path()),
-            correlation_id = tracing::field::Empty,
-            otel.kind = "server",
-            otel.name = %format_args!("{method} {}", loggable_path(uri.path())),
-            otel.status_code = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-        )
-    } else {
-        request_span(&method, loggable_path(uri.path()))
-    };
-    let correlation_id: Arc<str> = match crate::telemetry::continue_trace(&span, req.headers()) {
-        Some(trace_id) => trace_id.into(),
-        None => uuid::Uuid::new_v4().simple().to_string().into(),
-    };
-    span.record("correlation_id", &*correlation_id);
-    req.extensions_mut()
-        .insert(CorrelationId(correlation_id.clone()));
-    let mut res = next.run(req).instrument(span.clone()).await;
-    if exporting {
-        let status = res.status();
-        span.record("http.response.status_code", i64::from(status.as_u16()));
-        // OpenTelemetry HTTP semantic conventions: a server span is an error for a 5xx only,
-        // and a 404 is named by its method alone (no unbounded span names from scanners).
-        if status.is_server_error() {
-            span.record("otel.status_code", "error");
-        }
-        if status == StatusCode::NOT_FOUND {
-            span.record("otel.name", method.as_str());
-        }
-    }
-
-    if let Some(err) = res.extensions_mut().remove::<Arc<AppError>>() {
-        let span = if hot {
-            let span = request_span(&method, loggable_path(uri.path()));
-            span.record("correlation_id", &*correlation_id);
-            span
-        } else {
-            span
-        };
-        let _enter = span.enter();
-        let status = res.status();
-        let detail = err.detail();
-        // The full story stays here, with the reference id: the error with its URLs and
-        // values, and the IdP's own description. The page gets only `explain`'s hint.
-        // Escaped: a token endpoint's text reaches here as sent (issue 12.6).
-        let idp_description = err.idp_description().map(|d| d.escape_debug().to_string());
-        let idp_description = idp_description.as_deref();
-        if status.is_server_error() {
-            tracing::error!(error = %err, code = err.code(), detail, idp_description, "request failed");
-        } else {
-            tracing::warn!(error = %err, code = err.code(), detail, idp_description, "request refused");
-        }
-        let explanation = err.explain();
-        let retry_href = explanation.retry.as_ref().map(|r| r.href());
-        let mut body = if wants_json {
-            Json(serde_json::json!({
-                "error": err.code(),
-                "reason": detail,
-                "message": explanation.user,
-                "admin": explanation.admin,
-                "aadsts": err.aadsts(),
-                "correlation_id": &*correlation_id,
-            }))
-            .into_response()
-        } else {
-            Html(pages::error_page(&pages::ErrorPage {
-                title: &explanation.title,
-                user_message: &explanation.user,
-                admin_message: explanation.admin.as_deref(),
-                retry_href: retry_href.as_deref(),
-                correlation_id: &correlation_id,
-            }))
-            .into_response()
-        };
-        *body.status_mut() = status;
-        // The error's own headers (a Location, Set-Cookie, Retry-After), not its length:
-        // the router has already set the Content-Length of the body this one replaces.
-        // Every value of each (two Set-Cookie headers stay two).
-        for name in res.headers().keys() {
-            if name == header::CONTENT_LENGTH {
-                continue;
-            }
-            body.headers_mut().remove(name);
-            for value in res.headers().get_all(name) {
-                body.headers_mut().append(name.clone(), value.clone());
-            }
-        }
-        res = body;
-    }
-
-    let h = res.headers_mut();
-    // A page with its own policy (the form_post relay allows its one script) keeps it.
-    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(pages::content_security_policy()),
-        );
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // `same-origin`: no Referer ever leaves for another origin, and a same-origin POST keeps
-    // its real Origin (under `no-referrer` it becomes `null`, Fetch standard "append a
-    // request `Origin` header", which is what browsers without Sec-Fetch-Site would send for
-    // our own Sign out button; see `logout::from_our_own_page`). The callback's URL carries
-    // the authorization code, so its pages send no Referer at all, not even to us.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static(if uri.path() == CALLBACK_PATH {
-            "no-referrer"
-        } else {
-            "same-origin"
-        }),
-    );
-    // Every response here is per-user or per-login; none may be cached by a browser or proxy.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
-        h.insert(X_CORRELATION_ID, v);
-    }
-    res
-}
-
-const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-
-fn prefers_json(req: &Request) -> bool {
-    req.headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("json") && !a.contains("text/html"))
-}
-
 pub(crate) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -588,7 +295,7 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use axum::body::Body;
+    use axum::{body::Body, extract::Request, http::StatusCode};
     use tower::ServiceExt;
     use tower_sessions::{
         Session, SessionStore,
@@ -761,8 +468,7 @@ client_secret = "{SECRET}"
         let app = Router::new()
             .route("/x", get(handler))
             .layer(SessionManagerLayer::new(store))
-            .layer(middleware::from_fn(session_layer_failures))
-            .layer(middleware::from_fn(render_errors));
+            .layer(edge::EdgeLayer { sessions: true });
         let res = app
             .oneshot(
                 Request::builder()

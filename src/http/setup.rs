@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The routes' prefix; the rest of the path is the link's token, which no log line shows
-/// (`http::loggable_path`).
+/// (`http::edge::loggable_path`).
 pub(crate) const PREFIX: &str = "/setup/";
 
 /// Bounds on what the form takes: generous for real values, small for a store or a log.

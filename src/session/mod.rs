@@ -166,6 +166,11 @@ pub(crate) struct ActiveUser {
     pub identity: Identity,
     pub issued_at: i64,
     pub expires_at: i64,
+    /// What the web layer derives from this user once and keeps beside it while the parse
+    /// is kept (`parsed::ParsedUsers`): the forward-auth headers (`http::auth`). Opaque here;
+    /// never stored.
+    #[serde(skip)]
+    pub derived: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Why a callback's `state` could not be matched.
