@@ -21,6 +21,7 @@ input[type=email]{font:inherit;padding:.4rem;min-width:16rem}\
 h2{font-size:1.1rem;margin-top:2rem}code{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px;word-break:break-all}\
 .values dt{font-weight:600;margin-top:.5rem}.values dd{margin:.2rem 0 0 0}\
 .field label{display:block;font-weight:600}.field input{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}\
+.field .label{display:block;font-weight:600}.field input[type=radio]{width:auto}\
 .hint{display:block;color:#666;font-size:.85rem}\
 .check{margin:.2rem 0 .8rem;padding:.4rem .6rem;border-left:4px solid #2e7d32;font-size:.9rem}\
 .check.error,.outcome.error{border-left:4px solid #c62828;background:#fdecea}.check.warning{border-color:#ef6c00;background:#fff4e5}\

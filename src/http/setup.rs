@@ -4,6 +4,11 @@
 //! own code (`doctor::check_setup`, the checks of `entrance check --verify-secret`), each
 //! failing line with its fix beside the field it concerns. Server-rendered, no script.
 //!
+//! The credential is a client secret, or — recommended — a certificate entrance generates for
+//! the link (`POST /setup/{token}/certificate`, `certificate::generate`): its private key is
+//! sealed in the link's record at once and never leaves entrance; the certificate is offered
+//! as `/setup/{token}/certificate.cer` (DER) and `.pem` to upload in Entra, with its thumbprint.
+//!
 //! Safety: the link's token is the only key (256 random bits, stored as a hash,
 //! `session::setup_links`); a POST must come from the page itself (the sign-out Origin rule,
 //! `logout::from_our_own_page`, and the link's own form token); the routes are rate-limited
@@ -17,18 +22,22 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use url::Url;
 
 use super::{AppState, CorrelationId, limits::ClientIp, logout, pages::escape};
 use crate::{
+    certificate::{self, AssertionAlg, CertificateCredential, Thumbprints},
     config::{self, ConfigError, SetupValues},
     doctor::{self, Check, Status},
     entra,
     http::error::AppError,
     session::{
         sealed,
-        setup_links::{self, ActivateError, Found, SetupLink, StoredConnection, Unusable},
+        setup_links::{
+            self, ActivateError, Found, LinkCertificate, SetupLink, StoredConnection, Unusable,
+        },
     },
 };
 
@@ -55,7 +64,18 @@ pub(super) struct SetupForm {
     client_secret: String,
     #[serde(default)]
     secret_expires: String,
+    /// `certificate` (the link's generated certificate) or `secret` (the default).
+    #[serde(default)]
+    credential: String,
 }
+
+impl SetupForm {
+    fn uses_certificate(&self) -> bool {
+        self.credential == CREDENTIAL_CERTIFICATE
+    }
+}
+
+const CREDENTIAL_CERTIFICATE: &str = "certificate";
 
 impl std::fmt::Debug for SetupForm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +84,7 @@ impl std::fmt::Debug for SetupForm {
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
             .field("secret_expires", &self.secret_expires)
+            .field("credential", &self.credential)
             .finish()
     }
 }
@@ -75,16 +96,20 @@ enum Field {
     ClientId,
     Secret,
     Expiry,
+    /// The generated certificate (the credential choice's first option).
+    Certificate,
     /// Not one field's: shown above the form.
     General,
 }
 
 impl Field {
     /// Where the doctor's checks are shown.
-    fn of_check(name: &str) -> Field {
+    fn of_check(name: &str, certificate: bool) -> Field {
         match name {
             doctor::METADATA | doctor::ISSUER | doctor::JWKS => Field::Tenant,
             doctor::CLIENT_ID => Field::ClientId,
+            doctor::CERTIFICATE | doctor::CERTIFICATE_EXPIRY => Field::Certificate,
+            doctor::CREDENTIALS if certificate => Field::Certificate,
             doctor::SECRET | doctor::CREDENTIALS => Field::Secret,
             doctor::SECRET_EXPIRY => Field::Expiry,
             _ => Field::General,
@@ -163,19 +188,7 @@ pub(super) async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let link = open(&state, &token).await?;
-    if !logout::from_our_own_page(
-        headers
-            .get(logout::SEC_FETCH_SITE)
-            .map(HeaderValue::as_bytes),
-        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
-        &state.config.public_origin(),
-    ) {
-        return Err(AppError::SetupForm);
-    }
-    let form: SetupForm = super::form_body(&headers, body)?;
-    if !link.csrf_matches(&form.csrf) {
-        return Err(AppError::SetupForm);
-    }
+    let form: SetupForm = from_own_page(&state, &link, &headers, body)?;
     let (mut feedback, metadata_url) = check(&state, &link, &form).await;
     if !feedback.has_errors()
         && let Some(metadata_url) = metadata_url
@@ -216,6 +229,192 @@ pub(super) async fn submit(
         .into_response())
 }
 
+/// A POST's form, if it came from the link's own page: the Origin rule of sign-out
+/// (`logout::from_our_own_page`), then the link's form token.
+fn from_own_page<T: serde::de::DeserializeOwned + HasCsrf>(
+    state: &AppState,
+    link: &SetupLink,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, AppError> {
+    if !logout::from_our_own_page(
+        headers
+            .get(logout::SEC_FETCH_SITE)
+            .map(HeaderValue::as_bytes),
+        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        &state.config.public_origin(),
+    ) {
+        return Err(AppError::SetupForm);
+    }
+    let form: T = super::form_body(headers, body)?;
+    if !link.csrf_matches(form.csrf()) {
+        return Err(AppError::SetupForm);
+    }
+    Ok(form)
+}
+
+trait HasCsrf {
+    fn csrf(&self) -> &str;
+}
+
+impl HasCsrf for SetupForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The certificate button's form: its token only.
+#[derive(Deserialize)]
+pub(super) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl HasCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /setup/{token}/certificate`: generates the link's certificate (RSA 2048, self-signed,
+/// `certificate::generate`, on a blocking thread) unless it has one, seals its private key
+/// under `ENTRANCE_DATA_KEY` into the link's record at once, and sends the admin back to the
+/// page, where the downloads and the thumbprint now are (POST/redirect/GET).
+pub(super) async fn generate_certificate(
+    State(state): State<AppState>,
+    Extension(cid): Extension<CorrelationId>,
+    client_ip: ClientIp,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let link = open(&state, &token).await?;
+    let _: CsrfForm = from_own_page(&state, &link, &headers, body)?;
+    if link.certificate.is_none() {
+        let Some(key) = state.config.data_key.clone() else {
+            return Err(AppError::SetupLinkConflict(
+                "this entrance cannot keep a generated certificate (it has no ENTRANCE_DATA_KEY); use a client secret, or ask whoever sent you this link".to_owned(),
+            ));
+        };
+        let now_unix = state.clock.now_unix();
+        let now = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(now_unix).unwrap_or(0));
+        let connection = link.connection.clone();
+        let generated = tokio::task::spawn_blocking(move || {
+            let g = certificate::generate(&format!("entrance {connection}"), now)
+                .map_err(|e| e.to_string())?;
+            let private_key_sealed =
+                sealed::seal(&key, &g.private_key_pem, &connection).map_err(|e| e.to_string())?;
+            Ok::<_, String>(LinkCertificate {
+                certificate_pem: g.certificate_pem,
+                private_key_sealed,
+            })
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("generating a certificate: {e}")))?
+        .map_err(|e| AppError::Internal(format!("generating a certificate: {e}")))?;
+        let kept = match setup_links::attach_certificate(
+            &state.store,
+            &link.id,
+            generated,
+            now_unix,
+        )
+        .await
+        {
+            Ok(kept) => kept,
+            Err(ActivateError::Unusable(u)) => return Err(AppError::SetupLink(u)),
+            Err(ActivateError::Session(e)) => return Err(e.into()),
+            Err(e @ ActivateError::Taken(_)) => return Err(AppError::Internal(e.to_string())),
+        };
+        tracing::info!(
+            target: "entrance::audit",
+            event = "setup_certificate_generated",
+            link = %link.id,
+            connection = %link.connection,
+            thumbprint = %thumbprint(&kept).unwrap_or_default(),
+            client_ip = %client_ip,
+            correlation_id = %cid.0,
+            "certificate generated for a setup link"
+        );
+    }
+    let location = format!("{PREFIX}{token}#certificate");
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(&location).map_err(|e| AppError::Internal(e.to_string()))?,
+        )],
+    )
+        .into_response())
+}
+
+/// The SHA-1 thumbprint in hex, as the Entra portal lists it under Certificates.
+fn thumbprint(cert: &LinkCertificate) -> Option<String> {
+    certificate::certificate_der(&cert.certificate_pem)
+        .ok()
+        .map(|der| Thumbprints::of(&der).sha1_hex)
+}
+
+/// `GET /setup/{token}/certificate.cer`: the link's certificate as DER, the form Entra's
+/// Upload certificate takes (with `.pem` and `.crt`).
+pub(super) async fn certificate_cer(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    download(&state, &token, false).await
+}
+
+/// `GET /setup/{token}/certificate.pem`: the same certificate as PEM.
+pub(super) async fn certificate_pem(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    download(&state, &token, true).await
+}
+
+async fn download(state: &AppState, token: &str, pem: bool) -> Result<Response, AppError> {
+    let link = open(state, token).await?;
+    let Some(cert) = &link.certificate else {
+        return Err(AppError::SetupLinkConflict(
+            "no certificate was generated for this link yet: choose \"Generate a certificate\" on the setup page".to_owned(),
+        ));
+    };
+    let name: String = link
+        .connection
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect();
+    let (body, content_type, ext) = if pem {
+        (
+            cert.certificate_pem.clone().into_bytes(),
+            "application/x-pem-file",
+            "pem",
+        )
+    } else {
+        (
+            certificate::certificate_der(&cert.certificate_pem)
+                .map_err(|e| AppError::Internal(e.to_string()))?,
+            // RFC 2585 §4.1.
+            "application/pkix-cert",
+            "cer",
+        )
+    };
+    let disposition = format!("attachment; filename=\"entrance-{name}.{ext}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&disposition)
+                    .map_err(|e| AppError::Internal(e.to_string()))?,
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 /// Keeps the checked connection (its secret sealed under `ENTRANCE_DATA_KEY`) and spends the
 /// link, in one store write (`setup_links::activate`); every replica applies it within
 /// `rotation::STORED_POLL`. Returns the page that says so, or `None` with the reason added to
@@ -236,16 +435,26 @@ async fn activate(
         );
         return Ok(None);
     };
-    let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
-    let sealed = sealed::seal(key, &secret, &link.connection)
-        .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
+    // A certificate's key was sealed when it was generated (under the connection id, the
+    // associated data the connection opens it with); a secret is sealed now.
+    let (client_secret_sealed, client_secret_expires_at, certificate) =
+        match (form.uses_certificate(), &link.certificate) {
+            (true, Some(cert)) => (String::new(), String::new(), Some(cert.clone())),
+            _ => {
+                let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
+                let sealed = sealed::seal(key, &secret, &link.connection)
+                    .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
+                (sealed, form.secret_expires.trim().to_owned(), None)
+            }
+        };
     let stored = StoredConnection {
         id: link.connection.clone(),
         name: link.name.clone(),
         metadata_url,
         client_id: form.client_id.trim().to_owned(),
-        client_secret_sealed: sealed,
-        client_secret_expires_at: form.secret_expires.trim().to_owned(),
+        client_secret_sealed,
+        client_secret_expires_at,
+        certificate,
         created_at: state.clock.now_unix(),
         link: link.id.clone(),
     };
@@ -297,6 +506,7 @@ on every server within a few seconds; this setup link is now used up.</p>\
         Field::General,
         Field::Tenant,
         Field::ClientId,
+        Field::Certificate,
         Field::Secret,
         Field::Expiry,
     ] {
@@ -320,17 +530,21 @@ const ACTIVATION: &str = "activation";
 /// metadata URL the tenant field named, when it did.
 async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedback, Option<String>) {
     let mut feedback = Feedback::default();
-    let bounds = [
+    let certificate = form.uses_certificate();
+    let mut bounds = vec![
         (Field::Tenant, "tenant", &form.tenant, MAX_TENANT),
         (Field::ClientId, "client_id", &form.client_id, MAX_CLIENT_ID),
-        (Field::Secret, "secret", &form.client_secret, MAX_SECRET),
-        (
+    ];
+    // With the certificate chosen, whatever is in the secret's fields is ignored.
+    if !certificate {
+        bounds.push((Field::Secret, "secret", &form.client_secret, MAX_SECRET));
+        bounds.push((
             Field::Expiry,
             "secret_expiry",
             &form.secret_expires,
             MAX_DATE,
-        ),
-    ];
+        ));
+    }
     for (field, name, value, max) in bounds {
         if value.len() > max {
             feedback.error(
@@ -351,7 +565,18 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedbac
             );
         }
     }
-    if form.secret_expires.trim().is_empty() {
+    let credential = if certificate {
+        match link_credential(state, link) {
+            Ok(cred) => Some(cred),
+            Err((message, fix)) => {
+                feedback.error(Field::Certificate, doctor::CERTIFICATE, message, fix);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !certificate && form.secret_expires.trim().is_empty() {
         feedback.error(
             Field::Expiry,
             doctor::SECRET_EXPIRY,
@@ -379,6 +604,7 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedbac
         client_id: form.client_id.trim(),
         client_secret: &form.client_secret,
         client_secret_expires_at: &form.secret_expires,
+        certificate: credential,
     };
     let (conn, secrets) = match config::setup_connection(&values) {
         Ok(c) => c,
@@ -412,12 +638,48 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedbac
         report
             .checks
             .into_iter()
-            .map(|c| (Field::of_check(c.name), c)),
+            .map(|c| (Field::of_check(c.name, certificate), c)),
     );
     (feedback, Some(metadata_url))
 }
 
 type Refusal = (String, &'static str);
+
+/// The link's generated certificate with its key opened, for the live check; or why the
+/// certificate cannot be used (none generated yet, no key to open it with).
+fn link_credential(
+    state: &AppState,
+    link: &SetupLink,
+) -> Result<std::sync::Arc<CertificateCredential>, Refusal> {
+    let Some(cert) = &link.certificate else {
+        return Err((
+            "no certificate was generated for this link yet".to_owned(),
+            "choose \"Generate a certificate\" above, upload it in Entra, then submit again",
+        ));
+    };
+    let Some(key) = &state.config.data_key else {
+        return Err((
+            "this entrance has no key to open the certificate's private key with (ENTRANCE_DATA_KEY)".to_owned(),
+            "ask whoever sent you this link to set ENTRANCE_DATA_KEY, or use a client secret",
+        ));
+    };
+    let unusable = |e: &dyn std::fmt::Display| {
+        tracing::error!(link = %link.id, error = %e, "a setup link's generated certificate does not open");
+        (
+            "the generated certificate cannot be used".to_owned(),
+            "ask whoever sent you this link for a new one",
+        )
+    };
+    let private_key =
+        sealed::open(key, &cert.private_key_sealed, &link.connection).map_err(|e| unusable(&e))?;
+    CertificateCredential::from_pem(
+        cert.certificate_pem.as_bytes(),
+        private_key.expose_secret().as_bytes(),
+        AssertionAlg::Ps256,
+    )
+    .map(std::sync::Arc::new)
+    .map_err(|e| unusable(&e))
+}
 
 const TENANT_FIX: &str = "paste the Directory (tenant) ID from the app registration's Overview page (a GUID), or the \"OpenID Connect metadata document\" URL from its Endpoints blade";
 
@@ -505,18 +767,16 @@ platform <strong>Web</strong> (not <em>Single-page application</em>) and paste t
 above. Choose <strong>Register</strong>.</li>\
 <li>Open <strong>Authentication</strong>, paste the Front-channel logout URL above into \
 <strong>Front-channel logout URL</strong>, and choose <strong>Save</strong>.</li>\
-<li>Open <strong>Certificates &amp; secrets → Client secrets → New client secret</strong>, pick \
-an expiry and choose <strong>Add</strong>. Copy the <strong>Value</strong> column at once (Entra \
-shows it only now) — not the <em>Secret ID</em> beside it — and note the <strong>Expires</strong> \
-date.</li>\
+<li>Give it a credential: the certificate below (recommended), or a client secret.</li>\
 <li>On the <strong>Overview</strong> page, copy the <strong>Application (client) ID</strong> and \
 the <strong>Directory (tenant) ID</strong>.</li>\
 </ol>",
         redirect = escape(&redirect_uri),
         front = escape(&front_channel),
     ));
+    body.push_str(&credential_section(state, token, link));
     body.push_str(&format!(
-        "<h2>2. Enter the values</h2>\
+        "<h2>3. Enter the values</h2>\
 <p>They are checked with Microsoft Entra as soon as you submit; nothing is kept while a check \
 fails.</p>\
 <form method=\"post\" action=\"{action}\" class=\"setup\">\
@@ -524,6 +784,11 @@ fails.</p>\
         action = escape(&format!("{}{token}", PREFIX)),
         csrf = escape(&link.csrf),
     ));
+    let certificate_chosen = if form.credential.is_empty() {
+        link.certificate.is_some()
+    } else {
+        form.uses_certificate()
+    };
     let fields = [
         (
             Field::Tenant,
@@ -559,9 +824,19 @@ fails.</p>\
         ),
     ];
     for (field, input, label, hint, kind, value) in fields {
+        if field == Field::Secret {
+            body.push_str(&credential_choice(link, certificate_chosen));
+            body.push_str(&lines_for(feedback, Field::Certificate));
+        }
+        // The secret's fields are needed only when the secret is chosen: the server says so.
+        let required = if matches!(field, Field::Tenant | Field::ClientId) {
+            " required"
+        } else {
+            ""
+        };
         body.push_str(&format!(
             "<p class=\"field\"><label for=\"{input}\">{label}</label>\
-<input id=\"{input}\" name=\"{input}\" type=\"{kind}\" value=\"{value}\" autocomplete=\"off\" required>\
+<input id=\"{input}\" name=\"{input}\" type=\"{kind}\" value=\"{value}\" autocomplete=\"off\"{required}>\
 <span class=\"hint\">{hint}</span></p>",
             label = escape(label),
             hint = escape(hint),
@@ -573,6 +848,77 @@ fails.</p>\
         "<p class=\"actions\"><button type=\"submit\">Check the values</button></p></form>",
     );
     super::pages::page(&format!("Set up sign-in for {}", link.name), &body)
+}
+
+/// Step 2: the certificate entrance generates for this link (the button, or its downloads and
+/// thumbprint), and the client secret as the other way.
+fn credential_section(state: &AppState, token: &str, link: &SetupLink) -> String {
+    let mut out = "<h2 id=\"certificate\">2. Give it a credential</h2>\
+<p><strong>A certificate (recommended).</strong> entrance generates one for this connection: its \
+private key never leaves entrance, so no secret travels, and nothing needs copying back.</p>"
+        .to_owned();
+    let base = format!("{PREFIX}{token}/certificate");
+    match &link.certificate {
+        Some(cert) => {
+            let (thumb, until) =
+                match certificate::parse_certificate(cert.certificate_pem.as_bytes()) {
+                    Ok((der, parsed)) => (
+                        Thumbprints::of(&der).sha1_hex,
+                        certificate::validity(&parsed).1.date().to_string(),
+                    ),
+                    Err(_) => (String::new(), String::new()),
+                };
+            out.push_str(&format!(
+                "<dl class=\"values\"><dt>Certificate thumbprint</dt><dd><code id=\"thumbprint\">{thumb}</code></dd>\
+<dt>Valid until</dt><dd>{until}</dd></dl>\
+<p class=\"actions\"><a class=\"button\" href=\"{cer}\" download>Download the certificate (.cer)</a>\
+<a class=\"button secondary\" href=\"{pem}\" download>Download as .pem</a></p>\
+<ol><li>Open <strong>Certificates &amp; secrets → Certificates → Upload certificate</strong>, select the \
+downloaded file and choose <strong>Add</strong>.</li>\
+<li>Check that the <strong>Thumbprint</strong> column shows the thumbprint above.</li>\
+<li>Below, choose <em>the generated certificate</em>.</li></ol>",
+                cer = escape(&format!("{base}.cer")),
+                pem = escape(&format!("{base}.pem")),
+            ));
+        }
+        None if state.config.data_key.is_some() => out.push_str(&format!(
+            "<form method=\"post\" action=\"{action}\" class=\"actions\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\">Generate a certificate</button></form>",
+            action = escape(&base),
+            csrf = escape(&link.csrf),
+        )),
+        None => out.push_str(
+            "<p class=\"check warning\">This entrance cannot keep a generated certificate (it \
+has no ENTRANCE_DATA_KEY): use a client secret.</p>",
+        ),
+    }
+    out.push_str(
+        "<p><strong>Or a client secret.</strong> Open <strong>Certificates &amp; secrets → Client \
+secrets → New client secret</strong>, pick an expiry and choose <strong>Add</strong>. Copy the \
+<strong>Value</strong> column at once (Entra shows it only now) — not the <em>Secret ID</em> \
+beside it — and note the <strong>Expires</strong> date.</p>",
+    );
+    out
+}
+
+/// The form's credential choice: the link's certificate, or the client secret below it.
+fn credential_choice(link: &SetupLink, certificate: bool) -> String {
+    let checked = |yes: bool| if yes { " checked" } else { "" };
+    let unavailable = if link.certificate.is_some() {
+        ""
+    } else {
+        " (generate it above first)"
+    };
+    format!(
+        "<p class=\"field\"><span class=\"label\">Credential</span>\
+<label><input type=\"radio\" id=\"credential_certificate\" name=\"credential\" value=\"certificate\"{c}> \
+The generated certificate (recommended){unavailable}</label>\
+<label><input type=\"radio\" id=\"credential_secret\" name=\"credential\" value=\"secret\"{s}> \
+A client secret: its Value and Expires below</label></p>",
+        c = checked(certificate),
+        s = checked(!certificate),
+    )
 }
 
 /// Above the form: how the last submission went, and the lines that concern no one field.
@@ -592,7 +938,7 @@ fn summary(feedback: &Feedback) -> String {
         )
     } else {
         "<p class=\"outcome ok\" role=\"status\">Every check passed: Microsoft Entra accepted the \
-Application (client) ID and the client secret.</p>"
+Application (client) ID and the credential.</p>"
             .to_owned()
     };
     out.push_str(&lines_for(feedback, Field::General));

@@ -75,6 +75,24 @@ pub(crate) struct SetupLink {
     /// When it was spent or revoked (unix seconds).
     #[serde(default)]
     pub ended_at: Option<i64>,
+    /// The certificate entrance generated for this link, once the admin asked for one.
+    #[serde(default)]
+    pub certificate: Option<LinkCertificate>,
+}
+
+/// A certificate generated for a link (`certificate::generate`): the certificate, public, as
+/// PEM, and its private key sealed under `ENTRANCE_DATA_KEY` with the link's connection id as
+/// associated data (`sealed.rs`), so the sealed key moves unchanged into the connection.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct LinkCertificate {
+    pub certificate_pem: String,
+    pub private_key_sealed: String,
+}
+
+impl std::fmt::Debug for LinkCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCertificate").finish_non_exhaustive()
+    }
 }
 
 impl SetupLink {
@@ -136,6 +154,28 @@ pub(crate) async fn activate(
         link.ended_at = Some(now);
         record.connections.push(connection);
         Ok(())
+    })
+    .await
+}
+
+/// Keeps `certificate` as link `link_id`'s generated certificate, unless it has one already:
+/// returns the one the link keeps (a second click, or another replica, made no other).
+pub(crate) async fn attach_certificate(
+    store: &AnyStore,
+    link_id: &str,
+    certificate: LinkCertificate,
+    now: i64,
+) -> Result<LinkCertificate, ActivateError> {
+    change(store, now, |record| {
+        let link = record
+            .links
+            .iter_mut()
+            .find(|l| l.id == link_id)
+            .ok_or(ActivateError::Unusable(Unusable::Unknown))?;
+        if let Err(u) = link.clone().usable(now) {
+            return Err(ActivateError::Unusable(u));
+        }
+        Ok(link.certificate.get_or_insert(certificate).clone())
     })
     .await
 }
@@ -216,10 +256,16 @@ pub(crate) struct StoredConnection {
     pub name: String,
     pub metadata_url: String,
     pub client_id: String,
-    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data.
+    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data. Empty for a
+    /// certificate connection.
+    #[serde(default)]
     pub client_secret_sealed: String,
-    /// As the admin typed it (RFC 3339 date).
+    /// As the admin typed it (RFC 3339 date). Empty for a certificate connection.
+    #[serde(default)]
     pub client_secret_expires_at: String,
+    /// The generated certificate and its sealed key, instead of a secret (issue 17).
+    #[serde(default)]
+    pub certificate: Option<LinkCertificate>,
     /// Unix seconds, and the link that created it.
     pub created_at: i64,
     pub link: String,
@@ -307,6 +353,7 @@ pub(crate) async fn create(
         expires_at: now + lifetime.as_secs() as i64,
         state: LinkState::Active,
         ended_at: None,
+        certificate: None,
     };
     let created = link.clone();
     change(store, now, move |record| {
