@@ -912,9 +912,9 @@ fn credential_choice(link: &SetupLink, certificate: bool) -> String {
     };
     format!(
         "<p class=\"field\"><span class=\"label\">Credential</span>\
-<label><input type=\"radio\" id=\"credential_certificate\" name=\"credential\" value=\"certificate\"{c}> \
+<label><input id=\"credential_certificate\" type=\"radio\" name=\"credential\" value=\"certificate\"{c}> \
 The generated certificate (recommended){unavailable}</label>\
-<label><input type=\"radio\" id=\"credential_secret\" name=\"credential\" value=\"secret\"{s}> \
+<label><input id=\"credential_secret\" type=\"radio\" name=\"credential\" value=\"secret\"{s}> \
 A client secret: its Value and Expires below</label></p>",
         c = checked(certificate),
         s = checked(!certificate),

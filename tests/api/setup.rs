@@ -879,3 +879,188 @@ async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
         .expect("page");
     assert_eq!(res.status(), StatusCode::GONE, "the link is spent on B too");
 }
+
+/// Opens the page and posts the form with the generated certificate chosen (Origin ours).
+async fn submit_certificate(app: &TestApp, link: &Link, tenant: &str) -> (StatusCode, String) {
+    let html = page_html(app, &link.url).await;
+    let res = app
+        .browser
+        .post(&link.url)
+        .header("origin", app.config.public_origin())
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("tenant", tenant),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("credential", "certificate"),
+            ("client_secret", ""),
+            ("secret_expires", ""),
+        ])
+        .send()
+        .await
+        .expect("posted");
+    let status = res.status();
+    (status, res.text().await.expect("html"))
+}
+
+/// `POST /setup/{token}/certificate` from the page (or, with `origin` `None`, from nowhere).
+async fn generate_certificate(app: &TestApp, link: &Link, origin: Option<&str>) -> StatusCode {
+    let csrf = csrf_of(&page_html(app, &link.url).await);
+    let mut req = app
+        .browser
+        .post(format!("{}/certificate", link.url))
+        .form(&[("csrf", csrf.as_str())]);
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    req.send().await.expect("posted").status()
+}
+
+/// The certificate at `url` (`.cer` or `.pem`): its content type and bytes.
+async fn download(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
+    let res = app.browser.get(url).send().await.expect("download");
+    let status = res.status();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, kind, res.bytes().await.expect("body").to_vec())
+}
+
+/// Stage 1 (the recommended path): entrance generates the link's certificate, offers it as
+/// `.cer` and `.pem` with its thumbprint, and keeps its private key only sealed; a submit
+/// before it is uploaded shows Entra's AADSTS700027 with its fix beside the certificate, after
+/// the upload the connection is kept, and a user signs in through it — by private_key_jwt — on
+/// the other replica without a restart.
+#[tokio::test]
+async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replica() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let session = format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        path.display()
+    );
+    let replica = || {
+        spawn_app_with(AppOptions {
+            admin_listen: true,
+            session_toml: session.clone(),
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let link = create_link(&a, "fabrikam").await;
+    let cer_url = format!("{}/certificate.cer", link.url);
+    let pem_url = format!("{}/certificate.pem", link.url);
+
+    let html = page_html(&a, &link.url).await;
+    assert!(html.contains("Generate a certificate"), "{html}");
+    assert_eq!(download(&a, &cer_url).await.0, StatusCode::CONFLICT);
+    // Choosing the certificate before generating one says what to do.
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        error_line(&html, "certificate").contains("Generate a certificate"),
+        "{html}"
+    );
+
+    // The button's POST follows the form's rules: from our own page, with the link's token.
+    assert_eq!(
+        generate_certificate(&a, &link, None).await,
+        StatusCode::FORBIDDEN
+    );
+    let origin = a.config.public_origin();
+    assert_eq!(
+        generate_certificate(&a, &link, Some(&origin)).await,
+        StatusCode::SEE_OTHER
+    );
+    let html = page_html(&a, &link.url).await;
+    let (status, kind, pem) = download(&a, &pem_url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kind, "application/x-pem-file");
+    let pem = String::from_utf8(pem).expect("PEM is text");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(!pem.contains("PRIVATE KEY"), "only the public part");
+    let (status, kind, der) = download(&a, &cer_url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kind, "application/pkix-cert");
+    // The thumbprint shown is the SHA-1 of the DER, as Entra lists it after the upload.
+    use sha1::Digest as _;
+    let thumbprint = hex::encode_upper(sha1::Sha1::digest(&der));
+    assert!(
+        html.contains(&format!("<code id=\"thumbprint\">{thumbprint}</code>")),
+        "{html}"
+    );
+    // A second click (or another replica) keeps the same certificate.
+    assert_eq!(
+        generate_certificate(&a, &link, Some(&origin)).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(download(&a, &cer_url).await.2, der);
+
+    // Not uploaded yet: Entra's AADSTS700027 with its fix, beside the certificate choice.
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let line = error_line(&html, "credentials");
+    assert!(
+        line.contains("AADSTS700027") && line.contains("Fix:"),
+        "{line}"
+    );
+    assert!(
+        field_section(&html, "credential_certificate").contains(line),
+        "shown beside the credential choice, before the secret's fields"
+    );
+    assert!(html.contains("value=\"certificate\" checked"), "{html}");
+
+    // Uploaded (Certificates & secrets → Certificates): the setup completes.
+    a.idp.register_certificate(&pem).expect("the mock takes it");
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Sign-in for Fabrikam Ltd is set up"),
+        "{html}"
+    );
+
+    // The private key is nowhere in the store in the clear, nor in any log line.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    let marker = b"PRIVATE KEY";
+    assert!(
+        !bytes.windows(marker.len()).any(|w| w == marker),
+        "the key is sealed at rest"
+    );
+    assert!(crate::helpers::log_lines_with("PRIVATE KEY").is_empty());
+
+    // B applies it without a restart; the sign-in there authenticates with the certificate.
+    let mut live = false;
+    for _ in 0..100 {
+        let res = b
+            .browser
+            .get(b.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(live, "replica B serves connection fabrikam");
+    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
+    let callback = b.authorize(&authorize).await;
+    let res = b.callback_with(&b.browser, &callback, true).await;
+    let me = crate::helpers::assert_signed_in(&b, res).await;
+    assert_eq!(me["connection"], "fabrikam", "{me}");
+    // The link is spent: its downloads too.
+    assert_eq!(
+        download(&b, &pem_url.replace(&a.base, &b.base)).await.0,
+        StatusCode::GONE
+    );
+}
