@@ -2,7 +2,8 @@
 //! a setup link (issue 17). It shows the exact values to register and the steps in the Entra
 //! admin center's own words, then a form whose values are checked live by the setup doctor's
 //! own code (`doctor::check_setup`, the checks of `entrance check --verify-secret`), each
-//! failing line with its fix beside the field it concerns. Server-rendered, no script.
+//! failing line with its fix beside the field it concerns. Server-rendered; its one script
+//! (allowed by hash, `pages::COPY_SCRIPT`) only adds Copy buttons beside the values.
 //!
 //! The credential is a client secret, or — recommended — a certificate entrance generates for
 //! the link (`POST /setup/{token}/certificate`, `certificate::generate`): its private key is
@@ -26,7 +27,12 @@ use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use url::Url;
 
-use super::{AppState, CorrelationId, limits::ClientIp, logout, pages::escape};
+use super::{
+    AppState, CorrelationId,
+    limits::ClientIp,
+    logout,
+    pages::{COPY_SCRIPT, copy_button, escape},
+};
 use crate::{
     certificate::{self, AssertionAlg, CertificateCredential, Thumbprints},
     config::{self, ConfigError, SetupValues},
@@ -166,15 +172,27 @@ async fn open(state: &AppState, token: &str) -> Result<SetupLink, AppError> {
 pub(super) async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
-) -> Result<Html<String>, AppError> {
+) -> Result<Response, AppError> {
     let link = open(&state, &token).await?;
-    Ok(Html(render(
-        &state,
-        &token,
-        &link,
-        &SetupForm::default(),
-        &Feedback::default(),
-    )))
+    Ok(with_copy_script(
+        Html(render(
+            &state,
+            &token,
+            &link,
+            &SetupForm::default(),
+            &Feedback::default(),
+        ))
+        .into_response(),
+    ))
+}
+
+/// The setup page's policy, which allows its one copy script by hash (`pages`).
+fn with_copy_script(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(super::pages::setup_content_security_policy()),
+    );
+    res
 }
 
 /// `POST /setup/{token}`: checks the values with the doctor and shows the page again with each
@@ -222,11 +240,13 @@ pub(super) async fn submit(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Html(render(&state, &token, &link, &form, &feedback)),
-    )
-        .into_response())
+    Ok(with_copy_script(
+        (
+            status,
+            Html(render(&state, &token, &link, &form, &feedback)),
+        )
+            .into_response(),
+    ))
 }
 
 /// A POST's form, if it came from the link's own page: the Origin rule of sign-out
@@ -439,7 +459,7 @@ async fn activate(
     // associated data the connection opens it with); a secret is sealed now.
     let (client_secret_sealed, client_secret_expires_at, certificate) =
         match (form.uses_certificate(), &link.certificate) {
-            (true, Some(cert)) => (String::new(), String::new(), Some(cert.clone())),
+            (true, Some(cert)) => (String::new(), String::new(), Some((**cert).clone())),
             _ => {
                 let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
                 let sealed = sealed::seal(key, &secret, &link.connection)
@@ -754,8 +774,8 @@ minutes. The link works until {expires} and only once.</p>"
         "<h2>1. Register the application</h2>\
 <p>Copy these values exactly:</p>\
 <dl class=\"values\">\
-<dt>Redirect URI (platform <strong>Web</strong>)</dt><dd><code>{redirect}</code></dd>\
-<dt>Front-channel logout URL</dt><dd><code>{front}</code></dd>\
+<dt>Redirect URI (platform <strong>Web</strong>)</dt><dd><code id=\"redirect_uri\">{redirect}</code>{copy_redirect}</dd>\
+<dt>Front-channel logout URL</dt><dd><code id=\"front_channel_logout_url\">{front}</code>{copy_front}</dd>\
 <dt>Supported account types</dt><dd>Accounts in this organizational directory only (Single tenant)</dd>\
 </dl>\
 <ol>\
@@ -773,6 +793,8 @@ the <strong>Directory (tenant) ID</strong>.</li>\
 </ol>",
         redirect = escape(&redirect_uri),
         front = escape(&front_channel),
+        copy_redirect = copy_button("redirect_uri"),
+        copy_front = copy_button("front_channel_logout_url"),
     ));
     body.push_str(&credential_section(state, token, link));
     body.push_str(&format!(
@@ -847,6 +869,7 @@ fails.</p>\
     body.push_str(
         "<p class=\"actions\"><button type=\"submit\">Check the values</button></p></form>",
     );
+    body.push_str(&format!("<script>{COPY_SCRIPT}</script>"));
     super::pages::page(&format!("Set up sign-in for {}", link.name), &body)
 }
 
@@ -869,7 +892,7 @@ private key never leaves entrance, so no secret travels, and nothing needs copyi
                     Err(_) => (String::new(), String::new()),
                 };
             out.push_str(&format!(
-                "<dl class=\"values\"><dt>Certificate thumbprint</dt><dd><code id=\"thumbprint\">{thumb}</code></dd>\
+                "<dl class=\"values\"><dt>Certificate thumbprint</dt><dd><code id=\"thumbprint\">{thumb}</code>{copy}</dd>\
 <dt>Valid until</dt><dd>{until}</dd></dl>\
 <p class=\"actions\"><a class=\"button\" href=\"{cer}\" download>Download the certificate (.cer)</a>\
 <a class=\"button secondary\" href=\"{pem}\" download>Download as .pem</a></p>\
@@ -877,6 +900,7 @@ private key never leaves entrance, so no secret travels, and nothing needs copyi
 downloaded file and choose <strong>Add</strong>.</li>\
 <li>Check that the <strong>Thumbprint</strong> column shows the thumbprint above.</li>\
 <li>Below, choose <em>the generated certificate</em>.</li></ol>",
+                copy = copy_button("thumbprint"),
                 cer = escape(&format!("{base}.cer")),
                 pem = escape(&format!("{base}.pem")),
             ));

@@ -77,7 +77,7 @@ pub(crate) struct SetupLink {
     pub ended_at: Option<i64>,
     /// The certificate entrance generated for this link, once the admin asked for one.
     #[serde(default)]
-    pub certificate: Option<LinkCertificate>,
+    pub certificate: Option<Box<LinkCertificate>>,
 }
 
 /// A certificate generated for a link (`certificate::generate`): the certificate, public, as
@@ -152,6 +152,8 @@ pub(crate) async fn activate(
         }
         link.state = LinkState::Spent;
         link.ended_at = Some(now);
+        // The generated certificate's sealed key now lives in the connection only.
+        link.certificate = None;
         record.connections.push(connection);
         Ok(())
     })
@@ -175,7 +177,7 @@ pub(crate) async fn attach_certificate(
         if let Err(u) = link.clone().usable(now) {
             return Err(ActivateError::Unusable(u));
         }
-        Ok(link.certificate.get_or_insert(certificate).clone())
+        Ok((**link.certificate.get_or_insert(Box::new(certificate))).clone())
     })
     .await
 }
@@ -391,6 +393,8 @@ pub(crate) async fn end(
             if l.state == LinkState::Active {
                 l.state = state;
                 l.ended_at = Some(now);
+                // A revoked link's generated key is of no use to anyone: gone with it.
+                l.certificate = None;
             }
             l.clone()
         }))

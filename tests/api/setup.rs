@@ -744,30 +744,50 @@ async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
     );
 }
 
-/// Stage 4: the whole setup in headless Chromium (`browser.rs`), entrance on `localhost` and
-/// the mock Entra on `127.0.0.1` (two sites, as in production): a fresh link, each seed
-/// mistake tried first and shown with its fix, then the right values, the connection live, and
-/// a real sign-in through it; the link is spent after.
+/// Stages 3 and 4: the whole setup in headless Chromium (`browser.rs`), entrance on
+/// `localhost` and the mock Entra on `127.0.0.1` (two sites, as in production), two replicas
+/// on one SQLite file: a fresh link, each seed mistake tried first and shown with its fix (the
+/// Secret ID, a wrong tenant, an expired secret, a certificate not uploaded yet), then the
+/// recommended path — the generated certificate downloaded and uploaded — the connection live,
+/// and a real sign-in through it on the other replica; the link is spent after. With
+/// `ENTRANCE_SCREENSHOTS=docs/setup` each page is saved for the docs.
 #[tokio::test]
 async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_connection() {
     crate::browser::run("setup_happy_path", async |b| {
-        let app = spawn_app_with(AppOptions {
-            public_host: "localhost",
-            admin_listen: true,
-            data_key: Some(DATA_KEY),
-            ..Default::default()
-        })
-        .await;
+        let dir = TempDir::new();
+        let session = format!(
+            "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+            dir.path().join("sessions.db").display()
+        );
+        let replica = || {
+            spawn_app_with(AppOptions {
+                public_host: "localhost",
+                admin_listen: true,
+                data_key: Some(DATA_KEY),
+                session_toml: session.clone(),
+                ..Default::default()
+            })
+        };
+        let app = replica().await;
+        let other = replica().await;
+        app.idp.set_redirect_uris(vec![
+            app.config.redirect_uri(),
+            other.config.redirect_uri(),
+        ]);
         let link = create_link(&app, "fabrikam").await;
         let fill = async |tenant: &str, secret: &str, expires: &str| {
             b.fill("tenant", tenant).await;
             b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.check("credential_secret").await;
             b.fill("client_secret", secret).await;
             b.fill("secret_expires", expires).await;
             b.click("Check the values").await;
         };
         b.goto(&link.url).await;
-        b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+        let text = b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+        // The copy script ran under the page's policy: its buttons are shown.
+        assert!(text.contains("Copy"), "{text}");
+        b.document_page("1-link-page").await;
 
         let metadata = app.idp.metadata_url();
         fill(&metadata, SECRET_ID, "2099-05-01").await;
@@ -777,36 +797,86 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
             "{text}"
         );
         assert!(!text.contains(SECRET_ID), "never echoed: {text}");
+        b.document_page("2-error-secret-id").await;
 
         let wrong = metadata.replace(DEFAULT_TENANT_ID, "99999999-0000-0000-0000-000000000000");
         fill(&wrong, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
         let text = b.wait_for_text("AADSTS90002").await;
         assert!(text.contains("Directory (tenant) ID"), "{text}");
+        b.document_page("3-error-wrong-tenant").await;
 
         fill(&metadata, DEFAULT_CLIENT_SECRET, "2020-01-01").await;
         let text = b.wait_for_text("expired on 2020-01-01").await;
         assert!(text.contains("Fix:"), "{text}");
+        b.document_page("4-error-expired-secret").await;
 
+        // The recommended path: the certificate entrance generates.
         let started = std::time::Instant::now();
-        fill(&metadata, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
+        b.click("Generate a certificate").await;
+        let text = b.wait_for_text("Certificate thumbprint").await;
+        b.document_page("5-certificate").await;
+        let pem_url = format!("{}/certificate.pem", link.url);
+        let (status, _, pem) = download(&app, &pem_url).await;
+        assert_eq!(status, StatusCode::OK);
+        let pem = String::from_utf8(pem).expect("PEM");
+        let (_, _, der) = download(&app, &format!("{}/certificate.cer", link.url)).await;
+        use sha1::Digest as _;
+        assert!(
+            text.contains(&hex::encode_upper(sha1::Sha1::digest(&der))),
+            "the thumbprint Entra will list: {text}"
+        );
+        let submit_certificate = async || {
+            b.fill("tenant", &metadata).await;
+            b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.check("credential_certificate").await;
+            b.click("Check the values").await;
+        };
+        submit_certificate().await;
+        let text = b.wait_for_text("AADSTS700027").await;
+        assert!(text.contains("Fix:"), "{text}");
+        b.document_page("6-error-certificate-not-uploaded").await;
+
+        // Uploaded under Certificates & secrets → Certificates.
+        app.idp.register_certificate(&pem).expect("the mock takes it");
+        submit_certificate().await;
         b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
-        b.click("Sign in with Fabrikam Ltd").await;
+        b.document_page("7-done").await;
+
+        // The other replica serves it without a restart: a real sign-in there.
+        for _ in 0..100 {
+            let res = other
+                .browser
+                .get(other.url("/login?connection=fabrikam"))
+                .send()
+                .await
+                .expect("login");
+            if res.status() == StatusCode::SEE_OTHER {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let other_origin = other.config.public_origin();
+        b.goto(&format!("{other_origin}/login?connection=fabrikam"))
+            .await;
         let text = b
-            .wait_until("entrance's start page, signed in", |url, text| {
-                url.host_str() == Some("localhost") && text.contains("You are signed in as")
+            .wait_until("the other replica's start page, signed in", |url, text| {
+                url.host_str() == Some("localhost")
+                    && url.port() == other.config.public_url.port()
+                    && text.contains("You are signed in as")
             })
             .await;
         assert!(text.contains("Ada Lovelace"), "{text}");
         eprintln!(
-            "setup happy path (the right values submitted → signed in): {:?}",
+            "setup happy path (certificate generated → downloaded → uploaded → submitted → signed in on the other replica): {:?}",
             started.elapsed()
         );
-        b.goto(&format!("{}/me", app.config.public_origin())).await;
+        b.goto(&format!("{other_origin}/me")).await;
         let me = b.wait_for_text("\"user\"").await;
         assert!(me.contains("\"connection\":\"fabrikam\""), "{me}");
 
         b.goto(&link.url).await;
         b.wait_for_text("already used").await;
+        b.document_page("8-spent-link").await;
     })
     .await;
 }
@@ -1063,4 +1133,54 @@ async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replic
         download(&b, &pem_url.replace(&a.base, &b.base)).await.0,
         StatusCode::GONE
     );
+}
+
+/// Stage 4: the values to register are plain selectable text (the page works without
+/// script); the one inline script, which shows a Copy button beside each, is allowed by the
+/// page's policy through its hash and nothing else.
+#[tokio::test]
+async fn the_values_are_plain_text_and_only_the_hashed_copy_script_may_run() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("a policy")
+        .to_owned();
+    let html = res.text().await.expect("html");
+    let redirect = app.config.redirect_uri();
+    assert!(
+        html.contains(&format!("<code id=\"redirect_uri\">{redirect}</code>")),
+        "{html}"
+    );
+    assert!(html.contains("<code id=\"front_channel_logout_url\">"));
+    assert!(
+        html.contains("data-copy=\"redirect_uri\" hidden>Copy</button>"),
+        "without script the buttons stay hidden: {html}"
+    );
+    let scripts: Vec<&str> = html
+        .split("<script>")
+        .skip(1)
+        .map(|s| s.split("</script>").next().expect("closed"))
+        .collect();
+    assert_eq!(scripts.len(), 1, "one inline script");
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(scripts[0]));
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline") && csp.contains("default-src 'none'"));
+    // Pages other than the setup page allow no script at all.
+    let res = app.browser.get(app.url("/")).send().await.expect("home");
+    let home_csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!home_csp.contains("script-src"), "{home_csp}");
 }
