@@ -216,9 +216,12 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     // The page: the exact values to register, the steps, the form.
     let html = page_html(&app, &link.url).await;
     for expected in [
-        format!("<code>{}</code>", app.config.redirect_uri()),
         format!(
-            "<code>{}/logout/frontchannel</code>",
+            "<code id=\"redirect_uri\">{}</code>",
+            app.config.redirect_uri()
+        ),
+        format!(
+            "<code id=\"front_channel_logout_url\">{}/logout/frontchannel</code>",
             app.config.public_origin()
         ),
         "Accounts in this organizational directory only".to_owned(),
@@ -228,7 +231,8 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     ] {
         assert!(html.contains(&expected), "{expected} missing:\n{html}");
     }
-    assert!(!html.contains("<script"), "the page needs no script");
+    // Its one script only adds Copy buttons (`the_values_are_plain_text_and_only_…`).
+    assert_eq!(html.matches("<script").count(), 1);
 
     let res = revoke_link(&app, &link).await;
     assert_eq!(res.status(), StatusCode::OK);
