@@ -253,6 +253,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("fill #{id}: {e}"));
     }
 
+    /// The value of the script expression `js` on the current page (`return` is added).
+    pub async fn eval(&self, js: &str) -> serde_json::Value {
+        self.client
+            .execute(&format!("return {js};"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("evaluate {js}: {e}"))
+    }
+
     /// Checks the radio button or checkbox with this `id`, as a click on it would.
     pub async fn check(&self, id: &str) {
         self.client

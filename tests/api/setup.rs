@@ -789,8 +789,15 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
         };
         b.goto(&link.url).await;
         let text = b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
-        // The copy script ran under the page's policy: its buttons are shown.
-        assert!(text.contains("Copy"), "{text}");
+        assert!(text.contains("/login/callback"), "{text}");
+        // The copy script ran under the page's policy (allowed by its hash): its buttons,
+        // rendered hidden, are shown.
+        assert_eq!(
+            b.eval("[...document.querySelectorAll('button[data-copy]')].filter(b => !b.hidden).length")
+                .await,
+            serde_json::json!(2),
+            "both Copy buttons shown"
+        );
         b.document_page("1-link-page").await;
 
         let metadata = app.idp.metadata_url();
