@@ -518,10 +518,11 @@ async fn activate(
         "<h1>Sign-in for {name} is set up</h1>\
 <p class=\"outcome ok\" role=\"status\">Every check passed and the connection is saved. It is live \
 on every server within a few seconds; this setup link is now used up.</p>\
-<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>\
-<h2>What was checked</h2>",
+<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>",
         id = escape(&super::urlencode(&link.connection)),
     );
+    body.push_str(&if_microsoft_shows(&state.config.redirect_uri()));
+    body.push_str("<h2>What was checked</h2>");
     for field in [
         Field::General,
         Field::Tenant,
@@ -536,6 +537,33 @@ on every server within a few seconds; this setup link is now used up.</p>\
         &format!("Sign-in for {} is set up", link.name),
         &body,
     )))
+}
+
+/// What to do if Microsoft shows one of the codes a first sign-in meets. Entra shows
+/// AADSTS50011 and AADSTS700016 on its own page without sending the browser back (the mock
+/// does too, `mock-idp/src/entra.rs` `error_page`), so the page says it before the click.
+/// The fixes are the AADSTS table's (`entra::aadsts`).
+fn if_microsoft_shows(redirect_uri: &str) -> String {
+    let mut out = "<h2>If Microsoft shows an error code</h2><dl class=\"values\">".to_owned();
+    for code in [50011, 700016, 50105, 65001] {
+        let Some(row) = entra::aadsts(code) else {
+            continue;
+        };
+        let exact = if code == 50011 {
+            format!(
+                " The Redirect URI to register (platform Web) is exactly <code>{}</code>.",
+                escape(redirect_uri)
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "<dt>AADSTS{code}</dt><dd>{fix}{exact}</dd>",
+            fix = escape(&row.fix),
+        ));
+    }
+    out.push_str("</dl>");
+    out
 }
 
 /// How long the done page waits for the new connection to be ready here, in 100 ms steps

@@ -1105,6 +1105,18 @@ async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replic
         html.contains("Sign-in for Fabrikam Ltd is set up"),
         "{html}"
     );
+    // Entra shows AADSTS50011 and 700016 on its own page, never back here: the done page says
+    // beforehand what to do, with the exact Redirect URI.
+    for code in ["AADSTS50011", "AADSTS700016", "AADSTS50105", "AADSTS65001"] {
+        assert!(html.contains(&format!("<dt>{code}</dt>")), "{code}: {html}");
+    }
+    assert!(
+        html.contains(&format!(
+            "is exactly <code>{}</code>",
+            a.config.redirect_uri()
+        )),
+        "{html}"
+    );
 
     // The private key is nowhere in the store in the clear, nor in any log line.
     let mut bytes = Vec::new();
