@@ -261,7 +261,7 @@ fn session(request: &Request) -> Result<Session, AppError> {
 }
 
 /// The 200 answer with the identity headers, each within `forward_auth.max_header_bytes`.
-fn identity_headers(state: &AppState, id: &Identity) -> Response {
+pub(super) fn identity_headers(state: &AppState, id: &Identity) -> Response {
     let max = state.config.forward_auth.max_header_bytes;
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();

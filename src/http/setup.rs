@@ -484,11 +484,13 @@ async fn activate(
         .iter()
         .map(|c| c.id.clone())
         .collect();
+    let (grant, grant_sha256) = setup_links::new_test_grant();
     match setup_links::activate(
         &state.store,
         &link.id,
         stored,
         &reserved,
+        grant_sha256,
         state.clock.now_unix(),
     )
     .await
@@ -521,6 +523,18 @@ on every server within a few seconds; this setup link is now used up.</p>\
 <p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>",
         id = escape(&super::urlencode(&link.connection)),
     );
+    body.push_str(&format!(
+        "<h2>Test sign-in</h2><p>Sign in once through the new connection without signing in \
+to any application: the page after shows what entrance received and the headers applications \
+will get. Works for {minutes} minutes.</p>\
+<form method=\"post\" action=\"{TEST_PATH}\" class=\"actions\">\
+<input type=\"hidden\" name=\"link\" value=\"{link_id}\">\
+<input type=\"hidden\" name=\"grant\" value=\"{grant}\">\
+<button type=\"submit\" class=\"secondary\">Test sign-in</button></form>",
+        minutes = setup_links::TEST_GRANT_LIFETIME / 60,
+        link_id = escape(&link.id),
+        grant = escape(&grant),
+    ));
     body.push_str(&if_microsoft_shows(&state.config.redirect_uri()));
     body.push_str("<h2>What was checked</h2>");
     for field in [
@@ -537,6 +551,132 @@ on every server within a few seconds; this setup link is now used up.</p>\
         &format!("Sign-in for {} is set up", link.name),
         &body,
     )))
+}
+
+/// Where the done page's Test sign-in posts.
+pub(crate) const TEST_PATH: &str = "/setup/test";
+
+/// The Test sign-in button's form.
+#[derive(Deserialize)]
+pub(super) struct TestForm {
+    #[serde(default)]
+    link: String,
+    #[serde(default)]
+    grant: String,
+}
+
+/// `POST /setup/test`: the done page's Test sign-in. The link is spent by then, so the grant
+/// the done page holds (random, kept hashed in the link's record, good for
+/// `TEST_GRANT_LIFETIME`) authorises it, with the Origin rule of every setup POST. Starts a
+/// login through the new connection marked as a test (`PendingLogin::test_of_link`), which the
+/// callback finishes with [`test_result_page`] instead of a session.
+pub(super) async fn test_sign_in(
+    State(state): State<AppState>,
+    session: tower_sessions::Session,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    if !logout::from_our_own_page(
+        headers
+            .get(logout::SEC_FETCH_SITE)
+            .map(HeaderValue::as_bytes),
+        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        &state.config.public_origin(),
+    ) {
+        return Err(AppError::SetupForm);
+    }
+    let form: TestForm = super::form_body(&headers, body)?;
+    let link = setup_links::by_id(&state.store, &form.link)
+        .await?
+        .filter(|l| l.test_grant_matches(&form.grant, state.clock.now_unix()))
+        .ok_or(AppError::SetupForm)?;
+    let conn = state.connection(&link.connection)?;
+    super::login::start(
+        &state,
+        &session,
+        &conn,
+        "/".to_owned(),
+        None,
+        None,
+        Some(link.id),
+    )
+    .await
+}
+
+/// What a test sign-in's callback shows instead of signing in: the claims entrance received,
+/// and the headers `/auth` would send applications (`auth::identity_headers`).
+pub(super) fn test_result_page(state: &AppState, id: &crate::oidc::identity::Identity) -> Response {
+    let mut body = "<h1>Test sign-in worked</h1>\
+<p class=\"outcome ok\" role=\"status\">Microsoft Entra signed you in through the new \
+connection. No application session was created: you are not signed in to anything.</p>\
+<h2>What entrance received</h2><dl class=\"values\">"
+        .to_owned();
+    let groups = if id.groups_overage {
+        "overage: more groups than fit in a token (read from Microsoft Graph when configured)"
+            .to_owned()
+    } else {
+        id.groups.join(", ")
+    };
+    for (label, value) in [
+        ("Name", id.name.clone().unwrap_or_default()),
+        ("Email", id.email.clone().unwrap_or_default()),
+        ("Tenant (tid)", id.tid.clone().unwrap_or_default()),
+        ("Object ID (oid)", id.oid.clone().unwrap_or_default()),
+        ("Groups", groups),
+        ("Roles", id.roles.join(", ")),
+    ] {
+        body.push_str(&format!(
+            "<dt>{label}</dt><dd>{}</dd>",
+            if value.is_empty() {
+                "—".to_owned()
+            } else {
+                escape(&value)
+            }
+        ));
+    }
+    body.push_str("</dl><h2>Headers applications will get</h2><dl class=\"values\">");
+    let res = super::auth::identity_headers(state, id);
+    for (name, value) in res.headers() {
+        body.push_str(&format!(
+            "<dt>{}</dt><dd><code>{}</code></dd>",
+            escape(name.as_str()),
+            escape(&String::from_utf8_lossy(value.as_bytes()))
+        ));
+    }
+    body.push_str("</dl>");
+    Html(super::pages::page("Test sign-in worked", &body)).into_response()
+}
+
+/// A test sign-in the IdP answered with an error: the code's fix from the AADSTS table,
+/// with the exact Redirect URI for AADSTS50011.
+pub(super) fn test_error_page(state: &AppState, error: &str, description: &str) -> Response {
+    let mut body = format!(
+        "<h1>Test sign-in failed</h1>\
+<p class=\"outcome error\" role=\"alert\">Microsoft Entra answered: {}: {}</p>",
+        escape(error),
+        escape(description)
+    );
+    if let Some(row) = entra::aadsts_code(description).and_then(entra::aadsts) {
+        body.push_str(&format!(
+            "<p class=\"check error\" data-check=\"aadsts\"><strong>AADSTS{}</strong>: {}<br>Fix: {}",
+            row.code,
+            escape(&row.meaning),
+            escape(&row.fix)
+        ));
+        if row.code == 50011 {
+            body.push_str(&format!(
+                " The Redirect URI to register is exactly <code>{}</code>.",
+                escape(&state.config.redirect_uri())
+            ));
+        }
+        body.push_str("</p>");
+    }
+    body.push_str("<p>Fix it in the Microsoft Entra admin center, then go back to the setup page and choose Test sign-in again.</p>");
+    (
+        StatusCode::BAD_GATEWAY,
+        Html(super::pages::page("Test sign-in failed", &body)),
+    )
+        .into_response()
 }
 
 /// What to do if Microsoft shows one of the codes a first sign-in meets. Entra shows

@@ -78,6 +78,22 @@ pub(crate) struct SetupLink {
     /// The certificate entrance generated for this link, once the admin asked for one.
     #[serde(default)]
     pub certificate: Option<Box<LinkCertificate>>,
+    /// After activation: SHA-256 of the test sign-in grant the done page holds, and until
+    /// when it is good (unix seconds). The link itself is spent by then.
+    #[serde(default)]
+    pub test_grant_sha256: Option<String>,
+    #[serde(default)]
+    pub test_grant_expires_at: i64,
+}
+
+/// How long the done page's Test sign-in works after activation.
+pub(crate) const TEST_GRANT_LIFETIME: i64 = 15 * 60;
+
+/// A new test grant: the token for the done page, and its hash for the link's record.
+pub(crate) fn new_test_grant() -> (String, String) {
+    let grant = CsrfToken::new_random_len(32).into_secret();
+    let hash = sha256_hex(&grant);
+    (grant, hash)
 }
 
 /// A certificate generated for a link (`certificate::generate`): the certificate, public, as
@@ -106,6 +122,16 @@ impl SetupLink {
         }
     }
 
+    /// Whether `grant` is the test grant of this link, spent by its setup, and still good.
+    pub(crate) fn test_grant_matches(&self, grant: &str, now: i64) -> bool {
+        let Some(hash) = &self.test_grant_sha256 else {
+            return false;
+        };
+        self.state == LinkState::Spent
+            && now < self.test_grant_expires_at
+            && bool::from(hash.as_bytes().ct_eq(sha256_hex(grant).as_bytes()))
+    }
+
     /// Whether `csrf` is this link's form token (compared in constant time).
     pub(crate) fn csrf_matches(&self, csrf: &str) -> bool {
         self.csrf.as_bytes().ct_eq(csrf.as_bytes()).into()
@@ -131,6 +157,7 @@ pub(crate) async fn activate(
     link_id: &str,
     connection: StoredConnection,
     reserved: &[String],
+    test_grant_sha256: String,
     now: i64,
 ) -> Result<(), ActivateError> {
     change(store, now, |record| {
@@ -154,6 +181,8 @@ pub(crate) async fn activate(
         link.ended_at = Some(now);
         // The generated certificate's sealed key now lives in the connection only.
         link.certificate = None;
+        link.test_grant_sha256 = Some(test_grant_sha256);
+        link.test_grant_expires_at = now + TEST_GRANT_LIFETIME;
         record.connections.push(connection);
         Ok(())
     })
@@ -307,6 +336,11 @@ pub(crate) async fn load(store: &AnyStore) -> Result<SetupRecord, SessionError> 
     })
 }
 
+/// The link with this public id, whatever its state.
+pub(crate) async fn by_id(store: &AnyStore, id: &str) -> Result<Option<SetupLink>, SessionError> {
+    Ok(list(store).await?.into_iter().find(|l| l.id == id))
+}
+
 /// Every link as stored.
 pub(crate) async fn list(store: &AnyStore) -> Result<Vec<SetupLink>, SessionError> {
     Ok(load(store).await?.links)
@@ -356,6 +390,8 @@ pub(crate) async fn create(
         state: LinkState::Active,
         ended_at: None,
         certificate: None,
+        test_grant_sha256: None,
+        test_grant_expires_at: 0,
     };
     let created = link.clone();
     change(store, now, move |record| {

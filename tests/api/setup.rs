@@ -1118,6 +1118,79 @@ async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replic
         "{html}"
     );
 
+    // Test sign-in (stage 2): the link is spent, so the done page's grant authorises it, with
+    // the Origin rule; the callback shows what was received and creates no session.
+    let at = html
+        .find("name=\"grant\" value=\"")
+        .expect("the done page holds a test grant")
+        + "name=\"grant\" value=\"".len();
+    let grant = html[at..].split('"').next().expect("a value").to_owned();
+    let test = async |origin: Option<&str>, grant: &str| {
+        let mut req = a
+            .browser
+            .post(a.url("/setup/test"))
+            .form(&[("link", link.id.as_str()), ("grant", grant)]);
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send().await.expect("posted")
+    };
+    assert_eq!(test(None, &grant).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        test(Some(&origin), &"A".repeat(43)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let res = test(Some(&origin), &grant).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let authorize = reqwest::Url::parse(res.headers()["location"].to_str().expect("a location"))
+        .expect("a URL");
+    assert!(
+        authorize.as_str().starts_with(&a.idp.base_url()),
+        "{authorize}"
+    );
+    let callback = a.authorize(&authorize).await;
+    let res = a.callback_with(&a.browser, &callback, false).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("html");
+    for expected in [
+        "Test sign-in worked",
+        "Ada Lovelace",
+        DEFAULT_TENANT_ID,
+        "<dt>Object ID (oid)</dt>",
+        "<dt>x-auth-request-user</dt>",
+        "<dt>x-auth-request-tenant</dt>",
+        "<dt>x-auth-request-connection</dt><dd><code>fabrikam</code>",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    assert_eq!(
+        a.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a test sign-in signs in to nothing"
+    );
+    // An error that comes back to the callback (AADSTS50105, user not assigned): its fix.
+    a.idp.set_behaviour(mock_idp::Behaviour {
+        authorize_error: Some(mock_idp::AuthorizeError {
+            error: "access_denied".to_owned(),
+            error_description: "AADSTS50105: Your administrator has configured the application to block users unless they are specifically granted access.".to_owned(),
+        }),
+        ..Default::default()
+    });
+    let res = test(Some(&origin), &grant).await;
+    let authorize = reqwest::Url::parse(res.headers()["location"].to_str().expect("a location"))
+        .expect("a URL");
+    let callback = a.authorize(&authorize).await;
+    let res = a.callback_with(&a.browser, &callback, false).await;
+    let page = res.text().await.expect("html");
+    assert!(
+        page.contains("Test sign-in failed")
+            && page.contains("AADSTS50105")
+            && page.contains("Users and groups"),
+        "{page}"
+    );
+    a.idp.set_behaviour(mock_idp::Behaviour::default());
+    assert_eq!(a.me().await.status(), StatusCode::UNAUTHORIZED);
+
     // The private key is nowhere in the store in the clear, nor in any log line.
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(dir.path()).expect("the directory") {
