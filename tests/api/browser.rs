@@ -286,6 +286,8 @@ impl Browser {
         let Some(dir) = std::env::var_os("ENTRANCE_SCREENSHOTS") else {
             return;
         };
+        // Measured at a small window, so a short page is not padded to the last one's height.
+        let _ = self.client.set_window_size(900, 600).await;
         let height = self
             .client
             .execute("return document.documentElement.scrollHeight;", vec![])

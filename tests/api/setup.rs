@@ -753,7 +753,8 @@ async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
 /// on one SQLite file: a fresh link, each seed mistake tried first and shown with its fix (the
 /// Secret ID, a wrong tenant, an expired secret, a certificate not uploaded yet), then the
 /// recommended path — the generated certificate downloaded and uploaded — the connection live,
-/// and a real sign-in through it on the other replica; the link is spent after. With
+/// a test sign-in (first with the Redirect URI unregistered: AADSTS50011), and a real sign-in
+/// through it on the other replica; the link is spent after. With
 /// `ENTRANCE_SCREENSHOTS=docs/setup` each page is saved for the docs.
 #[tokio::test]
 async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_connection() {
@@ -850,8 +851,48 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
         // Uploaded under Certificates & secrets → Certificates.
         app.idp.register_certificate(&pem).expect("the mock takes it");
         submit_certificate().await;
-        b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
+        let text = b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
+        assert!(text.contains("AADSTS50011"), "said beforehand: {text}");
         b.document_page("7-done").await;
+        let grant = b
+            .eval("document.querySelector('input[name=grant]').value")
+            .await;
+        let grant = grant.as_str().expect("the done page's grant").to_owned();
+
+        // Test sign-in with this replica's Redirect URI not registered: Entra (and the mock)
+        // shows AADSTS50011 on its own page, as the done page warned.
+        app.idp.set_redirect_uris(vec![other.config.redirect_uri()]);
+        b.click("Test sign-in").await;
+        let text = b.wait_for_text("AADSTS50011").await;
+        assert!(!text.contains("You are signed in"), "{text}");
+        b.document_page("8-error-redirect-uri-at-test-sign-in").await;
+        // Registered; the admin tries again from the done page (re-posted here from a page of
+        // ours: a POST result cannot be gone back to without resubmitting it).
+        app.idp.set_redirect_uris(vec![
+            app.config.redirect_uri(),
+            other.config.redirect_uri(),
+        ]);
+        b.goto(&format!("{}/", app.config.public_origin())).await;
+        b.eval(&format!(
+            "(() => {{ const f = document.createElement('form'); f.method = 'post'; \
+             f.action = '/setup/test'; \
+             for (const [k, v] of [['link', '{id}'], ['grant', '{grant}']]) {{ \
+             const i = document.createElement('input'); i.type = 'hidden'; i.name = k; \
+             i.value = v; f.appendChild(i); }} \
+             document.body.appendChild(f); f.submit(); return true; }})()",
+            id = link.id,
+        ))
+        .await;
+        let text = b.wait_for_text("Test sign-in worked").await;
+        assert!(
+            text.contains("Ada Lovelace") && text.contains("x-auth-request-user"),
+            "{text}"
+        );
+        b.document_page("9-test-sign-in").await;
+        let (status, _) = b
+            .fetch_with_cookies(&format!("{}/me", app.config.public_origin()))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the test created no session");
 
         // The other replica serves it without a restart: a real sign-in there.
         for _ in 0..100 {
@@ -878,7 +919,7 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
             .await;
         assert!(text.contains("Ada Lovelace"), "{text}");
         eprintln!(
-            "setup happy path (certificate generated → downloaded → uploaded → submitted → signed in on the other replica): {:?}",
+            "setup happy path (Generate a certificate → downloaded → AADSTS700027 before the upload → uploaded → submitted → test sign-in, AADSTS50011 first → signed in on the other replica): {:?}",
             started.elapsed()
         );
         b.goto(&format!("{other_origin}/me")).await;
@@ -887,7 +928,7 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
 
         b.goto(&link.url).await;
         b.wait_for_text("already used").await;
-        b.document_page("8-spent-link").await;
+        b.document_page("10-spent-link").await;
     })
     .await;
 }
