@@ -279,6 +279,82 @@ impl CertificateCredential {
     }
 }
 
+/// How long a generated certificate is valid: two years, the longest Entra's portal suggests
+/// for a client secret; renewing is a new setup link (issue 17).
+pub(crate) const GENERATED_VALIDITY_DAYS: u64 = 730;
+
+/// A certificate entrance generated (a setup link's, issue 17): the certificate as PEM, which
+/// is public, and its private key as PKCS#8 PEM, which never leaves entrance (sealed at rest,
+/// `session::sealed`).
+pub(crate) struct Generated {
+    pub certificate_pem: String,
+    pub private_key_pem: SecretString,
+}
+
+/// A new RSA 2048 key and a self-signed X.509 v3 certificate for it (RFC 5280), subject
+/// `CN={common_name}`, valid from an hour before `now` (clocks differ) for
+/// [`GENERATED_VALIDITY_DAYS`], signed with SHA-256 RSA PKCS#1 v1.5. Entra takes any such
+/// certificate under Certificates & secrets → Certificates; only its public key and
+/// thumbprint matter. CPU-heavy: async callers run it on a blocking thread.
+pub(crate) fn generate(
+    common_name: &str,
+    now: std::time::SystemTime,
+) -> Result<Generated, CertificateError> {
+    use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+    use std::str::FromStr as _;
+    use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
+
+    let bad = |e: &dyn fmt::Display| CertificateError::Certificate(e.to_string());
+    let mut rng = rsa::rand_core::OsRng;
+    let private = RsaPrivateKey::new(&mut rng, MIN_RSA_BITS)
+        .map_err(|e| CertificateError::Key(e.to_string()))?;
+    let spki_der = private
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|e| bad(&e))?;
+    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes())
+        .map_err(|e| bad(&e))?;
+    let hour = std::time::Duration::from_secs(3600);
+    let validity = x509_cert::time::Validity {
+        not_before: x509_cert::time::Time::try_from(now - hour).map_err(|e| bad(&e))?,
+        not_after: x509_cert::time::Time::try_from(
+            now + std::time::Duration::from_secs(GENERATED_VALIDITY_DAYS * 86_400),
+        )
+        .map_err(|e| bad(&e))?,
+    };
+    // RFC 4514: a CN with any of these would need escaping; the caller's names are ids.
+    let cn: String = common_name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+        .collect();
+    let subject =
+        x509_cert::name::Name::from_str(&format!("CN={}", cn.trim())).map_err(|e| bad(&e))?;
+    // RFC 5280 §4.1.2.2: a positive serial of at most 20 octets, unique per issuer (random).
+    let mut serial = [0u8; 16];
+    rsa::rand_core::RngCore::fill_bytes(&mut rng, &mut serial);
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    let serial = x509_cert::serial_number::SerialNumber::new(&serial).map_err(|e| bad(&e))?;
+    let signer = rsa::pkcs1v15::SigningKey::<rsa::sha2::Sha256>::new(private.clone());
+    let cert = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer)
+        .map_err(|e| bad(&e))?
+        .build::<rsa::pkcs1v15::Signature>()
+        .map_err(|e| bad(&e))?;
+    let certificate_pem = cert.to_pem(LineEnding::LF).map_err(|e| bad(&e))?;
+    let key = private
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| CertificateError::Key(e.to_string()))?;
+    Ok(Generated {
+        certificate_pem,
+        private_key_pem: SecretString::from(key.as_str()),
+    })
+}
+
+/// The certificate's DER, for a `.cer` download (PEM or DER in, as [`parse_certificate`]).
+pub(crate) fn certificate_der(pem: &str) -> Result<Vec<u8>, CertificateError> {
+    parse_certificate(pem.as_bytes()).map(|(der, _)| der)
+}
+
 /// A certificate's thumbprints in the forms JWS headers and the Entra portal use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Thumbprints {
@@ -487,6 +563,36 @@ mod tests {
             AssertionAlg::Ps256,
         )
         .expect("PKCS#1 in a combined file");
+    }
+
+    #[test]
+    fn a_generated_certificate_is_rsa_2048_self_signed_and_loads_with_its_key() {
+        use secrecy::ExposeSecret as _;
+        let now = std::time::SystemTime::now();
+        let g = generate("entrance fabrikam", now).expect("generated");
+        assert!(g.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            g.private_key_pem
+                .expose_secret()
+                .contains("BEGIN PRIVATE KEY")
+        );
+        let cred = CertificateCredential::from_pem(
+            g.certificate_pem.as_bytes(),
+            g.private_key_pem.expose_secret().as_bytes(),
+            AssertionAlg::Ps256,
+        )
+        .expect("the key is the certificate's");
+        assert_eq!(cred.subject, "CN=entrance fabrikam");
+        let days = (cred.not_after - cred.not_before).whole_days();
+        assert_eq!(days, GENERATED_VALIDITY_DAYS as i64, "from an hour ago");
+        let (_, cert) = parse_certificate(g.certificate_pem.as_bytes()).expect("parsed");
+        assert_eq!(cert.tbs_certificate.subject, cert.tbs_certificate.issuer);
+        assert_eq!(certificate_public_key(&cert).expect("rsa").n().bits(), 2048);
+        let der = certificate_der(&g.certificate_pem).expect("der");
+        assert_eq!(Thumbprints::of(&der).x5t_s256, cred.x5t_s256);
+        // Each call makes a new key.
+        let other = generate("entrance fabrikam", now).expect("generated");
+        assert_ne!(other.certificate_pem, g.certificate_pem);
     }
 
     #[test]

@@ -419,12 +419,39 @@ pub(crate) async fn load_stored(
     let key = key.ok_or(StoredError::NoKey(record.connections.len()))?;
     let mut out = Vec::with_capacity(record.connections.len());
     for c in &record.connections {
-        let secret = crate::session::sealed::open(key, &c.client_secret_sealed, &c.id).map_err(
-            |source| StoredError::Sealed {
+        let opened = |sealed: &str| {
+            crate::session::sealed::open(key, sealed, &c.id).map_err(|source| StoredError::Sealed {
                 id: c.id.clone(),
                 source,
-            },
-        )?;
+            })
+        };
+        // A generated certificate (issue 17): its key opened here, only ever handed to
+        // `CertificateCredential`, as a file-configured certificate's is.
+        let certificate = match &c.certificate {
+            None => None,
+            Some(cert) => {
+                let key_pem = opened(&cert.private_key_sealed)?;
+                let cred = crate::certificate::CertificateCredential::from_pem(
+                    cert.certificate_pem.as_bytes(),
+                    key_pem.expose_secret().as_bytes(),
+                    crate::certificate::AssertionAlg::Ps256,
+                )
+                .map_err(|e| StoredError::Invalid {
+                    id: c.id.clone(),
+                    source: ConfigError::Invalid {
+                        key: "certificate".to_owned(),
+                        problem: e.to_string(),
+                        fix: e.fix().to_owned(),
+                    },
+                })?;
+                Some(Arc::new(cred))
+            }
+        };
+        let secret = if certificate.is_some() {
+            secrecy::SecretString::from(String::new())
+        } else {
+            opened(&c.client_secret_sealed)?
+        };
         let (conn, _) = crate::config::setup_connection(&crate::config::SetupValues {
             id: &c.id,
             name: &c.name,
@@ -432,6 +459,7 @@ pub(crate) async fn load_stored(
             client_id: &c.client_id,
             client_secret: secret.expose_secret(),
             client_secret_expires_at: &c.client_secret_expires_at,
+            certificate,
         })
         .map_err(|source| StoredError::Invalid {
             id: c.id.clone(),

@@ -245,7 +245,14 @@ pub(crate) struct SetupValues<'a> {
     pub client_secret: &'a str,
     /// The secret's *Expires* date as typed (RFC 3339 date or date-time).
     pub client_secret_expires_at: &'a str,
+    /// A certificate entrance generated for the link, instead of the secret (then
+    /// `client_secret` and `client_secret_expires_at` are ignored).
+    pub certificate: Option<Arc<CertificateCredential>>,
 }
+
+/// What stands for the secret while a certificate connection is validated: the table is
+/// validated as a secret one (same keys, same problems), then the credential replaced.
+const CERTIFICATE_PLACEHOLDER: &str = "generated-certificate";
 
 /// A connection from a setup page's form: validated exactly as a `[[connections]]` table with
 /// an inline `client_secret`, leniently (like `entrance check`: the client ID and the secret
@@ -260,9 +267,9 @@ pub(crate) fn setup_connection(
         "name": values.name,
         "metadata_url": values.metadata_url.trim(),
         "client_id": values.client_id,
-        "client_secret": values.client_secret,
+        "client_secret": if values.certificate.is_some() { CERTIFICATE_PLACEHOLDER } else { values.client_secret },
     });
-    if !values.client_secret_expires_at.trim().is_empty() {
+    if values.certificate.is_none() && !values.client_secret_expires_at.trim().is_empty() {
         raw["client_secret_expires_at"] = values.client_secret_expires_at.trim().into();
     }
     let rc: RawConnection = serde_json::from_value(raw).map_err(|e| {
@@ -283,6 +290,14 @@ pub(crate) fn setup_connection(
         })?;
     for secret in &mut secrets {
         secret.source = SecretSource::SetupForm;
+    }
+    if let Some(cert) = &values.certificate {
+        // As `load_certificate` leaves it: private_key_jwt, the certificate's own expiry.
+        let mut conn = conn;
+        conn.credential = ClientCredential::Certificate(cert.clone());
+        conn.client_auth = None;
+        conn.client_secret_expires_at = None;
+        return Ok((conn, Vec::new()));
     }
     Ok((conn, secrets))
 }

@@ -278,6 +278,12 @@ fn identity_headers(state: &AppState, user: &ActiveUser) -> Response {
     res
 }
 
+/// The identity headers `/auth` would send for `id` under the current budget, built afresh
+/// (the setup page's test sign-in shows them; nothing is counted).
+pub(super) fn identity_header_map(state: &AppState, id: &Identity) -> HeaderMap {
+    IdentityHeaders::build(id, state.config.forward_auth.max_header_bytes).map
+}
+
 /// One user's identity headers under one budget.
 #[derive(Clone, Debug)]
 struct IdentityHeaders {

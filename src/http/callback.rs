@@ -219,6 +219,14 @@ async fn finish_login(
     }
 
     if let Some(error) = params.error {
+        // A setup link's test sign-in shows the code's fix on a page of its own.
+        if login.test_of_link.is_some() {
+            return Ok(super::setup::test_error_page(
+                &state,
+                &escape_controls(&error),
+                &escape_controls(params.error_description.as_deref().unwrap_or_default()),
+            ));
+        }
         return Err(idp_error(
             &conn,
             &error,
@@ -247,6 +255,20 @@ async fn finish_login(
         &cid,
     )
     .await?;
+    // A setup link's test sign-in (issue 17): what was received, and no session at all.
+    if let Some(link) = &login.test_of_link {
+        tracing::info!(
+            target: "entrance::audit",
+            event = "setup_test_sign_in",
+            link = %link,
+            connection = %conn.config.id,
+            user = %identity.user,
+            client_ip = %client_ip,
+            correlation_id = %cid.0,
+            "test sign-in through a connection created by a setup link"
+        );
+        return Ok(super::setup::test_result_page(&state, &identity));
+    }
     let now = state.clock.now_unix();
     let upstream = match (&conn.config.upstream, &tokens.access_token) {
         (Some(_), Some(access)) => Some(UpstreamTokens::received(

@@ -20,6 +20,7 @@ use super::{AppState, Params};
 use crate::{
     http::error::AppError,
     metrics::Metrics,
+    oidc::provider::Connection,
     return_to,
     session::{self, PendingLogin},
 };
@@ -90,26 +91,53 @@ pub(super) async fn login(
     // included) — only for a domain this connection claims.
     let domain_hint = domain.filter(|d| conn.config.domains.contains(d));
     tracing::Span::current().record("connection", conn.config.id.as_str());
-    let provider = conn
-        .provider()
-        .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
 
     // openidconnect's generators draw from the OS CSPRNG: 32 bytes (256 bits) each, above
     // the 128 bits RFC 9700 §4.7 and OIDC Core §15.5.2 ask for state and nonce. The PKCE
     // verifier is 43 base64url characters (RFC 7636 §4.1).
+    let return_to = return_to::sanitize(
+        params.return_to.as_deref(),
+        &state.config.public_url,
+        &state.config.allowed_return_hosts,
+    );
+    start(
+        &state,
+        &session,
+        &conn,
+        return_to,
+        login_hint,
+        domain_hint.as_deref(),
+        None,
+    )
+    .await
+}
+
+/// Sends the browser to `conn`'s IdP: a new pending login (state, nonce, PKCE verifier) kept
+/// in the session, and the authorization request (OpenID Connect Core §3.1.2.1, RFC 7636).
+/// `test_of_link`: a setup link's test sign-in (`setup::test_sign_in`), which the callback
+/// finishes without a session.
+pub(super) async fn start(
+    state: &AppState,
+    session: &Session,
+    conn: &Connection,
+    return_to: String,
+    login_hint: Option<&str>,
+    domain_hint: Option<&str>,
+    test_of_link: Option<String>,
+) -> Result<Response, AppError> {
+    let provider = conn
+        .provider()
+        .map_err(|reason| AppError::not_ready(&conn.config, reason))?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256_len(32);
     let login = PendingLogin {
         state: CsrfToken::new_random_len(32).into_secret(),
         connection: conn.config.id.clone(),
         nonce: Nonce::new_random_len(32).secret().clone(),
         pkce_verifier: verifier.into_secret(),
-        return_to: return_to::sanitize(
-            params.return_to.as_deref(),
-            &state.config.public_url,
-            &state.config.allowed_return_hosts,
-        ),
+        return_to,
         response_mode: conn.config.response_mode.as_str().to_owned(),
         created_at: state.clock.now_unix(),
+        test_of_link,
     };
 
     let mut authorize = Url::parse(&provider.metadata.authorization_endpoint)
@@ -128,7 +156,7 @@ pub(super) async fn login(
     if let Some(hint) = login_hint {
         authorize.query_pairs_mut().append_pair("login_hint", hint);
     }
-    if let Some(domain) = &domain_hint {
+    if let Some(domain) = domain_hint {
         authorize
             .query_pairs_mut()
             .append_pair("domain_hint", domain);
@@ -137,7 +165,7 @@ pub(super) async fn login(
     let connection_id = login.connection.clone();
     async {
         session::push_pending(
-            &session,
+            session,
             login,
             state.config.session.idle_timeout,
             &state.clock,

@@ -163,6 +163,19 @@ pub(crate) fn router(
     // The setup pages (issue 17): rate-limited whatever `[rate_limit]` says.
     let setup_routes = Router::new()
         .route("/setup/{token}", get(setup::page).post(setup::submit))
+        .route(setup::TEST_PATH, post(setup::test_sign_in))
+        .route(
+            "/setup/{token}/certificate",
+            post(setup::generate_certificate),
+        )
+        .route(
+            "/setup/{token}/certificate.cer",
+            get(setup::certificate_cer),
+        )
+        .route(
+            "/setup/{token}/certificate.pem",
+            get(setup::certificate_pem),
+        )
         .route_layer(middleware::from_fn_with_state(setup_limiter, limits::limit));
 
     let mut router = Router::new()
@@ -349,6 +362,7 @@ mod tests {
             return_to: "/".into(),
             response_mode: "query".into(),
             created_at: 0,
+            test_of_link: None,
         };
         printed.push(format!("{pending:?}"));
 

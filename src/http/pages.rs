@@ -21,6 +21,7 @@ input[type=email]{font:inherit;padding:.4rem;min-width:16rem}\
 h2{font-size:1.1rem;margin-top:2rem}code{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px;word-break:break-all}\
 .values dt{font-weight:600;margin-top:.5rem}.values dd{margin:.2rem 0 0 0}\
 .field label{display:block;font-weight:600}.field input{font:inherit;padding:.4rem;width:100%;box-sizing:border-box}\
+.field .label{display:block;font-weight:600}.copy{margin-left:.5rem;padding:.1rem .6rem;font-size:.85rem}.field input[type=radio]{width:auto}\
 .hint{display:block;color:#666;font-size:.85rem}\
 .check{margin:.2rem 0 .8rem;padding:.4rem .6rem;border-left:4px solid #2e7d32;font-size:.9rem}\
 .check.error,.outcome.error{border-left:4px solid #c62828;background:#fdecea}.check.warning{border-color:#ef6c00;background:#fff4e5}\
@@ -77,6 +78,32 @@ pub(crate) fn relay_content_security_policy() -> &'static str {
             content_security_policy()
         )
     })
+}
+
+/// The setup page's one script (issue 17): shows each `Copy` button (rendered `hidden`, so the
+/// page without script shows only the values, as selectable text) and copies the text of the
+/// element its `data-copy` names. Allowed by its hash alone ([`setup_content_security_policy`]).
+pub(crate) const COPY_SCRIPT: &str = "for(const b of document.querySelectorAll('button[data-copy]')){\
+const v=document.getElementById(b.dataset.copy);if(!v||!navigator.clipboard)continue;b.hidden=false;\
+b.addEventListener('click',()=>navigator.clipboard.writeText(v.textContent.trim()).then(()=>{\
+b.textContent='Copied';setTimeout(()=>{b.textContent='Copy'},2000)}))}";
+
+/// The setup page's policy: the base policy plus exactly its copy script, by hash (CSP 3
+/// §8.3, hash-source), computed from the script itself so the two cannot diverge.
+pub(crate) fn setup_content_security_policy() -> &'static str {
+    static CSP: OnceLock<String> = OnceLock::new();
+    CSP.get_or_init(|| {
+        let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(COPY_SCRIPT));
+        format!("{}; script-src 'sha256-{hash}'", content_security_policy())
+    })
+}
+
+/// A `Copy` button for the element with id `target` (shown by [`COPY_SCRIPT`] only).
+pub(crate) fn copy_button(target: &str) -> String {
+    format!(
+        "<button type=\"button\" class=\"copy secondary\" data-copy=\"{}\" hidden>Copy</button>",
+        escape(target)
+    )
 }
 
 /// Re-posts a form_post callback to ourselves. The IdP's cross-site POST arrives without the
@@ -156,6 +183,22 @@ mod tests {
         assert!(!html.contains("<img"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("connection=a&amp;b=&quot;c&quot;"));
+    }
+
+    #[test]
+    fn the_setup_policy_allows_exactly_the_copy_script() {
+        let csp = setup_content_security_policy();
+        assert!(csp.starts_with(content_security_policy()));
+        // The hash of the script as served, computed here on its own (RFC 4648 base64).
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(Sha256::digest(COPY_SCRIPT.as_bytes()));
+        assert!(
+            csp.ends_with(&format!("; script-src 'sha256-{hash}'")),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe"));
+        assert!(!COPY_SCRIPT.contains("</"), "cannot end its <script> early");
+        assert!(copy_button("a\"b").contains("data-copy=\"a&quot;b\" hidden"));
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub(crate) struct PendingLogin {
     pub return_to: String,
     pub response_mode: String,
     pub created_at: i64,
+    /// A setup link's test sign-in (issue 17): the link's id. Such a login creates no
+    /// application session; its callback shows what entrance received (`http::setup`).
+    #[serde(default)]
+    pub test_of_link: Option<String>,
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -99,6 +103,7 @@ impl std::fmt::Debug for PendingLogin {
             .field("return_to", &self.return_to)
             .field("response_mode", &self.response_mode)
             .field("created_at", &self.created_at)
+            .field("test_of_link", &self.test_of_link)
             .finish()
     }
 }
@@ -732,6 +737,7 @@ mod tests {
             return_to: "/".into(),
             response_mode: "query".into(),
             created_at,
+            test_of_link: None,
         }
     }
 

@@ -75,6 +75,40 @@ pub(crate) struct SetupLink {
     /// When it was spent or revoked (unix seconds).
     #[serde(default)]
     pub ended_at: Option<i64>,
+    /// The certificate entrance generated for this link, once the admin asked for one.
+    #[serde(default)]
+    pub certificate: Option<Box<LinkCertificate>>,
+    /// After activation: SHA-256 of the test sign-in grant the done page holds, and until
+    /// when it is good (unix seconds). The link itself is spent by then.
+    #[serde(default)]
+    pub test_grant_sha256: Option<String>,
+    #[serde(default)]
+    pub test_grant_expires_at: i64,
+}
+
+/// How long the done page's Test sign-in works after activation.
+pub(crate) const TEST_GRANT_LIFETIME: i64 = 15 * 60;
+
+/// A new test grant: the token for the done page, and its hash for the link's record.
+pub(crate) fn new_test_grant() -> (String, String) {
+    let grant = CsrfToken::new_random_len(32).into_secret();
+    let hash = sha256_hex(&grant);
+    (grant, hash)
+}
+
+/// A certificate generated for a link (`certificate::generate`): the certificate, public, as
+/// PEM, and its private key sealed under `ENTRANCE_DATA_KEY` with the link's connection id as
+/// associated data (`sealed.rs`), so the sealed key moves unchanged into the connection.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct LinkCertificate {
+    pub certificate_pem: String,
+    pub private_key_sealed: String,
+}
+
+impl std::fmt::Debug for LinkCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkCertificate").finish_non_exhaustive()
+    }
 }
 
 impl SetupLink {
@@ -86,6 +120,16 @@ impl SetupLink {
             LinkState::Active if now >= self.expires_at => LinkStatus::Expired,
             LinkState::Active => LinkStatus::Usable,
         }
+    }
+
+    /// Whether `grant` is the test grant of this link, spent by its setup, and still good.
+    pub(crate) fn test_grant_matches(&self, grant: &str, now: i64) -> bool {
+        let Some(hash) = &self.test_grant_sha256 else {
+            return false;
+        };
+        self.state == LinkState::Spent
+            && now < self.test_grant_expires_at
+            && bool::from(hash.as_bytes().ct_eq(sha256_hex(grant).as_bytes()))
     }
 
     /// Whether `csrf` is this link's form token (compared in constant time).
@@ -113,6 +157,7 @@ pub(crate) async fn activate(
     link_id: &str,
     connection: StoredConnection,
     reserved: &[String],
+    test_grant_sha256: String,
     now: i64,
 ) -> Result<(), ActivateError> {
     change(store, now, |record| {
@@ -134,8 +179,34 @@ pub(crate) async fn activate(
         }
         link.state = LinkState::Spent;
         link.ended_at = Some(now);
+        // The generated certificate's sealed key now lives in the connection only.
+        link.certificate = None;
+        link.test_grant_sha256 = Some(test_grant_sha256);
+        link.test_grant_expires_at = now + TEST_GRANT_LIFETIME;
         record.connections.push(connection);
         Ok(())
+    })
+    .await
+}
+
+/// Keeps `certificate` as link `link_id`'s generated certificate, unless it has one already:
+/// returns the one the link keeps (a second click, or another replica, made no other).
+pub(crate) async fn attach_certificate(
+    store: &AnyStore,
+    link_id: &str,
+    certificate: LinkCertificate,
+    now: i64,
+) -> Result<LinkCertificate, ActivateError> {
+    change(store, now, |record| {
+        let link = record
+            .links
+            .iter_mut()
+            .find(|l| l.id == link_id)
+            .ok_or(ActivateError::Unusable(Unusable::Unknown))?;
+        if let Err(u) = link.clone().usable(now) {
+            return Err(ActivateError::Unusable(u));
+        }
+        Ok((**link.certificate.get_or_insert(Box::new(certificate))).clone())
     })
     .await
 }
@@ -216,10 +287,16 @@ pub(crate) struct StoredConnection {
     pub name: String,
     pub metadata_url: String,
     pub client_id: String,
-    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data.
+    /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data. Empty for a
+    /// certificate connection.
+    #[serde(default)]
     pub client_secret_sealed: String,
-    /// As the admin typed it (RFC 3339 date).
+    /// As the admin typed it (RFC 3339 date). Empty for a certificate connection.
+    #[serde(default)]
     pub client_secret_expires_at: String,
+    /// The generated certificate and its sealed key, instead of a secret (issue 17).
+    #[serde(default)]
+    pub certificate: Option<LinkCertificate>,
     /// Unix seconds, and the link that created it.
     pub created_at: i64,
     pub link: String,
@@ -257,6 +334,11 @@ pub(crate) async fn load(store: &AnyStore) -> Result<SetupRecord, SessionError> 
         connections: field(&record, CONNECTIONS_KEY)?,
         version: field(&record, VERSION_KEY)?,
     })
+}
+
+/// The link with this public id, whatever its state.
+pub(crate) async fn by_id(store: &AnyStore, id: &str) -> Result<Option<SetupLink>, SessionError> {
+    Ok(list(store).await?.into_iter().find(|l| l.id == id))
 }
 
 /// Every link as stored.
@@ -307,6 +389,9 @@ pub(crate) async fn create(
         expires_at: now + lifetime.as_secs() as i64,
         state: LinkState::Active,
         ended_at: None,
+        certificate: None,
+        test_grant_sha256: None,
+        test_grant_expires_at: 0,
     };
     let created = link.clone();
     change(store, now, move |record| {
@@ -344,6 +429,8 @@ pub(crate) async fn end(
             if l.state == LinkState::Active {
                 l.state = state;
                 l.ended_at = Some(now);
+                // A revoked link's generated key is of no use to anyone: gone with it.
+                l.certificate = None;
             }
             l.clone()
         }))

@@ -253,6 +253,56 @@ impl Browser {
             .unwrap_or_else(|e| panic!("fill #{id}: {e}"));
     }
 
+    /// The value of the script expression `js` on the current page (`return` is added).
+    pub async fn eval(&self, js: &str) -> serde_json::Value {
+        self.client
+            .execute(&format!("return {js};"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("evaluate {js}: {e}"))
+    }
+
+    /// Checks the radio button or checkbox with this `id`, as a click on it would.
+    pub async fn check(&self, id: &str) {
+        self.client
+            .wait()
+            .at_most(PATIENCE)
+            .every(Duration::from_millis(100))
+            .for_element(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no field #{id} within {PATIENCE:?}: {e}"));
+        self.client
+            .execute(
+                "document.getElementById(arguments[0]).checked = true;",
+                vec![id.into()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("check #{id}: {e}"));
+    }
+
+    /// With `ENTRANCE_SCREENSHOTS=<dir>` set, saves the whole page as `<dir>/<name>.png` (the
+    /// window made as tall as the page first), for the docs; without it, does nothing, so CI
+    /// writes nothing into the repository.
+    pub async fn document_page(&self, name: &str) {
+        let Some(dir) = std::env::var_os("ENTRANCE_SCREENSHOTS") else {
+            return;
+        };
+        // Measured at a small window, so a short page is not padded to the last one's height.
+        let _ = self.client.set_window_size(900, 600).await;
+        let height = self
+            .client
+            .execute("return document.documentElement.scrollHeight;", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1000)
+            .clamp(600, 4000);
+        let _ = self.client.set_window_size(900, height as u32 + 40).await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+    }
+
     /// Waits until `done` holds for the page's URL and text; returns the text.
     pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&Url, &str) -> bool) -> String {
         let started = Instant::now();

@@ -216,9 +216,12 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     // The page: the exact values to register, the steps, the form.
     let html = page_html(&app, &link.url).await;
     for expected in [
-        format!("<code>{}</code>", app.config.redirect_uri()),
         format!(
-            "<code>{}/logout/frontchannel</code>",
+            "<code id=\"redirect_uri\">{}</code>",
+            app.config.redirect_uri()
+        ),
+        format!(
+            "<code id=\"front_channel_logout_url\">{}/logout/frontchannel</code>",
             app.config.public_origin()
         ),
         "Accounts in this organizational directory only".to_owned(),
@@ -228,7 +231,8 @@ async fn the_admin_api_creates_lists_and_revokes_links_and_only_the_url_shows_th
     ] {
         assert!(html.contains(&expected), "{expected} missing:\n{html}");
     }
-    assert!(!html.contains("<script"), "the page needs no script");
+    // Its one script only adds Copy buttons (`the_values_are_plain_text_and_only_…`).
+    assert_eq!(html.matches("<script").count(), 1);
 
     let res = revoke_link(&app, &link).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -744,30 +748,58 @@ async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
     );
 }
 
-/// Stage 4: the whole setup in headless Chromium (`browser.rs`), entrance on `localhost` and
-/// the mock Entra on `127.0.0.1` (two sites, as in production): a fresh link, each seed
-/// mistake tried first and shown with its fix, then the right values, the connection live, and
-/// a real sign-in through it; the link is spent after.
+/// Stages 3 and 4: the whole setup in headless Chromium (`browser.rs`), entrance on
+/// `localhost` and the mock Entra on `127.0.0.1` (two sites, as in production), two replicas
+/// on one SQLite file: a fresh link, each seed mistake tried first and shown with its fix (the
+/// Secret ID, a wrong tenant, an expired secret, a certificate not uploaded yet), then the
+/// recommended path — the generated certificate downloaded and uploaded — the connection live,
+/// a test sign-in (first with the Redirect URI unregistered: AADSTS50011), and a real sign-in
+/// through it on the other replica; the link is spent after. With
+/// `ENTRANCE_SCREENSHOTS=docs/setup` each page is saved for the docs.
 #[tokio::test]
 async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_connection() {
     crate::browser::run("setup_happy_path", async |b| {
-        let app = spawn_app_with(AppOptions {
-            public_host: "localhost",
-            admin_listen: true,
-            data_key: Some(DATA_KEY),
-            ..Default::default()
-        })
-        .await;
+        let dir = TempDir::new();
+        let session = format!(
+            "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+            dir.path().join("sessions.db").display()
+        );
+        let replica = || {
+            spawn_app_with(AppOptions {
+                public_host: "localhost",
+                admin_listen: true,
+                data_key: Some(DATA_KEY),
+                session_toml: session.clone(),
+                ..Default::default()
+            })
+        };
+        let app = replica().await;
+        let other = replica().await;
+        app.idp.set_redirect_uris(vec![
+            app.config.redirect_uri(),
+            other.config.redirect_uri(),
+        ]);
         let link = create_link(&app, "fabrikam").await;
         let fill = async |tenant: &str, secret: &str, expires: &str| {
             b.fill("tenant", tenant).await;
             b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.check("credential_secret").await;
             b.fill("client_secret", secret).await;
             b.fill("secret_expires", expires).await;
             b.click("Check the values").await;
         };
         b.goto(&link.url).await;
-        b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+        let text = b.wait_for_text("Set up sign-in for Fabrikam Ltd").await;
+        assert!(text.contains("/login/callback"), "{text}");
+        // The copy script ran under the page's policy (allowed by its hash): its buttons,
+        // rendered hidden, are shown.
+        assert_eq!(
+            b.eval("[...document.querySelectorAll('button[data-copy]')].filter(b => !b.hidden).length")
+                .await,
+            serde_json::json!(2),
+            "both Copy buttons shown"
+        );
+        b.document_page("1-link-page").await;
 
         let metadata = app.idp.metadata_url();
         fill(&metadata, SECRET_ID, "2099-05-01").await;
@@ -777,36 +809,126 @@ async fn in_a_browser_a_fresh_link_leads_through_each_mistake_to_a_working_conne
             "{text}"
         );
         assert!(!text.contains(SECRET_ID), "never echoed: {text}");
+        b.document_page("2-error-secret-id").await;
 
         let wrong = metadata.replace(DEFAULT_TENANT_ID, "99999999-0000-0000-0000-000000000000");
         fill(&wrong, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
         let text = b.wait_for_text("AADSTS90002").await;
         assert!(text.contains("Directory (tenant) ID"), "{text}");
+        b.document_page("3-error-wrong-tenant").await;
 
         fill(&metadata, DEFAULT_CLIENT_SECRET, "2020-01-01").await;
         let text = b.wait_for_text("expired on 2020-01-01").await;
         assert!(text.contains("Fix:"), "{text}");
+        b.document_page("4-error-expired-secret").await;
 
+        // The recommended path: the certificate entrance generates.
         let started = std::time::Instant::now();
-        fill(&metadata, DEFAULT_CLIENT_SECRET, "2099-05-01").await;
-        b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
-        b.click("Sign in with Fabrikam Ltd").await;
+        b.click("Generate a certificate").await;
+        let text = b.wait_for_text("Certificate thumbprint").await;
+        b.document_page("5-certificate").await;
+        let pem_url = format!("{}/certificate.pem", link.url);
+        let (status, _, pem) = download(&app, &pem_url).await;
+        assert_eq!(status, StatusCode::OK);
+        let pem = String::from_utf8(pem).expect("PEM");
+        let (_, _, der) = download(&app, &format!("{}/certificate.cer", link.url)).await;
+        use sha1::Digest as _;
+        assert!(
+            text.contains(&hex::encode_upper(sha1::Sha1::digest(&der))),
+            "the thumbprint Entra will list: {text}"
+        );
+        let submit_certificate = async || {
+            b.fill("tenant", &metadata).await;
+            b.fill("client_id", DEFAULT_CLIENT_ID).await;
+            b.check("credential_certificate").await;
+            b.click("Check the values").await;
+        };
+        submit_certificate().await;
+        let text = b.wait_for_text("AADSTS700027").await;
+        assert!(text.contains("Fix:"), "{text}");
+        b.document_page("6-error-certificate-not-uploaded").await;
+
+        // Uploaded under Certificates & secrets → Certificates.
+        app.idp.register_certificate(&pem).expect("the mock takes it");
+        submit_certificate().await;
+        let text = b.wait_for_text("Sign-in for Fabrikam Ltd is set up").await;
+        assert!(text.contains("AADSTS50011"), "said beforehand: {text}");
+        b.document_page("7-done").await;
+        let grant = b
+            .eval("document.querySelector('input[name=grant]').value")
+            .await;
+        let grant = grant.as_str().expect("the done page's grant").to_owned();
+
+        // Test sign-in with this replica's Redirect URI not registered: Entra (and the mock)
+        // shows AADSTS50011 on its own page, as the done page warned.
+        app.idp.set_redirect_uris(vec![other.config.redirect_uri()]);
+        b.click("Test sign-in").await;
+        let text = b.wait_for_text("AADSTS50011").await;
+        assert!(!text.contains("You are signed in"), "{text}");
+        b.document_page("8-error-redirect-uri-at-test-sign-in").await;
+        // Registered; the admin tries again from the done page (re-posted here from a page of
+        // ours: a POST result cannot be gone back to without resubmitting it).
+        app.idp.set_redirect_uris(vec![
+            app.config.redirect_uri(),
+            other.config.redirect_uri(),
+        ]);
+        b.goto(&format!("{}/", app.config.public_origin())).await;
+        b.eval(&format!(
+            "(() => {{ const f = document.createElement('form'); f.method = 'post'; \
+             f.action = '/setup/test'; \
+             for (const [k, v] of [['link', '{id}'], ['grant', '{grant}']]) {{ \
+             const i = document.createElement('input'); i.type = 'hidden'; i.name = k; \
+             i.value = v; f.appendChild(i); }} \
+             document.body.appendChild(f); f.submit(); return true; }})()",
+            id = link.id,
+        ))
+        .await;
+        let text = b.wait_for_text("Test sign-in worked").await;
+        assert!(
+            text.contains("Ada Lovelace") && text.contains("x-auth-request-user"),
+            "{text}"
+        );
+        b.document_page("9-test-sign-in").await;
+        let (status, _) = b
+            .fetch_with_cookies(&format!("{}/me", app.config.public_origin()))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the test created no session");
+
+        // The other replica serves it without a restart: a real sign-in there.
+        for _ in 0..100 {
+            let res = other
+                .browser
+                .get(other.url("/login?connection=fabrikam"))
+                .send()
+                .await
+                .expect("login");
+            if res.status() == StatusCode::SEE_OTHER {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let other_origin = other.config.public_origin();
+        b.goto(&format!("{other_origin}/login?connection=fabrikam"))
+            .await;
         let text = b
-            .wait_until("entrance's start page, signed in", |url, text| {
-                url.host_str() == Some("localhost") && text.contains("You are signed in as")
+            .wait_until("the other replica's start page, signed in", |url, text| {
+                url.host_str() == Some("localhost")
+                    && url.port() == other.config.public_url.port()
+                    && text.contains("You are signed in as")
             })
             .await;
         assert!(text.contains("Ada Lovelace"), "{text}");
         eprintln!(
-            "setup happy path (the right values submitted → signed in): {:?}",
+            "setup happy path (Generate a certificate → downloaded → AADSTS700027 before the upload → uploaded → submitted → test sign-in, AADSTS50011 first → signed in on the other replica): {:?}",
             started.elapsed()
         );
-        b.goto(&format!("{}/me", app.config.public_origin())).await;
+        b.goto(&format!("{other_origin}/me")).await;
         let me = b.wait_for_text("\"user\"").await;
         assert!(me.contains("\"connection\":\"fabrikam\""), "{me}");
 
         b.goto(&link.url).await;
         b.wait_for_text("already used").await;
+        b.document_page("10-spent-link").await;
     })
     .await;
 }
@@ -878,4 +1000,324 @@ async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
         .await
         .expect("page");
     assert_eq!(res.status(), StatusCode::GONE, "the link is spent on B too");
+}
+
+/// Opens the page and posts the form with the generated certificate chosen (Origin ours).
+async fn submit_certificate(app: &TestApp, link: &Link, tenant: &str) -> (StatusCode, String) {
+    let html = page_html(app, &link.url).await;
+    let res = app
+        .browser
+        .post(&link.url)
+        .header("origin", app.config.public_origin())
+        .form(&[
+            ("csrf", csrf_of(&html).as_str()),
+            ("tenant", tenant),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("credential", "certificate"),
+            ("client_secret", ""),
+            ("secret_expires", ""),
+        ])
+        .send()
+        .await
+        .expect("posted");
+    let status = res.status();
+    (status, res.text().await.expect("html"))
+}
+
+/// `POST /setup/{token}/certificate` from the page (or, with `origin` `None`, from nowhere).
+async fn generate_certificate(app: &TestApp, link: &Link, origin: Option<&str>) -> StatusCode {
+    let csrf = csrf_of(&page_html(app, &link.url).await);
+    let mut req = app
+        .browser
+        .post(format!("{}/certificate", link.url))
+        .form(&[("csrf", csrf.as_str())]);
+    if let Some(origin) = origin {
+        req = req.header("origin", origin);
+    }
+    req.send().await.expect("posted").status()
+}
+
+/// The certificate at `url` (`.cer` or `.pem`): its content type and bytes.
+async fn download(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
+    let res = app.browser.get(url).send().await.expect("download");
+    let status = res.status();
+    let kind = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, kind, res.bytes().await.expect("body").to_vec())
+}
+
+/// Stage 1 (the recommended path): entrance generates the link's certificate, offers it as
+/// `.cer` and `.pem` with its thumbprint, and keeps its private key only sealed; a submit
+/// before it is uploaded shows Entra's AADSTS700027 with its fix beside the certificate, after
+/// the upload the connection is kept, and a user signs in through it — by private_key_jwt — on
+/// the other replica without a restart.
+#[tokio::test]
+async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replica() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let session = format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        path.display()
+    );
+    let replica = || {
+        spawn_app_with(AppOptions {
+            admin_listen: true,
+            session_toml: session.clone(),
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let link = create_link(&a, "fabrikam").await;
+    let cer_url = format!("{}/certificate.cer", link.url);
+    let pem_url = format!("{}/certificate.pem", link.url);
+
+    let html = page_html(&a, &link.url).await;
+    assert!(html.contains("Generate a certificate"), "{html}");
+    assert_eq!(download(&a, &cer_url).await.0, StatusCode::CONFLICT);
+    // Choosing the certificate before generating one says what to do.
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        error_line(&html, "certificate").contains("Generate a certificate"),
+        "{html}"
+    );
+
+    // The button's POST follows the form's rules: from our own page, with the link's token.
+    assert_eq!(
+        generate_certificate(&a, &link, None).await,
+        StatusCode::FORBIDDEN
+    );
+    let origin = a.config.public_origin();
+    assert_eq!(
+        generate_certificate(&a, &link, Some(&origin)).await,
+        StatusCode::SEE_OTHER
+    );
+    let html = page_html(&a, &link.url).await;
+    let (status, kind, pem) = download(&a, &pem_url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kind, "application/x-pem-file");
+    let pem = String::from_utf8(pem).expect("PEM is text");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(!pem.contains("PRIVATE KEY"), "only the public part");
+    let (status, kind, der) = download(&a, &cer_url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kind, "application/pkix-cert");
+    // The thumbprint shown is the SHA-1 of the DER, as Entra lists it after the upload.
+    use sha1::Digest as _;
+    let thumbprint = hex::encode_upper(sha1::Sha1::digest(&der));
+    assert!(
+        html.contains(&format!("<code id=\"thumbprint\">{thumbprint}</code>")),
+        "{html}"
+    );
+    // A second click (or another replica) keeps the same certificate.
+    assert_eq!(
+        generate_certificate(&a, &link, Some(&origin)).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(download(&a, &cer_url).await.2, der);
+
+    // Not uploaded yet: Entra's AADSTS700027 with its fix, beside the certificate choice.
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let line = error_line(&html, "credentials");
+    assert!(
+        line.contains("AADSTS700027") && line.contains("Fix:"),
+        "{line}"
+    );
+    assert!(
+        field_section(&html, "credential_certificate").contains(line),
+        "shown beside the credential choice, before the secret's fields"
+    );
+    assert!(html.contains("value=\"certificate\" checked"), "{html}");
+
+    // Uploaded (Certificates & secrets → Certificates): the setup completes.
+    a.idp.register_certificate(&pem).expect("the mock takes it");
+    let (status, html) = submit_certificate(&a, &link, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Sign-in for Fabrikam Ltd is set up"),
+        "{html}"
+    );
+    // Entra shows AADSTS50011 and 700016 on its own page, never back here: the done page says
+    // beforehand what to do, with the exact Redirect URI.
+    for code in ["AADSTS50011", "AADSTS700016", "AADSTS50105", "AADSTS65001"] {
+        assert!(html.contains(&format!("<dt>{code}</dt>")), "{code}: {html}");
+    }
+    assert!(
+        html.contains(&format!(
+            "is exactly <code>{}</code>",
+            a.config.redirect_uri()
+        )),
+        "{html}"
+    );
+
+    // Test sign-in (stage 2): the link is spent, so the done page's grant authorises it, with
+    // the Origin rule; the callback shows what was received and creates no session.
+    let at = html
+        .find("name=\"grant\" value=\"")
+        .expect("the done page holds a test grant")
+        + "name=\"grant\" value=\"".len();
+    let grant = html[at..].split('"').next().expect("a value").to_owned();
+    let test = async |origin: Option<&str>, grant: &str| {
+        let mut req = a
+            .browser
+            .post(a.url("/setup/test"))
+            .form(&[("link", link.id.as_str()), ("grant", grant)]);
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send().await.expect("posted")
+    };
+    assert_eq!(test(None, &grant).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        test(Some(&origin), &"A".repeat(43)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let res = test(Some(&origin), &grant).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let authorize = reqwest::Url::parse(res.headers()["location"].to_str().expect("a location"))
+        .expect("a URL");
+    assert!(
+        authorize.as_str().starts_with(&a.idp.base_url()),
+        "{authorize}"
+    );
+    let callback = a.authorize(&authorize).await;
+    let res = a.callback_with(&a.browser, &callback, false).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("html");
+    for expected in [
+        "Test sign-in worked",
+        "Ada Lovelace",
+        DEFAULT_TENANT_ID,
+        "<dt>Object ID (oid)</dt>",
+        "<dt>x-auth-request-user</dt>",
+        "<dt>x-auth-request-tenant</dt>",
+        "<dt>x-auth-request-connection</dt><dd><code>fabrikam</code>",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    assert_eq!(
+        a.me().await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a test sign-in signs in to nothing"
+    );
+    // An error that comes back to the callback (AADSTS50105, user not assigned): its fix.
+    a.idp.set_behaviour(mock_idp::Behaviour {
+        authorize_error: Some(mock_idp::AuthorizeError {
+            error: "access_denied".to_owned(),
+            error_description: "AADSTS50105: Your administrator has configured the application to block users unless they are specifically granted access.".to_owned(),
+        }),
+        ..Default::default()
+    });
+    let res = test(Some(&origin), &grant).await;
+    let authorize = reqwest::Url::parse(res.headers()["location"].to_str().expect("a location"))
+        .expect("a URL");
+    let callback = a.authorize(&authorize).await;
+    let res = a.callback_with(&a.browser, &callback, false).await;
+    let page = res.text().await.expect("html");
+    assert!(
+        page.contains("Test sign-in failed")
+            && page.contains("AADSTS50105")
+            && page.contains("Users and groups"),
+        "{page}"
+    );
+    a.idp.set_behaviour(mock_idp::Behaviour::default());
+    assert_eq!(a.me().await.status(), StatusCode::UNAUTHORIZED);
+
+    // The private key is nowhere in the store in the clear, nor in any log line.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    let marker = b"PRIVATE KEY";
+    assert!(
+        !bytes.windows(marker.len()).any(|w| w == marker),
+        "the key is sealed at rest"
+    );
+    assert!(crate::helpers::log_lines_with("PRIVATE KEY").is_empty());
+
+    // B applies it without a restart; the sign-in there authenticates with the certificate.
+    let mut live = false;
+    for _ in 0..100 {
+        let res = b
+            .browser
+            .get(b.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(live, "replica B serves connection fabrikam");
+    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
+    let callback = b.authorize(&authorize).await;
+    let res = b.callback_with(&b.browser, &callback, true).await;
+    let me = crate::helpers::assert_signed_in(&b, res).await;
+    assert_eq!(me["connection"], "fabrikam", "{me}");
+    // The link is spent: its downloads too.
+    assert_eq!(
+        download(&b, &pem_url.replace(&a.base, &b.base)).await.0,
+        StatusCode::GONE
+    );
+}
+
+/// Stage 4: the values to register are plain selectable text (the page works without
+/// script); the one inline script, which shows a Copy button beside each, is allowed by the
+/// page's policy through its hash and nothing else.
+#[tokio::test]
+async fn the_values_are_plain_text_and_only_the_hashed_copy_script_may_run() {
+    let app = spawn().await;
+    let link = create_link(&app, "fabrikam").await;
+    let res = app.browser.get(&link.url).send().await.expect("page");
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("a policy")
+        .to_owned();
+    let html = res.text().await.expect("html");
+    let redirect = app.config.redirect_uri();
+    assert!(
+        html.contains(&format!("<code id=\"redirect_uri\">{redirect}</code>")),
+        "{html}"
+    );
+    assert!(html.contains("<code id=\"front_channel_logout_url\">"));
+    assert!(
+        html.contains("data-copy=\"redirect_uri\" hidden>Copy</button>"),
+        "without script the buttons stay hidden: {html}"
+    );
+    let scripts: Vec<&str> = html
+        .split("<script>")
+        .skip(1)
+        .map(|s| s.split("</script>").next().expect("closed"))
+        .collect();
+    assert_eq!(scripts.len(), 1, "one inline script");
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(scripts[0]));
+    assert!(
+        csp.contains(&format!("script-src 'sha256-{hash}'")),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline") && csp.contains("default-src 'none'"));
+    // Pages other than the setup page allow no script at all.
+    let res = app.browser.get(app.url("/")).send().await.expect("home");
+    let home_csp = res
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!home_csp.contains("script-src"), "{home_csp}");
 }
