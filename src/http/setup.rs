@@ -249,6 +249,21 @@ pub(super) async fn submit(
     ))
 }
 
+/// The Origin rule of sign-out (`logout::from_our_own_page`), which every setup POST passes.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    if logout::from_our_own_page(
+        headers
+            .get(logout::SEC_FETCH_SITE)
+            .map(HeaderValue::as_bytes),
+        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
+        &state.config.public_origin(),
+    ) {
+        Ok(())
+    } else {
+        Err(AppError::SetupForm)
+    }
+}
+
 /// A POST's form, if it came from the link's own page: the Origin rule of sign-out
 /// (`logout::from_our_own_page`), then the link's form token.
 fn from_own_page<T: serde::de::DeserializeOwned + HasCsrf>(
@@ -257,15 +272,7 @@ fn from_own_page<T: serde::de::DeserializeOwned + HasCsrf>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, AppError> {
-    if !logout::from_our_own_page(
-        headers
-            .get(logout::SEC_FETCH_SITE)
-            .map(HeaderValue::as_bytes),
-        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
-        &state.config.public_origin(),
-    ) {
-        return Err(AppError::SetupForm);
-    }
+    same_origin(state, headers)?;
     let form: T = super::form_body(headers, body)?;
     if !link.csrf_matches(form.csrf()) {
         return Err(AppError::SetupForm);
@@ -576,15 +583,7 @@ pub(super) async fn test_sign_in(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    if !logout::from_our_own_page(
-        headers
-            .get(logout::SEC_FETCH_SITE)
-            .map(HeaderValue::as_bytes),
-        headers.get(header::ORIGIN).map(HeaderValue::as_bytes),
-        &state.config.public_origin(),
-    ) {
-        return Err(AppError::SetupForm);
-    }
+    same_origin(&state, &headers)?;
     let form: TestForm = super::form_body(&headers, body)?;
     let link = setup_links::by_id(&state.store, &form.link)
         .await?

@@ -1025,7 +1025,9 @@ async fn submit_certificate(app: &TestApp, link: &Link, tenant: &str) -> (Status
 }
 
 /// `POST /setup/{token}/certificate` from the page (or, with `origin` `None`, from nowhere).
-async fn generate_certificate(app: &TestApp, link: &Link, origin: Option<&str>) -> StatusCode {
+/// The status, and the body when it is not the redirect back to the page (so a failure says
+/// what entrance answered).
+async fn generate_certificate(app: &TestApp, link: &Link, origin: Option<&str>) -> Generated {
     let csrf = csrf_of(&page_html(app, &link.url).await);
     let mut req = app
         .browser
@@ -1034,7 +1036,24 @@ async fn generate_certificate(app: &TestApp, link: &Link, origin: Option<&str>) 
     if let Some(origin) = origin {
         req = req.header("origin", origin);
     }
-    req.send().await.expect("posted").status()
+    let res = req.send().await.expect("posted");
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    Generated { status, body }
+}
+
+/// What `generate_certificate` got back; compares with a status, and prints its body.
+#[derive(Debug)]
+struct Generated {
+    status: StatusCode,
+    #[expect(dead_code, reason = "read only through Debug, when an assertion fails")]
+    body: String,
+}
+
+impl PartialEq<StatusCode> for Generated {
+    fn eq(&self, other: &StatusCode) -> bool {
+        self.status == *other
+    }
 }
 
 /// The certificate at `url` (`.cer` or `.pem`): its content type and bytes.
