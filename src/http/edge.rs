@@ -354,9 +354,14 @@ where
         *body.status_mut() = status;
         // The error's own headers (a Location, Set-Cookie, Retry-After), not its length:
         // the router has already set the Content-Length of the body this one replaces.
-        // Every value of each (two Set-Cookie headers stay two).
+        // Every value of each (two Set-Cookie headers stay two). A callback refused for its
+        // state (already used: a double submit, a second tab) sets no cookie at all: when it
+        // read the session after the winning callback had moved it to a new id, the session
+        // layer answers the old id's cookie with a removal, and that removal, arriving after
+        // the winner's cookie, would delete the new one and sign the browser out.
+        let refused_state = uri.path() == CALLBACK_PATH && matches!(*err, AppError::State { .. });
         for name in res.headers().keys() {
-            if name == header::CONTENT_LENGTH {
+            if name == header::CONTENT_LENGTH || (refused_state && name == header::SET_COOKIE) {
                 continue;
             }
             body.headers_mut().remove(name);
