@@ -477,6 +477,60 @@ async fn concurrent_callbacks_with_one_state_sign_in_once(kind: Kind) {
     assert_eq!(app.me().await.status(), StatusCode::OK);
 }
 
+/// The same race, made deterministic: a second tab's callback that arrives after the sign-in
+/// moved the session to a new id still carries the old id, whose record is gone. It is
+/// refused and sets no cookie — the session layer's removal of the old id's cookie would
+/// delete the new one (same name and path) and sign the browser out.
+async fn a_late_callback_with_the_old_cookie_does_not_sign_the_browser_out(kind: Kind) {
+    let Some(store) = Store::start(kind).await else {
+        return;
+    };
+    let app = store.app(LONG).await;
+    // No cookie jar: each request carries the cookie a tab would have sent.
+    let tab = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let name = &app.config.session.cookie_name;
+    let res = tab
+        .get(app.url("/login?connection=contoso"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (old, _) = app
+        .session_cookie(&res)
+        .expect("the pending login's cookie");
+    let callback = app
+        .authorize(&reqwest::Url::parse(&location(&res)).expect("authorize URL"))
+        .await;
+    let call = |cookie: String| {
+        tab.get(&callback)
+            .header(header::COOKIE, format!("{name}={cookie}"))
+            .header(header::ACCEPT, "application/json")
+            .send()
+    };
+    let first = call(old.clone()).await.expect("callback");
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let (new, _) = app.session_cookie(&first).expect("the signed-in cookie");
+    assert_ne!(new, old, "signing in moves the session to a new id");
+
+    let late = call(old).await.expect("the late callback");
+    assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        late.headers().get(header::SET_COOKIE).is_none(),
+        "a refused callback sets no cookie: {:?}",
+        late.headers()
+    );
+    let me = tab
+        .get(app.url("/me"))
+        .header(header::COOKIE, format!("{name}={new}"))
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), StatusCode::OK);
+}
+
 /// Issue #11, item 5: a connection removed by a reload kept its sessions working on `/auth`
 /// and `/me`. They read as not signed in — and count again if the connection comes back.
 async fn a_removed_connection_signs_its_sessions_out(kind: Kind) {
@@ -701,6 +755,7 @@ for_each_store!(
     a_request_that_loaded_the_session_cannot_bring_it_back,
     sessions_survive_a_restart_where_the_store_persists,
     concurrent_callbacks_with_one_state_sign_in_once,
+    a_late_callback_with_the_old_cookie_does_not_sign_the_browser_out,
     a_removed_connection_signs_its_sessions_out,
     front_channel_logout_is_per_connection,
     upstream_tokens_refresh_rotate_and_end_with_the_session,
