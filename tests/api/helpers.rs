@@ -307,8 +307,24 @@ pub async fn cache_requests(base: &str, store: &str, result: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{text}"))
 }
 
+/// How long test clients keep an idle connection. entrance closes a keep-alive connection
+/// idle for `server.header_read_timeout_secs` (10 s by default, src/app/serve.rs); a client
+/// reusing it at that moment gets `IncompleteMessage` — the otel test did on a loaded CI
+/// machine, where a debug mock IdP took seconds to make a signing key between two requests.
+/// Browsers retry such a request; test clients, like a proxy should, drop it sooner.
+pub const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// A client without cookies that reuses connections for at most [`POOL_IDLE`].
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE)
+        .build()
+        .expect("client")
+}
+
 pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE)
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -126,7 +126,7 @@ async fn an_admin_listener_takes_metrics_off_the_public_address() {
 #[tokio::test]
 async fn invented_http_methods_do_not_grow_the_metrics() {
     let app = spawn_app().await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     for i in 0..20 {
         let method = reqwest::Method::from_bytes(format!("X{i}AUTH").as_bytes()).expect("token");
         let _ = client

@@ -802,7 +802,7 @@ client_secret = "a-secret-only-for-this-test"
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let healthz = client
         .get(format!("{base}/healthz"))
         .send()
