@@ -125,7 +125,8 @@ fn loopback_client(timeout: std::time::Duration) -> Result<reqwest::Client, Stri
 /// What `entrance setup-link` does (issue 17).
 #[derive(Debug, Clone)]
 pub enum SetupLinkAction {
-    /// A new link for a connection not yet in the configuration; prints its URL.
+    /// A new link for a connection not yet in the configuration, or to renew the credential
+    /// of one a setup link created (a rotation); prints its URL.
     Create {
         connection: String,
         name: Option<String>,
@@ -168,6 +169,7 @@ pub async fn setup_link(path: &std::path::Path, action: SetupLinkAction) -> Exit
             client.post(&base).json(&serde_json::json!({
                 "connection": connection,
                 "name": name,
+                "created_by": operator(),
                 "expires_in_secs": expires_in_secs,
             }))
         }
@@ -283,6 +285,14 @@ fn parse_lifetime(text: &str) -> Result<u64, String> {
     number.checked_mul(unit).ok_or_else(bad)
 }
 
+/// Who runs the command, for the audit lines of the link (the login name, as `logname` and
+/// `who` know it, through the variables a shell sets; sudo's caller first).
+fn operator() -> Option<String> {
+    ["SUDO_USER", "LOGNAME", "USER"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+}
+
 /// What `entrance setup-link` prints for the server's answer, or the refusal.
 fn render_setup_links(
     status: u16,
@@ -298,9 +308,14 @@ fn render_setup_links(
     }
     Ok(match action {
         SetupLinkAction::Create { .. } => format!(
-            "{}\n(link {} for connection {}, expires {}; send it to the customer's Entra admin, it is shown only now)\n",
+            "{}\n(link {} {} connection {}, expires {}; send it to the customer's Entra admin, it is shown only now)\n",
             text(body, "url"),
             text(body, "id"),
+            if body["rotation"].as_bool() == Some(true) {
+                "to renew the credential of"
+            } else {
+                "for"
+            },
             text(body, "connection"),
             text(body, "expires_at"),
         ),
@@ -310,14 +325,22 @@ fn render_setup_links(
             if links.is_empty() {
                 return Ok("no setup links\n".to_owned());
             }
-            let mut out = String::from("ID                CONNECTION        STATUS    EXPIRES\n");
+            let mut out = String::from(
+                "ID                CONNECTION        KIND      STATUS    EXPIRES               BY\n",
+            );
             for l in &links {
                 out.push_str(&format!(
-                    "{:<17} {:<17} {:<9} {}\n",
+                    "{:<17} {:<17} {:<9} {:<9} {:<21} {}\n",
                     text(l, "id"),
                     text(l, "connection"),
+                    if l["rotation"].as_bool() == Some(true) {
+                        "renewal"
+                    } else {
+                        "new"
+                    },
                     text(l, "status"),
-                    text(l, "expires_at")
+                    text(l, "expires_at"),
+                    text(l, "created_by"),
                 ));
             }
             out

@@ -405,6 +405,56 @@ pub(crate) enum StoredError {
     Invalid { id: String, source: ConfigError },
 }
 
+/// How logs name the secret a rotation link replaced.
+pub(crate) const PREVIOUS_SECRET: &str = "the previous client secret (before the last setup link)";
+
+/// A stored credential opened with `key`: the generated certificate, or the client secret
+/// (empty for a certificate).
+fn open_credential(
+    key: &crate::config::DataKey,
+    id: &str,
+    credential: &crate::session::setup_links::StoredCredential,
+) -> Result<
+    (
+        Option<Arc<crate::certificate::CertificateCredential>>,
+        secrecy::SecretString,
+    ),
+    StoredError,
+> {
+    let opened = |sealed: &str| {
+        crate::session::sealed::open(key, sealed, id).map_err(|source| StoredError::Sealed {
+            id: id.to_owned(),
+            source,
+        })
+    };
+    match &credential.certificate {
+        // A generated certificate (issue 17): its key opened here, only ever handed to
+        // `CertificateCredential`, as a file-configured certificate's is.
+        Some(cert) => {
+            use secrecy::ExposeSecret;
+            let key_pem = opened(&cert.private_key_sealed)?;
+            let cred = crate::certificate::CertificateCredential::from_pem(
+                cert.certificate_pem.as_bytes(),
+                key_pem.expose_secret().as_bytes(),
+                crate::certificate::AssertionAlg::Ps256,
+            )
+            .map_err(|e| StoredError::Invalid {
+                id: id.to_owned(),
+                source: ConfigError::Invalid {
+                    key: "certificate".to_owned(),
+                    problem: e.to_string(),
+                    fix: e.fix().to_owned(),
+                },
+            })?;
+            Ok((
+                Some(Arc::new(cred)),
+                secrecy::SecretString::from(String::new()),
+            ))
+        }
+        None => Ok((None, opened(&credential.client_secret_sealed)?)),
+    }
+}
+
 /// The connections completed setups created, their secrets opened with `key`, and the
 /// record's version.
 pub(crate) async fn load_stored(
@@ -419,52 +469,34 @@ pub(crate) async fn load_stored(
     let key = key.ok_or(StoredError::NoKey(record.connections.len()))?;
     let mut out = Vec::with_capacity(record.connections.len());
     for c in &record.connections {
-        let opened = |sealed: &str| {
-            crate::session::sealed::open(key, sealed, &c.id).map_err(|source| StoredError::Sealed {
-                id: c.id.clone(),
-                source,
-            })
-        };
-        // A generated certificate (issue 17): its key opened here, only ever handed to
-        // `CertificateCredential`, as a file-configured certificate's is.
-        let certificate = match &c.certificate {
-            None => None,
-            Some(cert) => {
-                let key_pem = opened(&cert.private_key_sealed)?;
-                let cred = crate::certificate::CertificateCredential::from_pem(
-                    cert.certificate_pem.as_bytes(),
-                    key_pem.expose_secret().as_bytes(),
-                    crate::certificate::AssertionAlg::Ps256,
-                )
-                .map_err(|e| StoredError::Invalid {
-                    id: c.id.clone(),
-                    source: ConfigError::Invalid {
-                        key: "certificate".to_owned(),
-                        problem: e.to_string(),
-                        fix: e.fix().to_owned(),
-                    },
-                })?;
-                Some(Arc::new(cred))
-            }
-        };
-        let secret = if certificate.is_some() {
-            secrecy::SecretString::from(String::new())
-        } else {
-            opened(&c.client_secret_sealed)?
-        };
-        let (conn, _) = crate::config::setup_connection(&crate::config::SetupValues {
+        let (certificate, secret) = open_credential(key, &c.id, &c.credential)?;
+        let (mut conn, _) = crate::config::setup_connection(&crate::config::SetupValues {
             id: &c.id,
             name: &c.name,
             metadata_url: &c.metadata_url,
             client_id: &c.client_id,
             client_secret: secret.expose_secret(),
-            client_secret_expires_at: &c.client_secret_expires_at,
+            client_secret_expires_at: &c.credential.client_secret_expires_at,
             certificate,
         })
         .map_err(|source| StoredError::Invalid {
             id: c.id.clone(),
             source,
         })?;
+        // A rotation link's predecessor: tried after the new credential until a sign-in
+        // proves the new one (`setup_links::retire_previous`).
+        conn.previous_credential = match &c.previous {
+            None => None,
+            Some(previous) => Some(match open_credential(key, &c.id, previous)? {
+                (Some(cert), _) => crate::config::ClientCredential::Certificate(cert),
+                (None, secret) => {
+                    crate::config::ClientCredential::Secrets(vec![crate::config::NamedSecret {
+                        label: PREVIOUS_SECRET.to_owned(),
+                        value: secret,
+                    }])
+                }
+            }),
+        };
         out.push(conn);
     }
     Ok((record.version, out))

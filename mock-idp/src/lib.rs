@@ -126,12 +126,16 @@ impl Default for MockUser {
 }
 
 /// What a token request carried that tests look at: the W3C `traceparent` header (an RP
-/// passing its trace on) and the PKCE `code_verifier` (to search logs and spans for it).
+/// passing its trace on), the PKCE `code_verifier` (to search logs and spans for it) and how
+/// the client authenticated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenCall {
     pub grant_type: Option<String>,
     pub traceparent: Option<String>,
     pub code_verifier: Option<String>,
+    /// `client_assertion` (a certificate's or a federated JWT), `client_secret` (in the body
+    /// or HTTP Basic), or `None` when it carried neither.
+    pub client_auth: Option<&'static str>,
 }
 
 /// Requests seen per endpoint (faulted requests count too).

@@ -132,6 +132,10 @@ pub struct ConnectionConfig {
     pub client_id: String,
     /// The secret or the certificate (exactly one is configured).
     pub credential: ClientCredential,
+    /// Only on a connection created through a setup link whose credential a later link
+    /// rotated: the one it replaced, tried after `credential` until the first sign-in with
+    /// the new one, then removed (issue 17, `session::setup_links::retire_previous`).
+    pub previous_credential: Option<ClientCredential>,
     pub scopes: Vec<String>,
     /// `None`: pick from the metadata (client_secret_post when listed). Not used with a
     /// certificate, which always authenticates by `private_key_jwt`.
@@ -219,6 +223,7 @@ impl ConnectionConfig {
                 label: "client_secret".into(),
                 value: SecretString::from("x"),
             }]),
+            previous_credential: None,
             scopes: vec!["openid".into()],
             client_auth: None,
             response_mode: ResponseMode::Query,
@@ -415,6 +420,7 @@ pub(super) fn validate_connection(
         expected_issuer,
         client_id,
         credential,
+        previous_credential: None,
         scopes,
         client_auth,
         response_mode,

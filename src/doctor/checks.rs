@@ -520,7 +520,7 @@ pub(super) async fn verify_credentials(
     };
     // Every secret of a rotation is proven on its own: the old one may already be gone.
     let mut checks = Vec::new();
-    for (label, credential) in crate::oidc::token::attempts(&conn.credential) {
+    for (label, credential) in crate::oidc::token::attempts(conn) {
         let result = token::client_credentials(
             http,
             &credentials_request(
@@ -863,7 +863,7 @@ pub(super) async fn verify_upstream(
     let Ok(endpoint) = verify_endpoint(conn, &d.meta, is_entra, issuer_ok) else {
         return Check::skipped(UPSTREAM, format!("{asks}; needs a usable token endpoint"));
     };
-    let Some((_, credential)) = token::attempts(&conn.credential).into_iter().next() else {
+    let Some((_, credential)) = token::attempts(conn).into_iter().next() else {
         return Check::skipped(UPSTREAM, format!("{asks}; needs a credential"));
     };
     let scope = format!("{resource}/.default");

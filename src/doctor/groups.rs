@@ -62,7 +62,7 @@ pub(super) async fn verify_groups(
         Ok(t) => t,
         Err(e) => return Check::warning(GROUPS, format!("{asks}; {e}"), "is this IdP Entra ID?"),
     };
-    let Some((_, credential)) = token::attempts(&conn.credential).into_iter().next() else {
+    let Some((_, credential)) = token::attempts(conn).into_iter().next() else {
         return Check::skipped(GROUPS, format!("{asks}; needs a credential"));
     };
     let scope = format!("{}/.default", target.resource);

@@ -182,7 +182,7 @@ async fn upstream_token(
         })?;
         token::refresh_with_fallback(
             &state.http,
-            &conn.config.credential,
+            &conn.config,
             &token::RefreshGrant {
                 token_endpoint: &provider.metadata.token_endpoint,
                 client_id: &conn.config.client_id,

@@ -586,7 +586,7 @@ async fn exchange_with_fallback(
     code_verifier: &str,
     cid: &CorrelationId,
 ) -> Result<token::TokenResponse, token::TokenError> {
-    let attempts = crate::oidc::token::attempts(&conn.config.credential);
+    let attempts = crate::oidc::token::attempts(&conn.config);
     tracing::Span::current().record("attempts", attempts.len());
     let redirect_uri = state.config.redirect_uri();
     let mut refused: Vec<(&str, Option<u32>)> = Vec::new();
@@ -628,6 +628,9 @@ async fn exchange_with_fallback(
                 last = Some(result);
             }
             Ok(tokens) => {
+                if i == 0 && conn.config.previous_credential.is_some() {
+                    retire_previous(state, &conn.config.id, cid);
+                }
                 if !refused.is_empty() {
                     let worked = label.unwrap_or("the credential");
                     let gone = refused
@@ -660,6 +663,31 @@ async fn exchange_with_fallback(
     last.unwrap_or(Err(token::TokenError::Malformed(
         "no client credential is configured".to_owned(),
     )))
+}
+
+/// The credential a rotation link added just worked: the one it replaced goes (issue 17),
+/// in the background — the sign-in does not wait for the store — and every replica applies
+/// the change at its next poll (`rotation::poll_stored`).
+fn retire_previous(state: &AppState, id: &str, cid: &CorrelationId) {
+    let (store, id, cid) = (state.store.clone(), id.to_owned(), cid.0.clone());
+    let now = state.clock.now_unix();
+    tokio::spawn(async move {
+        match crate::session::setup_links::retire_previous(&store, &id, now).await {
+            Ok(true) => tracing::info!(
+                target: "entrance::audit",
+                event = "previous_credential_removed",
+                connection = %id,
+                correlation_id = %cid,
+                "the credential the last setup link added signed a user in; the one it replaced is no longer used — delete it in Entra (Certificates & secrets)"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                connection = %id,
+                error = %e,
+                "could not remove the previous credential; the next sign-in tries again"
+            ),
+        }
+    });
 }
 
 /// OpenID Connect Core §3.1.3.7, with one JWKS refetch when the token names a key we have

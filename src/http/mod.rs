@@ -440,7 +440,7 @@ client_secret = "{SECRET}"
         printed.push(format!("{config:?}"));
         let lenient = Config::load_str_lenient(&toml).expect("lenient config");
         printed.push(format!("{lenient:?}"));
-        let credentials = crate::oidc::token::attempts(&config.connections[0].credential);
+        let credentials = crate::oidc::token::attempts(&config.connections[0]);
         printed.push(format!("{credentials:?}"));
 
         // A memory store holding a session with a pending login in it.

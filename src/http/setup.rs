@@ -42,7 +42,8 @@ use crate::{
     session::{
         sealed,
         setup_links::{
-            self, ActivateError, Found, LinkCertificate, SetupLink, StoredConnection, Unusable,
+            self, ActivateError, Activated, Found, LinkCertificate, SetupLink, StoredConnection,
+            StoredCredential, Unusable,
         },
     },
 };
@@ -162,7 +163,7 @@ impl Feedback {
 async fn open(state: &AppState, token: &str) -> Result<SetupLink, AppError> {
     match setup_links::find(&state.store, token).await? {
         Found::Unknown => Err(AppError::SetupLink(Unusable::Unknown)),
-        Found::Link(link) => link
+        Found::Link(link) => (*link)
             .usable(state.clock.now_unix())
             .map_err(AppError::SetupLink),
     }
@@ -174,12 +175,23 @@ pub(super) async fn page(
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
     let link = open(&state, &token).await?;
+    let rotating = setup_links::stored(&state.store, &link.connection).await?;
+    // A rotation keeps the app registration: its values are filled in.
+    let form = match &rotating {
+        None => SetupForm::default(),
+        Some(c) => SetupForm {
+            tenant: c.metadata_url.clone(),
+            client_id: c.client_id.clone(),
+            ..SetupForm::default()
+        },
+    };
     Ok(with_copy_script(
         Html(render(
             &state,
             &token,
             &link,
-            &SetupForm::default(),
+            rotating.as_ref(),
+            &form,
             &Feedback::default(),
         ))
         .into_response(),
@@ -207,21 +219,32 @@ pub(super) async fn submit(
 ) -> Result<Response, AppError> {
     let link = open(&state, &token).await?;
     let form: SetupForm = from_own_page(&state, &link, &headers, body)?;
-    let (mut feedback, metadata_url) = check(&state, &link, &form).await;
+    let rotating = setup_links::stored(&state.store, &link.connection).await?;
+    let (mut feedback, metadata_url) = check(&state, &link, rotating.as_ref(), &form).await;
     if !feedback.has_errors()
         && let Some(metadata_url) = metadata_url
-        && let Some(page) = activate(&state, &link, &form, metadata_url, &mut feedback).await?
+        && let Some((activated, page)) =
+            activate(&state, &link, &form, metadata_url, &mut feedback).await?
     {
+        let (event, message) = match activated {
+            Activated::Created => ("setup_completed", "connection created through a setup link"),
+            Activated::Rotated => (
+                "setup_rotated",
+                "a setup link added a new credential to a connection; the previous one is kept until the first sign-in with the new",
+            ),
+        };
         tracing::info!(
             target: "entrance::audit",
-            event = "setup_completed",
+            event,
             link = %link.id,
             connection = %link.connection,
             name = %link.name,
             link_created_at = link.created_at,
+            link_created_by = link.created_by.as_deref().unwrap_or(""),
+            credential = if form.uses_certificate() { "certificate" } else { "secret" },
             client_ip = %client_ip,
             correlation_id = %cid.0,
-            "connection created through a setup link"
+            "{message}"
         );
         return Ok(Html(page).into_response());
     }
@@ -243,7 +266,14 @@ pub(super) async fn submit(
     Ok(with_copy_script(
         (
             status,
-            Html(render(&state, &token, &link, &form, &feedback)),
+            Html(render(
+                &state,
+                &token,
+                &link,
+                rotating.as_ref(),
+                &form,
+                &feedback,
+            )),
         )
             .into_response(),
     ))
@@ -452,7 +482,7 @@ async fn activate(
     form: &SetupForm,
     metadata_url: String,
     feedback: &mut Feedback,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<(Activated, String)>, AppError> {
     let Some(key) = &state.config.data_key else {
         feedback.error(
             Field::General,
@@ -464,24 +494,30 @@ async fn activate(
     };
     // A certificate's key was sealed when it was generated (under the connection id, the
     // associated data the connection opens it with); a secret is sealed now.
-    let (client_secret_sealed, client_secret_expires_at, certificate) =
-        match (form.uses_certificate(), &link.certificate) {
-            (true, Some(cert)) => (String::new(), String::new(), Some((**cert).clone())),
-            _ => {
-                let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
-                let sealed = sealed::seal(key, &secret, &link.connection)
-                    .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
-                (sealed, form.secret_expires.trim().to_owned(), None)
+    let credential = match (form.uses_certificate(), &link.certificate) {
+        (true, Some(cert)) => StoredCredential {
+            client_secret_sealed: String::new(),
+            client_secret_expires_at: String::new(),
+            certificate: Some((**cert).clone()),
+        },
+        _ => {
+            let secret = secrecy::SecretString::from(form.client_secret.trim().to_owned());
+            let sealed = sealed::seal(key, &secret, &link.connection)
+                .map_err(|e| AppError::Internal(format!("sealing the client secret: {e}")))?;
+            StoredCredential {
+                client_secret_sealed: sealed,
+                client_secret_expires_at: form.secret_expires.trim().to_owned(),
+                certificate: None,
             }
-        };
+        }
+    };
     let stored = StoredConnection {
         id: link.connection.clone(),
         name: link.name.clone(),
         metadata_url,
         client_id: form.client_id.trim().to_owned(),
-        client_secret_sealed,
-        client_secret_expires_at,
-        certificate,
+        credential,
+        previous: None,
         created_at: state.clock.now_unix(),
         link: link.id.clone(),
     };
@@ -492,7 +528,7 @@ async fn activate(
         .map(|c| c.id.clone())
         .collect();
     let (grant, grant_sha256) = setup_links::new_test_grant();
-    match setup_links::activate(
+    let activated = match setup_links::activate(
         &state.store,
         &link.id,
         stored,
@@ -502,7 +538,7 @@ async fn activate(
     )
     .await
     {
-        Ok(()) => {}
+        Ok(activated) => activated,
         Err(ActivateError::Unusable(u)) => return Err(AppError::SetupLink(u)),
         Err(ActivateError::Taken(id)) => {
             return Err(AppError::SetupLinkConflict(format!(
@@ -510,26 +546,39 @@ async fn activate(
             )));
         }
         Err(ActivateError::Session(e)) => return Err(e.into()),
-    }
+    };
     // This replica applies it at its next poll and fetches the tenant's metadata; the page
-    // waits for that (a bounded time), so its Sign in button works at once.
+    // waits for that (a bounded time), so its Sign in button works at once — and, after a
+    // rotation, signs in with the new credential (which then retires the previous one).
     for _ in 0..ACTIVATION_WAIT_STEPS {
-        if state
-            .connection(&link.connection)
-            .is_ok_and(|c| c.provider().is_ok())
-        {
+        if state.connection(&link.connection).is_ok_and(|c| {
+            c.provider().is_ok()
+                && (activated == Activated::Created || c.config.previous_credential.is_some())
+        }) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let name = escape(&link.name);
-    let mut body = format!(
-        "<h1>Sign-in for {name} is set up</h1>\
+    let mut body = match activated {
+        Activated::Created => format!(
+            "<h1>Sign-in for {name} is set up</h1>\
 <p class=\"outcome ok\" role=\"status\">Every check passed and the connection is saved. It is live \
-on every server within a few seconds; this setup link is now used up.</p>\
-<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>",
+on every server within a few seconds; this setup link is now used up.</p>"
+        ),
+        Activated::Rotated => format!(
+            "<h1>The new credential for {name} is saved</h1>\
+<p class=\"outcome ok\" role=\"status\">Every check passed. The new credential is used from now \
+on, on every server within a few seconds; the previous one is still tried after it until the first \
+sign-in with the new one, and then no longer. After that sign-in (the test below will do), delete \
+the previous certificate or secret in Microsoft Entra (Certificates &amp; secrets). This setup link \
+is now used up.</p>"
+        ),
+    };
+    body.push_str(&format!(
+        "<p class=\"actions\"><a class=\"button\" href=\"/login?connection={id}\">Sign in with {name}</a></p>",
         id = escape(&super::urlencode(&link.connection)),
-    );
+    ));
     body.push_str(&format!(
         "<h2>Test sign-in</h2><p>Sign in once through the new connection without signing in \
 to any application: the page after shows what entrance received and the headers applications \
@@ -554,10 +603,11 @@ will get. Works for {minutes} minutes.</p>\
     ] {
         body.push_str(&lines_for(feedback, field));
     }
-    Ok(Some(super::pages::page(
-        &format!("Sign-in for {} is set up", link.name),
-        &body,
-    )))
+    let title = match activated {
+        Activated::Created => format!("Sign-in for {} is set up", link.name),
+        Activated::Rotated => format!("The new credential for {} is saved", link.name),
+    };
+    Ok(Some((activated, super::pages::page(&title, &body))))
 }
 
 /// Where the done page's Test sign-in posts.
@@ -714,7 +764,12 @@ const ACTIVATION: &str = "activation";
 /// Every check on the submitted values: the form's own bounds, then the connection's
 /// validation (`config::setup_connection`), then the doctor's live checks. Also returns the
 /// metadata URL the tenant field named, when it did.
-async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedback, Option<String>) {
+async fn check(
+    state: &AppState,
+    link: &SetupLink,
+    rotating: Option<&StoredConnection>,
+    form: &SetupForm,
+) -> (Feedback, Option<String>) {
     let mut feedback = Feedback::default();
     let certificate = form.uses_certificate();
     let mut bounds = vec![
@@ -777,6 +832,32 @@ async fn check(state: &AppState, link: &SetupLink, form: &SetupForm) -> (Feedbac
             None
         }
     };
+    // A rotation adds a credential to the same app registration; another registration (or
+    // tenant) would be another connection, with its users' sessions and ids.
+    if let (Some(current), Some(url)) = (rotating, &metadata_url) {
+        if *url != current.metadata_url {
+            feedback.error(
+                Field::Tenant,
+                doctor::METADATA,
+                format!(
+                    "this link adds a credential to the connection of tenant {}, not another tenant",
+                    current.metadata_url
+                ),
+                "enter the tenant the connection uses (filled in when the page opens); for another tenant, ask whoever sent you this link for a link to a new connection",
+            );
+        }
+        if form.client_id.trim() != current.client_id {
+            feedback.error(
+                Field::ClientId,
+                doctor::CLIENT_ID,
+                format!(
+                    "this link adds a credential to the app registration {}, not another one",
+                    current.client_id
+                ),
+                "add the new certificate or secret to that app registration (Certificates & secrets) and keep its Application (client) ID here",
+            );
+        }
+    }
     if feedback.has_errors() {
         return (feedback, None);
     }
@@ -918,6 +999,7 @@ fn render(
     state: &AppState,
     token: &str,
     link: &SetupLink,
+    rotating: Option<&StoredConnection>,
     form: &SetupForm,
     feedback: &Feedback,
 ) -> String {
@@ -929,12 +1011,30 @@ fn render(
         .map(|t| t.date().to_string())
         .unwrap_or_default();
 
-    let mut body = format!(
-        "<h1>Set up sign-in for {name}</h1>\
+    let (h1, mut body) = match rotating {
+        None => (
+            format!("Set up sign-in for {}", link.name),
+            format!(
+                "<h1>Set up sign-in for {name}</h1>\
 <p>This page connects <strong>{name}</strong>'s Microsoft Entra ID to single sign-on. It takes a \
 Microsoft Entra administrator (the <em>Application Developer</em> role or higher) about ten \
 minutes. The link works until {expires} and only once.</p>"
-    );
+            ),
+        ),
+        Some(current) => (
+            format!("A new credential for {}", link.name),
+            format!(
+                "<h1>A new credential for {name}</h1>\
+<p class=\"outcome\" role=\"status\">Sign-in for <strong>{name}</strong> is set up already, with \
+the app registration <code>{client_id}</code>. This page adds a new {kind} to it: sign-ins go on \
+with the current one until the new one is checked and saved, and the current one is removed from \
+entrance after the first sign-in with the new. Keep the Redirect URI and the tenant as they are; \
+skip to step 2. The link works until {expires} and only once.</p>",
+                client_id = escape(&current.client_id),
+                kind = "certificate (recommended) or client secret",
+            ),
+        ),
+    };
     body.push_str(&summary(feedback));
     body.push_str(&format!(
         "<h2>1. Register the application</h2>\
@@ -1036,7 +1136,7 @@ fails.</p>\
         "<p class=\"actions\"><button type=\"submit\">Check the values</button></p></form>",
     );
     body.push_str(&format!("<script>{COPY_SCRIPT}</script>"));
-    super::pages::page(&format!("Set up sign-in for {}", link.name), &body)
+    super::pages::page(&h1, &body)
 }
 
 /// Step 2: the certificate entrance generates for this link (the button, or its downloads and

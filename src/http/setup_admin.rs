@@ -28,6 +28,9 @@ pub(crate) struct CreateRequest {
     pub connection: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// Who asks (`entrance setup-link create` sends the local user name), for the audit lines.
+    #[serde(default)]
+    pub created_by: Option<String>,
     /// Seconds; the default is [`setup_links::DEFAULT_LIFETIME`].
     #[serde(default)]
     pub expires_in_secs: Option<u64>,
@@ -39,6 +42,10 @@ pub(crate) struct LinkView {
     pub id: String,
     pub connection: String,
     pub name: String,
+    /// Whether the link adds a credential to a connection a setup created (a rotation).
+    pub rotation: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
     pub created_at: String,
     pub expires_at: String,
     pub status: LinkStatus,
@@ -60,6 +67,8 @@ impl LinkView {
             id: link.id.clone(),
             connection: link.connection.clone(),
             name: link.name.clone(),
+            rotation: link.rotation,
+            created_by: link.created_by.clone(),
             created_at: rfc3339(link.created_at),
             expires_at: rfc3339(link.expires_at),
             status: link.status(now),
@@ -132,17 +141,31 @@ pub(crate) async fn create(
             "{id:?} is not a usable connection id: use 1 to 64 letters, digits, '-' or '_'"
         )));
     }
-    if state.connections.load().iter().any(|c| c.config.id == id) {
+    // A file connection's credential is the file's (rotated there, `client_secrets`); a
+    // stored one's is rotated by a new link, which keeps its name unless given another.
+    if state.config.connections.iter().any(|c| c.id == id) {
         return Err(AppError::SetupLinkConflict(format!(
-            "connection {id:?} is in the configuration file already; a setup link creates a new connection"
+            "connection {id:?} is in the configuration file; a setup link creates a new connection or renews the credential of one a setup link created — renew this one's in the file (client_secrets keeps the old and the new side by side)"
         )));
     }
-    let name = req.name.as_deref().map(str::trim).unwrap_or(id);
+    let stored = setup_links::stored(&state.store, id).await?;
+    let name = match (req.name.as_deref().map(str::trim), &stored) {
+        (Some(name), _) => name,
+        (None, Some(c)) => c.name.as_str(),
+        (None, None) => id,
+    };
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(AppError::BadRequest(
             "the name must be 1 to 100 characters on one line".into(),
         ));
     }
+    let created_by = req.created_by.as_deref().map(str::trim);
+    if created_by.is_some_and(|by| by.chars().count() > 100 || by.chars().any(char::is_control)) {
+        return Err(AppError::BadRequest(
+            "created_by must be at most 100 characters on one line".into(),
+        ));
+    }
+    let created_by = created_by.filter(|by| !by.is_empty());
     let lifetime = match req.expires_in_secs {
         None => setup_links::DEFAULT_LIFETIME,
         Some(secs) => Duration::from_secs(secs),
@@ -155,7 +178,16 @@ pub(crate) async fn create(
         )));
     }
     let now = state.clock.now_unix();
-    let created = setup_links::create(&state.store, id, name, lifetime, now).await?;
+    let created = setup_links::create(
+        &state.store,
+        id,
+        name,
+        created_by,
+        stored.is_some(),
+        lifetime,
+        now,
+    )
+    .await?;
     let url = format!(
         "{}{}{}",
         state.config.public_origin(),
@@ -167,6 +199,8 @@ pub(crate) async fn create(
         event = "setup_link_created",
         link = %created.link.id,
         connection = %created.link.connection,
+        rotation = stored.is_some(),
+        created_by = created_by.unwrap_or(""),
         expires_at = created.link.expires_at,
         "setup link created"
     );

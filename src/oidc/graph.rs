@@ -457,7 +457,7 @@ pub(crate) async fn app_token(
         return Ok(t);
     }
     let scope = format!("{}/.default", req.resource);
-    let attempts = token::attempts(&req.conn.credential);
+    let attempts = token::attempts(req.conn);
     let mut result = Err(TokenError::Malformed(
         "the connection has no credential".into(),
     ));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::{
     certificate::{CLIENT_ASSERTION_TYPE, CertificateCredential},
-    config::{ClientAuth, ClientCredential},
+    config::{ClientAuth, ClientCredential, ConnectionConfig},
     entra,
     federated::{FederatedAssertion, FederatedError},
     oidc::http_client::{FetchError, HttpClient},
@@ -26,8 +26,24 @@ pub(crate) enum Credential<'a> {
 }
 
 /// The credentials to try at the token endpoint, in order: each secret (newest first) with
-/// its label, or the certificate alone.
-pub(crate) fn attempts(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<'_>)> {
+/// its label, or the certificate alone; then a rotated-out credential, while the connection
+/// keeps one (`ConnectionConfig::previous_credential`).
+pub(crate) fn attempts(conn: &ConnectionConfig) -> Vec<(Option<&str>, Credential<'_>)> {
+    let mut out = attempts_of(&conn.credential);
+    if let Some(previous) = &conn.previous_credential {
+        out.extend(
+            attempts_of(previous)
+                .into_iter()
+                .map(|(label, c)| (Some(label.unwrap_or(PREVIOUS_CERTIFICATE)), c)),
+        );
+    }
+    out
+}
+
+/// How logs name the certificate a rotation link replaced.
+const PREVIOUS_CERTIFICATE: &str = "the previous certificate (before the last setup link)";
+
+fn attempts_of(credential: &ClientCredential) -> Vec<(Option<&str>, Credential<'_>)> {
     match credential {
         ClientCredential::Secrets(secrets) => secrets
             .iter()
@@ -148,10 +164,10 @@ pub(crate) async fn refresh(
 /// a secret rotation; a refused client leaves the refresh token unspent.
 pub(crate) async fn refresh_with_fallback(
     http: &HttpClient,
-    credential: &ClientCredential,
+    conn: &ConnectionConfig,
     req: &RefreshGrant<'_>,
 ) -> Result<Refreshed, TokenError> {
-    let attempts = attempts(credential);
+    let attempts = attempts(conn);
     let mut result = Err(TokenError::Malformed(
         "the connection has no credential".into(),
     ));

@@ -68,6 +68,13 @@ pub(crate) struct SetupLink {
     pub connection: String,
     /// The name users see on the start page.
     pub name: String,
+    /// Who asked for the link, as the operator's tool said (`entrance setup-link create`
+    /// sends the local user name): for the audit lines of what the link does.
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// Made for a connection a setup created already: it adds a credential (a rotation).
+    #[serde(default)]
+    pub rotation: bool,
     /// Unix seconds, by entrance's clock.
     pub created_at: i64,
     pub expires_at: i64,
@@ -149,9 +156,21 @@ pub(crate) enum ActivateError {
     Session(#[from] SessionError),
 }
 
+/// What an activation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activated {
+    /// A new connection.
+    Created,
+    /// A new credential for a stored connection, kept beside the previous one.
+    Rotated,
+}
+
 /// Keeps the connection a setup through link `link_id` created and spends the link, in one
-/// write: the link must still be usable, and the id must be neither in `reserved` (the
-/// configuration file's connections) nor among the stored ones.
+/// write: the link must still be usable, and the id must not be in `reserved` (the
+/// configuration file's connections). When a stored connection has the id already, the link
+/// rotates its credential: the new one goes first and the old one becomes `previous` (an
+/// older `previous` goes), provided the app registration (metadata URL and client ID) is the
+/// same — another registration is another connection.
 pub(crate) async fn activate(
     store: &AnyStore,
     link_id: &str,
@@ -159,7 +178,7 @@ pub(crate) async fn activate(
     reserved: &[String],
     test_grant_sha256: String,
     now: i64,
-) -> Result<(), ActivateError> {
+) -> Result<Activated, ActivateError> {
     change(store, now, |record| {
         let link = record
             .links
@@ -172,8 +191,16 @@ pub(crate) async fn activate(
             LinkStatus::Spent => return Err(ActivateError::Unusable(Unusable::Spent)),
             LinkStatus::Revoked => return Err(ActivateError::Unusable(Unusable::Revoked)),
         }
-        if reserved.contains(&connection.id)
-            || record.connections.iter().any(|c| c.id == connection.id)
+        if reserved.contains(&connection.id) {
+            return Err(ActivateError::Taken(connection.id));
+        }
+        let existing = record
+            .connections
+            .iter_mut()
+            .find(|c| c.id == connection.id);
+        if let Some(existing) = &existing
+            && (existing.client_id != connection.client_id
+                || existing.metadata_url != connection.metadata_url)
         {
             return Err(ActivateError::Taken(connection.id));
         }
@@ -183,10 +210,65 @@ pub(crate) async fn activate(
         link.certificate = None;
         link.test_grant_sha256 = Some(test_grant_sha256);
         link.test_grant_expires_at = now + TEST_GRANT_LIFETIME;
-        record.connections.push(connection);
-        Ok(())
+        match existing {
+            None => {
+                record.connections.push(connection);
+                Ok(Activated::Created)
+            }
+            Some(existing) => {
+                let old = std::mem::replace(&mut existing.credential, connection.credential);
+                existing.previous = Some(old);
+                existing.name = connection.name;
+                existing.link = connection.link;
+                existing.created_at = connection.created_at;
+                Ok(Activated::Rotated)
+            }
+        }
     })
     .await
+}
+
+/// Removes connection `id`'s previous credential, once a sign-in proved the one a rotation
+/// link added. Returns whether there was one to remove (a second sign-in on another replica
+/// before both applied the change finds none, and writes nothing).
+pub(crate) async fn retire_previous(
+    store: &AnyStore,
+    id: &str,
+    now: i64,
+) -> Result<bool, SessionError> {
+    let has_previous = |record: &SetupRecord| {
+        record
+            .connections
+            .iter()
+            .any(|c| c.id == id && c.previous.is_some())
+    };
+    if !has_previous(&load(store).await?) {
+        return Ok(false);
+    }
+    change(store, now, |record| {
+        Ok::<_, SessionError>(
+            record
+                .connections
+                .iter_mut()
+                .find(|c| c.id == id)
+                .and_then(|c| c.previous.take())
+                .is_some(),
+        )
+    })
+    .await
+}
+
+/// The connection a setup created with this id, if any (a link for it rotates its
+/// credential).
+pub(crate) async fn stored(
+    store: &AnyStore,
+    id: &str,
+) -> Result<Option<StoredConnection>, SessionError> {
+    Ok(load(store)
+        .await?
+        .connections
+        .into_iter()
+        .find(|c| c.id == id))
 }
 
 /// Keeps `certificate` as link `link_id`'s generated certificate, unless it has one already:
@@ -256,7 +338,7 @@ pub(crate) struct Created {
 pub(crate) enum Found {
     /// No link has this token (never had one, or ended long ago).
     Unknown,
-    Link(SetupLink),
+    Link(Box<SetupLink>),
 }
 
 fn sha256_hex(token: &str) -> String {
@@ -287,6 +369,21 @@ pub(crate) struct StoredConnection {
     pub name: String,
     pub metadata_url: String,
     pub client_id: String,
+    /// Flattened: the fields of the first version's records, which still load.
+    #[serde(flatten)]
+    pub credential: StoredCredential,
+    /// The credential a rotation link replaced: tried after `credential` until the first
+    /// sign-in with the new one proves it, then removed (`retire_previous`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<StoredCredential>,
+    /// Unix seconds, and the link that created it (or last rotated its credential).
+    pub created_at: i64,
+    pub link: String,
+}
+
+/// A stored connection's client credential: a sealed secret, or a generated certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredCredential {
     /// base64 of nonce ‖ ciphertext ‖ tag, the connection id as associated data. Empty for a
     /// certificate connection.
     #[serde(default)]
@@ -297,9 +394,6 @@ pub(crate) struct StoredConnection {
     /// The generated certificate and its sealed key, instead of a secret (issue 17).
     #[serde(default)]
     pub certificate: Option<LinkCertificate>,
-    /// Unix seconds, and the link that created it.
-    pub created_at: i64,
-    pub link: String,
 }
 
 /// The one record: links, the connections they created, and its version.
@@ -356,7 +450,7 @@ pub(crate) async fn find(store: &AnyStore, token: &str) -> Result<Found, Session
         .await?
         .into_iter()
         .find(|l| l.token_sha256 == hash)
-        .map_or(Found::Unknown, Found::Link))
+        .map_or(Found::Unknown, |l| Found::Link(Box::new(l))))
 }
 
 /// Why a link could not be created.
@@ -375,6 +469,8 @@ pub(crate) async fn create(
     store: &AnyStore,
     connection: &str,
     name: &str,
+    created_by: Option<&str>,
+    rotation: bool,
     lifetime: Duration,
     now: i64,
 ) -> Result<Created, CreateError> {
@@ -385,6 +481,8 @@ pub(crate) async fn create(
         csrf: CsrfToken::new_random_len(32).into_secret(),
         connection: connection.to_owned(),
         name: name.to_owned(),
+        created_by: created_by.map(str::to_owned),
+        rotation,
         created_at: now,
         expires_at: now + lifetime.as_secs() as i64,
         state: LinkState::Active,
@@ -464,14 +562,15 @@ async fn change<T, E: From<SessionError>>(
     }
     let result = async {
         let mut record = load(store).await?;
-        let connections = record.connections.len();
+        let connections = connections_json(&record)?;
         let out = edit(&mut record)?;
         record.links.retain(|l| {
             let ended = l.ended_at.unwrap_or(l.expires_at);
             l.state == LinkState::Active && now < l.expires_at || now - ended < REMEMBER_ENDED
         });
-        // Only a change to the connections makes replicas apply them again.
-        if record.connections.len() != connections {
+        // Only a change to the connections (one added, a credential rotated or retired)
+        // makes replicas apply them again.
+        if connections_json(&record)? != connections {
             record.version += 1;
         }
         store
@@ -486,6 +585,11 @@ async fn change<T, E: From<SessionError>>(
         tracing::warn!(error = %e, "could not release the setup links' lock");
     }
     result
+}
+
+fn connections_json(record: &SetupRecord) -> Result<serde_json::Value, SessionError> {
+    serde_json::to_value(&record.connections)
+        .map_err(|e| SessionError::Corrupt(format!("serialising the setup record: {e}")))
 }
 
 fn lock_record() -> Record {
@@ -538,9 +642,17 @@ mod tests {
     #[tokio::test]
     async fn a_link_is_found_by_its_token_which_is_stored_only_as_a_hash() {
         let store = store();
-        let created = create(&store, "fabrikam", "Fabrikam", DEFAULT_LIFETIME, 1000)
-            .await
-            .expect("created");
+        let created = create(
+            &store,
+            "fabrikam",
+            "Fabrikam",
+            None,
+            false,
+            DEFAULT_LIFETIME,
+            1000,
+        )
+        .await
+        .expect("created");
         assert_eq!(created.token.len(), 43);
         let links = list(&store).await.expect("listed");
         assert_eq!(links.len(), 1);
@@ -568,11 +680,11 @@ mod tests {
     #[tokio::test]
     async fn a_second_active_link_for_one_connection_is_refused_until_the_first_ends() {
         let store = store();
-        let first = create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 0)
+        let first = create(&store, "fabrikam", "F", None, false, DEFAULT_LIFETIME, 0)
             .await
             .expect("created");
         assert!(matches!(
-            create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 1).await,
+            create(&store, "fabrikam", "F", None, false, DEFAULT_LIFETIME, 1).await,
             Err(CreateError::Duplicate(..))
         ));
         let ended = end(&store, &first.link.id, LinkState::Revoked, 2)
@@ -580,7 +692,7 @@ mod tests {
             .expect("ended")
             .expect("the link exists");
         assert_eq!(ended.status(3), LinkStatus::Revoked);
-        create(&store, "fabrikam", "F", DEFAULT_LIFETIME, 3)
+        create(&store, "fabrikam", "F", None, false, DEFAULT_LIFETIME, 3)
             .await
             .expect("a new link once the old one is revoked");
         // An ended link stays as it ended.
@@ -594,15 +706,135 @@ mod tests {
     #[tokio::test]
     async fn links_ended_long_ago_are_forgotten() {
         let store = store();
-        let old = create(&store, "a", "A", MIN_LIFETIME, 0)
+        let old = create(&store, "a", "A", None, false, MIN_LIFETIME, 0)
             .await
             .expect("created");
         let later = MIN_LIFETIME.as_secs() as i64 + REMEMBER_ENDED + 1;
-        create(&store, "b", "B", DEFAULT_LIFETIME, later)
+        create(&store, "b", "B", None, false, DEFAULT_LIFETIME, later)
             .await
             .expect("created");
         let links = list(&store).await.expect("listed");
         assert_eq!(links.len(), 1);
         assert!(links.iter().all(|l| l.id != old.link.id));
+    }
+
+    fn connection(client_id: &str, secret_sealed: &str, link: &str) -> StoredConnection {
+        StoredConnection {
+            id: "fabrikam".into(),
+            name: "Fabrikam".into(),
+            metadata_url: "https://login.example/t/v2.0/.well-known/openid-configuration".into(),
+            client_id: client_id.into(),
+            credential: StoredCredential {
+                client_secret_sealed: secret_sealed.into(),
+                client_secret_expires_at: "2099-01-01".into(),
+                certificate: None,
+            },
+            previous: None,
+            created_at: 0,
+            link: link.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_link_rotates_the_credential_keeping_the_old_until_retired() {
+        let store = store();
+        let first = create(&store, "fabrikam", "F", None, false, DEFAULT_LIFETIME, 0)
+            .await
+            .expect("created");
+        let activated = activate(
+            &store,
+            &first.link.id,
+            connection("app", "old", &first.link.id),
+            &[],
+            "g".into(),
+            1,
+        )
+        .await
+        .expect("activated");
+        assert_eq!(activated, Activated::Created);
+        let v1 = load(&store).await.expect("loaded").version;
+        assert!(!retire_previous(&store, "fabrikam", 2).await.expect("asked"));
+        assert_eq!(
+            load(&store).await.expect("loaded").version,
+            v1,
+            "nothing written"
+        );
+
+        // Another app registration is refused; the same one rotates.
+        let second = create(
+            &store,
+            "fabrikam",
+            "F",
+            Some("ops"),
+            true,
+            DEFAULT_LIFETIME,
+            3,
+        )
+        .await
+        .expect("created");
+        assert!(second.link.rotation);
+        assert!(matches!(
+            activate(
+                &store,
+                &second.link.id,
+                connection("other", "new", &second.link.id),
+                &[],
+                "g".into(),
+                4
+            )
+            .await,
+            Err(ActivateError::Taken(_))
+        ));
+        let activated = activate(
+            &store,
+            &second.link.id,
+            connection("app", "new", &second.link.id),
+            &[],
+            "g".into(),
+            5,
+        )
+        .await
+        .expect("activated");
+        assert_eq!(activated, Activated::Rotated);
+        let record = load(&store).await.expect("loaded");
+        assert!(record.version > v1, "replicas apply a rotation");
+        let c = &record.connections[0];
+        assert_eq!(record.connections.len(), 1);
+        assert_eq!(c.credential.client_secret_sealed, "new");
+        assert_eq!(
+            c.previous.as_ref().map(|p| p.client_secret_sealed.as_str()),
+            Some("old")
+        );
+        assert_eq!(c.link, second.link.id);
+
+        // The first sign-in with the new credential retires the old one, once.
+        assert!(retire_previous(&store, "fabrikam", 6).await.expect("asked"));
+        let after = load(&store).await.expect("loaded");
+        assert!(after.connections[0].previous.is_none());
+        assert!(after.version > record.version);
+        assert!(!retire_previous(&store, "fabrikam", 7).await.expect("asked"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_stored_before_rotations_existed_still_loads() {
+        // The first version's record: the credential's fields inline, no `previous`.
+        let json = serde_json::json!({
+            "id": "fabrikam", "name": "F", "metadata_url": "https://m", "client_id": "app",
+            "client_secret_sealed": "sealed", "client_secret_expires_at": "2099-01-01",
+            "created_at": 1, "link": "l"
+        });
+        let c: StoredConnection = serde_json::from_value(json.clone()).expect("loads");
+        assert_eq!(c.credential.client_secret_sealed, "sealed");
+        assert!(c.previous.is_none());
+        assert_eq!(
+            serde_json::to_value(&c).expect("json")["client_secret_sealed"],
+            "sealed"
+        );
+        let mut written = serde_json::to_value(&c).expect("json");
+        written
+            .as_object_mut()
+            .expect("object")
+            .remove("certificate");
+        assert_eq!(written, json, "written back in the same shape");
     }
 }

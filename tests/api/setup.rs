@@ -543,6 +543,10 @@ async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
         async move {
             let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrance"))
                 .arg("setup-link")
+                // Who runs it, as the shell says: the link records it for the audit lines.
+                .env("USER", "ops-bob")
+                .env_remove("SUDO_USER")
+                .env_remove("LOGNAME")
                 .args(&args[..1])
                 .arg("--config")
                 .arg(&file)
@@ -585,7 +589,10 @@ async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
         .lines()
         .find(|l| l.contains("northwind"))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(row.contains("usable"), "{out}");
+    assert!(
+        row.contains("usable") && row.contains(" new ") && row.ends_with("ops-bob"),
+        "{out}"
+    );
     assert!(
         !out.contains(url.rsplit('/').next().expect("token")),
         "no token"
@@ -595,7 +602,10 @@ async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
     // A configured connection's id is refused, with the reason.
     let (code, _, err) = run(args(&["create", "--connection", "contoso"])).await;
     assert_eq!(code, Some(1));
-    assert!(err.contains("configuration file already"), "{err}");
+    assert!(
+        err.contains("in the configuration file") && err.contains("client_secrets"),
+        "{err}"
+    );
     let (code, _, err) = run(args(&["create", "--connection", "x", "--expires", "soon"])).await;
     assert_eq!(code, Some(2));
     assert!(err.contains("7d"), "{err}");
@@ -1339,4 +1349,183 @@ async fn the_values_are_plain_text_and_only_the_hashed_copy_script_may_run() {
         .unwrap_or_default()
         .to_owned();
     assert!(!home_csp.contains("script-src"), "{home_csp}");
+}
+
+/// One sign-in through connection `fabrikam` of `app` in its browser: the callback's
+/// response.
+async fn sign_in_fabrikam(app: &TestApp) -> reqwest::Response {
+    let authorize = app
+        .begin_login_with(&app.browser, "?connection=fabrikam")
+        .await;
+    let callback = app.authorize(&authorize).await;
+    app.callback_with(&app.browser, &callback, true).await
+}
+
+/// How the code exchanges since call `from` of the mock authenticated, in order.
+fn exchanges_since(idp: &mock_idp::MockIdp, from: usize) -> Vec<Option<&'static str>> {
+    idp.token_calls()[from..]
+        .iter()
+        .filter(|c| c.grant_type.as_deref() == Some("authorization_code"))
+        .map(|c| c.client_auth)
+        .collect()
+}
+
+/// Stage 5's rotation: a new link for a connection a setup created renews its credential —
+/// the same app registration (another client ID is refused beside its field), the new
+/// credential (here the generated certificate replacing the secret) used first and the old
+/// one still tried after it, until the first sign-in with the new one removes the old one on
+/// every replica. A file connection's credential is renewed in the file, and the link says so.
+#[tokio::test]
+async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_sign_in() {
+    let dir = TempDir::new();
+    let path = dir.path().join("sessions.db");
+    let session = format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        path.display()
+    );
+    let replica = || {
+        spawn_app_with(AppOptions {
+            admin_listen: true,
+            session_toml: session.clone(),
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let origin = a.config.public_origin();
+
+    // Set up with a client secret.
+    let first = create_link(&a, "fabrikam").await;
+    let (status, html) = submit(&a, &first, &Values::healthy(&a)).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+
+    // A file connection's credential is the file's business.
+    let res = post_link(&a, serde_json::json!({ "connection": "contoso" })).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let refusal = res.text().await.expect("body");
+    assert!(refusal.contains("client_secrets"), "{refusal}");
+
+    // A renewal link: marked as such, with who asked for it.
+    let res = post_link(
+        &a,
+        serde_json::json!({ "connection": "fabrikam", "created_by": "ops-alice" }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["rotation"], true, "{body}");
+    assert_eq!(
+        body["name"], "Fabrikam Ltd",
+        "the connection keeps its name"
+    );
+    let url = body["url"].as_str().expect("a url").to_owned();
+    let renewal = Link {
+        id: body["id"].as_str().expect("an id").to_owned(),
+        token: url.rsplit('/').next().expect("a token").to_owned(),
+        url,
+    };
+    let html = page_html(&a, &renewal.url).await;
+    assert!(html.contains("A new credential for Fabrikam Ltd"), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{DEFAULT_CLIENT_ID}\"")),
+        "the registration's client ID is filled in: {html}"
+    );
+
+    // Another app registration is another connection: refused beside the client ID.
+    let (status, html) = submit(
+        &a,
+        &renewal,
+        &Values {
+            client_id: "11111111-2222-3333-4444-555555555555",
+            ..Values::healthy(&a)
+        },
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        field_section(&html, "client_id").contains(DEFAULT_CLIENT_ID),
+        "the fix names the registration: {html}"
+    );
+
+    // The generated certificate, uploaded: saved beside the secret.
+    assert_eq!(
+        generate_certificate(&a, &renewal, Some(&origin)).await,
+        StatusCode::SEE_OTHER
+    );
+    let (_, _, pem) = download(&a, &format!("{}/certificate.pem", renewal.url)).await;
+    a.idp
+        .register_certificate(&String::from_utf8(pem).expect("PEM"))
+        .expect("the mock takes it");
+    let (status, html) = submit_certificate(&a, &renewal, &a.idp.metadata_url()).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("The new credential for Fabrikam Ltd is saved"),
+        "{html}"
+    );
+    let audit = crate::helpers::log_lines_with("setup_rotated");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains(&renewal.id) && l.contains("ops-alice")),
+        "{audit:?}"
+    );
+
+    // Until a sign-in proves the new one, the old one still works after it: with the
+    // certificate refused (expired, as Entra would judge it), the secret signs in.
+    a.idp.set_behaviour(mock_idp::Behaviour {
+        certificate_clock_offset_secs: 800 * 86_400,
+        ..Default::default()
+    });
+    let from = a.idp.token_calls().len();
+    crate::helpers::assert_signed_in(&a, sign_in_fabrikam(&a).await).await;
+    assert_eq!(
+        exchanges_since(&a.idp, from),
+        [Some("client_assertion"), Some("client_secret")],
+        "the new credential first, then the old one"
+    );
+
+    // The first sign-in with the new credential removes the old one...
+    a.idp.set_behaviour(mock_idp::Behaviour::default());
+    let from = a.idp.token_calls().len();
+    crate::helpers::assert_signed_in(&a, sign_in_fabrikam(&a).await).await;
+    assert_eq!(exchanges_since(&a.idp, from), [Some("client_assertion")]);
+    let mut removed = false;
+    for _ in 0..100 {
+        if !crate::helpers::log_lines_with("previous_credential_removed").is_empty() {
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(removed, "the removal is audit-logged");
+
+    // ...on every replica: B, once it applied the change, no longer falls back to the secret.
+    a.idp.set_behaviour(mock_idp::Behaviour {
+        certificate_clock_offset_secs: 800 * 86_400,
+        ..Default::default()
+    });
+    let mut refused = false;
+    for _ in 0..50 {
+        let from = a.idp.token_calls().len();
+        let res = sign_in_fabrikam(&b).await;
+        if exchanges_since(&a.idp, from) == [Some("client_assertion")] {
+            assert!(!res.status().is_redirection(), "refused: {}", res.status());
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(refused, "replica B dropped the old secret");
+    // The renewal link is spent.
+    assert_eq!(
+        app_status(&b, &renewal.url.replace(&a.base, &b.base)).await,
+        StatusCode::GONE
+    );
+}
+
+async fn app_status(app: &TestApp, url: &str) -> StatusCode {
+    app.browser.get(url).send().await.expect("page").status()
 }

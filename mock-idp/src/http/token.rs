@@ -34,6 +34,15 @@ pub(super) async fn token(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         code_verifier: form.get("code_verifier").map(str::to_owned),
+        client_auth: if form.get("client_assertion").is_some() {
+            Some("client_assertion")
+        } else if form.get("client_secret").is_some()
+            || headers.contains_key(axum::http::header::AUTHORIZATION)
+        {
+            Some("client_secret")
+        } else {
+            None
+        },
     };
     let behaviour = {
         let mut inner = s.lock();
