@@ -502,10 +502,11 @@ pub(crate) async fn load_stored(
     Ok((record.version, out))
 }
 
-/// Every [`STORED_POLL`], applies the stored connections when the setup record's version
-/// moved past `seen`: a setup completed on any replica goes live on this one without a
-/// restart. A store that does not answer, or a connection that cannot be opened, keeps the
-/// running connections and is logged.
+/// Every [`STORED_POLL`], and at once when the store says the setup record changed (Redis's
+/// tracking connection tells every replica of any replica's write), applies the stored
+/// connections when the setup record's version moved past `seen`: a setup completed on any
+/// replica goes live on this one without a restart. A store that does not answer, or a
+/// connection that cannot be opened, keeps the running connections and is logged.
 pub(crate) async fn poll_stored(
     reloader: Arc<Reloader>,
     store: crate::session::store::AnyStore,
@@ -513,8 +514,19 @@ pub(crate) async fn poll_stored(
     mut seen: Option<u64>,
 ) {
     let mut tick = tokio::time::interval(STORED_POLL);
+    let changed = crate::session::setup_links::watch(&store);
     loop {
-        tick.tick().await;
+        match &changed {
+            Some(changed) => {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = changed.notified() => {}
+                }
+            }
+            None => {
+                tick.tick().await;
+            }
+        }
         match load_stored(&store, key.as_ref()).await {
             Ok((version, stored)) if seen != Some(version) => {
                 let ids: Vec<String> = stored.iter().map(|c| c.id.clone()).collect();

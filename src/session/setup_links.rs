@@ -353,6 +353,12 @@ fn plausible_token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A notification when the setup record changes, where the store can tell (`AnyStore::watch`:
+/// on Redis, any replica's change within milliseconds); `None`: poll.
+pub(crate) fn watch(store: &AnyStore) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+    store.watch(links_id())
+}
+
 fn links_id() -> tower_sessions::session::Id {
     derived_id(&["entrance:setup-links"])
 }

@@ -18,11 +18,13 @@ use std::{
     collections::HashMap,
     num::NonZeroUsize,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use lru::LruCache;
@@ -61,6 +63,10 @@ pub(crate) struct SessionCache {
     /// may still take to apply that write (its timeouts).
     hold_back: Duration,
     counters: CacheCounters,
+    /// Ids someone waits to hear have changed ([`SessionCache::watch`]); few, rarely any.
+    watchers: Mutex<Vec<(Id, Arc<Notify>)>>,
+    /// Whether `watchers` is non-empty: the common invalidation takes no further lock.
+    watched: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -113,6 +119,30 @@ impl SessionCache {
             trusted: AtomicBool::new(trusted),
             hold_back,
             counters,
+            watchers: Mutex::new(Vec::new()),
+            watched: AtomicBool::new(false),
+        }
+    }
+
+    /// A notification each time `id` is invalidated (a write through this process, or the
+    /// store saying another process changed it) and each time the cache resumes (changes may
+    /// have gone unseen): how a replica hears at once of a record it otherwise polls. A
+    /// notification that comes while nobody waits is kept for the next wait (`notify_one`).
+    pub(crate) fn watch(&self, id: Id) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        sync::lock(&self.watchers).push((id, notify.clone()));
+        self.watched.store(true, Ordering::Release);
+        notify
+    }
+
+    fn notify_watchers(&self, id: Option<&Id>) {
+        if !self.watched.load(Ordering::Acquire) {
+            return;
+        }
+        for (watched, notify) in sync::lock(&self.watchers).iter() {
+            if id.is_none_or(|id| id == watched) {
+                notify.notify_one();
+            }
         }
     }
 
@@ -179,9 +209,12 @@ impl SessionCache {
     /// Forgets `id`: a write to it passed through here, or the store said it changed.
     pub(crate) fn invalidate(&self, id: &Id) {
         let shard = self.shard_of(id);
-        let mut state = self.lock(shard);
-        self.shards[shard].epoch.fetch_add(1, Ordering::AcqRel);
-        state.records.pop(id);
+        {
+            let mut state = self.lock(shard);
+            self.shards[shard].epoch.fetch_add(1, Ordering::AcqRel);
+            state.records.pop(id);
+        }
+        self.notify_watchers(Some(id));
     }
 
     /// Forgets `id` and keeps it out for [`hold_back`](SessionCache::new): a write to it
@@ -214,6 +247,7 @@ impl SessionCache {
     pub(crate) fn resume(&self) {
         self.flush();
         self.trusted.store(true, Ordering::Release);
+        self.notify_watchers(None);
     }
 
     /// How many records are kept.
@@ -324,6 +358,9 @@ impl<S: CacheableStore> RecordStore for CachedStore<S> {
     }
     async fn load_uncached(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.backend.load(session_id).await
+    }
+    fn watch(&self, id: Id) -> Option<Arc<Notify>> {
+        Some(self.cache.watch(id))
     }
 }
 
@@ -625,5 +662,29 @@ mod tests {
         assert!(store.load(&r.id).await.is_err(), "a hit is refused too");
         store.backend.refuse.store(false, Ordering::SeqCst);
         assert!(store.load(&r.id).await.expect("load").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_hears_of_its_record_and_of_a_resume_only() {
+        let cache = cache(10);
+        let notified = async |n: &Notify| {
+            tokio::time::timeout(Duration::from_millis(20), n.notified())
+                .await
+                .is_ok()
+        };
+        let watched = cache.watch(Id(1));
+        cache.invalidate(&Id(2));
+        assert!(!notified(&watched).await, "another record's change");
+        // Kept until someone waits: a change while the poller was busy is not lost.
+        cache.invalidate(&Id(1));
+        assert!(notified(&watched).await);
+        assert!(!notified(&watched).await, "one change, one notification");
+        cache.suspend();
+        assert!(!notified(&watched).await);
+        cache.resume();
+        assert!(
+            notified(&watched).await,
+            "after a gap, anything may have changed"
+        );
     }
 }

@@ -72,6 +72,12 @@ pub(crate) trait RecordStore: SessionStore {
     async fn load_uncached(&self, session_id: &Id) -> session_store::Result<Option<Record>> {
         self.load(session_id).await
     }
+    /// A notification when record `id` changes, where the store can tell (a read cache:
+    /// this process's writes, and on Redis every replica's, through the tracking connection);
+    /// `None` where it cannot, and the caller polls.
+    fn watch(&self, _id: Id) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// Why the configured store cannot be used at startup. Like configuration errors, each names
@@ -243,6 +249,11 @@ impl AnyStore {
     /// [`RecordStore::load_uncached`], bounded by the store timeout.
     pub(crate) async fn load_uncached(&self, id: &Id) -> session_store::Result<Option<Record>> {
         self.bounded("load", self.inner.load_uncached(id)).await
+    }
+
+    /// [`RecordStore::watch`].
+    pub(crate) fn watch(&self, id: Id) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.watch(id)
     }
 }
 
