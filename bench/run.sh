@@ -385,6 +385,7 @@ TOML
     sleep 0.5
     local rss_after
     rss_after=$(rss_kib "$epid")
+    [[ $store == redis ]] && signout_latency "$base"
     stop "$epid"
     [[ -n $redis_pid ]] && stop "$redis_pid"
 
@@ -397,6 +398,36 @@ TOML
     RATIO[$store]=$ratio
     AP99[$store]=$a_p99
     ECPU[$store]=$ecpu
+}
+
+# A sign-out on one replica as another replica's /auth sees it: a second entrance on the same
+# Redis (its session cache kept honest by Redis's invalidation messages), and SIGNOUT_ROUNDS
+# rounds of `bench_logins signout` (login on A, /auth on B, logout on A, /auth on B until 401).
+SIGNOUT_ROUNDS=20
+SIGNOUT=""
+signout_latency() {
+    local base=$1 port bpid
+    port=$(free_port)
+    sed -e "s|^listen = .*|listen = \"127.0.0.1:$port\"|" \
+        -e "s|^public_url = .*|public_url = \"http://127.0.0.1:$port\"|" \
+        "$WORK/entrance-redis.toml" >"$WORK/entrance-redis-b.toml"
+    "$BIN/entrance" serve --config "$WORK/entrance-redis-b.toml" >"$WORK/entrance-redis-b.log" 2>&1 &
+    bpid=$!
+    PIDS+=("$bpid")
+    if ! wait_status "http://127.0.0.1:$port/login" 303 "$bpid"; then
+        SKIPPED+=("sign-out across replicas: skipped: the second replica did not start ($WORK/entrance-redis-b.log)")
+        echo "${SKIPPED[-1]}" >&2
+        stop "$bpid"
+        return 0
+    fi
+    log "redis: a sign-out on one replica as the other's /auth sees it ($SIGNOUT_ROUNDS rounds)"
+    if "$EXAMPLES/bench_logins" signout "$base" "http://127.0.0.1:$port" "$SIGNOUT_ROUNDS" \
+        | tee "$WORK/signout.txt" >&2; then
+        SIGNOUT="median $(awk -F= '$1 == "signout_ms_median" {print $2}' "$WORK/signout.txt") ms, at most $(awk -F= '$1 == "signout_ms_max" {print $2}' "$WORK/signout.txt") ms over $SIGNOUT_ROUNDS rounds; B answered 200 after the sign-out $(awk -F= '$1 == "signout_stale_answers" {print $2}' "$WORK/signout.txt") times in all"
+    else
+        SKIPPED+=("sign-out across replicas: left out: the driver failed (see the log above)")
+    fi
+    stop "$bpid"
 }
 
 # Redis holding REDIS_SESSIONS more sessions: keys of the size of the demo session's record
@@ -598,6 +629,12 @@ fi
     echo
     if [[ -n $PEER_IDP_CPU ]]; then
         echo "The mock IdP's CPU per login: $(for s in $STORES; do [[ -f $WORK/logins-$s.txt ]] && printf '%s %s ms, ' "$s" "$(awk -F= '$1 == "idp_cpu_ms_per_login" {print $2}' "$WORK/logins-$s.txt")"; done)peer $PEER_IDP_CPU ms."
+        echo
+    fi
+    if [[ -n $SIGNOUT ]]; then
+        echo "A sign-out on one replica, seen by a second replica's \`/auth\` (both on the same Redis,"
+        echo "from the sign-out's response on A to B's first 401, polled back to back — one \`/auth\`"
+        echo "round trip at least): $SIGNOUT."
         echo
     fi
     echo "entrance against its bare baseline (same response, same runtime):"

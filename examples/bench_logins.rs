@@ -13,6 +13,14 @@
 //! [SERVER_PID] [IDP_PID]` do the same for a page protected by Apache's mod_auth_openidc (the
 //! peer): `GET URL` → 302 to the mock's authorize (state cookie set) → 302 to the module's
 //! redirect URI → 302 back to URL with the `mod_auth_openidc_session` cookie → `GET URL` 200.
+//!
+//! `bench_logins signout BASE_A BASE_B ROUNDS` measures how long a sign-out on one replica
+//! takes to reach another's session cache (two entrance replicas on one Redis): per round, a
+//! login on A, `/auth` on B (200, now cached there), `POST /logout` on A, then `/auth` on B
+//! polled back to back until it answers 401; prints the median and the largest time from A's
+//! logout response to B's first 401, in milliseconds (one `/auth` round trip at least), and
+//! how many of B's answers after the logout still said 200 (stale) over all rounds.
+//!
 //! Used by `bench/run.sh`; only ever talks to the URLs it is given.
 
 use std::{
@@ -206,9 +214,51 @@ fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench_logins cookie BASE | bench_logins run BASE CONCURRENCY SECONDS [SERVER_PID] [IDP_PID]\n       bench_logins peer-cookie URL | bench_logins peer-run URL CONCURRENCY SECONDS [SERVER_PID] [IDP_PID]"
+        "usage: bench_logins cookie BASE | bench_logins run BASE CONCURRENCY SECONDS [SERVER_PID] [IDP_PID]\n       bench_logins peer-cookie URL | bench_logins peer-run URL CONCURRENCY SECONDS [SERVER_PID] [IDP_PID]\n       bench_logins signout BASE_A BASE_B ROUNDS"
     );
     std::process::exit(2)
+}
+
+/// `GET {base}/auth` with `cookie`: its status.
+async fn auth_status(http: &Client, base: &str, cookie: &str) -> Result<StatusCode, Error> {
+    let res = http
+        .get(format!("{base}/auth"))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await?;
+    let status = res.status();
+    res.bytes().await?;
+    Ok(status)
+}
+
+/// One round of `signout`: milliseconds from A's logout response to B's first 401, and how
+/// many 200s B answered before it.
+async fn signout_round(http: &Client, a: &str, b: &str) -> Result<(f64, u64), Error> {
+    let cookie = login(http, a).await?;
+    let status = auth_status(http, b, &cookie).await?;
+    if status != StatusCode::OK {
+        return Err(format!("/auth on B before the sign-out: {status}").into());
+    }
+    // The sign-out button's POST, from A's own page (the Origin rule).
+    let res = http
+        .post(format!("{a}/logout"))
+        .header(header::COOKIE, &cookie)
+        .header(header::ORIGIN, a)
+        .send()
+        .await?;
+    if !res.status().is_redirection() && !res.status().is_success() {
+        return Err(format!("/logout on A: {}", res.status()).into());
+    }
+    let signed_out = Instant::now();
+    let deadline = signed_out + Duration::from_secs(5);
+    let mut stale = 0;
+    while Instant::now() < deadline {
+        if auth_status(http, b, &cookie).await? == StatusCode::UNAUTHORIZED {
+            return Ok((signed_out.elapsed().as_secs_f64() * 1000.0, stale));
+        }
+        stale += 1;
+    }
+    Err("B still accepted the session 5 s after the sign-out on A".into())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -244,6 +294,34 @@ async fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100.0);
             run(flow, &http, base, concurrency, secs, server, idp, tck).await;
+        }
+        Some("signout") => {
+            let (Some(a), Some(b), Some(rounds)) = (args.get(1), args.get(2), args.get(3)) else {
+                usage()
+            };
+            let rounds: usize = rounds.parse().unwrap_or_else(|_| usage());
+            let mut times = Vec::with_capacity(rounds);
+            let mut stale = 0;
+            for _ in 0..rounds {
+                match signout_round(&http, a, b).await {
+                    Ok((ms, n)) => {
+                        times.push(ms);
+                        stale += n;
+                    }
+                    Err(e) => {
+                        eprintln!("bench_logins: sign-out round failed: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            println!("rounds={}", times.len());
+            println!("signout_ms_median={:.2}", times[times.len() / 2]);
+            println!(
+                "signout_ms_max={:.2}",
+                times.last().copied().unwrap_or_default()
+            );
+            println!("signout_stale_answers={stale}");
         }
         _ => usage(),
     }
