@@ -676,7 +676,7 @@ mod tests {
         let (store, pool) = open_sqlite(&path, Duration::from_secs(1))
             .await
             .expect("opens");
-        (Arc::new(CheckedSqlite { store, pool, path }), dir)
+        (Arc::new(CheckedSqlite::new(store, pool, path)), dir)
     }
 
     fn test_cache() -> Arc<SessionCache> {

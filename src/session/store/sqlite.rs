@@ -4,7 +4,8 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    time::Duration,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -69,7 +70,17 @@ pub(super) struct CheckedSqlite {
     /// that never inserts, an insert that never overwrites a live record).
     pub(super) pool: SqlitePool,
     pub(super) path: PathBuf,
+    /// When the file was last seen there, in nanoseconds since `since` (0: never): a cache
+    /// hit within [`HIT_CHECK_EVERY`] of it takes no `stat` of its own.
+    pub(super) seen_at: AtomicU64,
+    pub(super) since: Instant,
 }
+
+/// How long a cache hit trusts the last sight of the file. A `stat` per `/auth` was most of
+/// what the SQLite store cost beyond the memory store's (`docs/BENCHMARKS.md`, 2026-11-30);
+/// a file gone is still answered 503 within this long, and every write still checks first,
+/// so no write goes to a vanished file.
+pub(super) const HIT_CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// The table tower-sessions-sqlx-store 0.15 creates (`SqliteStore::migrate`): `id` text,
 /// `data` the MessagePack of the whole record, `expiry_date` the RFC 3339 text sqlx writes
@@ -86,7 +97,26 @@ fn encode(record: &Record) -> session_store::Result<Vec<u8>> {
 
 impl CheckedSqlite {
     pub(super) fn new(store: SqliteStore, pool: SqlitePool, path: PathBuf) -> CheckedSqlite {
-        CheckedSqlite { store, pool, path }
+        CheckedSqlite {
+            store,
+            pool,
+            path,
+            seen_at: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    /// [`check_file`](CheckedSqlite::check_file), unless the file was seen within
+    /// [`HIT_CHECK_EVERY`].
+    fn check_file_recently(&self) -> session_store::Result<()> {
+        let now = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let seen = self.seen_at.load(Ordering::Relaxed);
+        if seen != 0 && now.saturating_sub(seen) < HIT_CHECK_EVERY.as_nanos() as u64 {
+            return Ok(());
+        }
+        self.check_file()?;
+        self.seen_at.store(now.max(1), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Runs one write statement on the calling thread's connection ([`sqlite_inline_write`]);
@@ -126,8 +156,9 @@ impl CheckedSqlite {
     }
 
     /// One `stat` on the caller's thread, not a hop to the blocking pool (`tokio::fs`): it runs
-    /// on every request, and SQLite has to live on a local filesystem anyway (SQLite does not
-    /// support network filesystems), where a `stat` takes microseconds.
+    /// before every read and write of the file (and for cache hits at most every
+    /// [`HIT_CHECK_EVERY`]), and SQLite has to live on a local filesystem anyway (SQLite does
+    /// not support network filesystems), where a `stat` takes microseconds.
     fn check_file(&self) -> session_store::Result<()> {
         match self.path.try_exists() {
             Ok(true) => Ok(()),
@@ -159,7 +190,7 @@ impl CheckedSqlite {
 /// for hits as for reads.
 impl CacheableStore for CheckedSqlite {
     fn before_hit(&self) -> session_store::Result<()> {
-        self.check_file()
+        self.check_file_recently()
     }
 }
 
