@@ -625,29 +625,7 @@ const DATA_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 #[tokio::test]
 async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
     let dir = TempDir::new();
-    let path = dir.path().join("sessions.db");
-    let session = format!(
-        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
-        path.display()
-    );
-    let a = spawn_app_with(AppOptions {
-        admin_listen: true,
-        session_toml: session.clone(),
-        data_key: Some(DATA_KEY),
-        ..Default::default()
-    })
-    .await;
-    let b = spawn_app_with(AppOptions {
-        admin_listen: true,
-        session_toml: session.clone(),
-        data_key: Some(DATA_KEY),
-        ..Default::default()
-    })
-    .await;
-    // The customer's tenant is A's mock Entra; the app registration lists both replicas'
-    // redirect URIs (one public URL in production, two ports here).
-    a.idp
-        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let (a, b) = two_replicas_on_sqlite(&dir).await;
 
     let link = create_link(&a, "fabrikam").await;
     let (status, html) = submit(&a, &link, &Values::healthy(&a)).await;
@@ -951,22 +929,11 @@ async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let session = format!(
+    let (a, b) = two_replicas(format!(
         "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"setup:\"",
         redis.url()
-    );
-    let replica = || {
-        spawn_app_with(AppOptions {
-            admin_listen: true,
-            session_toml: session.clone(),
-            data_key: Some(DATA_KEY),
-            ..Default::default()
-        })
-    };
-    let a = replica().await;
-    let b = replica().await;
-    a.idp
-        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    ))
+    .await;
 
     let link = create_link(&a, "fabrikam").await;
     let (status, html) = submit(&a, &link, &Values::healthy(&a)).await;
@@ -1018,6 +985,35 @@ async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
         .await
         .expect("page");
     assert_eq!(res.status(), StatusCode::GONE, "the link is spent on B too");
+}
+
+/// Two replicas with the data key on one SQLite file in `dir`, their read caches off (so each
+/// reads the other's writes at once).
+async fn two_replicas_on_sqlite(dir: &TempDir) -> (TestApp, TestApp) {
+    two_replicas(format!(
+        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
+        dir.path().join("sessions.db").display()
+    ))
+    .await
+}
+
+/// Two replicas with the data key on the store `session` configures; the customer's tenant is
+/// A's mock Entra, whose app registration lists both replicas' redirect URIs (one public URL
+/// in production).
+async fn two_replicas(session: String) -> (TestApp, TestApp) {
+    let replica = || {
+        spawn_app_with(AppOptions {
+            admin_listen: true,
+            session_toml: session.clone(),
+            data_key: Some(DATA_KEY),
+            ..Default::default()
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    a.idp
+        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    (a, b)
 }
 
 /// Opens the page and posts the form with the generated certificate chosen (Origin ours).
@@ -1095,23 +1091,7 @@ async fn download(app: &TestApp, url: &str) -> (StatusCode, String, Vec<u8>) {
 #[tokio::test]
 async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replica() {
     let dir = TempDir::new();
-    let path = dir.path().join("sessions.db");
-    let session = format!(
-        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
-        path.display()
-    );
-    let replica = || {
-        spawn_app_with(AppOptions {
-            admin_listen: true,
-            session_toml: session.clone(),
-            data_key: Some(DATA_KEY),
-            ..Default::default()
-        })
-    };
-    let a = replica().await;
-    let b = replica().await;
-    a.idp
-        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let (a, b) = two_replicas_on_sqlite(&dir).await;
     let link = create_link(&a, "fabrikam").await;
     let cer_url = format!("{}/certificate.cer", link.url);
     let pem_url = format!("{}/certificate.pem", link.url);
@@ -1386,23 +1366,7 @@ fn exchanges_since(idp: &mock_idp::MockIdp, from: usize) -> Vec<Option<&'static 
 #[tokio::test]
 async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_sign_in() {
     let dir = TempDir::new();
-    let path = dir.path().join("sessions.db");
-    let session = format!(
-        "store = \"sqlite\"\nsqlite_path = \"{}\"\ncache_entries = 0",
-        path.display()
-    );
-    let replica = || {
-        spawn_app_with(AppOptions {
-            admin_listen: true,
-            session_toml: session.clone(),
-            data_key: Some(DATA_KEY),
-            ..Default::default()
-        })
-    };
-    let a = replica().await;
-    let b = replica().await;
-    a.idp
-        .set_redirect_uris(vec![a.config.redirect_uri(), b.config.redirect_uri()]);
+    let (a, b) = two_replicas_on_sqlite(&dir).await;
     let origin = a.config.public_origin();
 
     // Set up with a client secret.
