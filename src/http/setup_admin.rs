@@ -142,13 +142,14 @@ pub(crate) async fn create(
         )));
     }
     // A file connection's credential is the file's (rotated there, `client_secrets`); a
-    // stored one's is rotated by a new link, which keeps its name unless given another.
-    if state.config.connections.iter().any(|c| c.id == id) {
+    // stored one's is rotated by a new link, which keeps its name unless given another. The
+    // live connections are the file's (as last reloaded) and the stored ones.
+    let stored = setup_links::stored(&state.store, id).await?;
+    if stored.is_none() && state.connections.load().iter().any(|c| c.config.id == id) {
         return Err(AppError::SetupLinkConflict(format!(
             "connection {id:?} is in the configuration file; a setup link creates a new connection or renews the credential of one a setup link created — renew this one's in the file (client_secrets keeps the old and the new side by side)"
         )));
     }
-    let stored = setup_links::stored(&state.store, id).await?;
     let name = match (req.name.as_deref().map(str::trim), &stored) {
         (Some(name), _) => name,
         (None, Some(c)) => c.name.as_str(),
