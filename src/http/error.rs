@@ -191,6 +191,10 @@ pub(crate) enum AppError {
     /// The admin API refused a setup-link request (an id taken, a link already active).
     #[error("setup link request refused: {0}")]
     SetupLinkConflict(String),
+    /// The admin API could not use a setup-link request as sent (a bad id, name, lifetime or
+    /// body): 400 with the reason, which is the operator's to read.
+    #[error("setup link request invalid: {0}")]
+    SetupLinkRequest(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -334,6 +338,7 @@ impl AppError {
             AppError::SetupLink(_) => StatusCode::GONE,
             AppError::SetupForm => StatusCode::FORBIDDEN,
             AppError::SetupLinkConflict(_) => StatusCode::CONFLICT,
+            AppError::SetupLinkRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -392,6 +397,7 @@ impl AppError {
             AppError::SetupLink(Unusable::Revoked) => "setup_link_revoked",
             AppError::SetupForm => "setup_form_refused",
             AppError::SetupLinkConflict(_) => "setup_link_conflict",
+            AppError::SetupLinkRequest(_) => "bad_request",
             AppError::Internal(_) => "internal",
         }
     }
@@ -845,10 +851,12 @@ impl AppError {
                 "Request refused",
                 "This form did not come from its setup page. Open your setup link again and submit the form from there.",
             ),
-            AppError::SetupLinkConflict(reason) => Explanation {
-                admin: Some(reason.clone()),
-                ..plain("Setup link refused", reason)
-            },
+            AppError::SetupLinkConflict(reason) | AppError::SetupLinkRequest(reason) => {
+                Explanation {
+                    admin: Some(reason.clone()),
+                    ..plain("Setup link refused", reason)
+                }
+            }
             AppError::Internal(_) => plain(
                 "Something went wrong",
                 "An unexpected error happened. Please try again.",

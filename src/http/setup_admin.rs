@@ -129,7 +129,7 @@ pub(crate) async fn create(
         return Ok(res);
     }
     let req: CreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| AppError::BadRequest(format!("the request body: {e}")))?;
+        .map_err(|e| AppError::SetupLinkRequest(format!("the request body: {e}")))?;
     let id = req.connection.trim();
     if id.is_empty()
         || id.len() > 64
@@ -137,7 +137,7 @@ pub(crate) async fn create(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(AppError::BadRequest(format!(
+        return Err(AppError::SetupLinkRequest(format!(
             "{id:?} is not a usable connection id: use 1 to 64 letters, digits, '-' or '_'"
         )));
     }
@@ -156,13 +156,13 @@ pub(crate) async fn create(
         (None, None) => id,
     };
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(AppError::BadRequest(
+        return Err(AppError::SetupLinkRequest(
             "the name must be 1 to 100 characters on one line".into(),
         ));
     }
     let created_by = req.created_by.as_deref().map(str::trim);
     if created_by.is_some_and(|by| by.chars().count() > 100 || by.chars().any(char::is_control)) {
-        return Err(AppError::BadRequest(
+        return Err(AppError::SetupLinkRequest(
             "created_by must be at most 100 characters on one line".into(),
         ));
     }
@@ -172,7 +172,7 @@ pub(crate) async fn create(
         Some(secs) => Duration::from_secs(secs),
     };
     if !(setup_links::MIN_LIFETIME..=setup_links::MAX_LIFETIME).contains(&lifetime) {
-        return Err(AppError::BadRequest(format!(
+        return Err(AppError::SetupLinkRequest(format!(
             "a setup link lives from {} minutes to {} days",
             setup_links::MIN_LIFETIME.as_secs() / 60,
             setup_links::MAX_LIFETIME.as_secs() / 86400

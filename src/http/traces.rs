@@ -161,6 +161,7 @@ pub(crate) fn step(err: &AppError) -> &'static str {
         | AppError::SetupLink(_)
         | AppError::SetupForm
         | AppError::SetupLinkConflict(_)
+        | AppError::SetupLinkRequest(_)
         | AppError::RateLimited { .. }
         | AppError::NotSignedIn
         | AppError::BearerRejected { .. }
