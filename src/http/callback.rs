@@ -646,12 +646,23 @@ async fn exchange_with_fallback(
                         .client_secret_fallbacks
                         .get_or_create(&Metrics::connection(&conn.config.id))
                         .inc();
-                    tracing::warn!(
-                        connection = %conn.config.id,
-                        secret = worked,
-                        correlation_id = %cid.0,
-                        "client secret {gone} was refused; {worked} worked — remove the refused secret from the configuration and from Entra (Certificates & secrets)"
-                    );
+                    if conn.config.previous_credential.is_some() {
+                        // A renewal link's credential refused, the one it replaced accepted:
+                        // the new one is what to fix, and the old one stays until it works.
+                        tracing::warn!(
+                            connection = %conn.config.id,
+                            secret = worked,
+                            correlation_id = %cid.0,
+                            "the credential the last setup link added ({gone}) was refused; {worked} worked — check that the new certificate or secret is still listed in Entra (Certificates & secrets) and has not expired; the previous one keeps working until the new one signs someone in"
+                        );
+                    } else {
+                        tracing::warn!(
+                            connection = %conn.config.id,
+                            secret = worked,
+                            correlation_id = %cid.0,
+                            "client secret {gone} was refused; {worked} worked — remove the refused secret from the configuration and from Entra (Certificates & secrets)"
+                        );
+                    }
                 }
                 return Ok(tokens);
             }
@@ -673,14 +684,15 @@ fn retire_previous(state: &AppState, id: &str, cid: &CorrelationId) {
     let now = state.clock.now_unix();
     tokio::spawn(async move {
         match crate::session::setup_links::retire_previous(&store, &id, now).await {
-            Ok(true) => tracing::info!(
+            Ok(Some(link)) => tracing::info!(
                 target: "entrance::audit",
                 event = "previous_credential_removed",
                 connection = %id,
+                link = %link,
                 correlation_id = %cid,
                 "the credential the last setup link added signed a user in; the one it replaced is no longer used — delete it in Entra (Certificates & secrets)"
             ),
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(
                 connection = %id,
                 error = %e,

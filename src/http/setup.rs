@@ -159,13 +159,20 @@ impl Feedback {
     }
 }
 
-/// The link a token opens, if it can be used now; otherwise the error page that says why.
-async fn open(state: &AppState, token: &str) -> Result<SetupLink, AppError> {
+/// The link a token opens, if it can be used now, with the stored connection it renews (if
+/// any); otherwise the error page that says why.
+async fn open(
+    state: &AppState,
+    token: &str,
+) -> Result<(SetupLink, Option<StoredConnection>), AppError> {
     match setup_links::find(&state.store, token).await? {
         Found::Unknown => Err(AppError::SetupLink(Unusable::Unknown)),
-        Found::Link(link) => (*link)
-            .usable(state.clock.now_unix())
-            .map_err(AppError::SetupLink),
+        Found::Link { link, renews } => Ok((
+            (*link)
+                .usable(state.clock.now_unix())
+                .map_err(AppError::SetupLink)?,
+            renews.map(|c| *c),
+        )),
     }
 }
 
@@ -174,8 +181,7 @@ pub(super) async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
-    let link = open(&state, &token).await?;
-    let rotating = setup_links::stored(&state.store, &link.connection).await?;
+    let (link, rotating) = open(&state, &token).await?;
     // A rotation keeps the app registration: its values are filled in.
     let form = match &rotating {
         None => SetupForm::default(),
@@ -217,9 +223,8 @@ pub(super) async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let link = open(&state, &token).await?;
+    let (link, rotating) = open(&state, &token).await?;
     let form: SetupForm = from_own_page(&state, &link, &headers, body)?;
-    let rotating = setup_links::stored(&state.store, &link.connection).await?;
     let (mut feedback, metadata_url) = check(&state, &link, rotating.as_ref(), &form).await;
     if !feedback.has_errors()
         && let Some(metadata_url) = metadata_url
@@ -345,7 +350,7 @@ pub(super) async fn generate_certificate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
-    let link = open(&state, &token).await?;
+    let (link, _) = open(&state, &token).await?;
     let _: CsrfForm = from_own_page(&state, &link, &headers, body)?;
     if link.certificate.is_none() {
         let Some(key) = state.config.data_key.clone() else {
@@ -430,7 +435,7 @@ pub(super) async fn certificate_pem(
 }
 
 async fn download(state: &AppState, token: &str, pem: bool) -> Result<Response, AppError> {
-    let link = open(state, token).await?;
+    let (link, _) = open(state, token).await?;
     let Some(cert) = &link.certificate else {
         return Err(AppError::SetupLinkConflict(
             "no certificate was generated for this link yet: choose \"Generate a certificate\" on the setup page".to_owned(),

@@ -229,13 +229,13 @@ pub(crate) async fn activate(
 }
 
 /// Removes connection `id`'s previous credential, once a sign-in proved the one a rotation
-/// link added. Returns whether there was one to remove (a second sign-in on another replica
-/// before both applied the change finds none, and writes nothing).
+/// link added. Returns the id of that link when there was a credential to remove (a second
+/// sign-in on another replica before both applied the change finds none, and writes nothing).
 pub(crate) async fn retire_previous(
     store: &AnyStore,
     id: &str,
     now: i64,
-) -> Result<bool, SessionError> {
+) -> Result<Option<String>, SessionError> {
     let has_previous = |record: &SetupRecord| {
         record
             .connections
@@ -243,7 +243,7 @@ pub(crate) async fn retire_previous(
             .any(|c| c.id == id && c.previous.is_some())
     };
     if !has_previous(&load(store).await?) {
-        return Ok(false);
+        return Ok(None);
     }
     change(store, now, |record| {
         Ok::<_, SessionError>(
@@ -251,8 +251,7 @@ pub(crate) async fn retire_previous(
                 .connections
                 .iter_mut()
                 .find(|c| c.id == id)
-                .and_then(|c| c.previous.take())
-                .is_some(),
+                .and_then(|c| c.previous.take().map(|_| c.link.clone())),
         )
     })
     .await
@@ -338,7 +337,12 @@ pub(crate) struct Created {
 pub(crate) enum Found {
     /// No link has this token (never had one, or ended long ago).
     Unknown,
-    Link(Box<SetupLink>),
+    Link {
+        link: Box<SetupLink>,
+        /// The connection a setup created with the link's id, if any: the link renews its
+        /// credential (read in the same load as the link).
+        renews: Option<Box<StoredConnection>>,
+    },
 }
 
 fn sha256_hex(token: &str) -> String {
@@ -452,11 +456,19 @@ pub(crate) async fn find(store: &AnyStore, token: &str) -> Result<Found, Session
         return Ok(Found::Unknown);
     }
     let hash = sha256_hex(token);
-    Ok(list(store)
-        .await?
+    let record = load(store).await?;
+    let Some(link) = record.links.into_iter().find(|l| l.token_sha256 == hash) else {
+        return Ok(Found::Unknown);
+    };
+    let renews = record
+        .connections
         .into_iter()
-        .find(|l| l.token_sha256 == hash)
-        .map_or(Found::Unknown, |l| Found::Link(Box::new(l))))
+        .find(|c| c.id == link.connection)
+        .map(Box::new);
+    Ok(Found::Link {
+        link: Box::new(link),
+        renews,
+    })
 }
 
 /// Why a link could not be created.
@@ -664,10 +676,12 @@ mod tests {
         assert_eq!(links.len(), 1);
         let stored = serde_json::to_string(&links).expect("json");
         assert!(!stored.contains(&created.token));
-        let Found::Link(link) = find(&store, &created.token).await.expect("found") else {
+        let Found::Link { link, renews } = find(&store, &created.token).await.expect("found")
+        else {
             panic!("the token opens its link");
         };
         assert_eq!(link.connection, "fabrikam");
+        assert!(renews.is_none(), "no connection fabrikam is stored yet");
         assert_eq!(link.status(1000), LinkStatus::Usable);
         assert_eq!(
             link.status(1000 + DEFAULT_LIFETIME.as_secs() as i64),
@@ -759,7 +773,10 @@ mod tests {
         .expect("activated");
         assert_eq!(activated, Activated::Created);
         let v1 = load(&store).await.expect("loaded").version;
-        assert!(!retire_previous(&store, "fabrikam", 2).await.expect("asked"));
+        assert_eq!(
+            retire_previous(&store, "fabrikam", 2).await.expect("asked"),
+            None
+        );
         assert_eq!(
             load(&store).await.expect("loaded").version,
             v1,
@@ -814,11 +831,18 @@ mod tests {
         assert_eq!(c.link, second.link.id);
 
         // The first sign-in with the new credential retires the old one, once.
-        assert!(retire_previous(&store, "fabrikam", 6).await.expect("asked"));
+        assert_eq!(
+            retire_previous(&store, "fabrikam", 6).await.expect("asked"),
+            Some(second.link.id.clone()),
+            "the link whose credential now stands alone"
+        );
         let after = load(&store).await.expect("loaded");
         assert!(after.connections[0].previous.is_none());
         assert!(after.version > record.version);
-        assert!(!retire_previous(&store, "fabrikam", 7).await.expect("asked"));
+        assert_eq!(
+            retire_previous(&store, "fabrikam", 7).await.expect("asked"),
+            None
+        );
     }
 
     #[tokio::test]
