@@ -234,23 +234,40 @@ impl Browser {
             .unwrap_or_else(|e| panic!("press {text:?}: {e}"));
     }
 
-    /// Sets the value of the form field with this `id`, as typing it would (a date field's
-    /// value too, whose typing depends on the locale), waiting for it to appear.
-    pub async fn fill(&self, id: &str, value: &str) {
+    /// The form field with this `id`, waiting for it to appear.
+    async fn field(&self, id: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(PATIENCE)
             .every(Duration::from_millis(100))
             .for_element(Locator::Id(id))
             .await
-            .unwrap_or_else(|e| panic!("no field #{id} within {PATIENCE:?}: {e}"));
-        self.client
-            .execute(
-                "document.getElementById(arguments[0]).value = arguments[1];",
-                vec![id.into(), value.into()],
-            )
+            .unwrap_or_else(|e| panic!("no field #{id} within {PATIENCE:?}: {e}"))
+    }
+
+    /// Types `value` into the form field with this `id`, after clearing what it holds (the
+    /// setup form keeps the values after a failed check). A date field is set through its
+    /// value instead: typing a date depends on the browser's locale.
+    pub async fn fill(&self, id: &str, value: &str) {
+        let field = self.field(id).await;
+        if field.attr("type").await.ok().flatten().as_deref() == Some("date") {
+            self.client
+                .execute(
+                    "document.getElementById(arguments[0]).value = arguments[1];",
+                    vec![id.into(), value.into()],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("fill #{id}: {e}"));
+            return;
+        }
+        field
+            .clear()
             .await
-            .unwrap_or_else(|e| panic!("fill #{id}: {e}"));
+            .unwrap_or_else(|e| panic!("clear #{id}: {e}"));
+        field
+            .send_keys(value)
+            .await
+            .unwrap_or_else(|e| panic!("type into #{id}: {e}"));
     }
 
     /// The value of the script expression `js` on the current page (`return` is added).
@@ -261,22 +278,13 @@ impl Browser {
             .unwrap_or_else(|e| panic!("evaluate {js}: {e}"))
     }
 
-    /// Checks the radio button or checkbox with this `id`, as a click on it would.
+    /// Clicks the radio button or checkbox with this `id`.
     pub async fn check(&self, id: &str) {
-        self.client
-            .wait()
-            .at_most(PATIENCE)
-            .every(Duration::from_millis(100))
-            .for_element(Locator::Id(id))
+        self.field(id)
             .await
-            .unwrap_or_else(|e| panic!("no field #{id} within {PATIENCE:?}: {e}"));
-        self.client
-            .execute(
-                "document.getElementById(arguments[0]).checked = true;",
-                vec![id.into()],
-            )
+            .click()
             .await
-            .unwrap_or_else(|e| panic!("check #{id}: {e}"));
+            .unwrap_or_else(|e| panic!("click #{id}: {e}"));
     }
 
     /// With `ENTRANCE_SCREENSHOTS=<dir>` set, saves the whole page as `<dir>/<name>.png` (the

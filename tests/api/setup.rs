@@ -487,14 +487,13 @@ async fn links_live_in_every_store_as_a_hash_of_their_token() {
     let res = app.browser.get(&link.url).send().await.expect("page");
     assert_eq!(res.status(), StatusCode::OK, "kept across a restart");
     let hash = sha256_hex(&link.token);
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
-        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
-    }
-    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-    assert!(contains(&hash), "the SQLite file holds the token's hash");
+    let bytes = files_in(&dir);
     assert!(
-        !contains(&link.token),
+        holds(&bytes, &hash),
+        "the SQLite file holds the token's hash"
+    );
+    assert!(
+        !holds(&bytes, &link.token),
         "the SQLite file never holds the token"
     );
     app.stop().await;
@@ -606,6 +605,13 @@ async fn the_cli_creates_lists_and_revokes_links_through_the_admin_listener() {
         err.contains("in the configuration file") && err.contains("client_secrets"),
         "{err}"
     );
+    // The server's own refusal of a request says what is wrong with it.
+    let (code, _, err) = run(args(&["create", "--connection", "no spaces"])).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("not a usable connection id") && err.contains("letters, digits"),
+        "{err}"
+    );
     let (code, _, err) = run(args(&["create", "--connection", "x", "--expires", "soon"])).await;
     assert_eq!(code, Some(2));
     assert!(err.contains("7d"), "{err}");
@@ -661,32 +667,13 @@ async fn a_completed_setup_goes_live_on_every_replica_without_a_restart() {
     }
 
     // The store holds the secret sealed, never in the clear.
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
-        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
-    }
-    let secret = DEFAULT_CLIENT_SECRET.as_bytes();
     assert!(
-        !bytes.windows(secret.len()).any(|w| w == secret),
+        !holds(&files_in(&dir), DEFAULT_CLIENT_SECRET),
         "the secret is sealed at rest"
     );
 
     // B applies the new connection within its poll, without a restart.
-    let mut live = false;
-    for _ in 0..100 {
-        let res = b
-            .browser
-            .get(b.url("/login?connection=fabrikam"))
-            .send()
-            .await
-            .expect("login");
-        if res.status() == StatusCode::SEE_OTHER {
-            live = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(live, "replica B serves connection fabrikam");
+    serves_fabrikam(&b).await;
     let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
     assert!(
         authorize.as_str().starts_with(&a.idp.base_url()),
@@ -953,30 +940,11 @@ async fn on_redis_a_completed_setup_goes_live_on_the_other_replica() {
     // B hears of the change through its tracking connection (`SessionCache::watch`), not at
     // its next one-second poll; it then fetches the tenant's metadata. Reported, not asserted:
     // a loaded machine stretches it.
-    let started = std::time::Instant::now();
-    let mut live = false;
-    for _ in 0..500 {
-        let res = b
-            .browser
-            .get(b.url("/login?connection=fabrikam"))
-            .send()
-            .await
-            .expect("login");
-        if res.status() == StatusCode::SEE_OTHER {
-            live = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(live, "replica B serves connection fabrikam");
     eprintln!(
         "replica B served the new connection {:?} after A's done page",
-        started.elapsed()
+        serves_fabrikam(&b).await
     );
-    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
-    let callback = b.authorize(&authorize).await;
-    let res = b.callback_with(&b.browser, &callback, true).await;
-    let me = crate::helpers::assert_signed_in(&b, res).await;
+    let me = crate::helpers::assert_signed_in(&b, sign_in_fabrikam(&b).await).await;
     assert_eq!(me["connection"], "fabrikam", "{me}");
     let res = b
         .browser
@@ -1250,37 +1218,15 @@ async fn a_generated_certificate_is_uploaded_proven_and_signs_in_on_every_replic
     assert_eq!(a.me().await.status(), StatusCode::UNAUTHORIZED);
 
     // The private key is nowhere in the store in the clear, nor in any log line.
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
-        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
-    }
-    let marker = b"PRIVATE KEY";
     assert!(
-        !bytes.windows(marker.len()).any(|w| w == marker),
+        !holds(&files_in(&dir), "PRIVATE KEY"),
         "the key is sealed at rest"
     );
     assert!(crate::helpers::log_lines_with("PRIVATE KEY").is_empty());
 
     // B applies it without a restart; the sign-in there authenticates with the certificate.
-    let mut live = false;
-    for _ in 0..100 {
-        let res = b
-            .browser
-            .get(b.url("/login?connection=fabrikam"))
-            .send()
-            .await
-            .expect("login");
-        if res.status() == StatusCode::SEE_OTHER {
-            live = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(live, "replica B serves connection fabrikam");
-    let authorize = b.begin_login_with(&b.browser, "?connection=fabrikam").await;
-    let callback = b.authorize(&authorize).await;
-    let res = b.callback_with(&b.browser, &callback, true).await;
-    let me = crate::helpers::assert_signed_in(&b, res).await;
+    serves_fabrikam(&b).await;
+    let me = crate::helpers::assert_signed_in(&b, sign_in_fabrikam(&b).await).await;
     assert_eq!(me["connection"], "fabrikam", "{me}");
     // The link is spent: its downloads too.
     assert_eq!(
@@ -1339,6 +1285,38 @@ async fn the_values_are_plain_text_and_only_the_hashed_copy_script_may_run() {
     assert!(!home_csp.contains("script-src"), "{home_csp}");
 }
 
+/// Every file in `dir` (the SQLite database and its WAL), read as bytes.
+fn files_in(dir: &TempDir) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).expect("the directory") {
+        bytes.extend(std::fs::read(entry.expect("an entry").path()).unwrap_or_default());
+    }
+    bytes
+}
+
+fn holds(bytes: &[u8], needle: &str) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Waits (10 s at most) until `app` serves connection `fabrikam`, which another replica
+/// created: how long it took.
+async fn serves_fabrikam(app: &TestApp) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        let res = app
+            .browser
+            .get(app.url("/login?connection=fabrikam"))
+            .send()
+            .await
+            .expect("login");
+        if res.status() == StatusCode::SEE_OTHER {
+            return started.elapsed();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("replica {} does not serve connection fabrikam", app.base);
+}
+
 /// One sign-in through connection `fabrikam` of `app` in its browser: the callback's
 /// response.
 async fn sign_in_fabrikam(app: &TestApp) -> reqwest::Response {
@@ -1363,26 +1341,55 @@ fn exchanges_since(idp: &mock_idp::MockIdp, from: usize) -> Vec<Option<&'static 
 /// credential (here the generated certificate replacing the secret) used first and the old
 /// one still tried after it, until the first sign-in with the new one removes the old one on
 /// every replica. A file connection's credential is renewed in the file, and the link says so.
+/// On SQLite and on Redis (the record API, the version and, on Redis, the tracking wake-up).
 #[tokio::test]
 async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_sign_in() {
     let dir = TempDir::new();
     let (a, b) = two_replicas_on_sqlite(&dir).await;
+    renewal(&a, &b).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_sign_in() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_replicas(format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_key_prefix = \"renewal:\"",
+        redis.url()
+    ))
+    .await;
+    renewal(&a, &b).await;
+}
+
+/// The renewal story on two replicas `a` and `b` of one store.
+async fn renewal(a: &TestApp, b: &TestApp) {
     let origin = a.config.public_origin();
 
     // Set up with a client secret.
-    let first = create_link(&a, "fabrikam").await;
-    let (status, html) = submit(&a, &first, &Values::healthy(&a)).await;
+    let first = create_link(a, "fabrikam").await;
+    let (status, html) = submit(a, &first, &Values::healthy(a)).await;
     assert_eq!(status, StatusCode::OK, "{html}");
 
     // A file connection's credential is the file's business.
-    let res = post_link(&a, serde_json::json!({ "connection": "contoso" })).await;
+    let res = post_link(a, serde_json::json!({ "connection": "contoso" })).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     let refusal = res.text().await.expect("body");
     assert!(refusal.contains("client_secrets"), "{refusal}");
 
+    // Who asked is one bounded line.
+    let res = post_link(
+        a,
+        serde_json::json!({ "connection": "fabrikam", "created_by": "ops\nforged audit line" }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let refusal = res.text().await.expect("body");
+    assert!(refusal.contains("one line"), "{refusal}");
+
     // A renewal link: marked as such, with who asked for it.
     let res = post_link(
-        &a,
+        a,
         serde_json::json!({ "connection": "fabrikam", "created_by": "ops-alice" }),
     )
     .await;
@@ -1399,7 +1406,7 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
         token: url.rsplit('/').next().expect("a token").to_owned(),
         url,
     };
-    let html = page_html(&a, &renewal.url).await;
+    let html = page_html(a, &renewal.url).await;
     assert!(html.contains("A new credential for Fabrikam Ltd"), "{html}");
     assert!(
         html.contains(&format!("value=\"{DEFAULT_CLIENT_ID}\"")),
@@ -1408,11 +1415,11 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
 
     // Another app registration is another connection: refused beside the client ID.
     let (status, html) = submit(
-        &a,
+        a,
         &renewal,
         &Values {
             client_id: "11111111-2222-3333-4444-555555555555",
-            ..Values::healthy(&a)
+            ..Values::healthy(a)
         },
     )
     .await;
@@ -1422,16 +1429,36 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
         "the fix names the registration: {html}"
     );
 
+    // Nor another tenant, beside the tenant field.
+    let other_tenant = format!(
+        "{}/11111111-2222-3333-4444-555555555555/v2.0/.well-known/openid-configuration",
+        a.idp.base_url()
+    );
+    let (status, html) = submit(
+        a,
+        &renewal,
+        &Values {
+            tenant: other_tenant,
+            ..Values::healthy(a)
+        },
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(
+        field_section(&html, "tenant").contains("not another tenant"),
+        "{html}"
+    );
+
     // The generated certificate, uploaded: saved beside the secret.
     assert_eq!(
-        generate_certificate(&a, &renewal, Some(&origin)).await,
+        generate_certificate(a, &renewal, Some(&origin)).await,
         StatusCode::SEE_OTHER
     );
-    let (_, _, pem) = download(&a, &format!("{}/certificate.pem", renewal.url)).await;
+    let (_, _, pem) = download(a, &format!("{}/certificate.pem", renewal.url)).await;
     a.idp
         .register_certificate(&String::from_utf8(pem).expect("PEM"))
         .expect("the mock takes it");
-    let (status, html) = submit_certificate(&a, &renewal, &a.idp.metadata_url()).await;
+    let (status, html) = submit_certificate(a, &renewal, &a.idp.metadata_url()).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(
         html.contains("The new credential for Fabrikam Ltd is saved"),
@@ -1452,21 +1479,26 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
         ..Default::default()
     });
     let from = a.idp.token_calls().len();
-    crate::helpers::assert_signed_in(&a, sign_in_fabrikam(&a).await).await;
+    crate::helpers::assert_signed_in(a, sign_in_fabrikam(a).await).await;
     assert_eq!(
         exchanges_since(&a.idp, from),
         [Some("client_assertion"), Some("client_secret")],
         "the new credential first, then the old one"
     );
+    // The operator is told what to fix: the new credential, not the old one.
+    assert!(!crate::helpers::log_lines_with("the credential the last setup link added").is_empty());
 
     // The first sign-in with the new credential removes the old one...
     a.idp.set_behaviour(mock_idp::Behaviour::default());
     let from = a.idp.token_calls().len();
-    crate::helpers::assert_signed_in(&a, sign_in_fabrikam(&a).await).await;
+    crate::helpers::assert_signed_in(a, sign_in_fabrikam(a).await).await;
     assert_eq!(exchanges_since(&a.idp, from), [Some("client_assertion")]);
     let mut removed = false;
     for _ in 0..100 {
-        if !crate::helpers::log_lines_with("previous_credential_removed").is_empty() {
+        if crate::helpers::log_lines_with("previous_credential_removed")
+            .iter()
+            .any(|l| l.contains(&renewal.id))
+        {
             removed = true;
             break;
         }
@@ -1482,7 +1514,7 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
     let mut refused = false;
     for _ in 0..50 {
         let from = a.idp.token_calls().len();
-        let res = sign_in_fabrikam(&b).await;
+        let res = sign_in_fabrikam(b).await;
         if exchanges_since(&a.idp, from) == [Some("client_assertion")] {
             assert!(!res.status().is_redirection(), "refused: {}", res.status());
             refused = true;
@@ -1493,7 +1525,7 @@ async fn a_new_link_renews_the_credential_and_the_old_one_goes_after_the_first_s
     assert!(refused, "replica B dropped the old secret");
     // The renewal link is spent.
     assert_eq!(
-        app_status(&b, &renewal.url.replace(&a.base, &b.base)).await,
+        app_status(b, &renewal.url.replace(&a.base, &b.base)).await,
         StatusCode::GONE
     );
 }
